@@ -1,0 +1,32 @@
+# NOPS Kernel. `make run` starts a kernel with embedded defaults; `make test` runs every test.
+GO        ?= go
+BIN       ?= bin/nops
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS   := -X github.com/nops-kernel/nops/internal/buildinfo.version=$(VERSION)
+TESTFLAGS ?=
+
+.PHONY: run build test generate check-generated lint fmt
+
+run: build
+	./$(BIN) server
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/nops
+
+test:
+	$(GO) test -race -count=1 $(TESTFLAGS) ./...
+
+generate:
+	$(GO) generate ./...
+
+# Fails when the generated code differs from what `make generate` writes.
+check-generated: generate
+	@git diff --exit-code -- '*.gen.go' || (echo 'generated code is stale: run make generate and commit' >&2; exit 1)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')

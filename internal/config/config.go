@@ -1,0 +1,271 @@
+// Package config holds the kernel's one Config: its defaults, its validation, and its sources
+// (YAML file < NOPS_* environment < command-line flags). Only cmd/ reads files, the environment
+// and flags, through Load; every other package receives a validated Config (or a part of it) as a
+// constructor parameter. config imports nothing of the project but errs.
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Config is the whole configuration of a kernel process. Each leaf field carries its YAML key,
+// its environment variable and a one-line description (doc); secret:"true" marks values that are
+// redacted wherever the configuration is shown.
+type Config struct {
+	DataDir   string          `yaml:"data_dir" env:"NOPS_DATA_DIR" flag:"data-dir" doc:"Directory for embedded state: SQLite database, JetStream store, generated keys."`
+	HTTP      HTTPConfig      `yaml:"http"`
+	Database  DatabaseConfig  `yaml:"database"`
+	Redis     RedisConfig     `yaml:"redis"`
+	Bus       BusConfig       `yaml:"bus"`
+	Auth      AuthConfig      `yaml:"auth"`
+	Log       LogConfig       `yaml:"log"`
+	Health    HealthConfig    `yaml:"health"`
+	Telemetry TelemetryConfig `yaml:"telemetry"`
+}
+
+// HTTPConfig configures the API listener.
+type HTTPConfig struct {
+	Addr              string   `yaml:"addr" env:"NOPS_HTTP_ADDR" flag:"http-addr" doc:"Address the HTTP API listens on (host:port; port 0 picks a free one)."`
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout" env:"NOPS_HTTP_READ_HEADER_TIMEOUT" doc:"Longest time to read request headers."`
+	ReadTimeout       Duration `yaml:"read_timeout" env:"NOPS_HTTP_READ_TIMEOUT" doc:"Longest time to read a whole request."`
+	WriteTimeout      Duration `yaml:"write_timeout" env:"NOPS_HTTP_WRITE_TIMEOUT" doc:"Longest time to write a response."`
+	IdleTimeout       Duration `yaml:"idle_timeout" env:"NOPS_HTTP_IDLE_TIMEOUT" doc:"Keep-alive idle timeout."`
+	ShutdownTimeout   Duration `yaml:"shutdown_timeout" env:"NOPS_HTTP_SHUTDOWN_TIMEOUT" doc:"How long shutdown waits for in-flight requests to drain."`
+	MaxBodyBytes      int64    `yaml:"max_body_bytes" env:"NOPS_HTTP_MAX_BODY_BYTES" doc:"Largest accepted request body, in bytes (larger → 413)."`
+}
+
+// DatabaseConfig selects and tunes the state store.
+type DatabaseConfig struct {
+	URL             string   `yaml:"url" env:"NOPS_DATABASE_URL" secret:"true" doc:"postgres://… to use PostgreSQL; empty for embedded SQLite under data_dir."`
+	MaxConns        int32    `yaml:"max_conns" env:"NOPS_DATABASE_MAX_CONNS" doc:"PostgreSQL pool size."`
+	MinConns        int32    `yaml:"min_conns" env:"NOPS_DATABASE_MIN_CONNS" doc:"PostgreSQL connections kept open when idle."`
+	ConnectTimeout  Duration `yaml:"connect_timeout" env:"NOPS_DATABASE_CONNECT_TIMEOUT" doc:"Timeout to open one database connection."`
+	MaxConnLifetime Duration `yaml:"max_conn_lifetime" env:"NOPS_DATABASE_MAX_CONN_LIFETIME" doc:"PostgreSQL connections are recycled after this long."`
+	MaxConnIdleTime Duration `yaml:"max_conn_idle_time" env:"NOPS_DATABASE_MAX_CONN_IDLE_TIME" doc:"Idle PostgreSQL connections are closed after this long."`
+	BusyTimeout     Duration `yaml:"busy_timeout" env:"NOPS_DATABASE_BUSY_TIMEOUT" doc:"SQLite busy timeout: how long a statement waits for a lock."`
+}
+
+// RedisConfig adds Redis (shared caches, rate limits; optional).
+type RedisConfig struct {
+	URL         string   `yaml:"url" env:"NOPS_REDIS_URL" secret:"true" doc:"redis://… to use Redis; empty for in-process caches."`
+	DialTimeout Duration `yaml:"dial_timeout" env:"NOPS_REDIS_DIAL_TIMEOUT" doc:"Timeout to open a Redis connection."`
+	PoolSize    int      `yaml:"pool_size" env:"NOPS_REDIS_POOL_SIZE" doc:"Redis connection pool size (0: go-redis default)."`
+}
+
+// BusConfig selects the event bus.
+type BusConfig struct {
+	Kind           string `yaml:"kind" env:"NOPS_EVENT_BUS" doc:"Event bus implementation: nats."`
+	NATSURL        string `yaml:"nats_url" env:"NOPS_NATS_URL" secret:"true" doc:"nats://… of an external NATS JetStream; empty for JetStream embedded in the process."`
+	EmbeddedListen string `yaml:"embedded_listen" env:"NOPS_NATS_EMBEDDED_LISTEN" doc:"host:port where the embedded NATS also accepts TCP clients; empty for in-process only."`
+}
+
+// Signing algorithms accepted for issued tokens.
+var SigningAlgs = []string{"EdDSA", "ES256", "RS256", "HS256"}
+
+// AuthConfig configures token issuance and verification and the bootstrap administrator.
+type AuthConfig struct {
+	Issuer                 string   `yaml:"issuer" env:"NOPS_AUTH_ISSUER" doc:"iss of issued tokens, required on verified ones."`
+	Audience               string   `yaml:"audience" env:"NOPS_AUTH_AUDIENCE" doc:"aud of issued tokens, required on verified ones."`
+	SigningAlg             string   `yaml:"signing_alg" env:"NOPS_AUTH_SIGNING_ALG" doc:"Token signing algorithm: EdDSA, ES256, RS256 or HS256."`
+	HS256Secret            string   `yaml:"hs256_secret" env:"NOPS_AUTH_HS256_SECRET" secret:"true" doc:"HS256 shared secret (≥ 32 bytes); generated and stored when empty."`
+	TokenTTL               Duration `yaml:"token_ttl" env:"NOPS_AUTH_TOKEN_TTL" doc:"Lifetime of issued access tokens."`
+	Leeway                 Duration `yaml:"leeway" env:"NOPS_AUTH_LEEWAY" doc:"Clock skew tolerated on exp/nbf/iat (at most 60s)."`
+	BootstrapAdminPassword string   `yaml:"bootstrap_admin_password" env:"NOPS_BOOTSTRAP_ADMIN_PASSWORD" secret:"true" doc:"Password of the bootstrap SUPER_ADMIN 'admin' (≥ 12 chars); random and printed once when empty."`
+}
+
+// LogConfig configures the JSON logger.
+type LogConfig struct {
+	Level string `yaml:"level" env:"NOPS_LOG_LEVEL" flag:"log-level" doc:"Log level: debug, info, warn or error."`
+}
+
+// HealthConfig tunes readiness checks.
+type HealthConfig struct {
+	CacheTTL     Duration `yaml:"cache_ttl" env:"NOPS_HEALTH_CACHE_TTL" doc:"How long a dependency check result is reused by /_readyz and /healthz."`
+	CheckTimeout Duration `yaml:"check_timeout" env:"NOPS_HEALTH_CHECK_TIMEOUT" doc:"Timeout of one dependency check."`
+}
+
+// TelemetryConfig configures OpenTelemetry. The OTLP exporter itself is configured by the
+// standard OTEL_EXPORTER_OTLP_* variables; it is enabled when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+type TelemetryConfig struct {
+	ServiceName string `yaml:"service_name" env:"NOPS_SERVICE_NAME" doc:"service.name reported in traces and metrics."`
+}
+
+// Default returns the embedded-defaults configuration: a working kernel with no other process.
+func Default() Config {
+	return Config{
+		DataDir: "./nops-data",
+		HTTP: HTTPConfig{
+			Addr:              "127.0.0.1:8080",
+			ReadHeaderTimeout: Duration(5 * time.Second),
+			ReadTimeout:       Duration(30 * time.Second),
+			WriteTimeout:      Duration(30 * time.Second),
+			IdleTimeout:       Duration(120 * time.Second),
+			ShutdownTimeout:   Duration(20 * time.Second),
+			MaxBodyBytes:      1 << 20,
+		},
+		Database: DatabaseConfig{
+			MaxConns:        20,
+			MinConns:        1,
+			ConnectTimeout:  Duration(5 * time.Second),
+			MaxConnLifetime: Duration(time.Hour),
+			MaxConnIdleTime: Duration(10 * time.Minute),
+			BusyTimeout:     Duration(5 * time.Second),
+		},
+		Redis: RedisConfig{DialTimeout: Duration(3 * time.Second)},
+		Bus:   BusConfig{Kind: "nats"},
+		Auth: AuthConfig{
+			Issuer:     "nops-kernel",
+			Audience:   "nops-api",
+			SigningAlg: "EdDSA",
+			TokenTTL:   Duration(15 * time.Minute),
+			Leeway:     Duration(30 * time.Second),
+		},
+		Log:       LogConfig{Level: "info"},
+		Health:    HealthConfig{CacheTTL: Duration(time.Second), CheckTimeout: Duration(2 * time.Second)},
+		Telemetry: TelemetryConfig{ServiceName: "nops-kernel"},
+	}
+}
+
+// ValidationError lists every invalid field of a Config.
+type ValidationError struct {
+	Problems []FieldProblem
+}
+
+// FieldProblem is one invalid field: its YAML path, its environment variable and what is wrong.
+type FieldProblem struct {
+	Field  string
+	Env    string
+	Reason string
+}
+
+func (e *ValidationError) Error() string {
+	var b strings.Builder
+	b.WriteString("invalid configuration:")
+	for _, p := range e.Problems {
+		fmt.Fprintf(&b, "\n  %s", p.Field)
+		if p.Env != "" {
+			fmt.Fprintf(&b, " (%s)", p.Env)
+		}
+		fmt.Fprintf(&b, ": %s", p.Reason)
+	}
+	return b.String()
+}
+
+// Validate reports every invalid field, naming it and the accepted values.
+func (c Config) Validate() error {
+	var v validator
+	if strings.TrimSpace(c.DataDir) == "" {
+		v.add("data_dir", "must not be empty")
+	}
+	if _, port, err := net.SplitHostPort(c.HTTP.Addr); err != nil || port == "" {
+		v.add("http.addr", fmt.Sprintf("must be host:port, got %q", c.HTTP.Addr))
+	}
+	v.positive("http.read_header_timeout", c.HTTP.ReadHeaderTimeout)
+	v.positive("http.read_timeout", c.HTTP.ReadTimeout)
+	v.positive("http.write_timeout", c.HTTP.WriteTimeout)
+	v.positive("http.idle_timeout", c.HTTP.IdleTimeout)
+	v.positive("http.shutdown_timeout", c.HTTP.ShutdownTimeout)
+	if c.HTTP.MaxBodyBytes < 1024 {
+		v.add("http.max_body_bytes", fmt.Sprintf("must be at least 1024, got %d", c.HTTP.MaxBodyBytes))
+	}
+	if c.Database.URL != "" {
+		if u, err := url.Parse(c.Database.URL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+			v.add("database.url", "must be a postgres:// or postgresql:// URL, or empty for embedded SQLite")
+		}
+	}
+	if c.Database.MaxConns < 1 {
+		v.add("database.max_conns", fmt.Sprintf("must be at least 1, got %d", c.Database.MaxConns))
+	}
+	if c.Database.MinConns < 0 || c.Database.MinConns > c.Database.MaxConns {
+		v.add("database.min_conns", fmt.Sprintf("must be between 0 and database.max_conns (%d), got %d", c.Database.MaxConns, c.Database.MinConns))
+	}
+	v.positive("database.connect_timeout", c.Database.ConnectTimeout)
+	v.positive("database.max_conn_lifetime", c.Database.MaxConnLifetime)
+	v.positive("database.max_conn_idle_time", c.Database.MaxConnIdleTime)
+	v.positive("database.busy_timeout", c.Database.BusyTimeout)
+	if c.Redis.URL != "" {
+		if u, err := url.Parse(c.Redis.URL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+			v.add("redis.url", "must be a redis:// or rediss:// URL, or empty")
+		}
+	}
+	v.positive("redis.dial_timeout", c.Redis.DialTimeout)
+	if c.Redis.PoolSize < 0 {
+		v.add("redis.pool_size", "must not be negative")
+	}
+	v.oneOf("bus.kind", c.Bus.Kind, []string{"nats"})
+	if c.Bus.NATSURL != "" {
+		for _, s := range strings.Split(c.Bus.NATSURL, ",") {
+			if u, err := url.Parse(strings.TrimSpace(s)); err != nil || (u.Scheme != "nats" && u.Scheme != "tls") || u.Host == "" {
+				v.add("bus.nats_url", "must be a comma-separated list of nats:// or tls:// URLs, or empty for embedded JetStream")
+				break
+			}
+		}
+	}
+	if c.Bus.EmbeddedListen != "" {
+		if _, _, err := net.SplitHostPort(c.Bus.EmbeddedListen); err != nil {
+			v.add("bus.embedded_listen", fmt.Sprintf("must be host:port or empty, got %q", c.Bus.EmbeddedListen))
+		}
+	}
+	if strings.TrimSpace(c.Auth.Issuer) == "" {
+		v.add("auth.issuer", "must not be empty")
+	}
+	if strings.TrimSpace(c.Auth.Audience) == "" {
+		v.add("auth.audience", "must not be empty")
+	}
+	v.oneOf("auth.signing_alg", c.Auth.SigningAlg, SigningAlgs)
+	if c.Auth.HS256Secret != "" && len(c.Auth.HS256Secret) < 32 {
+		v.add("auth.hs256_secret", "must be at least 32 bytes long")
+	}
+	if c.Auth.TokenTTL.D() < time.Minute || c.Auth.TokenTTL.D() > 24*time.Hour {
+		v.add("auth.token_ttl", fmt.Sprintf("must be between 1m and 24h, got %s", c.Auth.TokenTTL))
+	}
+	if c.Auth.Leeway.D() < 0 || c.Auth.Leeway.D() > time.Minute {
+		v.add("auth.leeway", fmt.Sprintf("must be between 0s and 60s, got %s", c.Auth.Leeway))
+	}
+	if p := c.Auth.BootstrapAdminPassword; p != "" && len(p) < 12 {
+		v.add("auth.bootstrap_admin_password", "must be at least 12 characters long")
+	}
+	v.oneOf("log.level", c.Log.Level, []string{"debug", "info", "warn", "error"})
+	v.positive("health.cache_ttl", c.Health.CacheTTL)
+	v.positive("health.check_timeout", c.Health.CheckTimeout)
+	if strings.TrimSpace(c.Telemetry.ServiceName) == "" {
+		v.add("telemetry.service_name", "must not be empty")
+	}
+	if len(v.problems) == 0 {
+		return nil
+	}
+	return &ValidationError{Problems: v.problems}
+}
+
+type validator struct{ problems []FieldProblem }
+
+func (v *validator) add(field, reason string) {
+	v.problems = append(v.problems, FieldProblem{Field: field, Env: envOf(field), Reason: reason})
+}
+
+func (v *validator) positive(field string, d Duration) {
+	if d <= 0 {
+		v.add(field, fmt.Sprintf("must be a positive duration such as 5s or 1m, got %s", d))
+	}
+}
+
+func (v *validator) oneOf(field, got string, accepted []string) {
+	if !slices.Contains(accepted, got) {
+		v.add(field, fmt.Sprintf("must be one of %s, got %q", strings.Join(accepted, ", "), got))
+	}
+}
+
+// envOf returns the environment variable of a YAML path, or "".
+func envOf(field string) string {
+	for _, f := range Fields() {
+		if f.Path == field {
+			return f.Env
+		}
+	}
+	return ""
+}

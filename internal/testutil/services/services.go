@@ -1,0 +1,130 @@
+// Package services gives tests the shared PostgreSQL, Redis and NATS services named by
+// NOPS_TEST_POSTGRES_URL, NOPS_TEST_REDIS_URL and NOPS_TEST_NATS_URL. A test asking for a service
+// that is not configured is skipped, or fails when NOPS_TEST_REQUIRE_SERVICES=1 (as in CI). Every
+// helper hands out something the test owns alone — a fresh database, a key prefix, a unique name —
+// and removes it in t.Cleanup, so packages can run in parallel against the same services.
+// Only tests import services.
+package services
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+const requireEnv = "NOPS_TEST_REQUIRE_SERVICES"
+
+// lookup returns the URL in env, or skips (or fails, when services are required) the test.
+func lookup(t testing.TB, env string) string {
+	t.Helper()
+	u := os.Getenv(env)
+	if u != "" {
+		return u
+	}
+	if os.Getenv(requireEnv) == "1" {
+		t.Fatalf("%s is not set and %s=1", env, requireEnv)
+	}
+	t.Skipf("%s is not set", env)
+	return ""
+}
+
+// UniqueName returns prefix followed by 12 random hex characters: a name no other test uses.
+func UniqueName(prefix string) string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+// PostgresURL returns the shared server's URL, unchanged.
+func PostgresURL(t testing.TB) string {
+	t.Helper()
+	return lookup(t, "NOPS_TEST_POSTGRES_URL")
+}
+
+// Postgres creates a fresh database on the shared PostgreSQL server and returns its URL; the
+// database is dropped when the test ends.
+func Postgres(t testing.TB) string {
+	t.Helper()
+	base := PostgresURL(t)
+	name := UniqueName("nops_test_")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("connect to %s: %v", redact(base), err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("create database %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, base)
+		if err != nil {
+			t.Errorf("drop database %s: connect: %v", name, err)
+			return
+		}
+		defer conn.Close(context.Background())
+		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			t.Errorf("drop database %s: %v", name, err)
+		}
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatalf("parse NOPS_TEST_POSTGRES_URL: %v", err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+// RedisURL returns the shared Redis URL. Tests must confine their keys to a prefix from
+// UniqueName and delete them when done.
+func RedisURL(t testing.TB) string {
+	t.Helper()
+	return lookup(t, "NOPS_TEST_REDIS_URL")
+}
+
+// NATSURL returns the shared NATS URL. Tests must use streams and subjects named with
+// UniqueName and delete them when done.
+func NATSURL(t testing.TB) string {
+	t.Helper()
+	return lookup(t, "NOPS_TEST_NATS_URL")
+}
+
+// HostPort returns the host:port of a service URL, for putting a proxy in front of it.
+func HostPort(t testing.TB, raw string) string {
+	t.Helper()
+	u, err := url.Parse(strings.Split(raw, ",")[0])
+	if err != nil || u.Host == "" {
+		t.Fatalf("service URL %q has no host", redact(raw))
+	}
+	return u.Host
+}
+
+// WithHost returns raw with its host:port replaced, keeping scheme, credentials, path and query.
+func WithHost(t testing.TB, raw, hostport string) string {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatalf("parse service URL: %v", err)
+	}
+	u.Host = hostport
+	return u.String()
+}
+
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
