@@ -221,6 +221,9 @@ func (c Config) Validate() error {
 	if c.Auth.HS256Secret != "" && len(c.Auth.HS256Secret) < 32 {
 		v.add("auth.hs256_secret", "must be at least 32 bytes long")
 	}
+	if c.Auth.HS256Secret != "" && c.Auth.SigningAlg != "HS256" {
+		v.add("auth.hs256_secret", fmt.Sprintf("is only used with auth.signing_alg HS256 (got %q): unset it or switch the algorithm", c.Auth.SigningAlg))
+	}
 	if c.Auth.TokenTTL.D() < time.Minute || c.Auth.TokenTTL.D() > 24*time.Hour {
 		v.add("auth.token_ttl", fmt.Sprintf("must be between 1m and 24h, got %s", c.Auth.TokenTTL))
 	}

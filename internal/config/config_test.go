@@ -36,7 +36,7 @@ func TestLoadPrecedence(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Default()
-	want.DataDir = "/from/file"                        // file only
+	want.DataDir = "/from/file"                       // file only
 	want.HTTP.ReadTimeout = Duration(7 * time.Second) // file only
 	want.Log.Level = "warn"                           // env beats file
 	want.HTTP.Addr = "127.0.0.1:3333"                 // flag beats env and file
@@ -77,7 +77,8 @@ func TestValidateNamesFieldAndAcceptedValues(t *testing.T) {
 		{"redis url", func(c *Config) { c.Redis.URL = "http://x" }, []string{"redis.url"}},
 		{"nats url", func(c *Config) { c.Bus.NATSURL = "http://x" }, []string{"bus.nats_url"}},
 		{"leeway too large", func(c *Config) { c.Auth.Leeway = Duration(2 * time.Minute) }, []string{"auth.leeway", "60s"}},
-		{"short secret", func(c *Config) { c.Auth.HS256Secret = "short" }, []string{"auth.hs256_secret", "32"}},
+		{"short secret", func(c *Config) { c.Auth.SigningAlg = "HS256"; c.Auth.HS256Secret = "short" }, []string{"auth.hs256_secret", "32"}},
+		{"secret without HS256", func(c *Config) { c.Auth.HS256Secret = strings.Repeat("k", 32) }, []string{"auth.hs256_secret", "HS256"}},
 		{"short admin password", func(c *Config) { c.Auth.BootstrapAdminPassword = "abc" }, []string{"auth.bootstrap_admin_password"}},
 		{"body limit", func(c *Config) { c.HTTP.MaxBodyBytes = 10 }, []string{"http.max_body_bytes"}},
 		{"zero timeout", func(c *Config) { c.HTTP.ReadTimeout = 0 }, []string{"http.read_timeout"}},

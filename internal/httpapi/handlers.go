@@ -1,0 +1,157 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nops-kernel/nops/internal/auth"
+	"github.com/nops-kernel/nops/internal/config"
+	"github.com/nops-kernel/nops/internal/errs"
+	"github.com/nops-kernel/nops/internal/health"
+	"github.com/nops-kernel/nops/internal/httpapi/gen"
+	"github.com/nops-kernel/nops/internal/principal"
+)
+
+// Login exchanges credentials for a token; *auth.Service implements it.
+type Login interface {
+	Login(ctx context.Context, username, password, scope string) (auth.Token, error)
+}
+
+// KeySet publishes the public signing keys; *token.Service implements it.
+type KeySet interface {
+	JWKS(ctx context.Context) ([]byte, error)
+}
+
+// Readiness reports dependency status; *health.Checker implements it.
+type Readiness interface {
+	Check(ctx context.Context) health.Report
+}
+
+// handlers implements the generated strict server interface. Handlers stay thin: decode, call a
+// domain, encode; authentication, scopes and schema checks happened in the dispatcher.
+type handlers struct {
+	deps Deps
+}
+
+var _ gen.StrictServerInterface = (*handlers)(nil)
+
+func (h *handlers) GetHealth(context.Context, gen.GetHealthRequestObject) (gen.GetHealthResponseObject, error) {
+	return gen.GetHealth200JSONResponse{Status: gen.Ok}, nil
+}
+
+func (h *handlers) GetReadiness(ctx context.Context, _ gen.GetReadinessRequestObject) (gen.GetReadinessResponseObject, error) {
+	rep := h.deps.Health.Check(ctx)
+	body := gen.Readiness{Status: gen.Ready, Checks: checkResults(rep)}
+	if !rep.Ready {
+		body.Status = gen.NotReady
+		return gen.GetReadiness503JSONResponse(body), nil
+	}
+	return gen.GetReadiness200JSONResponse(body), nil
+}
+
+func (h *handlers) GetHealthz(ctx context.Context, _ gen.GetHealthzRequestObject) (gen.GetHealthzResponseObject, error) {
+	rep := h.deps.Health.Check(ctx)
+	now := h.deps.now()
+	body := gen.Healthz{
+		Status:        gen.HealthzStatusUp,
+		Version:       h.deps.Version,
+		Commit:        h.deps.Commit,
+		StartedAt:     h.deps.StartedAt.UTC(),
+		UptimeSeconds: now.Sub(h.deps.StartedAt).Seconds(),
+		Checks:        checkResults(rep),
+	}
+	if !rep.Ready {
+		body.Status = gen.HealthzStatusDegraded
+		return gen.GetHealthz503JSONResponse(body), nil
+	}
+	return gen.GetHealthz200JSONResponse(body), nil
+}
+
+func checkResults(rep health.Report) []gen.CheckResult {
+	out := make([]gen.CheckResult, 0, len(rep.Checks))
+	for _, c := range rep.Checks {
+		r := gen.CheckResult{
+			Name:      gen.CheckResultName(c.Name),
+			Status:    gen.CheckResultStatusUp,
+			LatencyMs: float64(c.Latency.Microseconds()) / 1000,
+			CheckedAt: c.CheckedAt.UTC(),
+		}
+		if !c.Up {
+			r.Status = gen.CheckResultStatusDown
+			e := gen.CheckResultError(c.Error)
+			r.Error = &e
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func (h *handlers) GetJWKS(ctx context.Context, _ gen.GetJWKSRequestObject) (gen.GetJWKSResponseObject, error) {
+	raw, err := h.deps.Keys.JWKS(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("jwks: %w", err)
+	}
+	var set gen.JWKSet
+	if err := json.Unmarshal(raw, &set); err != nil {
+		return nil, fmt.Errorf("decode jwks: %w", err)
+	}
+	return gen.GetJWKS200JSONResponse(set), nil
+}
+
+func (h *handlers) CreateToken(ctx context.Context, req gen.CreateTokenRequestObject) (gen.CreateTokenResponseObject, error) {
+	scope := ""
+	if req.Body.Scope != nil {
+		scope = *req.Body.Scope
+	}
+	tok, err := h.deps.Login.Login(ctx, req.Body.Username, req.Body.Password, scope)
+	if err != nil {
+		return nil, err
+	}
+	return gen.CreateToken200JSONResponse{
+		AccessToken: tok.AccessToken,
+		TokenType:   gen.Bearer,
+		ExpiresIn:   int(time.Until(tok.ExpiresAt).Round(time.Second).Seconds()),
+		Scope:       strings.Join(tok.Scopes, " "),
+	}, nil
+}
+
+func (h *handlers) GetWhoami(ctx context.Context, _ gen.GetWhoamiRequestObject) (gen.GetWhoamiResponseObject, error) {
+	p, ok := principal.FromContext(ctx)
+	if !ok {
+		return nil, errs.New(errs.Internal, "no principal on an authenticated route")
+	}
+	body := gen.Whoami{Subject: p.Subject, Roles: nonNil(p.Roles), Scopes: nonNil(p.Scopes), ExpiresAt: p.ExpiresAt.UTC()}
+	if p.Tenant != "" {
+		body.Tenant = &p.Tenant
+	}
+	return gen.GetWhoami200JSONResponse(body), nil
+}
+
+func (h *handlers) GetSystemConfig(context.Context, gen.GetSystemConfigRequestObject) (gen.GetSystemConfigResponseObject, error) {
+	c := h.deps.Config.Redacted()
+	out := map[string]any{}
+	for _, f := range config.Fields() {
+		m := out
+		parts := strings.Split(f.Path, ".")
+		for _, p := range parts[:len(parts)-1] {
+			next, ok := m[p].(map[string]any)
+			if !ok {
+				next = map[string]any{}
+				m[p] = next
+			}
+			m = next
+		}
+		m[parts[len(parts)-1]] = f.Get(&c)
+	}
+	return gen.GetSystemConfig200JSONResponse(out), nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

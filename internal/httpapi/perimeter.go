@@ -1,0 +1,226 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+
+	"github.com/nops-kernel/nops/internal/errs"
+	"github.com/nops-kernel/nops/internal/middleware"
+	"github.com/nops-kernel/nops/internal/principal"
+)
+
+var (
+	errInvalidToken      = errors.New("invalid bearer token")
+	errInsufficientScope = errors.New("insufficient scope")
+)
+
+// Verifier checks bearer tokens; *token.Service implements it.
+type Verifier interface {
+	Verify(ctx context.Context, raw string) (principal.Principal, error)
+}
+
+// dispatcher sits between the perimeter middleware and the ServeMux. It answers unknown routes
+// (404) and wrong methods (405 with Allow) as problems, records the matched route pattern for
+// logs, metrics and traces, and enforces what the spec says of each operation: authentication,
+// scopes, the request media type and the request schema. Handlers therefore only see requests
+// the contract allows.
+type dispatcher struct {
+	mux      *http.ServeMux
+	ops      map[string]*operation
+	verifier Verifier
+	errw     errorWriter
+}
+
+func (d *dispatcher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h, pattern := d.mux.Handler(r)
+	if pattern == "" {
+		middleware.SetRoute(r.Context(), "unmatched")
+		d.unmatched(w, r, h)
+		return
+	}
+	middleware.SetRoute(r.Context(), pattern)
+	d.mux.ServeHTTP(w, r)
+}
+
+// admission wraps the handler of every route: it runs inside the ServeMux, where r.Pattern and
+// the path values are set, and admits only requests the operation's contract allows.
+func (d *dispatcher) admission(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		op, ok := d.ops[r.Pattern]
+		if !ok {
+			d.errw.Write(w, r, errs.New(errs.Internal, "route %s is not in the API contract", r.Pattern))
+			return
+		}
+		r, err := d.admit(r, op)
+		if err != nil {
+			d.errw.Write(w, r, err)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// unmatched answers a request no pattern matched. The mux's own handler decides between 404 and
+// 405 and computes Allow; its status and headers are kept, its plain-text body replaced.
+func (d *dispatcher) unmatched(w http.ResponseWriter, r *http.Request, h http.Handler) {
+	rec := &statusRecorder{header: http.Header{}}
+	h.ServeHTTP(rec, r)
+	switch rec.status {
+	case http.StatusMethodNotAllowed:
+		w.Header().Set("Allow", rec.header.Get("Allow"))
+		d.errw.Write(w, r, errs.New(errs.MethodNotAllowed, "method %s is not allowed on %s", r.Method, r.URL.Path))
+	case http.StatusNotFound:
+		d.errw.Write(w, r, errs.New(errs.NotFound, "no route for %s", r.URL.Path))
+	default: // a redirect to the cleaned path: let the mux answer it
+		d.mux.ServeHTTP(w, r)
+	}
+}
+
+// admit authenticates, authorises and validates a request for op. It returns the request to
+// serve: carrying the principal, with the body the validator read put back.
+func (d *dispatcher) admit(r *http.Request, op *operation) (*http.Request, error) {
+	ctx := r.Context()
+	if op.secured {
+		p, err := d.authenticate(ctx, r)
+		if err != nil {
+			return r, err
+		}
+		if !p.HasScopes(op.scopes...) {
+			return r, errs.Wrap(errs.Forbidden, errInsufficientScope, "this operation needs the scopes %s", strings.Join(op.scopes, " "))
+		}
+		r = r.WithContext(principal.NewContext(ctx, p))
+	}
+	if op.bodyTypes != nil {
+		mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+		if err != nil || !slices.Contains(op.bodyTypes, mt) {
+			return r, errs.New(errs.UnsupportedMediaType, "Content-Type must be %s", strings.Join(op.bodyTypes, " or "))
+		}
+	}
+	in := &openapi3filter.RequestValidationInput{
+		Request:    r, // the validator replaces r.Body with what it read, so r stays servable
+		PathParams: pathParams(r, op),
+		Route:      op.route,
+		Options: &openapi3filter.Options{
+			MultiError: true,
+			// Authentication is done above, against the kernel's keys; the filter only checks shape.
+			AuthenticationFunc: func(context.Context, *openapi3filter.AuthenticationInput) error { return nil },
+		},
+	}
+	if err := openapi3filter.ValidateRequest(r.Context(), in); err != nil {
+		return r, requestError(err)
+	}
+	return r, nil
+}
+
+func (d *dispatcher) authenticate(ctx context.Context, r *http.Request) (principal.Principal, error) {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return principal.Principal{}, errs.New(errs.Unauthenticated, "authentication required: send Authorization: Bearer <token>")
+	}
+	scheme, raw, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(raw) == "" {
+		return principal.Principal{}, errs.Wrap(errs.Unauthenticated, errInvalidToken, "invalid or expired token")
+	}
+	p, err := d.verifier.Verify(ctx, strings.TrimSpace(raw))
+	if err != nil {
+		return principal.Principal{}, errs.Wrap(errs.Unauthenticated, fmt.Errorf("%w: %w", errInvalidToken, err), "invalid or expired token")
+	}
+	return p, nil
+}
+
+func pathParams(r *http.Request, op *operation) map[string]string {
+	params := map[string]string{}
+	for _, n := range paramNames(op) {
+		params[n] = r.PathValue(n)
+	}
+	return params
+}
+
+// requestError turns the validator's findings into one Invalid error naming each field.
+func requestError(err error) error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return errs.Wrap(errs.TooLarge, err, "request body larger than %d bytes", mbe.Limit)
+	}
+	out := &errs.Error{Code: errs.Invalid, Message: "the request does not match the API contract", Err: err}
+	collectFields(err, "", &out.Fields)
+	if len(out.Fields) == 0 {
+		out.Fields = []errs.FieldError{{Name: "request", Reason: "invalid request"}}
+	}
+	return out
+}
+
+func collectFields(err error, where string, into *[]errs.FieldError) {
+	// A type switch, not errors.As: a RequestError unwraps to the MultiError it holds, and
+	// looking through it would lose where the error was found.
+	switch e := err.(type) {
+	case openapi3.MultiError:
+		for _, inner := range e {
+			collectFields(inner, where, into)
+		}
+	case *openapi3filter.RequestError:
+		switch {
+		case e.Parameter != nil:
+			where = e.Parameter.In + "." + e.Parameter.Name
+		case e.RequestBody != nil:
+			where = "body"
+		}
+		var pe *openapi3filter.ParseError
+		switch {
+		case e.Err == nil:
+			*into = append(*into, errs.FieldError{Name: orRequest(where), Reason: orInvalid(e.Reason)})
+		case errors.As(e.Err, &pe):
+			*into = append(*into, errs.FieldError{Name: orRequest(where), Reason: "malformed: " + pe.Reason})
+		default:
+			collectFields(e.Err, where, into)
+		}
+	case *openapi3.SchemaError:
+		name := where
+		if ptr := e.JSONPointer(); len(ptr) > 0 {
+			name += "." + strings.Join(ptr, ".")
+		}
+		// Reason never quotes the offending value, so it is safe to return.
+		*into = append(*into, errs.FieldError{Name: orRequest(name), Reason: e.Reason})
+	default:
+		*into = append(*into, errs.FieldError{Name: orRequest(where), Reason: "invalid"})
+	}
+}
+
+func orRequest(name string) string {
+	if name == "" {
+		return "request"
+	}
+	return name
+}
+
+func orInvalid(reason string) string {
+	if reason == "" {
+		return "invalid"
+	}
+	return reason
+}
+
+// statusRecorder captures the status and headers of the mux's fallback handler; the body is dropped.
+type statusRecorder struct {
+	header http.Header
+	status int
+}
+
+func (s *statusRecorder) Header() http.Header { return s.header }
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+}
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	s.WriteHeader(http.StatusOK)
+	return len(b), nil
+}

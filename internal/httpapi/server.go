@@ -1,0 +1,117 @@
+// Package httpapi is the kernel's HTTP edge: the perimeter middleware chain, the dispatcher that
+// enforces the OpenAPI contract (api/kernel.yaml) on every request, the handlers implementing the
+// generated strict server interface (gen/), and the one mapping of errs codes to RFC 9457
+// problems. Only internal/kernel imports httpapi.
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/nops-kernel/nops/internal/config"
+	"github.com/nops-kernel/nops/internal/errs"
+	"github.com/nops-kernel/nops/internal/httpapi/gen"
+	"github.com/nops-kernel/nops/internal/middleware"
+)
+
+// Deps are what the API serves from. Every field is required except Now.
+type Deps struct {
+	Logger   *slog.Logger
+	Config   config.Config
+	Health   Readiness
+	Keys     KeySet
+	Login    Login
+	Verifier Verifier
+
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
+	Propagator     propagation.TextMapPropagator
+	Metrics        http.Handler // GET /metrics
+
+	Version, Commit string
+	StartedAt       time.Time
+	Now             func() time.Time
+}
+
+func (d Deps) now() time.Time {
+	if d.Now != nil {
+		return d.Now()
+	}
+	return time.Now()
+}
+
+// NewHandler returns the whole API: perimeter middleware around the contract-enforcing
+// dispatcher around the routes.
+func NewHandler(deps Deps) (http.Handler, error) {
+	doc, err := Spec()
+	if err != nil {
+		return nil, err
+	}
+	ops, err := operations(doc)
+	if err != nil {
+		return nil, err
+	}
+	spec, err := specJSON(doc)
+	if err != nil {
+		return nil, err
+	}
+	errw := errorWriter{logger: deps.Logger}
+	mux := http.NewServeMux()
+	d := &dispatcher{mux: mux, ops: ops, verifier: deps.Verifier, errw: errw}
+	strict := gen.NewStrictHandlerWithOptions(&handlers{deps: deps}, nil, gen.StrictHTTPServerOptions{
+		RequestErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
+			var mbe *http.MaxBytesError
+			if !errors.As(err, &mbe) && errs.As(err) == nil {
+				err = errs.Wrap(errs.Invalid, err, "malformed request body")
+			}
+			errw.Write(w, r, err)
+		},
+		ResponseErrorHandlerFunc: errw.Write,
+	})
+	gen.HandlerWithOptions(strict, gen.StdHTTPServerOptions{
+		BaseRouter:  mux,
+		Middlewares: []gen.MiddlewareFunc{d.admission},
+		ErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
+			errw.Write(w, r, errs.Wrap(errs.Invalid, err, "invalid request parameters"))
+		},
+	})
+	mux.Handle("GET /metrics", d.admission(deps.Metrics))
+	mux.Handle("GET /openapi.json", d.admission(serveBytes("application/json", spec)))
+	for pattern := range ops {
+		if _, registered := muxHas(mux, pattern); !registered {
+			return nil, fmt.Errorf("spec operation %s has no handler", pattern)
+		}
+	}
+	return middleware.Chain(d,
+		middleware.RequestID(),
+		middleware.WithRouteHolder(),
+		middleware.SecurityHeaders(),
+		middleware.Tracing(deps.TracerProvider, deps.Propagator),
+		middleware.Metrics(deps.MeterProvider),
+		middleware.Logging(deps.Logger),
+		middleware.Recover(deps.Logger, errw.Write),
+		middleware.BodyLimit(deps.Config.HTTP.MaxBodyBytes, errw.Write),
+	), nil
+}
+
+// muxHas reports whether pattern ("GET /path") is served by a route of mux.
+func muxHas(mux *http.ServeMux, pattern string) (string, bool) {
+	var method, path string
+	if _, err := fmt.Sscanf(pattern, "%s %s", &method, &path); err != nil {
+		return "", false
+	}
+	r, err := http.NewRequestWithContext(context.Background(), method, "http://spec.invalid"+concretePath(path), nil)
+	if err != nil {
+		return "", false
+	}
+	_, got := mux.Handler(r)
+	return got, got == pattern
+}

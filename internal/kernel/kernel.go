@@ -1,0 +1,248 @@
+// Package kernel is the composition root: it builds every component of a kernel process from a
+// config.Config — telemetry, the state store, the event bus, Redis, tokens, logins, the HTTP API —
+// and runs the HTTP server until its context ends. cmd/nops and the end-to-end tests use it the
+// same way: New, Run, Close. Only cmd/ and tests import kernel.
+//
+// Concurrency: Run is called once; Close may be called from any goroutine, once Run has returned
+// or instead of it.
+package kernel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nops-kernel/nops/internal/auth"
+	"github.com/nops-kernel/nops/internal/bus/natsbus"
+	"github.com/nops-kernel/nops/internal/config"
+	"github.com/nops-kernel/nops/internal/health"
+	"github.com/nops-kernel/nops/internal/httpapi"
+	"github.com/nops-kernel/nops/internal/redisconn"
+	"github.com/nops-kernel/nops/internal/telemetry"
+	"github.com/nops-kernel/nops/internal/token"
+)
+
+// Options are New's optional settings; the zero value works.
+type Options struct {
+	Logger     *slog.Logger // nil: JSON logs on stderr at cfg.Log.Level
+	Out        io.Writer    // where a generated admin password is shown once; nil: stderr
+	Listener   net.Listener // nil: listen on cfg.HTTP.Addr
+	Version    string
+	Commit     string
+	BcryptCost int // 0: bcrypt's default; tests lower it
+}
+
+// Kernel is one running kernel process.
+type Kernel struct {
+	cfg    config.Config
+	logger *slog.Logger
+	ln     net.Listener
+	srv    *http.Server
+	tel    *telemetry.Telemetry
+
+	closeOnce sync.Once
+	closers   []func() error // in opening order; Close runs them backwards
+	closeErr  error
+}
+
+// New builds a kernel from cfg. On error everything opened so far is closed again.
+func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		var lvl slog.Level
+		if err := lvl.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
+			return nil, fmt.Errorf("log level: %w", err)
+		}
+		opts.Logger = telemetry.NewLogger(os.Stderr, lvl)
+	}
+	if opts.Out == nil {
+		opts.Out = os.Stderr
+	}
+	k := &Kernel{cfg: cfg, logger: opts.Logger}
+	defer func() {
+		if err != nil {
+			_ = k.Close()
+		}
+	}()
+	startedAt := time.Now()
+
+	k.tel, err = telemetry.Setup(ctx, telemetry.Options{ServiceName: cfg.Telemetry.ServiceName, Version: opts.Version, Commit: opts.Commit, Logger: k.logger})
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
+	k.closers = append(k.closers, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return k.tel.Shutdown(ctx)
+	})
+
+	st, err := OpenStore(ctx, cfg, k.logger)
+	if err != nil {
+		return nil, err
+	}
+	k.closers = append(k.closers, st.Close)
+	if err := st.MigrateUp(ctx); err != nil {
+		return nil, fmt.Errorf("migrate database: %w", err)
+	}
+
+	b, err := natsbus.Open(ctx, natsbus.Config{
+		URL:            cfg.Bus.NATSURL,
+		StoreDir:       filepath.Join(cfg.DataDir, "jetstream"),
+		Listen:         cfg.Bus.EmbeddedListen,
+		Name:           "nops-kernel",
+		ConnectTimeout: cfg.Database.ConnectTimeout.D(),
+	}, k.logger)
+	if err != nil {
+		return nil, fmt.Errorf("event bus: %w", err)
+	}
+	k.closers = append(k.closers, b.Close)
+
+	checks := []health.Check{
+		{Name: "database", Probe: st.Ping},
+		{Name: "bus", Probe: b.Ping},
+	}
+	if cfg.Redis.URL != "" {
+		var rc *redis.Client
+		rc, err = redisconn.Open(ctx, redisconn.Config{URL: cfg.Redis.URL, DialTimeout: cfg.Redis.DialTimeout.D(), PoolSize: cfg.Redis.PoolSize})
+		if err != nil {
+			return nil, fmt.Errorf("redis: %w", err)
+		}
+		k.closers = append(k.closers, rc.Close)
+		checks = append(checks, health.Check{Name: "redis", Probe: func(ctx context.Context) error { return rc.Ping(ctx).Err() }})
+	}
+	checker := health.New(checks, health.Options{TTL: cfg.Health.CacheTTL.D(), Timeout: cfg.Health.CheckTimeout.D(), Logger: k.logger})
+
+	tokens, err := token.New(ctx, st, token.Config{
+		Issuer:      cfg.Auth.Issuer,
+		Audience:    cfg.Auth.Audience,
+		Algorithm:   cfg.Auth.SigningAlg,
+		HS256Secret: []byte(cfg.Auth.HS256Secret),
+		TTL:         cfg.Auth.TokenTTL.D(),
+		Leeway:      cfg.Auth.Leeway.D(),
+	}, k.logger)
+	if err != nil {
+		return nil, fmt.Errorf("token service: %w", err)
+	}
+	if err := auth.Bootstrap(ctx, st, cfg.Auth.BootstrapAdminPassword, opts.BcryptCost, opts.Out, k.logger, time.Now()); err != nil {
+		return nil, err
+	}
+	logins, err := auth.New(st, tokens, auth.Options{Logger: k.logger, Meter: k.tel.MeterProvider().Meter("nops/auth"), BcryptCost: opts.BcryptCost})
+	if err != nil {
+		return nil, fmt.Errorf("login service: %w", err)
+	}
+
+	handler, err := httpapi.NewHandler(httpapi.Deps{
+		Logger:         k.logger,
+		Config:         cfg,
+		Health:         checker,
+		Keys:           tokens,
+		Login:          logins,
+		Verifier:       tokens,
+		TracerProvider: k.tel.TracerProvider(),
+		MeterProvider:  k.tel.MeterProvider(),
+		Propagator:     k.tel.Propagator(),
+		Metrics:        k.tel.MetricsHandler(),
+		Version:        opts.Version,
+		Commit:         opts.Commit,
+		StartedAt:      startedAt,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	k.ln = opts.Listener
+	if k.ln == nil {
+		k.ln, err = net.Listen("tcp", cfg.HTTP.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", cfg.HTTP.Addr, err)
+		}
+	}
+	k.closers = append(k.closers, func() error {
+		if err := k.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+		return nil
+	})
+	k.srv = &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout.D(),
+		ReadTimeout:       cfg.HTTP.ReadTimeout.D(),
+		WriteTimeout:      cfg.HTTP.WriteTimeout.D(),
+		IdleTimeout:       cfg.HTTP.IdleTimeout.D(),
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(k.logger.Handler(), slog.LevelWarn),
+	}
+	return k, nil
+}
+
+// Addr returns the address the HTTP API listens on.
+func (k *Kernel) Addr() string { return k.ln.Addr().String() }
+
+// Run serves HTTP until ctx ends, then stops accepting, waits up to http.shutdown_timeout for
+// in-flight requests, and returns. It does not close the components: call Close after it.
+func (k *Kernel) Run(ctx context.Context) error {
+	k.logger.InfoContext(ctx, "nops kernel serving", "addr", k.Addr(), "database", databaseKind(k.cfg), "bus", busKind(k.cfg), "redis", k.cfg.Redis.URL != "")
+	errc := make(chan error, 1)
+	go func() { errc <- k.srv.Serve(k.ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	k.logger.Info("shutting down: draining in-flight requests", "timeout", k.cfg.HTTP.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), k.cfg.HTTP.ShutdownTimeout.D())
+	defer cancel()
+	err := k.srv.Shutdown(sctx)
+	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		return fmt.Errorf("http server: %w", serr)
+	}
+	if err != nil {
+		_ = k.srv.Close()
+		return fmt.Errorf("drain in-flight requests: %w", err)
+	}
+	return nil
+}
+
+// Close releases every component in reverse order of opening: the listener, the bus, the store,
+// then telemetry (flushed last so it records the rest). Safe to call more than once.
+func (k *Kernel) Close() error {
+	k.closeOnce.Do(func() {
+		if k.srv != nil {
+			_ = k.srv.Close()
+		}
+		var errsList []error
+		for i := len(k.closers) - 1; i >= 0; i-- {
+			if err := k.closers[i](); err != nil {
+				errsList = append(errsList, err)
+			}
+		}
+		k.closeErr = errors.Join(errsList...)
+	})
+	return k.closeErr
+}
+
+func databaseKind(c config.Config) string {
+	if c.Database.URL != "" {
+		return "postgres"
+	}
+	return "sqlite"
+}
+
+func busKind(c config.Config) string {
+	if c.Bus.NATSURL != "" {
+		return "nats"
+	}
+	return "embedded-jetstream"
+}

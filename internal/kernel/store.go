@@ -1,0 +1,59 @@
+package kernel
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/nops-kernel/nops/internal/config"
+	"github.com/nops-kernel/nops/internal/store"
+	"github.com/nops-kernel/nops/internal/store/postgres"
+	"github.com/nops-kernel/nops/internal/store/sqlite"
+	"github.com/nops-kernel/nops/internal/token"
+	"github.com/nops-kernel/nops/internal/user"
+)
+
+// Store is the state store as the kernel wires it: every domain store interface plus lifecycle
+// and migrations. Both adapters implement it.
+type Store interface {
+	user.Store
+	token.KeyStore
+	Ping(ctx context.Context) error
+	Close() error
+	MigrateUp(ctx context.Context) error
+	MigrateDown(ctx context.Context) error
+	MigrationStatus(ctx context.Context) ([]store.MigrationStatus, error)
+}
+
+var (
+	_ Store = (*sqlite.Store)(nil)
+	_ Store = (*postgres.Store)(nil)
+)
+
+// SQLiteFile is the name of the embedded database under the data directory.
+const SQLiteFile = "nops.db"
+
+// OpenStore opens the store cfg selects — PostgreSQL when database.url is set, SQLite under
+// data_dir otherwise — without migrating it. `nops migrate` uses it directly.
+func OpenStore(ctx context.Context, cfg config.Config, logger *slog.Logger) (Store, error) {
+	if cfg.Database.URL != "" {
+		st, err := postgres.Open(ctx, postgres.Config{
+			URL:             cfg.Database.URL,
+			MaxConns:        cfg.Database.MaxConns,
+			MinConns:        cfg.Database.MinConns,
+			ConnectTimeout:  cfg.Database.ConnectTimeout.D(),
+			MaxConnLifetime: cfg.Database.MaxConnLifetime.D(),
+			MaxConnIdleTime: cfg.Database.MaxConnIdleTime.D(),
+		}, logger)
+		if err != nil {
+			return nil, fmt.Errorf("open postgres: %w", err)
+		}
+		return st, nil
+	}
+	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(cfg.DataDir, SQLiteFile), BusyTimeout: cfg.Database.BusyTimeout.D()}, logger)
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite: %w", err)
+	}
+	return st, nil
+}

@@ -1,0 +1,41 @@
+// Package token issues and verifies the kernel's access tokens: JWTs signed with EdDSA, ES256,
+// RS256 or HS256, carrying sub, tenant, roles, scope, iss, aud, exp, iat, nbf and jti, and typed
+// "at+jwt" (RFC 9068) so no other kind of JWT can be replayed as an access token.
+//
+// Who imports it: internal/auth (issues tokens after a login or an API-key exchange),
+// internal/httpapi (verifies bearer tokens, serves GET /.well-known/jwks.json from JWKS) and
+// internal/kernel (builds the Service from configuration with a KeyStore adapter). token imports
+// only internal/errs and internal/principal of the project.
+//
+// # Keys
+//
+// Signing keys live in a KeyStore shared by every replica. The active key for Config.Algorithm is
+// the oldest stored key of that algorithm (ties broken by ID); New generates and stores one when
+// there is none, then reloads, so replicas starting together converge on one key. Every stored key,
+// of any algorithm, stays usable for verification, so tokens signed before an algorithm change keep
+// verifying until they expire. An HS256 secret given in Config is used as is and never stored; its
+// kid is derived from it through HMAC so the kid reveals nothing about it. Symmetric keys are never
+// published by JWKS.
+//
+// # Verification
+//
+// Verify trusts nothing in the token before the signature is checked: the kid must be a short
+// identifier and is looked up in memory only; the algorithm is pinned per key (the header's alg must
+// equal the key's algorithm exactly); jku, x5u, jwk and x5c headers are never read; a crit header
+// is refused because no extension is understood. Every failure gives the same client-facing
+// errs.Unauthenticated error; the cause is kept only for logs. A kid missing from memory triggers a
+// reload from the store at most once per 10 seconds, so made-up kids cannot hammer the database.
+//
+// # Concurrency
+//
+// A Service is safe for concurrent use. The keys are an immutable snapshot behind an atomic
+// pointer, so Issue, Verify and JWKS never lock. Reloads are serialised among themselves; the
+// rate-limit bookkeeping has its own mutex, never held during I/O, so a Verify whose unknown kid
+// does not win the reload slot never waits on the store. No goroutine is started.
+//
+// # Token identity
+//
+// Identify a token by its jti, never by its string: Verify refuses every other spelling of an
+// EdDSA or HS256 token (strict base64url, nothing outside its alphabet), but an ES256 signature
+// (r, s) has a twin (r, n-s) that also verifies, as with every ECDSA verifier.
+package token
