@@ -2,7 +2,8 @@
 GO        ?= go
 BIN       ?= bin/nops
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
-LDFLAGS   := -X github.com/nops-kernel/nops/internal/buildinfo.version=$(VERSION)
+COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS   := -X github.com/nops-kernel/nops/internal/buildinfo.version=$(VERSION) -X github.com/nops-kernel/nops/internal/buildinfo.commit=$(COMMIT)
 TESTFLAGS ?=
 
 .PHONY: run build test generate check-generated lint fmt

@@ -110,7 +110,11 @@ func (c *cli) serverCmd() *cobra.Command {
 			}
 			runErr := k.Run(ctx)
 			closeErr := k.Close()
-			return errors.Join(runErr, closeErr)
+			if err := errors.Join(runErr, closeErr); err != nil {
+				return err
+			}
+			log.Info("nops kernel stopped")
+			return nil
 		},
 	}
 }

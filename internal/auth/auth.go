@@ -293,7 +293,7 @@ func Bootstrap(ctx context.Context, users user.Store, password string, cost int,
 		}
 		return fmt.Errorf("create bootstrap admin: %w", err)
 	}
-	logger.InfoContext(ctx, "bootstrap SUPER_ADMIN created", "username", user.BootstrapAdmin, "subject", u.ID, "password_generated", generated)
+	logger.InfoContext(ctx, "bootstrap SUPER_ADMIN created", "username", user.BootstrapAdmin, "subject", u.ID, "generated", generated)
 	if generated {
 		fmt.Fprintf(out, "\nNOPS Kernel: created the SUPER_ADMIN user %q with the password\n\n    %s\n\nIt is shown this once only. Set NOPS_BOOTSTRAP_ADMIN_PASSWORD before the first start to choose it.\n\n", user.BootstrapAdmin, password)
 	}

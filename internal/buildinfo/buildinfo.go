@@ -5,8 +5,9 @@ package buildinfo
 
 import "runtime/debug"
 
-// version is set with -ldflags "-X github.com/nops-kernel/nops/internal/buildinfo.version=v1.2.3".
-var version string
+// version and commit are set at link time by the Makefile:
+// -ldflags "-X github.com/nops-kernel/nops/internal/buildinfo.version=v1.2.3 -X ….commit=abc123".
+var version, commit string
 
 // Version returns the kernel's version, "devel" when unknown.
 func Version() string {
@@ -22,6 +23,9 @@ func Version() string {
 // Commit returns the VCS revision the binary was built from (with "+dirty" when the tree had
 // changes), "unknown" when not stamped (e.g. under go test).
 func Commit() string {
+	if commit != "" {
+		return commit
+	}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "unknown"

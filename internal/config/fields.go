@@ -58,6 +58,19 @@ func (f Field) Get(c *Config) string {
 	return fmt.Sprint(v.Interface())
 }
 
+// Value returns the value of f in c as JSON would show it: numbers as numbers, durations and
+// everything else as text.
+func (f Field) Value(c *Config) any {
+	v := reflect.ValueOf(c).Elem().FieldByIndex(f.index)
+	switch v.Kind() {
+	case reflect.Int, reflect.Int32, reflect.Int64:
+		if _, isDuration := v.Interface().(Duration); !isDuration {
+			return v.Int()
+		}
+	}
+	return f.Get(c)
+}
+
 // Set parses s into f of c.
 func (f Field) Set(c *Config, s string) error {
 	v := reflect.ValueOf(c).Elem().FieldByIndex(f.index)

@@ -144,7 +144,7 @@ func (h *handlers) GetSystemConfig(context.Context, gen.GetSystemConfigRequestOb
 			}
 			m = next
 		}
-		m[parts[len(parts)-1]] = f.Get(&c)
+		m[parts[len(parts)-1]] = f.Value(&c)
 	}
 	return gen.GetSystemConfig200JSONResponse(out), nil
 }

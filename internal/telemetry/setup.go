@@ -100,6 +100,7 @@ func Setup(ctx context.Context, opts Options) (*Telemetry, error) {
 	reg := prometheus.NewRegistry()
 	exp, err := otelprom.New(
 		otelprom.WithRegisterer(reg),
+		otelprom.WithoutScopeInfo(), // one kernel, one scope set: otel_scope_* labels are noise
 		// Explicit, so metric names (and the alert rules built on them) do not change with the
 		// library's default: http.server.request.duration → http_server_request_duration_seconds.
 		otelprom.WithTranslationStrategy(otlptranslator.UnderscoreEscapingWithSuffixes),

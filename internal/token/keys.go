@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -125,7 +126,7 @@ func generateKey(alg string, now time.Time) (SigningKey, error) {
 	if err != nil {
 		return SigningKey{}, fmt.Errorf("generate key id: %w", err)
 	}
-	return SigningKey{ID: "key_" + id.String(), Algorithm: alg, Private: private, CreatedAt: now}, nil
+	return SigningKey{ID: "key_" + strings.ToLower(id.String()), Algorithm: alg, Private: private, CreatedAt: now}, nil
 }
 
 // parseStored turns a stored key into a usable one, checking that its material matches its

@@ -111,7 +111,7 @@ func (m *Migrator) log(ctx context.Context, r *goose.MigrationResult) {
 		slog.String("direction", r.Direction),
 		slog.Int64("version", r.Source.Version),
 		slog.String("name", path.Base(r.Source.Path)),
-		slog.Duration("duration", r.Duration),
+		slog.Float64("duration_ms", float64(r.Duration.Microseconds())/1000),
 	}
 	if r.Error != nil {
 		m.logger.ErrorContext(ctx, "migration failed", append(attrs, slog.Any("error", r.Error))...)

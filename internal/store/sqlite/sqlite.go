@@ -124,7 +124,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Store, error) 
 		_ = errors.Join(reader.Close(), writer.Close())
 		return nil, err
 	}
-	logger.InfoContext(ctx, "sqlite store opened", slog.String("path", cfg.Path), slog.Duration("busy_timeout", busy))
+	logger.InfoContext(ctx, "sqlite store opened", slog.String("path", cfg.Path), slog.String("busy_timeout", busy.String()))
 	return &Store{writer: writer, reader: reader, migrator: m, path: cfg.Path}, nil
 }
 
