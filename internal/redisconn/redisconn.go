@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -59,7 +58,7 @@ func Open(ctx context.Context, cfg Config) (*redis.Client, error) {
 	defer cancel()
 	if err := c.Ping(ctx).Err(); err != nil {
 		_ = c.Close()
-		return nil, redact(fmt.Errorf("ping redis %s: %w", where, err), secrets)
+		return nil, errs.Redact(fmt.Errorf("ping redis %s: %w", where, err), secrets...)
 	}
 	return c, nil
 }
@@ -92,7 +91,7 @@ func options(cfg Config) (*redis.Options, []string, error) {
 	}
 	opt, err := redis.ParseURL(cfg.URL)
 	if err != nil {
-		return nil, nil, redact(fmt.Errorf("parse redis url: %w", err), secrets)
+		return nil, nil, errs.Redact(fmt.Errorf("parse redis url: %w", err), secrets...)
 	}
 	if cfg.DialTimeout > 0 {
 		opt.DialTimeout = cfg.DialTimeout
@@ -122,26 +121,3 @@ func options(cfg Config) (*redis.Options, []string, error) {
 	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	return opt, secrets, nil
 }
-
-// redact returns err with every secret removed from its text, keeping the chain for errors.Is.
-func redact(err error, secrets []string) error {
-	msg := err.Error()
-	clean := msg
-	for _, s := range secrets {
-		if s != "" {
-			clean = strings.ReplaceAll(clean, s, "[redacted]")
-		}
-	}
-	if clean == msg {
-		return err
-	}
-	return &redactedError{msg: clean, err: err}
-}
-
-type redactedError struct {
-	msg string
-	err error
-}
-
-func (e *redactedError) Error() string { return e.msg }
-func (e *redactedError) Unwrap() error { return e.err }

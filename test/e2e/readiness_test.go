@@ -111,3 +111,25 @@ func TestReadinessFollowsDependencyOutages(t *testing.T) {
 		})
 	}
 }
+
+// TestReplicasShareKeysAndUsers runs two kernels against one PostgreSQL database, as replicas
+// behind a load balancer: the bootstrap admin is created once, and a token issued by either
+// replica is accepted by the other.
+func TestReplicasShareKeysAndUsers(t *testing.T) {
+	dbURL := services.Postgres(t)
+	shared := func(c *config.Config) { c.Database.URL = dbURL }
+	a := kerneltest.Start(t, shared)
+	b := kerneltest.Start(t, shared)
+	for _, pair := range []struct{ issuer, verifier *kerneltest.Kernel }{{a, b}, {b, a}} {
+		tok := pair.issuer.Token(t, "")
+		resp, body := pair.verifier.Do(t, "GET", "/v1/auth/whoami", nil, "Authorization: Bearer "+tok)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("token from one replica refused by the other: %d %s", resp.StatusCode, body)
+		}
+	}
+	_, ja := a.Do(t, "GET", "/.well-known/jwks.json", nil)
+	_, jb := b.Do(t, "GET", "/.well-known/jwks.json", nil)
+	if string(ja) != string(jb) {
+		t.Errorf("replicas publish different key sets:\n%s\n%s", ja, jb)
+	}
+}

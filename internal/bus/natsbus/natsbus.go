@@ -383,28 +383,8 @@ func parseURLs(raw string) (servers, error) {
 	return s, nil
 }
 
-// redact returns err with every secret removed from its text, keeping the chain for errors.Is.
-func (s servers) redact(err error) error {
-	msg := err.Error()
-	clean := msg
-	for _, secret := range s.secrets {
-		if secret != "" {
-			clean = strings.ReplaceAll(clean, secret, "[redacted]")
-		}
-	}
-	if clean == msg {
-		return err
-	}
-	return &redactedError{msg: clean, err: err}
-}
-
-type redactedError struct {
-	msg string
-	err error
-}
-
-func (e *redactedError) Error() string { return e.msg }
-func (e *redactedError) Unwrap() error { return e.err }
+// redact returns err with every credential of the URLs removed from its text.
+func (s servers) redact(err error) error { return errs.Redact(err, s.secrets...) }
 
 // serverLogger routes the embedded server's log to slog. Notices are routine (start-up banner,
 // listening address) and go to debug; warnings and errors keep their level. Fatalf is how the
