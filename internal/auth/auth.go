@@ -1,7 +1,7 @@
 // Package auth turns credentials into tokens: password logins for users (bcrypt, slowed and
-// counted on failure), the scopes each role grants, and the bootstrap SUPER_ADMIN created at first
-// start. Token signing and verification live in internal/token; auth only decides who gets which
-// claims. Imported by internal/httpapi and internal/kernel.
+// counted on failure), narrowing a token to the scopes asked for, and the bootstrap SUPER_ADMIN
+// created at first start. Which scopes each role grants is internal/rbac's matrix; token signing
+// and verification live in internal/token. Imported by internal/httpapi and internal/kernel.
 //
 // Concurrency: Service is safe for concurrent use; the failure tracker is guarded by its own mutex.
 package auth
@@ -23,37 +23,10 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/nops-kernel/nops/internal/errs"
+	"github.com/nops-kernel/nops/internal/rbac"
 	"github.com/nops-kernel/nops/internal/token"
 	"github.com/nops-kernel/nops/internal/user"
 )
-
-// Scopes known to the kernel. A route declares the scopes it needs in api/kernel.yaml.
-const (
-	ScopeSystemRead  = "system:read"
-	ScopeSystemWrite = "system:write"
-)
-
-// roleScopes is what each role grants. Later domains add their scopes here.
-var roleScopes = map[string][]string{
-	user.RoleSuperAdmin: {ScopeSystemRead, ScopeSystemWrite},
-	user.RoleAdmin:      {ScopeSystemRead},
-	user.RoleOperator:   {},
-	user.RoleViewer:     {},
-}
-
-// ScopesFor returns the sorted union of the scopes granted by roles.
-func ScopesFor(roles []string) []string {
-	var out []string
-	for _, r := range roles {
-		for _, s := range roleScopes[r] {
-			if !slices.Contains(out, s) {
-				out = append(out, s)
-			}
-		}
-	}
-	slices.Sort(out)
-	return out
-}
 
 // Issuer signs tokens; *token.Service implements it.
 type Issuer interface {
@@ -161,7 +134,7 @@ func (s *Service) Login(ctx context.Context, username, password, scope string) (
 	if err := bcrypt.CompareHashAndPassword(u.PasswordHash, []byte(password)); err != nil {
 		return Token{}, s.fail(ctx, username, "bad_password", err)
 	}
-	granted := ScopesFor(u.Roles)
+	granted := rbac.ScopesFor(u.Roles)
 	scopes := granted
 	if strings.TrimSpace(scope) != "" {
 		scopes = nil

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/nops-kernel/nops/internal/errs"
+	"github.com/nops-kernel/nops/internal/rbac"
 	"github.com/nops-kernel/nops/internal/token"
 	"github.com/nops-kernel/nops/internal/user"
 )
@@ -86,7 +87,7 @@ func TestLoginGrantsRoleScopes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := token.Claims{Subject: "usr_1", Roles: []string{user.RoleSuperAdmin}, Scopes: []string{ScopeSystemRead, ScopeSystemWrite}}
+	want := token.Claims{Subject: "usr_1", Roles: []string{user.RoleSuperAdmin}, Scopes: []string{rbac.ScopeSystemRead, rbac.ScopeSystemWrite}}
 	if diff := cmp.Diff(want, h.issuer.last); diff != "" {
 		t.Fatalf("claims (-want +got):\n%s", diff)
 	}
@@ -101,7 +102,7 @@ func TestLoginNarrowsScope(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]string{ScopeSystemRead}, tok.Scopes); diff != "" {
+	if diff := cmp.Diff([]string{rbac.ScopeSystemRead}, tok.Scopes); diff != "" {
 		t.Fatal(diff)
 	}
 	_, err = h.svc.Login(context.Background(), "admin", "right-password-123", "system:read tenants:admin")

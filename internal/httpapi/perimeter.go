@@ -15,6 +15,7 @@ import (
 	"github.com/nops-kernel/nops/internal/errs"
 	"github.com/nops-kernel/nops/internal/middleware"
 	"github.com/nops-kernel/nops/internal/principal"
+	"github.com/nops-kernel/nops/internal/rbac"
 )
 
 var (
@@ -93,8 +94,8 @@ func (d *dispatcher) admit(r *http.Request, op *operation) (*http.Request, error
 		if err != nil {
 			return r, err
 		}
-		if !p.HasScopes(op.scopes...) {
-			return r, errs.Wrap(errs.Forbidden, errInsufficientScope, "this operation needs the scopes %s", strings.Join(op.scopes, " "))
+		if d := rbac.Authorize(p, op.scopes); !d.Allowed {
+			return r, errs.Wrap(errs.Forbidden, fmt.Errorf("%w: %s", errInsufficientScope, d.Reason), "this operation needs the scopes %s", strings.Join(op.scopes, " "))
 		}
 		r = r.WithContext(principal.NewContext(ctx, p))
 	}
