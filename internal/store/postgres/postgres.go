@@ -192,7 +192,7 @@ func (s *Store) CreateUser(ctx context.Context, u user.User) error {
 	if roles == nil {
 		roles = []string{} // the column holds a JSON array, never null
 	}
-	_, err := s.pool.Exec(ctx,
+	_, err := s.q(ctx).Exec(ctx,
 		`INSERT INTO users (id, username, password_hash, roles, tenant_id, created_at, updated_at)
 		 VALUES ($1, $2, $3, $4, $5, $6, $7)`,
 		u.ID, u.Username, u.PasswordHash, roles, nullString(u.TenantID), u.CreatedAt, u.UpdatedAt)
@@ -211,7 +211,7 @@ func (s *Store) UserByUsername(ctx context.Context, username string) (user.User,
 		u      user.User
 		tenant *string
 	)
-	err := s.pool.QueryRow(ctx,
+	err := s.q(ctx).QueryRow(ctx,
 		`SELECT id, username, password_hash, roles, tenant_id, created_at, updated_at
 		 FROM users WHERE username = $1`, username).
 		Scan(&u.ID, &u.Username, &u.PasswordHash, &u.Roles, &tenant, &u.CreatedAt, &u.UpdatedAt)
@@ -233,7 +233,7 @@ func (s *Store) UserByUsername(ctx context.Context, username string) (user.User,
 
 // CreateSigningKey inserts k; an existing ID is an errs.Conflict.
 func (s *Store) CreateSigningKey(ctx context.Context, k token.SigningKey) error {
-	_, err := s.pool.Exec(ctx,
+	_, err := s.q(ctx).Exec(ctx,
 		`INSERT INTO signing_keys (id, algorithm, private_key, created_at) VALUES ($1, $2, $3, $4)`,
 		k.ID, k.Algorithm, k.Private, k.CreatedAt)
 	if isUniqueViolation(err) {
@@ -247,7 +247,7 @@ func (s *Store) CreateSigningKey(ctx context.Context, k token.SigningKey) error 
 
 // SigningKeys returns every stored key, oldest first (by creation time, then ID).
 func (s *Store) SigningKeys(ctx context.Context) ([]token.SigningKey, error) {
-	rows, err := s.pool.Query(ctx,
+	rows, err := s.q(ctx).Query(ctx,
 		`SELECT id, algorithm, private_key, created_at FROM signing_keys ORDER BY created_at, id COLLATE "C"`)
 	if err != nil {
 		return nil, fmt.Errorf("list signing keys: %w", err)

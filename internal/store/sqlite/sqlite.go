@@ -213,7 +213,7 @@ func (s *Store) CreateUser(ctx context.Context, u user.User) error {
 	if err != nil {
 		return fmt.Errorf("create user %s: %w", u.ID, err)
 	}
-	_, err = s.writer.ExecContext(ctx,
+	_, err = s.w(ctx).ExecContext(ctx,
 		`INSERT INTO users (id, username, password_hash, roles, tenant_id, created_at, updated_at)
 		 VALUES (?, ?, ?, ?, ?, ?, ?)`,
 		u.ID, u.Username, u.PasswordHash, roles, nullString(u.TenantID), formatTime(u.CreatedAt), formatTime(u.UpdatedAt))
@@ -234,7 +234,7 @@ func (s *Store) UserByUsername(ctx context.Context, username string) (user.User,
 		tenant               sql.NullString
 		createdAt, updatedAt string
 	)
-	err := s.reader.QueryRowContext(ctx,
+	err := s.r(ctx).QueryRowContext(ctx,
 		`SELECT id, username, password_hash, roles, tenant_id, created_at, updated_at
 		 FROM users WHERE username = ?`, username).
 		Scan(&u.ID, &u.Username, &u.PasswordHash, &roles, &tenant, &createdAt, &updatedAt)
@@ -259,7 +259,7 @@ func (s *Store) UserByUsername(ctx context.Context, username string) (user.User,
 
 // CreateSigningKey inserts k; an existing ID is an errs.Conflict.
 func (s *Store) CreateSigningKey(ctx context.Context, k token.SigningKey) error {
-	_, err := s.writer.ExecContext(ctx,
+	_, err := s.w(ctx).ExecContext(ctx,
 		`INSERT INTO signing_keys (id, algorithm, private_key, created_at) VALUES (?, ?, ?, ?)`,
 		k.ID, k.Algorithm, k.Private, formatTime(k.CreatedAt))
 	if isUniqueViolation(err) {
@@ -273,7 +273,7 @@ func (s *Store) CreateSigningKey(ctx context.Context, k token.SigningKey) error 
 
 // SigningKeys returns every stored key, oldest first (by creation time, then ID).
 func (s *Store) SigningKeys(ctx context.Context) ([]token.SigningKey, error) {
-	rows, err := s.reader.QueryContext(ctx,
+	rows, err := s.r(ctx).QueryContext(ctx,
 		`SELECT id, algorithm, private_key, created_at FROM signing_keys ORDER BY created_at, id`)
 	if err != nil {
 		return nil, fmt.Errorf("list signing keys: %w", err)

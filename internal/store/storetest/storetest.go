@@ -25,6 +25,7 @@ type Store interface {
 	MigrateUp(ctx context.Context) error
 	MigrateDown(ctx context.Context) error
 	MigrationStatus(ctx context.Context) ([]store.MigrationStatus, error)
+	InTx(ctx context.Context, fn func(ctx context.Context) error) error
 }
 
 // migrations are the adapters' embedded migrations, in order. Both adapters ship the same set.
@@ -48,6 +49,7 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		}
 	})
 	t.Run("migrations", func(t *testing.T) { t.Parallel(); testMigrations(t, open) })
+	t.Run("transactions", func(t *testing.T) { t.Parallel(); testTransactions(t, open) })
 }
 
 // base is a fixed instant with nanoseconds, in a zone other than UTC, so the suite sees adapters
