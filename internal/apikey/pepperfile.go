@@ -1,0 +1,224 @@
+package apikey
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const (
+	// pepperFileMode is the mode of a generated pepper file. A file granting anything to group or
+	// others is refused on load: anyone who reads it can test guesses against a database dump.
+	pepperFileMode = 0o600
+	// maxPepperFile bounds what is read from a pepper file.
+	maxPepperFile = 64 << 10
+	// generatedPepperLen is the size of generated peppers, in bytes.
+	generatedPepperLen = 32
+)
+
+// pepperFile is the JSON document of a pepper file; see the package documentation.
+type pepperFile struct {
+	Current string        `json:"current"`
+	Peppers []pepperEntry `json:"peppers"`
+}
+
+type pepperEntry struct {
+	Version   string    `json:"version"`
+	Key       []byte    `json:"key"` // standard base64 in JSON
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// LoadOrCreatePepper reads the pepper file at path, or, when there is none, generates one with a
+// single 32-byte pepper "v1" and writes it with mode 0600. The file is written under a temporary
+// name and linked into place, so a concurrent starter never sees a partial file and exactly one
+// generated file wins; the loser reads the winner's. A file whose mode grants any permission to
+// group or others is refused (POSIX permissions; the kernel runs on Linux), as is any file that is
+// not exactly the documented format. The directory must exist.
+func LoadOrCreatePepper(path string) (Peppers, error) {
+	ps, err := loadPepperFile(path)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return ps, err
+	}
+	key, err := generatePepperKey()
+	if err != nil {
+		return Peppers{}, err
+	}
+	pf := pepperFile{Current: "v1", Peppers: []pepperEntry{{Version: "v1", Key: key, CreatedAt: nowSecond()}}}
+	if err := writePepperFile(path, pf, false); err != nil && !errors.Is(err, fs.ErrExist) {
+		return Peppers{}, err
+	}
+	return loadPepperFile(path)
+}
+
+// RotatePepperFile adds a generated pepper to the file at path and makes it current; the older
+// ones stay for verification. Its version is "v<n+1>", n being the largest number among the
+// versions of the form "v<n>" already there. The file is replaced atomically (rename); rotations
+// run concurrently on one file keep only the last, which is harmless because the kernel reads the
+// file only when it starts. It returns the new set.
+func RotatePepperFile(path string) (Peppers, error) {
+	pf, err := readPepperFile(path)
+	if err != nil {
+		return Peppers{}, err
+	}
+	n := 0
+	for _, e := range pf.Peppers {
+		if num, ok := strings.CutPrefix(e.Version, "v"); ok {
+			if v, err := strconv.Atoi(num); err == nil && v > n {
+				n = v
+			}
+		}
+	}
+	key, err := generatePepperKey()
+	if err != nil {
+		return Peppers{}, err
+	}
+	version := "v" + strconv.Itoa(n+1)
+	pf.Peppers = append(pf.Peppers, pepperEntry{Version: version, Key: key, CreatedAt: nowSecond()})
+	pf.Current = version
+	if _, err := pf.peppers(); err != nil {
+		return Peppers{}, fmt.Errorf("pepper file %s: %w", path, err)
+	}
+	if err := writePepperFile(path, pf, true); err != nil {
+		return Peppers{}, err
+	}
+	return loadPepperFile(path)
+}
+
+func loadPepperFile(path string) (Peppers, error) {
+	pf, err := readPepperFile(path)
+	if err != nil {
+		return Peppers{}, err
+	}
+	ps, err := pf.peppers()
+	if err != nil {
+		return Peppers{}, fmt.Errorf("pepper file %s: %w", path, err)
+	}
+	return ps, nil
+}
+
+// readPepperFile checks the permissions of the opened file (not of the path, which could be
+// swapped between a check and the open) and decodes it strictly.
+func readPepperFile(path string) (pepperFile, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return pepperFile{}, fmt.Errorf("open pepper file: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return pepperFile{}, fmt.Errorf("stat pepper file %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return pepperFile{}, fmt.Errorf("pepper file %s is not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return pepperFile{}, fmt.Errorf("pepper file %s has mode %04o: it must grant nothing to group or others (chmod 600)", path, perm)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxPepperFile+1))
+	if err != nil {
+		return pepperFile{}, fmt.Errorf("read pepper file %s: %w", path, err)
+	}
+	if len(b) > maxPepperFile {
+		return pepperFile{}, fmt.Errorf("pepper file %s is larger than %d bytes", path, maxPepperFile)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var pf pepperFile
+	if err := dec.Decode(&pf); err != nil {
+		// json errors name offsets and types, never the content, so the key cannot leak here.
+		return pepperFile{}, fmt.Errorf("decode pepper file %s: %w", path, err)
+	}
+	if dec.More() {
+		return pepperFile{}, fmt.Errorf("decode pepper file %s: data after the JSON document", path)
+	}
+	return pf, nil
+}
+
+func (pf pepperFile) peppers() (Peppers, error) {
+	if len(pf.Peppers) == 0 {
+		return Peppers{}, errNoPeppers
+	}
+	var current *Pepper
+	var older []Pepper
+	for _, e := range pf.Peppers {
+		p := Pepper{Version: e.Version, Key: e.Key}
+		if e.Version == pf.Current && current == nil {
+			current = &p
+			continue
+		}
+		older = append(older, p)
+	}
+	if current == nil {
+		return Peppers{}, fmt.Errorf("current pepper %q is not among the peppers", pf.Current)
+	}
+	return NewPeppers(*current, older...)
+}
+
+// writePepperFile writes pf to a temporary file in path's directory, then moves it to path:
+// with replace, by renaming over path; without, by linking, which fails with fs.ErrExist when
+// path exists.
+func writePepperFile(path string, pf pepperFile, replace bool) error {
+	b, err := json.MarshalIndent(pf, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode pepper file: %w", err)
+	}
+	b = append(b, '\n')
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, ".pepper-*.tmp") // created with mode 0600
+	if err != nil {
+		return fmt.Errorf("create pepper file in %s: %w", dir, err)
+	}
+	defer os.Remove(tmp.Name()) // after a link or rename this only drops the temporary name
+	if err := tmp.Chmod(pepperFileMode); err != nil {
+		tmp.Close()
+		return fmt.Errorf("chmod pepper file: %w", err)
+	}
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write pepper file: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("sync pepper file: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("close pepper file: %w", err)
+	}
+	if replace {
+		err = os.Rename(tmp.Name(), path)
+	} else {
+		err = os.Link(tmp.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("install pepper file %s: %w", path, err)
+	}
+	// Make the new directory entry durable: losing the pepper loses every key hashed with it.
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open pepper directory: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync pepper directory: %w", err)
+	}
+	return nil
+}
+
+func generatePepperKey() ([]byte, error) {
+	key := make([]byte, generatedPepperLen)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("generate pepper: %w", err)
+	}
+	return key, nil
+}
+
+func nowSecond() time.Time { return time.Now().UTC().Truncate(time.Second) }

@@ -1,0 +1,355 @@
+package apikey
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"golang.org/x/crypto/blake2b"
+
+	"github.com/nops-kernel/nops/internal/errs"
+	"github.com/nops-kernel/nops/internal/principal"
+)
+
+const (
+	// DefaultGrace is how long a rotated-out secret keeps working when Rotate is given 0.
+	DefaultGrace = 24 * time.Hour
+	// MaxGrace is the longest grace period Rotate accepts.
+	MaxGrace = 30 * 24 * time.Hour
+	// DefaultListLimit and MaxListLimit bound a page of List.
+	DefaultListLimit = 50
+	MaxListLimit     = 100
+)
+
+// UsageSink is told of every successful verification; *UsageRecorder implements it. Record
+// must not block on I/O: it runs on the request path.
+type UsageSink interface {
+	Record(id string, at time.Time)
+}
+
+// Options are Service's optional settings; the zero value works.
+type Options struct {
+	Usage        UsageSink     // nil: last use is not recorded
+	DefaultGrace time.Duration // grace of Rotate(…, 0); 0: DefaultGrace
+}
+
+// Service creates, verifies, rotates and revokes API keys. Create it with NewService.
+type Service struct {
+	store        Store
+	peppers      Peppers
+	now          func() time.Time
+	logger       *slog.Logger
+	usage        UsageSink
+	defaultGrace time.Duration
+	// dummy is compared against when there is no real digest, so every well-formed key costs the
+	// same two digests.
+	dummy []byte
+	// digest is Pepper.digest; tests wrap it to count the digests each path computes.
+	digest func(p Pepper, id, secret string) []byte
+}
+
+// NewService returns a Service. now is the clock (nil: time.Now); a nil logger discards logs.
+// peppers must hold at least the current pepper.
+func NewService(store Store, peppers Peppers, now func() time.Time, logger *slog.Logger, opts Options) (*Service, error) {
+	if store == nil {
+		return nil, errors.New("new api key service: nil store")
+	}
+	if len(peppers.byVersion) == 0 {
+		return nil, fmt.Errorf("new api key service: %w", errNoPeppers)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.DefaultGrace == 0 {
+		opts.DefaultGrace = DefaultGrace
+	}
+	if opts.DefaultGrace < 0 || opts.DefaultGrace > MaxGrace {
+		return nil, fmt.Errorf("new api key service: default grace %s outside 0..%s", opts.DefaultGrace, MaxGrace)
+	}
+	return &Service{
+		store: store, peppers: peppers, now: now, logger: logger, usage: opts.Usage,
+		defaultGrace: opts.DefaultGrace, dummy: make([]byte, blake2b.Size256), digest: Pepper.digest,
+	}, nil
+}
+
+// clock returns the time in UTC at the microsecond, the precision both SQL stores keep, so a Key
+// returned here equals the Key read back.
+func (s *Service) clock() time.Time { return s.now().UTC().Truncate(time.Microsecond) }
+
+// caller returns the principal acting, which every management operation needs.
+func caller(ctx context.Context) (principal.Principal, error) {
+	p, ok := principal.FromContext(ctx)
+	if !ok || p.Subject == "" {
+		return principal.Principal{}, errs.New(errs.Unauthenticated, "authentication required")
+	}
+	return p, nil
+}
+
+func errKeyNotFound(cause error) error { return errs.Wrap(errs.NotFound, cause, "api key not found") }
+
+// Create makes a key as in asks and returns it with its raw key "nops_<keyid>_<secret>". The raw
+// key exists only in this return value: it is neither stored nor logged, and cannot be shown
+// again.
+func (s *Service) Create(ctx context.Context, in CreateInput) (Key, string, error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return Key{}, "", err
+	}
+	now := s.clock()
+	in, err = in.validate(p, now)
+	if err != nil {
+		return Key{}, "", err
+	}
+	id, err := newID(now)
+	if err != nil {
+		return Key{}, "", err
+	}
+	secret, err := newSecret()
+	if err != nil {
+		return Key{}, "", err
+	}
+	pep := s.peppers.Current()
+	k := Key{
+		ID: id, TenantID: in.TenantID, AgentID: in.AgentID, Name: in.Name, Role: in.Role,
+		Scopes: in.Scopes, CreatedBy: p.Subject,
+		Hash: s.digest(pep, id, secret), PepperVersion: pep.Version,
+		CreatedAt: now, ExpiresAt: in.ExpiresAt,
+	}
+	if err := s.store.CreateAPIKey(ctx, k); err != nil {
+		return Key{}, "", fmt.Errorf("create api key %s: %w", id, err)
+	}
+	s.logger.InfoContext(ctx, "api key created", "key", k, "by", p.Subject)
+	return k, format(id, secret), nil
+}
+
+// Get returns the key with id if the caller may see it; any other is errs.NotFound.
+func (s *Service) Get(ctx context.Context, id string) (Key, error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return Key{}, err
+	}
+	return s.get(ctx, p, id)
+}
+
+func (s *Service) get(ctx context.Context, p principal.Principal, id string) (Key, error) {
+	if !ValidID(id) {
+		return Key{}, errKeyNotFound(errors.New("malformed key id"))
+	}
+	k, err := s.store.APIKey(ctx, id)
+	switch {
+	case errs.Is(err, errs.NotFound):
+		return Key{}, errKeyNotFound(err)
+	case err != nil:
+		return Key{}, fmt.Errorf("get api key %s: %w", id, err)
+	case p.Tenant != "" && k.TenantID != p.Tenant:
+		// Another tenant's key does not exist for this caller.
+		return Key{}, errKeyNotFound(fmt.Errorf("key %s belongs to another tenant", id))
+	}
+	return k, nil
+}
+
+// ListInput selects a page of keys. TenantID is as in CreateInput; Cursor is the NextCursor of
+// the previous page ("" for the first); Limit is 1..MaxListLimit (0: DefaultListLimit).
+type ListInput struct {
+	TenantID string
+	Cursor   string
+	Limit    int
+}
+
+// Page is one page of keys in ascending ID (creation) order. NextCursor is "" on the last page.
+type Page struct {
+	Keys       []Key
+	NextCursor string
+}
+
+// List returns a page of the keys of the caller's tenant (or of the tenant a principal above
+// tenants names).
+func (s *Service) List(ctx context.Context, in ListInput) (Page, error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return Page{}, err
+	}
+	tenant := in.TenantID
+	switch {
+	case p.Tenant == "" && tenant == "":
+		return Page{}, errs.Field("query.tenant", "required when the caller is above tenants")
+	case p.Tenant != "" && tenant != "" && tenant != p.Tenant:
+		return Page{}, errs.New(errs.NotFound, "tenant not found")
+	case p.Tenant != "":
+		tenant = p.Tenant
+	}
+	if !validRef(tenant) {
+		return Page{}, errs.Field("query.tenant", fmt.Sprintf("must be 1..%d characters of [A-Za-z0-9_-]", maxRefLen))
+	}
+	if in.Cursor != "" && !ValidID(in.Cursor) {
+		return Page{}, errs.Field("query.cursor", "not a cursor returned by this API")
+	}
+	limit := in.Limit
+	if limit == 0 {
+		limit = DefaultListLimit
+	}
+	if limit < 1 || limit > MaxListLimit {
+		return Page{}, errs.Field("query.limit", fmt.Sprintf("must be between 1 and %d", MaxListLimit))
+	}
+	// One more than asked tells whether a next page exists without a second query.
+	keys, err := s.store.ListAPIKeys(ctx, tenant, in.Cursor, limit+1)
+	if err != nil {
+		return Page{}, fmt.Errorf("list api keys of %s: %w", tenant, err)
+	}
+	var page Page
+	if len(keys) > limit {
+		keys = keys[:limit]
+		page.NextCursor = keys[limit-1].ID
+	}
+	page.Keys = keys
+	return page, nil
+}
+
+// Verify checks a raw key and returns the key it names. Every refusal is the same
+// errs.Unauthenticated error (see the package documentation); a failing store is returned as is.
+func (s *Service) Verify(ctx context.Context, raw string) (Key, error) {
+	id, secret, err := Parse(raw)
+	if err != nil {
+		s.logger.InfoContext(ctx, "api key refused", "reason", "malformed")
+		return Key{}, err
+	}
+	k, err := s.store.APIKey(ctx, id)
+	if errs.Is(err, errs.NotFound) {
+		// Spend what a known key costs, so the time taken does not tell the ID is unknown.
+		cur := s.peppers.Current()
+		_ = s.matches(cur, id, secret, s.dummy)
+		_ = s.matches(cur, id, secret, s.dummy)
+		return Key{}, s.refuse(ctx, id, "unknown_id")
+	}
+	if err != nil {
+		return Key{}, fmt.Errorf("verify api key %s: %w", id, err)
+	}
+	now := s.clock()
+	currentOK, pepperKnown := s.matchCurrent(k, id, secret)
+	previousOK := s.matchPrevious(k, id, secret)
+	switch {
+	case !currentOK && !previousOK && !pepperKnown:
+		s.logger.ErrorContext(ctx, "api key hashed with a pepper that is not configured", "key", k)
+		return Key{}, s.refuse(ctx, id, "unknown_pepper")
+	case !currentOK && !previousOK:
+		return Key{}, s.refuse(ctx, id, "wrong_secret")
+	case k.Revoked(now):
+		return Key{}, s.refuse(ctx, id, "revoked")
+	case k.Expired(now):
+		return Key{}, s.refuse(ctx, id, "expired")
+	case !currentOK && !now.Before(k.PrevValidUntil):
+		return Key{}, s.refuse(ctx, id, "rotated_out")
+	}
+	if s.usage != nil {
+		s.usage.Record(k.ID, now)
+	}
+	return k, nil
+}
+
+// matchCurrent compares secret with the current digest, and reports whether its pepper is known.
+func (s *Service) matchCurrent(k Key, id, secret string) (ok, pepperKnown bool) {
+	pep, known := s.peppers.Get(k.PepperVersion)
+	want := k.Hash
+	if !known {
+		pep, want = s.peppers.Current(), s.dummy
+	}
+	return s.matches(pep, id, secret, want) && known, known
+}
+
+// matchPrevious compares secret with the previous digest; a key with none, or whose previous
+// pepper is gone, is compared with the dummy so that the cost stays the same.
+func (s *Service) matchPrevious(k Key, id, secret string) bool {
+	pep, known := s.peppers.Get(k.PrevPepperVersion)
+	has := known && len(k.PrevHash) > 0
+	want := k.PrevHash
+	if !has {
+		pep, want = s.peppers.Current(), s.dummy
+	}
+	return s.matches(pep, id, secret, want) && has
+}
+
+// matches reports, in time independent of the content of both, whether the digest of id and
+// secret under p equals want.
+func (s *Service) matches(p Pepper, id, secret string, want []byte) bool {
+	return subtle.ConstantTimeCompare(s.digest(p, id, secret), want) == 1
+}
+
+// refuse logs why a key was refused (never the secret) and returns the uniform error.
+func (s *Service) refuse(ctx context.Context, id, reason string) error {
+	s.logger.InfoContext(ctx, "api key refused", "reason", reason, "key_id", id)
+	return errInvalid(fmt.Errorf("api key %s: %s", id, reason))
+}
+
+// Rotate gives the key a new secret and returns the key with its new raw key. The old secret keeps
+// working until grace has passed (0: the service's default grace; at most MaxGrace); a secret
+// rotated out earlier stops working at once, as only one previous secret is kept. A revoked or
+// expired key cannot be rotated (errs.Conflict), nor can one that a concurrent rotation changed
+// since it was read (errs.Conflict).
+func (s *Service) Rotate(ctx context.Context, id string, grace time.Duration) (Key, string, error) {
+	if grace == 0 {
+		grace = s.defaultGrace
+	}
+	if grace < 0 || grace > MaxGrace {
+		return Key{}, "", errs.Field("body.grace_period", fmt.Sprintf("must be between 0s and %s", MaxGrace))
+	}
+	p, err := caller(ctx)
+	if err != nil {
+		return Key{}, "", err
+	}
+	k, err := s.get(ctx, p, id)
+	if err != nil {
+		return Key{}, "", err
+	}
+	now := s.clock()
+	switch {
+	case !k.RevokedAt.IsZero():
+		return Key{}, "", errs.New(errs.Conflict, "api key is revoked")
+	case k.Expired(now):
+		return Key{}, "", errs.New(errs.Conflict, "api key has expired")
+	}
+	secret, err := newSecret()
+	if err != nil {
+		return Key{}, "", err
+	}
+	pep := s.peppers.Current()
+	r := Rotation{
+		Hash: s.digest(pep, k.ID, secret), PepperVersion: pep.Version,
+		PrevHash: k.Hash, PrevPepperVersion: k.PepperVersion, PrevValidUntil: now.Add(grace),
+	}
+	if err := s.store.RotateAPIKey(ctx, k.ID, k.Hash, r); err != nil {
+		return Key{}, "", fmt.Errorf("rotate api key %s: %w", k.ID, err)
+	}
+	k.Hash, k.PepperVersion = r.Hash, r.PepperVersion
+	k.PrevHash, k.PrevPepperVersion, k.PrevValidUntil = r.PrevHash, r.PrevPepperVersion, r.PrevValidUntil
+	s.logger.InfoContext(ctx, "api key rotated", "key", k, "by", p.Subject, "previous_valid_until", r.PrevValidUntil)
+	return k, format(k.ID, secret), nil
+}
+
+// Revoke revokes the key at once, current and previous secret alike, and returns it. Revoking a
+// revoked key is an errs.Conflict.
+func (s *Service) Revoke(ctx context.Context, id string) (Key, error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return Key{}, err
+	}
+	k, err := s.get(ctx, p, id)
+	if err != nil {
+		return Key{}, err
+	}
+	if !k.RevokedAt.IsZero() {
+		return Key{}, errs.New(errs.Conflict, "api key is already revoked")
+	}
+	now := s.clock()
+	if err := s.store.RevokeAPIKey(ctx, k.ID, now); err != nil {
+		return Key{}, fmt.Errorf("revoke api key %s: %w", k.ID, err)
+	}
+	k.RevokedAt = now
+	s.logger.InfoContext(ctx, "api key revoked", "key", k, "by", p.Subject)
+	return k, nil
+}
