@@ -15,8 +15,16 @@ import (
 
 // Scopes known to the kernel. An operation in api/kernel.yaml lists the ones it needs.
 const (
-	ScopeSystemRead  = "system:read"
-	ScopeSystemWrite = "system:write"
+	ScopeSystemRead      = "system:read"
+	ScopeSystemWrite     = "system:write"
+	ScopeTenantsRead     = "tenants:read"
+	ScopeTenantsWrite    = "tenants:write"
+	ScopeAgentsRead      = "agents:read"
+	ScopeAgentsWrite     = "agents:write"
+	ScopeAgentsHeartbeat = "agents:heartbeat"
+	ScopeAPIKeysRead     = "apikeys:read"
+	ScopeAPIKeysWrite    = "apikeys:write"
+	ScopeAuditRead       = "audit:read"
 )
 
 // Roles lists the roles in order of decreasing power, as documented.
@@ -24,10 +32,11 @@ var Roles = []string{user.RoleSuperAdmin, user.RoleAdmin, user.RoleOperator, use
 
 // matrix is what each role grants. Later domains add their scopes here; docs/rbac.md follows.
 var matrix = map[string][]string{
-	user.RoleSuperAdmin: {ScopeSystemRead, ScopeSystemWrite},
-	user.RoleAdmin:      {},
-	user.RoleOperator:   {},
-	user.RoleViewer:     {},
+	user.RoleSuperAdmin: {ScopeSystemRead, ScopeSystemWrite, ScopeTenantsRead, ScopeTenantsWrite,
+		ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead, ScopeAPIKeysWrite, ScopeAuditRead},
+	user.RoleAdmin:    {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead, ScopeAPIKeysWrite, ScopeAuditRead},
+	user.RoleOperator: {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead},
+	user.RoleViewer:   {ScopeAgentsRead},
 }
 
 // Grants reports whether role grants scope.

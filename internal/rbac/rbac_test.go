@@ -1,6 +1,7 @@
 package rbac
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -11,11 +12,21 @@ import (
 
 // TestMatrixCells checks every role × scope cell against the documented expectation.
 func TestMatrixCells(t *testing.T) {
-	want := map[string]map[string]bool{
-		user.RoleSuperAdmin: {ScopeSystemRead: true, ScopeSystemWrite: true},
-		user.RoleAdmin:      {ScopeSystemRead: false, ScopeSystemWrite: false},
-		user.RoleOperator:   {ScopeSystemRead: false, ScopeSystemWrite: false},
-		user.RoleViewer:     {ScopeSystemRead: false, ScopeSystemWrite: false},
+	all := []string{ScopeSystemRead, ScopeSystemWrite, ScopeTenantsRead, ScopeTenantsWrite, ScopeAgentsRead,
+		ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead, ScopeAPIKeysWrite, ScopeAuditRead}
+	// The documented matrix, cell by cell: what each role is granted; every other cell is denied.
+	granted := map[string][]string{
+		user.RoleSuperAdmin: all,
+		user.RoleAdmin:      {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead, ScopeAPIKeysWrite, ScopeAuditRead},
+		user.RoleOperator:   {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead},
+		user.RoleViewer:     {ScopeAgentsRead},
+	}
+	want := map[string]map[string]bool{}
+	for _, role := range Roles {
+		want[role] = map[string]bool{}
+		for _, scope := range all {
+			want[role][scope] = slices.Contains(granted[role], scope)
+		}
 	}
 	for _, role := range Roles {
 		for scope, allowed := range want[role] {
@@ -30,7 +41,7 @@ func TestMatrixCells(t *testing.T) {
 }
 
 func TestScopesFor(t *testing.T) {
-	if diff := cmp.Diff([]string{ScopeSystemRead, ScopeSystemWrite}, ScopesFor([]string{user.RoleViewer, user.RoleSuperAdmin, user.RoleSuperAdmin})); diff != "" {
+	if diff := cmp.Diff([]string{ScopeAgentsHeartbeat, ScopeAgentsRead, ScopeAgentsWrite, ScopeAPIKeysRead}, ScopesFor([]string{user.RoleViewer, user.RoleOperator, user.RoleOperator})); diff != "" {
 		t.Fatal(diff)
 	}
 	if got := ScopesFor(nil); got != nil {
