@@ -44,6 +44,8 @@ type Options struct {
 	Now        func() time.Time
 	// Sleep waits d or until ctx ends; nil: a timer. Tests replace it to observe delays.
 	Sleep func(ctx context.Context, d time.Duration)
+	// APIKeys verifies the API keys LoginAPIKey exchanges; nil: API-key logins fail.
+	APIKeys APIKeyVerifier
 }
 
 // Service logs users in.

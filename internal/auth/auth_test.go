@@ -87,7 +87,7 @@ func TestLoginGrantsRoleScopes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := token.Claims{Subject: "usr_1", Roles: []string{user.RoleSuperAdmin}, Scopes: []string{rbac.ScopeSystemRead, rbac.ScopeSystemWrite}}
+	want := token.Claims{Subject: "usr_1", Roles: []string{user.RoleSuperAdmin}, Scopes: rbac.ScopesFor([]string{user.RoleSuperAdmin})}
 	if diff := cmp.Diff(want, h.issuer.last); diff != "" {
 		t.Fatalf("claims (-want +got):\n%s", diff)
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -26,6 +27,48 @@ type Config struct {
 	Log       LogConfig       `yaml:"log"`
 	Health    HealthConfig    `yaml:"health"`
 	Telemetry TelemetryConfig `yaml:"telemetry"`
+	Registry  RegistryConfig  `yaml:"registry"`
+	APIKeys   APIKeysConfig   `yaml:"api_keys"`
+	Audit     AuditConfig     `yaml:"audit"`
+}
+
+// RegistryConfig tunes the agent registry.
+type RegistryConfig struct {
+	StaleAfter    Duration `yaml:"stale_after" env:"NOPS_REGISTRY_STALE_AFTER" doc:"An agent without a heartbeat for this long is stale."`
+	ZombieAfter   Duration `yaml:"zombie_after" env:"NOPS_REGISTRY_ZOMBIE_AFTER" doc:"An agent without a heartbeat for this long is a zombie and leaves routing."`
+	SweepInterval Duration `yaml:"sweep_interval" env:"NOPS_REGISTRY_SWEEP_INTERVAL" doc:"How often status changes implied by heartbeat age are applied and announced."`
+}
+
+// APIKeysConfig configures API key hashing and usage tracking.
+type APIKeysConfig struct {
+	Pepper        string   `yaml:"pepper" env:"NOPS_APIKEY_PEPPER" secret:"true" doc:"Server pepper keying the BLAKE2b hashes of API keys (32–64 printable bytes; the same on every replica); empty: a pepper file in data_dir."`
+	PepperVersion string   `yaml:"pepper_version" env:"NOPS_APIKEY_PEPPER_VERSION" doc:"Version id of pepper, recorded with each key hash so the pepper can be rotated."`
+	PepperFile    string   `yaml:"pepper_file" env:"NOPS_APIKEY_PEPPER_FILE" doc:"Pepper file (created 0600 when missing) used when pepper is empty; default data_dir/apikey-pepper.json."`
+	UsageFlush    Duration `yaml:"usage_flush" env:"NOPS_APIKEY_USAGE_FLUSH" doc:"How often the last-use times of API keys are written (batched, not one write per request)."`
+}
+
+// AuditConfig configures the audit log's signed checkpoints.
+type AuditConfig struct {
+	KeyFile            string   `yaml:"key_file" env:"NOPS_AUDIT_KEY_FILE" doc:"Ed25519 note signing key of audit checkpoints, kept outside the database (created 0600 when missing); default data_dir/audit-signing.key."`
+	KeyName            string   `yaml:"key_name" env:"NOPS_AUDIT_KEY_NAME" doc:"Name of the checkpoint signing key: the origin prefix of every checkpoint."`
+	CheckpointEvery    int64    `yaml:"checkpoint_every" env:"NOPS_AUDIT_CHECKPOINT_EVERY" doc:"Sign a checkpoint of a tree after this many new records…"`
+	CheckpointInterval Duration `yaml:"checkpoint_interval" env:"NOPS_AUDIT_CHECKPOINT_INTERVAL" doc:"…or this long after its first unsigned record, whichever comes first."`
+}
+
+// PepperFilePath returns the API key pepper file, defaulting under the data directory.
+func (c Config) PepperFilePath() string {
+	if c.APIKeys.PepperFile != "" {
+		return c.APIKeys.PepperFile
+	}
+	return filepath.Join(c.DataDir, "apikey-pepper.json")
+}
+
+// AuditKeyPath returns the audit checkpoint key file, defaulting under the data directory.
+func (c Config) AuditKeyPath() string {
+	if c.Audit.KeyFile != "" {
+		return c.Audit.KeyFile
+	}
+	return filepath.Join(c.DataDir, "audit-signing.key")
 }
 
 // HTTPConfig configures the API listener.
@@ -128,6 +171,17 @@ func Default() Config {
 		Log:       LogConfig{Level: "info"},
 		Health:    HealthConfig{CacheTTL: Duration(time.Second), CheckTimeout: Duration(2 * time.Second)},
 		Telemetry: TelemetryConfig{ServiceName: "nops-kernel"},
+		Registry: RegistryConfig{
+			StaleAfter:    Duration(30 * time.Second),
+			ZombieAfter:   Duration(2 * time.Minute),
+			SweepInterval: Duration(5 * time.Second),
+		},
+		APIKeys: APIKeysConfig{PepperVersion: "v1", UsageFlush: Duration(30 * time.Second)},
+		Audit: AuditConfig{
+			KeyName:            "nops-kernel",
+			CheckpointEvery:    1000,
+			CheckpointInterval: Duration(10 * time.Second),
+		},
 	}
 }
 
@@ -239,6 +293,25 @@ func (c Config) Validate() error {
 	if strings.TrimSpace(c.Telemetry.ServiceName) == "" {
 		v.add("telemetry.service_name", "must not be empty")
 	}
+	v.positive("registry.stale_after", c.Registry.StaleAfter)
+	if c.Registry.ZombieAfter <= c.Registry.StaleAfter {
+		v.add("registry.zombie_after", fmt.Sprintf("must be longer than registry.stale_after (%s), got %s", c.Registry.StaleAfter, c.Registry.ZombieAfter))
+	}
+	v.positive("registry.sweep_interval", c.Registry.SweepInterval)
+	if p := c.APIKeys.Pepper; p != "" && (len(p) < 32 || len(p) > 64) {
+		v.add("api_keys.pepper", "must be 32 to 64 printable bytes")
+	}
+	if strings.TrimSpace(c.APIKeys.PepperVersion) == "" {
+		v.add("api_keys.pepper_version", "must not be empty")
+	}
+	v.positive("api_keys.usage_flush", c.APIKeys.UsageFlush)
+	if strings.TrimSpace(c.Audit.KeyName) == "" {
+		v.add("audit.key_name", "must not be empty")
+	}
+	if c.Audit.CheckpointEvery < 1 {
+		v.add("audit.checkpoint_every", fmt.Sprintf("must be at least 1, got %d", c.Audit.CheckpointEvery))
+	}
+	v.positive("audit.checkpoint_interval", c.Audit.CheckpointInterval)
 	if len(v.problems) == 0 {
 		return nil
 	}

@@ -80,3 +80,27 @@ type discard struct{}
 func (discard) Header() http.Header         { return http.Header{} }
 func (discard) Write(b []byte) (int, error) { return len(b), nil }
 func (discard) WriteHeader(int)             {}
+
+// Security returns whether the operation behind pattern needs a credential, and which scopes.
+func (c *Contract) Security(pattern string) (secured bool, scopes []string) {
+	op, ok := c.ops[pattern]
+	if !ok {
+		return false, nil
+	}
+	return op.secured, op.scopes
+}
+
+// QueryParams returns the names of the query parameters of the operation behind pattern.
+func (c *Contract) QueryParams(pattern string) []string {
+	op, ok := c.ops[pattern]
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, ref := range append(op.route.PathItem.Parameters, op.route.Operation.Parameters...) {
+		if ref.Value != nil && ref.Value.In == openapi3.ParameterInQuery {
+			out = append(out, ref.Value.Name)
+		}
+	}
+	return out
+}

@@ -9,15 +9,18 @@ import (
 
 	"github.com/nops-kernel/nops/internal/auth"
 	"github.com/nops-kernel/nops/internal/config"
+	"github.com/nops-kernel/nops/internal/control"
 	"github.com/nops-kernel/nops/internal/errs"
 	"github.com/nops-kernel/nops/internal/health"
 	"github.com/nops-kernel/nops/internal/httpapi/gen"
+	"github.com/nops-kernel/nops/internal/middleware"
 	"github.com/nops-kernel/nops/internal/principal"
 )
 
 // Login exchanges credentials for a token; *auth.Service implements it.
 type Login interface {
 	Login(ctx context.Context, username, password, scope string) (auth.Token, error)
+	LoginAPIKey(ctx context.Context, raw, scope string) (auth.Token, error)
 }
 
 // KeySet publishes the public signing keys; *token.Service implements it.
@@ -101,21 +104,46 @@ func (h *handlers) GetJWKS(ctx context.Context, _ gen.GetJWKSRequestObject) (gen
 	return gen.GetJWKS200JSONResponse(set), nil
 }
 
+// CreateToken exchanges a password or an API key for a token. The contract's oneOf has already
+// admitted exactly one of the two shapes; the required field present tells which. A refused
+// credential is recorded in the audit trail (global tree: who tried is not known).
 func (h *handlers) CreateToken(ctx context.Context, req gen.CreateTokenRequestObject) (gen.CreateTokenResponseObject, error) {
-	scope := ""
-	if req.Body.Scope != nil {
-		scope = *req.Body.Scope
+	var (
+		tok    auth.Token
+		err    error
+		reason string
+	)
+	if key, kerr := req.Body.AsApiKeyLogin(); kerr == nil && key.ApiKey != "" {
+		reason = "invalid api key"
+		tok, err = h.deps.Login.LoginAPIKey(ctx, key.ApiKey, deref(key.Scope))
+	} else {
+		pw, perr := req.Body.AsPasswordLogin()
+		if perr != nil || pw.Username == "" {
+			return nil, errs.Wrap(errs.Invalid, perr, "send username and password, or api_key")
+		}
+		reason = "invalid username or password"
+		tok, err = h.deps.Login.Login(ctx, pw.Username, pw.Password, deref(pw.Scope))
 	}
-	tok, err := h.deps.Login.Login(ctx, req.Body.Username, req.Body.Password, scope)
 	if err != nil {
+		if errs.Is(err, errs.Unauthenticated) {
+			h.auditLoginFailure(ctx, reason)
+		}
 		return nil, err
 	}
 	return gen.CreateToken200JSONResponse{
 		AccessToken: tok.AccessToken,
 		TokenType:   gen.Bearer,
-		ExpiresIn:   int(time.Until(tok.ExpiresAt).Round(time.Second).Seconds()),
+		ExpiresIn:   int(tok.ExpiresAt.Sub(h.deps.now()).Round(time.Second).Seconds()),
 		Scope:       strings.Join(tok.Scopes, " "),
 	}, nil
+}
+
+// auditLoginFailure records a refused login; a failure to record is logged, and the login is
+// refused anyway.
+func (h *handlers) auditLoginFailure(ctx context.Context, reason string) {
+	if err := h.deps.Control.Deny(ctx, "", control.ActionLogin, "POST /v1/auth/token", reason); err != nil {
+		h.deps.Logger.ErrorContext(ctx, "audit a refused login", "request_id", middleware.RequestIDFromContext(ctx), "error", err)
+	}
 }
 
 func (h *handlers) GetWhoami(ctx context.Context, _ gen.GetWhoamiRequestObject) (gen.GetWhoamiResponseObject, error) {

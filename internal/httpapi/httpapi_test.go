@@ -10,12 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/otel/metric/noop"
-	"go.opentelemetry.io/otel/propagation"
-	tnoop "go.opentelemetry.io/otel/trace/noop"
-
 	"github.com/nops-kernel/nops/internal/auth"
-	"github.com/nops-kernel/nops/internal/config"
 	"github.com/nops-kernel/nops/internal/errs"
 	"github.com/nops-kernel/nops/internal/health"
 	"github.com/nops-kernel/nops/internal/middleware"
@@ -40,6 +35,10 @@ func (noLogin) Login(context.Context, string, string, string) (auth.Token, error
 	return auth.Token{}, errs.New(errs.Unauthenticated, "invalid username or password")
 }
 
+func (noLogin) LoginAPIKey(context.Context, string, string) (auth.Token, error) {
+	return auth.Token{}, errs.New(errs.Unauthenticated, "invalid api key")
+}
+
 type noVerify struct{}
 
 func (noVerify) Verify(context.Context, string) (principal.Principal, error) {
@@ -48,19 +47,10 @@ func (noVerify) Verify(context.Context, string) (principal.Principal, error) {
 
 func newTestHandler(t *testing.T, hc Readiness, logs *strings.Builder) http.Handler {
 	t.Helper()
-	h, err := NewHandler(Deps{
-		Logger:         slog.New(slog.NewJSONHandler(logs, nil)),
-		Config:         config.Default(),
-		Health:         hc,
-		Keys:           noKeys{},
-		Login:          noLogin{},
-		Verifier:       noVerify{},
-		TracerProvider: tnoop.NewTracerProvider(),
-		MeterProvider:  noop.NewMeterProvider(),
-		Propagator:     propagation.TraceContext{},
-		Metrics:        http.NotFoundHandler(),
-		Version:        "v", Commit: "c", StartedAt: time.Now(),
-	})
+	deps, _, _ := newFlowDeps(t)
+	deps.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+	deps.Health, deps.Keys, deps.Login, deps.Verifier = hc, noKeys{}, noLogin{}, noVerify{}
+	h, err := NewHandler(deps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +85,7 @@ func TestPanicInHandler(t *testing.T) {
 
 func TestEveryCodeHasAStatus(t *testing.T) {
 	for _, c := range []errs.Code{errs.Invalid, errs.Unauthenticated, errs.Forbidden, errs.NotFound, errs.MethodNotAllowed,
-		errs.Conflict, errs.TooLarge, errs.UnsupportedMediaType, errs.RateLimited, errs.Unavailable, errs.Internal} {
+		errs.Conflict, errs.PreconditionFailed, errs.TooLarge, errs.UnsupportedMediaType, errs.RateLimited, errs.Unavailable, errs.Internal} {
 		if _, ok := statusOf[c]; !ok {
 			t.Errorf("code %s has no HTTP status", c)
 		}

@@ -1,21 +1,30 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
+	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 
+	"github.com/nops-kernel/nops/internal/apikey"
+	"github.com/nops-kernel/nops/internal/audit"
+	"github.com/nops-kernel/nops/internal/control"
 	"github.com/nops-kernel/nops/internal/errs"
 	"github.com/nops-kernel/nops/internal/middleware"
 	"github.com/nops-kernel/nops/internal/principal"
 	"github.com/nops-kernel/nops/internal/rbac"
+	"github.com/nops-kernel/nops/internal/tenant"
 )
 
 var (
@@ -28,6 +37,21 @@ type Verifier interface {
 	Verify(ctx context.Context, raw string) (principal.Principal, error)
 }
 
+// KeyVerifier checks API keys; *apikey.Service implements it.
+type KeyVerifier interface {
+	Verify(ctx context.Context, raw string) (apikey.Key, error)
+}
+
+// TenantLookup reads a tenant; *tenant.Service implements it.
+type TenantLookup interface {
+	Get(ctx context.Context, id string) (tenant.Tenant, error)
+}
+
+// Auditor records refused requests; *control.Control implements it.
+type Auditor interface {
+	Deny(ctx context.Context, tenantID, action, resource, reason string) error
+}
+
 // dispatcher sits between the perimeter middleware and the ServeMux. It answers unknown routes
 // (404) and wrong methods (405 with Allow) as problems, records the matched route pattern for
 // logs, metrics and traces, and enforces what the spec says of each operation: authentication,
@@ -37,6 +61,11 @@ type dispatcher struct {
 	mux      *http.ServeMux
 	ops      map[string]*operation
 	verifier Verifier
+	keys     KeyVerifier
+	usage    apikey.UsageSink
+	tenants  TenantLookup
+	auditor  Auditor
+	now      func() time.Time
 	errw     errorWriter
 }
 
@@ -86,20 +115,42 @@ func (d *dispatcher) unmatched(w http.ResponseWriter, r *http.Request, h http.Ha
 }
 
 // admit authenticates, authorises and validates a request for op. It returns the request to
-// serve: carrying the principal, with the body the validator read put back.
+// serve: carrying the principal and what the audit trail records of the request, with the body
+// the validator read put back. Presented credentials that fail, suspended tenants and missing
+// scopes are recorded in the audit trail.
 func (d *dispatcher) admit(r *http.Request, op *operation) (*http.Request, error) {
-	ctx := r.Context()
+	ctx, err := d.requestInfo(r)
+	if err != nil {
+		return r, err
+	}
+	r = r.WithContext(ctx)
 	if op.secured {
+		resource := r.Method + " " + r.URL.Path
 		p, err := d.authenticate(ctx, r)
 		if err != nil {
+			if errors.Is(err, errInvalidToken) {
+				d.audit(ctx, "", control.ActionAuthenticate, resource, "invalid credential")
+			}
 			return r, err
 		}
-		if d := rbac.Authorize(p, op.scopes); !d.Allowed {
-			return r, errs.Wrap(errs.Forbidden, fmt.Errorf("%w: %s", errInsufficientScope, d.Reason), "this operation needs the scopes %s", strings.Join(op.scopes, " "))
+		ctx = principal.NewContext(ctx, p)
+		r = r.WithContext(ctx)
+		if p.Tenant != "" {
+			t, err := d.tenants.Get(ctx, p.Tenant)
+			if err != nil && !errs.Is(err, errs.NotFound) {
+				return r, fmt.Errorf("tenant of the caller: %w", err)
+			}
+			if err != nil || !t.Active() {
+				d.audit(ctx, p.Tenant, control.ActionAuthorize, resource, "tenant suspended or deleted")
+				return r, errs.New(errs.Forbidden, "the tenant of this credential is suspended")
+			}
 		}
-		r = r.WithContext(principal.NewContext(ctx, p))
+		if dec := rbac.Authorize(p, op.scopes); !dec.Allowed {
+			d.audit(ctx, p.Tenant, control.ActionAuthorize, resource, dec.Reason)
+			return r, errs.Wrap(errs.Forbidden, fmt.Errorf("%w: %s", errInsufficientScope, dec.Reason), "this operation needs the scopes %s", strings.Join(op.scopes, " "))
+		}
 	}
-	if op.bodyTypes != nil {
+	if op.bodyTypes != nil && (r.ContentLength != 0 || r.Header.Get("Content-Type") != "") {
 		mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 		if err != nil || !slices.Contains(op.bodyTypes, mt) {
 			return r, errs.New(errs.UnsupportedMediaType, "Content-Type must be %s", strings.Join(op.bodyTypes, " or "))
@@ -121,12 +172,57 @@ func (d *dispatcher) admit(r *http.Request, op *operation) (*http.Request, error
 	return r, nil
 }
 
-func (d *dispatcher) authenticate(ctx context.Context, r *http.Request) (principal.Principal, error) {
-	h := r.Header.Get("Authorization")
-	if h == "" {
-		return principal.Principal{}, errs.New(errs.Unauthenticated, "authentication required: send Authorization: Bearer <token>")
+// requestInfo reads the body (already bounded by the body limit) to digest it for the audit
+// trail, puts it back, and records the client address and request id.
+func (d *dispatcher) requestInfo(r *http.Request) (context.Context, error) {
+	info := control.Request{RequestID: middleware.RequestIDFromContext(r.Context())}
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		if ip, err := netip.ParseAddr(host); err == nil {
+			info.IP = ip.Unmap().String()
+		}
 	}
-	scheme, raw, ok := strings.Cut(h, " ")
+	if r.Body != nil && r.Body != http.NoBody {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return r.Context(), err // a *http.MaxBytesError maps to 413
+		}
+		_ = r.Body.Close()
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if len(body) > 0 {
+			info.Digest = audit.DigestRequest(body)
+		}
+	}
+	return control.WithRequest(r.Context(), info), nil
+}
+
+// audit records a refusal; a failure to record is logged, and the request is refused anyway.
+func (d *dispatcher) audit(ctx context.Context, tenantID, action, resource, reason string) {
+	if err := d.auditor.Deny(ctx, tenantID, action, resource, reason); err != nil {
+		d.errw.logger.ErrorContext(ctx, "audit a refused request", "request_id", middleware.RequestIDFromContext(ctx), "error", err)
+	}
+}
+
+// authenticate accepts a bearer token or an API key (X-API-Key). A request carrying both is
+// refused: which one counts would be a guess.
+func (d *dispatcher) authenticate(ctx context.Context, r *http.Request) (principal.Principal, error) {
+	authz, key := r.Header.Get("Authorization"), r.Header.Get("X-API-Key")
+	switch {
+	case authz == "" && key == "":
+		return principal.Principal{}, errs.New(errs.Unauthenticated, "authentication required: send Authorization: Bearer <token> or X-API-Key")
+	case authz != "" && key != "":
+		return principal.Principal{}, errs.Wrap(errs.Unauthenticated, errInvalidToken, "send either Authorization or X-API-Key, not both")
+	case key != "":
+		k, err := d.keys.Verify(ctx, key)
+		if err != nil {
+			if errs.Is(err, errs.Unauthenticated) {
+				return principal.Principal{}, errs.Wrap(errs.Unauthenticated, fmt.Errorf("%w: %w", errInvalidToken, err), "invalid or expired API key")
+			}
+			return principal.Principal{}, fmt.Errorf("verify api key: %w", err)
+		}
+		d.usage.Record(k.ID, d.now())
+		return k.Principal(), nil
+	}
+	scheme, raw, ok := strings.Cut(authz, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(raw) == "" {
 		return principal.Principal{}, errs.Wrap(errs.Unauthenticated, errInvalidToken, "invalid or expired token")
 	}
@@ -184,6 +280,12 @@ func collectFields(err error, where string, into *[]errs.FieldError) {
 			collectFields(e.Err, where, into)
 		}
 	case *openapi3.SchemaError:
+		if e.SchemaField == "oneOf" {
+			if branch := closestBranch(e); branch != nil {
+				collectFields(branch, where, into)
+				return
+			}
+		}
 		name := where
 		if ptr := e.JSONPointer(); len(ptr) > 0 {
 			name += "." + strings.Join(ptr, ".")
@@ -193,6 +295,32 @@ func collectFields(err error, where string, into *[]errs.FieldError) {
 	default:
 		*into = append(*into, errs.FieldError{Name: orRequest(where), Reason: "invalid"})
 	}
+}
+
+// closestBranch explains a value that matched no branch of a oneOf by the branch it came
+// closest to (fewest violations): {"username": "x"} is a password login missing its password,
+// not "matches no schema".
+func closestBranch(e *openapi3.SchemaError) error {
+	var best error
+	bestCount := -1
+	for _, ref := range e.Schema.OneOf {
+		if ref.Value == nil {
+			continue
+		}
+		err := ref.Value.VisitJSON(e.Value, openapi3.MultiErrors())
+		if err == nil {
+			return nil // it matches one branch: the oneOf failed on ambiguity, say so as is
+		}
+		n := 1
+		var multi openapi3.MultiError
+		if errors.As(err, &multi) {
+			n = len(multi)
+		}
+		if bestCount < 0 || n < bestCount {
+			best, bestCount = err, n
+		}
+	}
+	return best
 }
 
 func orRequest(name string) string {

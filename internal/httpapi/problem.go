@@ -19,6 +19,7 @@ var statusOf = map[errs.Code]int{
 	errs.NotFound:             http.StatusNotFound,
 	errs.MethodNotAllowed:     http.StatusMethodNotAllowed,
 	errs.Conflict:             http.StatusConflict,
+	errs.PreconditionFailed:   http.StatusPreconditionFailed,
 	errs.TooLarge:             http.StatusRequestEntityTooLarge,
 	errs.UnsupportedMediaType: http.StatusUnsupportedMediaType,
 	errs.RateLimited:          http.StatusTooManyRequests,

@@ -15,8 +15,11 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/mod/sumdb/note"
 
+	"github.com/nops-kernel/nops/internal/apikey"
 	"github.com/nops-kernel/nops/internal/config"
+	"github.com/nops-kernel/nops/internal/control"
 	"github.com/nops-kernel/nops/internal/errs"
 	"github.com/nops-kernel/nops/internal/httpapi/gen"
 	"github.com/nops-kernel/nops/internal/middleware"
@@ -30,6 +33,13 @@ type Deps struct {
 	Keys     KeySet
 	Login    Login
 	Verifier Verifier
+
+	Control   *control.Control // audited use cases; also the tenant, registry and key services
+	APIKeys   KeyVerifier      // X-API-Key
+	Usage     apikey.UsageSink // last-use times of API keys
+	AuditLog  AuditLog         // reads of the audit trail
+	AuditKeys note.Verifiers   // verify the trail's checkpoints
+	AuditKey  string           // the published verifier key of the checkpoints
 
 	TracerProvider trace.TracerProvider
 	MeterProvider  metric.MeterProvider
@@ -65,7 +75,8 @@ func NewHandler(deps Deps) (http.Handler, error) {
 	}
 	errw := errorWriter{logger: deps.Logger}
 	mux := http.NewServeMux()
-	d := &dispatcher{mux: mux, ops: ops, verifier: deps.Verifier, errw: errw}
+	d := &dispatcher{mux: mux, ops: ops, verifier: deps.Verifier, keys: deps.APIKeys, usage: deps.Usage,
+		tenants: deps.Control.Tenants, auditor: deps.Control, now: deps.now, errw: errw}
 	strict := gen.NewStrictHandlerWithOptions(&handlers{deps: deps}, nil, gen.StrictHTTPServerOptions{
 		RequestErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
 			var mbe *http.MaxBytesError

@@ -46,12 +46,30 @@ func operations(doc *openapi3.T) (map[string]*operation, error) {
 				reqs = *op.Security
 			}
 			for _, req := range reqs {
-				scopes, ok := req["bearerAuth"]
-				if !ok {
-					return nil, fmt.Errorf("%s %s: unsupported security scheme in %v", method, path, req)
+				for scheme := range req {
+					if scheme != "bearerAuth" && scheme != "apiKeyAuth" {
+						return nil, fmt.Errorf("%s %s: unsupported security scheme %q", method, path, scheme)
+					}
 				}
-				o.secured = true
-				o.scopes = append(o.scopes, scopes...)
+				o.secured = o.secured || len(req) > 0
+			}
+			// The scopes an operation needs are the x-nops-scopes extension: OpenAPI 3.0 allows
+			// scopes only on OAuth2 schemes, and both of ours (bearer, API key) carry them.
+			if raw, ok := op.Extensions["x-nops-scopes"]; ok {
+				list, ok := raw.([]any)
+				if !ok {
+					return nil, fmt.Errorf("%s %s: x-nops-scopes must be a list of strings", method, path)
+				}
+				for _, v := range list {
+					sc, ok := v.(string)
+					if !ok {
+						return nil, fmt.Errorf("%s %s: x-nops-scopes must be a list of strings", method, path)
+					}
+					o.scopes = append(o.scopes, sc)
+				}
+				if !o.secured {
+					return nil, fmt.Errorf("%s %s: x-nops-scopes on an operation without security", method, path)
+				}
 			}
 			if op.RequestBody != nil && op.RequestBody.Value != nil {
 				for mt := range op.RequestBody.Value.Content {

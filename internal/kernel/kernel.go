@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/nops-kernel/nops/internal/auth"
 	"github.com/nops-kernel/nops/internal/bus/natsbus"
@@ -49,6 +50,8 @@ type Kernel struct {
 	ln     net.Listener
 	srv    *http.Server
 	tel    *telemetry.Telemetry
+	st     Store
+	dom    *domains
 
 	closeOnce sync.Once
 	closers   []func() error // in opening order; Close runs them backwards
@@ -92,6 +95,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 	if err != nil {
 		return nil, err
 	}
+	k.st = st
 	k.closers = append(k.closers, st.Close)
 	if err := st.MigrateUp(ctx); err != nil {
 		return nil, fmt.Errorf("migrate database: %w", err)
@@ -138,7 +142,11 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 	if err := auth.Bootstrap(ctx, st, cfg.Auth.BootstrapAdminPassword, opts.BcryptCost, opts.Out, k.logger, time.Now()); err != nil {
 		return nil, err
 	}
-	logins, err := auth.New(st, tokens, auth.Options{Logger: k.logger, Meter: k.tel.MeterProvider().Meter("nops/auth"), BcryptCost: opts.BcryptCost})
+	k.dom, err = buildDomains(cfg, st, k.logger)
+	if err != nil {
+		return nil, err
+	}
+	logins, err := auth.New(st, tokens, auth.Options{Logger: k.logger, Meter: k.tel.MeterProvider().Meter("nops/auth"), BcryptCost: opts.BcryptCost, APIKeys: k.dom.keys})
 	if err != nil {
 		return nil, fmt.Errorf("login service: %w", err)
 	}
@@ -150,6 +158,12 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 		Keys:           tokens,
 		Login:          logins,
 		Verifier:       tokens,
+		Control:        k.dom.control,
+		APIKeys:        k.dom.keys,
+		Usage:          k.dom.usage,
+		AuditLog:       st,
+		AuditKeys:      note.VerifierList(k.dom.signer.Verifier()),
+		AuditKey:       k.dom.verifierKey,
 		TracerProvider: k.tel.TracerProvider(),
 		MeterProvider:  k.tel.MeterProvider(),
 		Propagator:     k.tel.Propagator(),
@@ -190,27 +204,49 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 // Addr returns the address the HTTP API listens on.
 func (k *Kernel) Addr() string { return k.ln.Addr().String() }
 
-// Run serves HTTP until ctx ends, then stops accepting, waits up to http.shutdown_timeout for
-// in-flight requests, and returns. It does not close the components: call Close after it.
+// Run serves HTTP and runs the background work (registry sweeps, audit checkpoints, API key
+// usage flushes) until ctx ends; then it stops accepting, waits up to http.shutdown_timeout for
+// in-flight requests, stops the background work (flushing what it holds) and returns. It does
+// not close the components: call Close after it.
 func (k *Kernel) Run(ctx context.Context) error {
 	k.logger.InfoContext(ctx, "nops kernel serving", "addr", k.Addr(), "database", databaseKind(k.cfg), "bus", busKind(k.cfg), "redis", k.cfg.Redis.URL != "")
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBG()
+	var wg sync.WaitGroup
+	for name, job := range map[string]func(context.Context) error{
+		"registry sweep":    k.sweepLoop,
+		"audit checkpoints": k.checkpointLoop,
+		"api key usage":     k.dom.usage.Run,
+	} {
+		wg.Go(func() {
+			if err := job(bg); err != nil && bg.Err() == nil {
+				k.logger.Error("background job stopped", "job", name, "error", err)
+			}
+		})
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- k.srv.Serve(k.ln) }()
+	var serveErr error
 	select {
-	case err := <-errc:
-		return fmt.Errorf("http server: %w", err)
+	case serveErr = <-errc:
 	case <-ctx.Done():
 	}
-	k.logger.Info("shutting down: draining in-flight requests", "timeout", k.cfg.HTTP.ShutdownTimeout.String())
-	sctx, cancel := context.WithTimeout(context.Background(), k.cfg.HTTP.ShutdownTimeout.D())
-	defer cancel()
-	err := k.srv.Shutdown(sctx)
-	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
-		return fmt.Errorf("http server: %w", serr)
+	if serveErr == nil {
+		k.logger.Info("shutting down: draining in-flight requests", "timeout", k.cfg.HTTP.ShutdownTimeout.String())
+		sctx, cancel := context.WithTimeout(context.Background(), k.cfg.HTTP.ShutdownTimeout.D())
+		defer cancel()
+		if err := k.srv.Shutdown(sctx); err != nil {
+			_ = k.srv.Close()
+			serveErr = fmt.Errorf("drain in-flight requests: %w", err)
+		}
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) && serveErr == nil {
+			serveErr = err
+		}
 	}
-	if err != nil {
-		_ = k.srv.Close()
-		return fmt.Errorf("drain in-flight requests: %w", err)
+	stopBG()
+	wg.Wait()
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return fmt.Errorf("http server: %w", serveErr)
 	}
 	return nil
 }

@@ -6,10 +6,15 @@ import (
 	"log/slog"
 	"path/filepath"
 
+	"github.com/nops-kernel/nops/internal/apikey"
+	"github.com/nops-kernel/nops/internal/audit"
 	"github.com/nops-kernel/nops/internal/config"
+	"github.com/nops-kernel/nops/internal/events"
+	"github.com/nops-kernel/nops/internal/registry"
 	"github.com/nops-kernel/nops/internal/store"
 	"github.com/nops-kernel/nops/internal/store/postgres"
 	"github.com/nops-kernel/nops/internal/store/sqlite"
+	"github.com/nops-kernel/nops/internal/tenant"
 	"github.com/nops-kernel/nops/internal/token"
 	"github.com/nops-kernel/nops/internal/user"
 )
@@ -19,6 +24,13 @@ import (
 type Store interface {
 	user.Store
 	token.KeyStore
+	tenant.Store
+	registry.Store
+	apikey.Store
+	audit.Store
+	events.OutboxStore
+	AuditRecords(ctx context.Context, tree string, f store.AuditFilter) ([]audit.Entry, error)
+	InTx(ctx context.Context, fn func(ctx context.Context) error) error
 	Ping(ctx context.Context) error
 	Close() error
 	MigrateUp(ctx context.Context) error

@@ -97,6 +97,9 @@ func (ct *ContractTransport) check(req *http.Request, reqBody []byte, resp *http
 		if resp.StatusCode < 400 || resp.StatusCode >= 500 {
 			return fmt.Errorf("request outside the contract was answered %d, want a 4xx refusal (%v)", resp.StatusCode, reqErr)
 		}
+		if req.Method == http.MethodHead {
+			return nil // a HEAD answer has no body to check
+		}
 		return ct.checkProblem(resp, respBody)
 	}
 	if req.Method == http.MethodHead {

@@ -244,8 +244,8 @@ func TestOpenDoesNotMigrate(t *testing.T) {
 	if err != nil {
 		t.Fatalf("MigrationStatus: %v", err)
 	}
-	if len(status) != 2 {
-		t.Fatalf("MigrationStatus = %+v, want 2 migrations", status)
+	if len(status) == 0 {
+		t.Fatal("MigrationStatus lists no migration")
 	}
 	for _, m := range status {
 		if m.Applied {

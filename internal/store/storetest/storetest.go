@@ -35,6 +35,11 @@ var migrations = []struct {
 }{
 	{1, "00001_users.sql"},
 	{2, "00002_signing_keys.sql"},
+	{3, "00003_tenants.sql"},
+	{4, "00004_agents.sql"},
+	{5, "00005_api_keys.sql"},
+	{6, "00006_audit.sql"},
+	{7, "00007_outbox.sql"},
 }
 
 // Run runs the suite. open must return a fresh store with every migration applied, on a database
@@ -211,12 +216,12 @@ func testMigrations(t *testing.T, open func(t *testing.T) Store) {
 		t.Parallel()
 		start := time.Now()
 		s := open(t)
-		checkStatus(t, s, start, 2)
+		checkStatus(t, s, start, len(migrations))
 		// Up on an up-to-date database is a no-op.
 		if err := s.MigrateUp(t.Context()); err != nil {
 			t.Fatalf("second MigrateUp: %v", err)
 		}
-		checkStatus(t, s, start, 2)
+		checkStatus(t, s, start, len(migrations))
 	})
 
 	t.Run("down then up keeps the rows of surviving tables", func(t *testing.T) {
@@ -245,8 +250,30 @@ func testMigrations(t *testing.T, open func(t *testing.T) Store) {
 			}
 		}
 		before := readUsers(t, s, users)
+		keysBefore, err := s.SigningKeys(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
 
-		// One step down drops signing_keys only: users must be untouched.
+		// Step down through every migration after signing_keys: users and keys must be untouched
+		// after each step.
+		for applied := len(migrations) - 1; applied >= 2; applied-- {
+			if err := s.MigrateDown(ctx); err != nil {
+				t.Fatalf("MigrateDown to %d: %v", applied, err)
+			}
+			checkStatus(t, s, start, applied)
+			if diff := cmp.Diff(before, readUsers(t, s, users)); diff != "" {
+				t.Fatalf("users after MigrateDown to %d (-before +after):\n%s", applied, diff)
+			}
+			keys, err := s.SigningKeys(ctx)
+			if err != nil {
+				t.Fatalf("SigningKeys after MigrateDown to %d: %v", applied, err)
+			}
+			if diff := cmp.Diff(keysBefore, keys); diff != "" {
+				t.Fatalf("signing keys after MigrateDown to %d (-before +after):\n%s", applied, diff)
+			}
+		}
+		// One more step drops signing_keys only: users must be untouched.
 		if err := s.MigrateDown(ctx); err != nil {
 			t.Fatalf("MigrateDown: %v", err)
 		}
@@ -261,14 +288,14 @@ func testMigrations(t *testing.T, open func(t *testing.T) Store) {
 		if err := s.MigrateUp(ctx); err != nil {
 			t.Fatalf("MigrateUp: %v", err)
 		}
-		checkStatus(t, s, start, 2)
+		checkStatus(t, s, start, len(migrations))
 		if diff := cmp.Diff(before, readUsers(t, s, users)); diff != "" {
 			t.Fatalf("users after MigrateDown and MigrateUp (-before +after):\n%s", diff)
 		}
 		checkKeysUsable(t, s)
 
 		// All the way down and back up again.
-		for range 2 {
+		for range len(migrations) {
 			if err := s.MigrateDown(ctx); err != nil {
 				t.Fatalf("MigrateDown: %v", err)
 			}
@@ -280,7 +307,7 @@ func testMigrations(t *testing.T, open func(t *testing.T) Store) {
 		if err := s.MigrateUp(ctx); err != nil {
 			t.Fatalf("MigrateUp from zero: %v", err)
 		}
-		checkStatus(t, s, start, 2)
+		checkStatus(t, s, start, len(migrations))
 		if _, err := s.UserByUsername(ctx, users[0].Username); errs.CodeOf(err) != errs.NotFound {
 			t.Fatalf("UserByUsername after recreating users: error %v, want code %q", err, errs.NotFound)
 		}

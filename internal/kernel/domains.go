@@ -1,0 +1,130 @@
+package kernel
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nops-kernel/nops/internal/apikey"
+	"github.com/nops-kernel/nops/internal/audit"
+	"github.com/nops-kernel/nops/internal/config"
+	"github.com/nops-kernel/nops/internal/control"
+	"github.com/nops-kernel/nops/internal/registry"
+	"github.com/nops-kernel/nops/internal/tenant"
+)
+
+// domains are the tenant-facing services and the background work they need.
+type domains struct {
+	control     *control.Control
+	keys        *apikey.Service
+	usage       *apikey.UsageRecorder
+	signer      *audit.Signer
+	verifierKey string
+	checkpoints *audit.Checkpointer
+}
+
+// buildDomains assembles the tenant, registry, API key and audit services over st.
+func buildDomains(cfg config.Config, st Store, logger *slog.Logger) (*domains, error) {
+	d := &domains{}
+	peppers, err := loadPeppers(cfg)
+	if err != nil {
+		return nil, err
+	}
+	d.usage = apikey.NewUsageRecorder(st, apikey.UsageOptions{Interval: cfg.APIKeys.UsageFlush.D(), Logger: logger})
+	d.keys, err = apikey.NewService(st, peppers, time.Now, logger, apikey.Options{Usage: d.usage})
+	if err != nil {
+		return nil, fmt.Errorf("api key service: %w", err)
+	}
+	tenants, err := tenant.NewService(st, tenant.Config{})
+	if err != nil {
+		return nil, fmt.Errorf("tenant service: %w", err)
+	}
+	agents, err := registry.NewService(st, registry.Config{TTL: registry.TTLs{Stale: cfg.Registry.StaleAfter.D(), Zombie: cfg.Registry.ZombieAfter.D()}})
+	if err != nil {
+		return nil, fmt.Errorf("registry service: %w", err)
+	}
+	d.signer, d.verifierKey, err = audit.LoadOrCreateSigner(cfg.AuditKeyPath(), cfg.Audit.KeyName)
+	if err != nil {
+		return nil, fmt.Errorf("audit signing key: %w", err)
+	}
+	d.checkpoints, err = audit.NewCheckpointer(audit.Policy{EveryRecords: cfg.Audit.CheckpointEvery, Interval: cfg.Audit.CheckpointInterval.D()}, time.Now)
+	if err != nil {
+		return nil, fmt.Errorf("audit checkpoints: %w", err)
+	}
+	d.control = control.New(st, tenants, agents, d.keys, control.Options{Logger: logger, Appended: d.checkpoints.Appended})
+	return d, nil
+}
+
+// loadPeppers returns the configured pepper, or the pepper file's (created on first start).
+func loadPeppers(cfg config.Config) (apikey.Peppers, error) {
+	if cfg.APIKeys.Pepper != "" {
+		p, err := apikey.PepperFromConfig(cfg.APIKeys.PepperVersion, cfg.APIKeys.Pepper)
+		if err != nil {
+			return apikey.Peppers{}, fmt.Errorf("api_keys.pepper: %w", err)
+		}
+		return apikey.NewPeppers(p)
+	}
+	ps, err := apikey.LoadOrCreatePepper(cfg.PepperFilePath())
+	if err != nil {
+		return apikey.Peppers{}, fmt.Errorf("api key pepper file: %w", err)
+	}
+	return ps, nil
+}
+
+// sweepLoop applies heartbeat-age status changes every interval until ctx ends.
+func (k *Kernel) sweepLoop(ctx context.Context) error {
+	t := time.NewTicker(k.cfg.Registry.SweepInterval.D())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		for {
+			changes, err := k.dom.control.Sweep(ctx, 500)
+			if err != nil {
+				if ctx.Err() == nil {
+					k.logger.WarnContext(ctx, "registry sweep failed", "error", err)
+				}
+				break
+			}
+			if len(changes) < 500 {
+				break
+			}
+		}
+	}
+}
+
+// checkpointLoop signs audit checkpoints when the policy says a tree is due. The first round
+// signs every tree that has records since the last checkpoint (another replica's or before a
+// restart), so nothing stays unsigned for long after a start.
+func (k *Kernel) checkpointLoop(ctx context.Context) error {
+	if trees, err := k.st.Trees(ctx); err == nil {
+		for _, tree := range trees {
+			if size, err := k.st.TreeSize(ctx, tree); err == nil {
+				k.dom.checkpoints.Appended(tree, size)
+			}
+		}
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		for _, tree := range k.dom.checkpoints.Due() {
+			cp, err := audit.SignCheckpoint(ctx, k.st, k.dom.signer, tree)
+			if err != nil {
+				if ctx.Err() == nil {
+					k.logger.ErrorContext(ctx, "sign audit checkpoint", "tree", tree, "error", err)
+				}
+				continue
+			}
+			k.dom.checkpoints.Signed(tree, cp.Size)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,24 @@
+package postgres
+
+import (
+	"testing"
+
+	"github.com/nops-kernel/nops/internal/store/storetest"
+	"github.com/nops-kernel/nops/internal/testutil/services"
+)
+
+// openDomains opens a migrated store on a fresh database. The pool is large enough for the
+// concurrency tests' goroutines to contend on rows, not on connections.
+func openDomains(t *testing.T) storetest.DomainStore {
+	s := openTest(t, Config{URL: services.Postgres(t), MaxConns: 16})
+	if err := s.MigrateUp(t.Context()); err != nil {
+		t.Fatalf("MigrateUp: %v", err)
+	}
+	return s
+}
+
+func TestTenants(t *testing.T) { storetest.RunTenants(t, openDomains) }
+
+func TestAgents(t *testing.T) { storetest.RunAgents(t, openDomains) }
+
+func TestAPIKeys(t *testing.T) { storetest.RunAPIKeys(t, openDomains) }
