@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nops-kernel/nops/internal/config"
 	"github.com/nops-kernel/nops/internal/httpapi"
 	"github.com/nops-kernel/nops/internal/principal"
 	"github.com/nops-kernel/nops/internal/rbac"
@@ -23,9 +24,9 @@ type world struct {
 	secretsOfB []string // strings that must never reach tenant A
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t *testing.T, mutate ...func(*config.Config)) *world {
 	t.Helper()
-	w := &world{fixture: newFixture(t), otherKeys: map[string]string{}}
+	w := &world{fixture: newFixture(t, mutate...), otherKeys: map[string]string{}}
 	k := w.k
 	w.other = newTenant(t, k, w.admin, "globex")
 	for _, role := range []string{"ADMIN", "OPERATOR", "VIEWER"} {
@@ -84,7 +85,11 @@ func sampleBody(method, path string) any {
 // the operation at all) with no byte of B's data in the answer. Operations added to the spec are
 // covered without changing the test.
 func TestCrossTenantMatrix(t *testing.T) {
-	w := newWorld(t)
+	forEachStore(t, testCrossTenantMatrix)
+}
+
+func testCrossTenantMatrix(t *testing.T, store func(*config.Config)) {
+	w := newWorld(t, store)
 	contract, err := httpapi.NewContract()
 	if err != nil {
 		t.Fatal(err)
@@ -146,7 +151,11 @@ func TestCrossTenantMatrix(t *testing.T) {
 // tenant's objects, and requires exactly what rbac decides: 403 where the matrix denies, anything
 // but 401/403 where it allows.
 func TestPermissionMatrix(t *testing.T) {
-	w := newWorld(t)
+	forEachStore(t, testPermissionMatrix)
+}
+
+func testPermissionMatrix(t *testing.T, store func(*config.Config)) {
+	w := newWorld(t, store)
 	contract, err := httpapi.NewContract()
 	if err != nil {
 		t.Fatal(err)

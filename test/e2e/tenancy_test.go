@@ -202,7 +202,11 @@ func TestTenantSuspensionAndDeletion(t *testing.T) {
 }
 
 func TestAPIKeyRotationGrace(t *testing.T) {
-	f := newFixture(t)
+	forEachStore(t, testAPIKeyRotationGrace)
+}
+
+func testAPIKeyRotationGrace(t *testing.T, store func(*config.Config)) {
+	f := newFixture(t, store)
 	k := f.k
 	id, old := newKey(t, k, f.keys["ADMIN"], "", "VIEWER", nil)
 
