@@ -38,7 +38,7 @@ func newRootCmd(env func(string) (string, bool), signals func(chan<- os.Signal) 
 			root.PersistentFlags().String(f.Flag, "", fmt.Sprintf("%s (env %s, YAML %s)", f.Doc, f.Env, f.Path))
 		}
 	}
-	root.AddCommand(c.serverCmd(), c.versionCmd(), c.migrateCmd(), c.configCmd(), c.auditCmd())
+	root.AddCommand(c.serverCmd(), c.versionCmd(), c.migrateCmd(), c.configCmd(), c.withRemoteAudit(c.auditCmd()), c.loginCmd(), c.tenantsCmd(), c.agentsCmd(), c.keysCmd())
 	return root
 }
 
