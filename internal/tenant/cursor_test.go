@@ -1,96 +1,28 @@
 package tenant_test
 
 import (
-	"encoding/base64"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/nops-kernel/nops/internal/errs"
 	"github.com/nops-kernel/nops/internal/tenant"
 )
 
 const someTenantID = "ten_01jz8y3w6v6r3b5q8x9k2m4n7q"
 
-func TestCursorRoundTrip(t *testing.T) {
-	tests := []tenant.Cursor{
-		{CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 123456000, time.UTC), ID: someTenantID},
-		{CreatedAt: time.Date(1970, 1, 1, 0, 0, 0, 1000, time.UTC), ID: someTenantID},
-		// A non-UTC time comes back as the same instant in UTC.
-		{CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.FixedZone("x", 3600)), ID: someTenantID},
+// The encoding is internal/pagecursor's (tested there); here: the tenant wrapper checks the ID kind.
+func TestCursorIDKind(t *testing.T) {
+	x := tenant.Tenant{ID: someTenantID, CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 123456000, time.UTC)}
+	got, err := tenant.DecodeCursor(tenant.EncodeCursor(tenant.CursorOf(x)))
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, c := range tests {
-		s := tenant.EncodeCursor(c)
-		if strings.ContainsAny(s, "+/=") {
-			t.Errorf("EncodeCursor = %q, not URL-safe unpadded", s)
-		}
-		got, err := tenant.DecodeCursor(s)
-		if err != nil {
-			t.Fatalf("DecodeCursor(%q): %v", s, err)
-		}
-		if diff := cmp.Diff(c, got); diff != "" {
-			t.Errorf("round trip (-want +got):\n%s", diff)
-		}
-		if got.CreatedAt.Location() != time.UTC {
-			t.Errorf("decoded time in %v, want UTC", got.CreatedAt.Location())
-		}
+	if diff := cmp.Diff(tenant.Cursor{CreatedAt: x.CreatedAt, ID: x.ID}, got); diff != "" {
+		t.Fatalf("round trip (-want +got):\n%s", diff)
 	}
-}
-
-func TestDecodeCursorRejects(t *testing.T) {
-	enc := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
-	good := tenant.EncodeCursor(tenant.Cursor{CreatedAt: time.Unix(1, 0), ID: someTenantID})
-	tests := map[string]string{
-		"empty":          "",
-		"not base64":     "!!!!",
-		"padded":         base64.URLEncoding.EncodeToString([]byte(`{"t":"2026-01-01T00:00:00Z","i":"` + someTenantID + `"}`)),
-		"std alphabet":   strings.NewReplacer("-", "+", "_", "/").Replace(good) + "+/",
-		"not json":       enc("hello"),
-		"json array":     enc(`["2026-01-01T00:00:00Z","` + someTenantID + `"]`),
-		"null":           enc("null"),
-		"trailing data":  enc(`{"t":"2026-01-01T00:00:00Z","i":"` + someTenantID + `"}{}`),
-		"unknown field":  enc(`{"t":"2026-01-01T00:00:00Z","i":"` + someTenantID + `","x":1}`),
-		"missing time":   enc(`{"i":"` + someTenantID + `"}`),
-		"bad time":       enc(`{"t":"yesterday","i":"` + someTenantID + `"}`),
-		"zero time":      enc(`{"t":"0001-01-01T00:00:00Z","i":"` + someTenantID + `"}`),
-		"missing id":     enc(`{"t":"2026-01-01T00:00:00Z"}`),
-		"agent id":       enc(`{"t":"2026-01-01T00:00:00Z","i":"agt_01jz8y3w6v6r3b5q8x9k2m4n7q"}`),
-		"sql in id":      enc(`{"t":"2026-01-01T00:00:00Z","i":"ten_' OR 1=1 --"}`),
-		"too long":       strings.Repeat("A", 300),
-		"truncated":      good[:len(good)-3],
-		"number as time": enc(`{"t":1,"i":"` + someTenantID + `"}`),
+	foreign := tenant.EncodeCursor(tenant.Cursor{CreatedAt: x.CreatedAt, ID: "agt_01jz8y3w6v6r3b5q8x9k2m4n7q"})
+	if _, err := tenant.DecodeCursor(foreign); err == nil {
+		t.Fatal("a cursor naming another kind of ID was accepted")
 	}
-	for name, s := range tests {
-		t.Run(name, func(t *testing.T) {
-			_, err := tenant.DecodeCursor(s)
-			e := errs.As(err)
-			if e == nil || e.Code != errs.Invalid || len(e.Fields) != 1 || e.Fields[0].Name != "query.cursor" {
-				t.Fatalf("DecodeCursor(%q) = %v, want errs.Field(query.cursor)", s, err)
-			}
-		})
-	}
-}
-
-// FuzzDecodeCursor: DecodeCursor never panics, fails only with errs.Field("query.cursor"), and
-// whatever it accepts re-encodes to a cursor that decodes to the same position.
-func FuzzDecodeCursor(f *testing.F) {
-	f.Add(tenant.EncodeCursor(tenant.Cursor{CreatedAt: time.Unix(1700000000, 5000).UTC(), ID: someTenantID}))
-	f.Fuzz(func(t *testing.T, s string) {
-		c, err := tenant.DecodeCursor(s)
-		if err != nil {
-			if e := errs.As(err); e == nil || len(e.Fields) != 1 || e.Fields[0].Name != "query.cursor" {
-				t.Fatalf("DecodeCursor(%q) = %v, want errs.Field(query.cursor)", s, err)
-			}
-			return
-		}
-		again, err := tenant.DecodeCursor(tenant.EncodeCursor(c))
-		if err != nil {
-			t.Fatalf("re-encoded cursor rejected: %v", err)
-		}
-		if diff := cmp.Diff(c, again); diff != "" {
-			t.Fatalf("round trip (-first +second):\n%s", diff)
-		}
-	})
 }
