@@ -280,7 +280,17 @@ func benchStore(ctx context.Context, o options, name string, progress io.Writer)
 		if o.Background && !ph.base {
 			stopBackground = d.background(ctx, t.cfg, t.st)
 		}
+		// Group commit of heartbeats is part of the kernel's heartbeat path, not background
+		// work: its writers run whenever the kernel's paths are measured (as kernel.Run does).
+		stopBeats := func() {}
+		if !ph.base {
+			beatCtx, cancel := context.WithCancel(ctx)
+			var wg sync.WaitGroup
+			wg.Go(func() { _ = d.control.RunHeartbeats(beatCtx, heartbeatWriters(t.cfg)) })
+			stopBeats = func() { cancel(); wg.Wait() }
+		}
 		res, err := measure(ctx, o, name+"-"+ph.file+".pprof", ph.op)
+		stopBeats()
 		if err = errors.Join(err, stopBackground()); err != nil {
 			return report{}, fmt.Errorf("%s: %w", ph.label, err)
 		}
@@ -427,13 +437,21 @@ func buildDomains(cfg config.Config, st kernel.Store, logger *slog.Logger) (*dom
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("audit checkpoints: %w", err), os.RemoveAll(d.keyDir))
 	}
-	d.control = control.New(st, tenants, agents, keys, control.Options{Logger: logger, Appended: d.checkpoints.Appended})
+	d.control = control.New(st, tenants, agents, keys, control.Options{Logger: logger, Appended: d.checkpoints.Appended, HeartbeatBatch: cfg.Registry.HeartbeatBatch})
 	return d, nil
 }
 
 // background runs the kernel's status sweeper and checkpoint signer (internal/kernel/domains.go,
 // sweepLoop and checkpointLoop) until the returned function is called, which reports the first
 // error either met.
+// heartbeatWriters mirrors internal/kernel: one group-commit writer on SQLite, four on PostgreSQL.
+func heartbeatWriters(cfg config.Config) int {
+	if cfg.Database.URL == "" {
+		return 1
+	}
+	return 4
+}
+
 func (d *domains) background(ctx context.Context, cfg config.Config, st kernel.Store) func() error {
 	ctx, cancel := context.WithCancel(ctx)
 	var (

@@ -34,9 +34,10 @@ type Config struct {
 
 // RegistryConfig tunes the agent registry.
 type RegistryConfig struct {
-	StaleAfter    Duration `yaml:"stale_after" env:"NOPS_REGISTRY_STALE_AFTER" doc:"An agent without a heartbeat for this long is stale."`
-	ZombieAfter   Duration `yaml:"zombie_after" env:"NOPS_REGISTRY_ZOMBIE_AFTER" doc:"An agent without a heartbeat for this long is a zombie and leaves routing."`
-	SweepInterval Duration `yaml:"sweep_interval" env:"NOPS_REGISTRY_SWEEP_INTERVAL" doc:"How often status changes implied by heartbeat age are applied and announced."`
+	StaleAfter     Duration `yaml:"stale_after" env:"NOPS_REGISTRY_STALE_AFTER" doc:"An agent without a heartbeat for this long is stale."`
+	ZombieAfter    Duration `yaml:"zombie_after" env:"NOPS_REGISTRY_ZOMBIE_AFTER" doc:"An agent without a heartbeat for this long is a zombie and leaves routing."`
+	SweepInterval  Duration `yaml:"sweep_interval" env:"NOPS_REGISTRY_SWEEP_INTERVAL" doc:"How often status changes implied by heartbeat age are applied and announced."`
+	HeartbeatBatch int      `yaml:"heartbeat_batch" env:"NOPS_REGISTRY_HEARTBEAT_BATCH" doc:"Group commit: up to this many concurrent heartbeats share one durable transaction (0: one transaction each)."`
 }
 
 // APIKeysConfig configures API key hashing and usage tracking.
@@ -172,9 +173,10 @@ func Default() Config {
 		Health:    HealthConfig{CacheTTL: Duration(time.Second), CheckTimeout: Duration(2 * time.Second)},
 		Telemetry: TelemetryConfig{ServiceName: "nops-kernel"},
 		Registry: RegistryConfig{
-			StaleAfter:    Duration(30 * time.Second),
-			ZombieAfter:   Duration(2 * time.Minute),
-			SweepInterval: Duration(5 * time.Second),
+			StaleAfter:     Duration(30 * time.Second),
+			ZombieAfter:    Duration(2 * time.Minute),
+			SweepInterval:  Duration(5 * time.Second),
+			HeartbeatBatch: 64,
 		},
 		APIKeys: APIKeysConfig{PepperVersion: "v1", UsageFlush: Duration(30 * time.Second)},
 		Audit: AuditConfig{
@@ -298,6 +300,9 @@ func (c Config) Validate() error {
 		v.add("registry.zombie_after", fmt.Sprintf("must be longer than registry.stale_after (%s), got %s", c.Registry.StaleAfter, c.Registry.ZombieAfter))
 	}
 	v.positive("registry.sweep_interval", c.Registry.SweepInterval)
+	if c.Registry.HeartbeatBatch < 0 || c.Registry.HeartbeatBatch > 10000 {
+		v.add("registry.heartbeat_batch", fmt.Sprintf("must be between 0 and 10000, got %d", c.Registry.HeartbeatBatch))
+	}
 	if p := c.APIKeys.Pepper; p != "" && (len(p) < 32 || len(p) > 64) {
 		v.add("api_keys.pepper", "must be 32 to 64 printable bytes")
 	}

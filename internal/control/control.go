@@ -38,6 +38,10 @@ type Options struct {
 	Now    func() time.Time
 	// Appended is told the new size of an audit tree after each commit (the checkpointer).
 	Appended func(tree string, size int64)
+	// HeartbeatBatch > 0 turns on group commit of heartbeats: up to that many queued heartbeats
+	// share one transaction (one fsync), and each caller returns once the commit covering its
+	// heartbeat is durable. RunHeartbeats must then be running.
+	HeartbeatBatch int
 }
 
 // Control runs the audited use cases.
@@ -47,6 +51,7 @@ type Control struct {
 	Agents  *registry.Service
 	Keys    *apikey.Service
 	opts    Options
+	beats   chan heartbeatReq // nil: every heartbeat commits alone
 }
 
 // New returns a Control over the domain services, which must use the same store.
@@ -60,7 +65,11 @@ func New(store Store, tenants *tenant.Service, agents *registry.Service, keys *a
 	if opts.Appended == nil {
 		opts.Appended = func(string, int64) {}
 	}
-	return &Control{store: store, Tenants: tenants, Agents: agents, Keys: keys, opts: opts}
+	c := &Control{store: store, Tenants: tenants, Agents: agents, Keys: keys, opts: opts}
+	if opts.HeartbeatBatch > 0 {
+		c.beats = make(chan heartbeatReq, opts.HeartbeatBatch)
+	}
+	return c
 }
 
 // Request is what the audit trail records of the request behind an action.

@@ -35,6 +35,11 @@ func (f *faultyStore) AddToOutbox(ctx context.Context, r events.OutboxRecord) er
 
 func setup(t *testing.T) (*control.Control, *faultyStore, context.Context) {
 	t.Helper()
+	return setupWith(t, control.Options{})
+}
+
+func setupWith(t *testing.T, opts control.Options) (*control.Control, *faultyStore, context.Context) {
+	t.Helper()
 	ctx := t.Context()
 	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "nops.db")}, nil)
 	if err != nil {
@@ -65,7 +70,7 @@ func setup(t *testing.T) (*control.Control, *faultyStore, context.Context) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := control.New(fs, tenants, agents, keys, control.Options{})
+	c := control.New(fs, tenants, agents, keys, opts)
 	ctx = principal.NewContext(ctx, principal.Principal{Subject: "usr_test", Roles: []string{user.RoleSuperAdmin}})
 	ctx = control.WithRequest(ctx, control.Request{IP: "192.0.2.7", RequestID: "req_test"})
 	return c, fs, ctx

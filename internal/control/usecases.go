@@ -135,35 +135,33 @@ func (c *Control) DeregisterAgent(ctx context.Context, tenantID, id, ifMatch str
 	})
 }
 
-// Heartbeat records an agent's heartbeat. It enqueues agent.heartbeat; a heartbeat that brings
-// the agent back from stale or zombie also enqueues agent.status_changed and is audited. A plain
-// heartbeat is liveness telemetry, not a change of configuration or rights, and is not audited:
-// auditing every one would put the audit tree lock on the hot path of every agent.
-func (c *Control) Heartbeat(ctx context.Context, tenantID, id string, in registry.HeartbeatInput) (registry.HeartbeatResult, error) {
-	var res registry.HeartbeatResult
-	var appended bool
-	err := c.store.InTx(ctx, func(ctx context.Context) error {
-		var err error
-		if res, err = c.Agents.Heartbeat(ctx, tenantID, id, in); err != nil {
-			return err
-		}
-		at := res.At
-		if err := c.enqueue(ctx, events.AgentHeartbeat{AgentID: id, Tenant: tenantID, HeartbeatAt: at, Load: loadSnapshot(res.Load)}); err != nil {
-			return err
-		}
-		if res.Previous == res.Current || res.Previous == "" {
-			return nil
-		}
-		if err := c.enqueue(ctx, events.AgentStatusChanged{AgentID: id, Tenant: tenantID, From: string(res.Previous), To: string(res.Current), HeartbeatAt: &at, ChangedAt: at}); err != nil {
-			return err
-		}
-		appended = true
-		return c.appendOnly(ctx, tenantID, ActionAgentStatus, "agents/"+id, "heartbeat: "+string(res.Previous)+" → "+string(res.Current))
-	})
-	if err == nil && appended {
-		c.notifyTree(ctx, tenantID)
+// heartbeatIn applies one heartbeat inside the caller's transaction: the registry write and its
+// agent.heartbeat event and, when the heartbeat changes the agent's status (stale or zombie back
+// to healthy), the agent.status_changed event. It reports that change; the caller audits it as
+// the LAST write of its transaction (auditHeartbeat), which keeps the audit tree lock after every
+// row lock. A plain heartbeat is liveness telemetry, not a change of configuration or rights, and
+// is not audited: auditing every one would put the audit tree lock on every agent's hot path.
+func (c *Control) heartbeatIn(ctx context.Context, tenantID, id string, in registry.HeartbeatInput) (registry.HeartbeatResult, bool, error) {
+	res, err := c.Agents.Heartbeat(ctx, tenantID, id, in)
+	if err != nil {
+		return res, false, err
 	}
-	return res, err
+	at := res.At
+	if err := c.enqueue(ctx, events.AgentHeartbeat{AgentID: id, Tenant: tenantID, HeartbeatAt: at, Load: loadSnapshot(res.Load)}); err != nil {
+		return res, false, err
+	}
+	if res.Previous == res.Current || res.Previous == "" {
+		return res, false, nil
+	}
+	if err := c.enqueue(ctx, events.AgentStatusChanged{AgentID: id, Tenant: tenantID, From: string(res.Previous), To: string(res.Current), HeartbeatAt: &at, ChangedAt: at}); err != nil {
+		return res, false, err
+	}
+	return res, true, nil
+}
+
+// auditHeartbeat records the status change a heartbeat caused.
+func (c *Control) auditHeartbeat(ctx context.Context, res registry.HeartbeatResult) error {
+	return c.appendOnly(ctx, res.TenantID, ActionAgentStatus, "agents/"+res.AgentID, "heartbeat: "+string(res.Previous)+" → "+string(res.Current))
 }
 
 // Sweep applies the status changes that heartbeat ages imply (healthy → stale → zombie), each

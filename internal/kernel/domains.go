@@ -52,7 +52,7 @@ func buildDomains(cfg config.Config, st Store, logger *slog.Logger) (*domains, e
 	if err != nil {
 		return nil, fmt.Errorf("audit checkpoints: %w", err)
 	}
-	d.control = control.New(st, tenants, agents, d.keys, control.Options{Logger: logger, Appended: d.checkpoints.Appended})
+	d.control = control.New(st, tenants, agents, d.keys, control.Options{Logger: logger, Appended: d.checkpoints.Appended, HeartbeatBatch: cfg.Registry.HeartbeatBatch})
 	return d, nil
 }
 
@@ -70,6 +70,15 @@ func loadPeppers(cfg config.Config) (apikey.Peppers, error) {
 		return apikey.Peppers{}, fmt.Errorf("api key pepper file: %w", err)
 	}
 	return ps, nil
+}
+
+// heartbeatWriters is how many group-commit transactions of heartbeats run at once: one on
+// SQLite, which has one writer anyway; a few on PostgreSQL, which commits them in parallel.
+func heartbeatWriters(cfg config.Config) int {
+	if cfg.Database.URL == "" {
+		return 1
+	}
+	return 4
 }
 
 // sweepLoop applies heartbeat-age status changes every interval until ctx ends.

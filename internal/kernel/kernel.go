@@ -217,6 +217,9 @@ func (k *Kernel) Run(ctx context.Context) error {
 		"registry sweep":    k.sweepLoop,
 		"audit checkpoints": k.checkpointLoop,
 		"api key usage":     k.dom.usage.Run,
+		"heartbeats": func(ctx context.Context) error {
+			return k.dom.control.RunHeartbeats(ctx, heartbeatWriters(k.cfg))
+		},
 	} {
 		wg.Go(func() {
 			if err := job(bg); err != nil && bg.Err() == nil {
