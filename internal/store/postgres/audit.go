@@ -21,7 +21,6 @@ package postgres
 // writes the record, its hashes and the head in one transaction.
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -104,42 +103,13 @@ func (s *Store) ReadHashes(ctx context.Context, tree string, indexes []int64) ([
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read audit hashes of %s: %w", tree, err)
 	}
-	return orderAuditHashes(tree, indexes, found)
-}
-
-// orderAuditHashes lists found in the order of indexes.
-func orderAuditHashes(tree string, indexes []int64, found map[int64]tlog.Hash) ([]tlog.Hash, error) {
-	out := make([]tlog.Hash, len(indexes))
-	for i, idx := range indexes {
-		h, ok := found[idx]
-		if !ok {
-			return nil, errs.New(errs.NotFound, "audit hash %d of tree %s not found", idx, tree)
-		}
-		out[i] = h
-	}
-	return out, nil
-}
-
-// checkAuditAppend refuses what audit.Append never passes: a canonical encoding that is not rec's
-// (the filter columns, taken from rec, would then describe another record) or the wrong number
-// of hashes (the tree would have holes or stray hashes).
-func checkAuditAppend(rec audit.Record, canonical []byte, hashes []tlog.Hash) error {
-	if rec.Seq < 0 {
-		return errs.New(errs.Internal, "audit record %s/%d: negative seq", rec.Tree, rec.Seq)
-	}
-	if !bytes.Equal(rec.Canonical(), canonical) {
-		return errs.New(errs.Internal, "audit record %s/%d: canonical encoding does not match the record", rec.Tree, rec.Seq)
-	}
-	if want := tlog.StoredHashCount(rec.Seq+1) - tlog.StoredHashCount(rec.Seq); int64(len(hashes)) != want {
-		return errs.New(errs.Internal, "audit record %s/%d: %d hashes, want %d", rec.Tree, rec.Seq, len(hashes), want)
-	}
-	return nil
+	return store.OrderAuditHashes(tree, indexes, found)
 }
 
 // AppendRecord stores rec, its hashes and the new tree size rec.Seq+1 in one transaction (the
 // caller's, or its own). A record or hash already stored is an errs.Conflict and writes nothing.
 func (s *Store) AppendRecord(ctx context.Context, rec audit.Record, canonical []byte, hashes []tlog.Hash) error {
-	if err := checkAuditAppend(rec, canonical, hashes); err != nil {
+	if err := store.CheckAuditAppend(rec, canonical, hashes); err != nil {
 		return err
 	}
 	return s.InTx(ctx, func(ctx context.Context) error {
