@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -18,18 +19,20 @@ import (
 // its environment variable and a one-line description (doc); secret:"true" marks values that are
 // redacted wherever the configuration is shown.
 type Config struct {
-	DataDir   string          `yaml:"data_dir" env:"NOPS_DATA_DIR" flag:"data-dir" doc:"Directory for embedded state: SQLite database, JetStream store, generated keys."`
-	HTTP      HTTPConfig      `yaml:"http"`
-	Database  DatabaseConfig  `yaml:"database"`
-	Redis     RedisConfig     `yaml:"redis"`
-	Bus       BusConfig       `yaml:"bus"`
-	Auth      AuthConfig      `yaml:"auth"`
-	Log       LogConfig       `yaml:"log"`
-	Health    HealthConfig    `yaml:"health"`
-	Telemetry TelemetryConfig `yaml:"telemetry"`
-	Registry  RegistryConfig  `yaml:"registry"`
-	APIKeys   APIKeysConfig   `yaml:"api_keys"`
-	Audit     AuditConfig     `yaml:"audit"`
+	DataDir     string            `yaml:"data_dir" env:"NOPS_DATA_DIR" flag:"data-dir" doc:"Directory for embedded state: SQLite database, JetStream store, generated keys."`
+	HTTP        HTTPConfig        `yaml:"http"`
+	Database    DatabaseConfig    `yaml:"database"`
+	Redis       RedisConfig       `yaml:"redis"`
+	Bus         BusConfig         `yaml:"bus"`
+	Auth        AuthConfig        `yaml:"auth"`
+	Log         LogConfig         `yaml:"log"`
+	Health      HealthConfig      `yaml:"health"`
+	Telemetry   TelemetryConfig   `yaml:"telemetry"`
+	Registry    RegistryConfig    `yaml:"registry"`
+	APIKeys     APIKeysConfig     `yaml:"api_keys"`
+	Audit       AuditConfig       `yaml:"audit"`
+	Outbox      OutboxConfig      `yaml:"outbox"`
+	Idempotency IdempotencyConfig `yaml:"idempotency"`
 }
 
 // RegistryConfig tunes the agent registry.
@@ -101,12 +104,48 @@ type RedisConfig struct {
 	PoolSize    int      `yaml:"pool_size" env:"NOPS_REDIS_POOL_SIZE" doc:"Redis connection pool size (0: go-redis default)."`
 }
 
-// BusConfig selects the event bus.
+// BusConfig selects and tunes the event bus (see docs/operations.md for what each durability
+// setting guarantees).
 type BusConfig struct {
-	Kind           string `yaml:"kind" env:"NOPS_EVENT_BUS" doc:"Event bus implementation: nats."`
-	NATSURL        string `yaml:"nats_url" env:"NOPS_NATS_URL" secret:"true" doc:"nats://… of an external NATS JetStream; empty for JetStream embedded in the process."`
-	EmbeddedListen string `yaml:"embedded_listen" env:"NOPS_NATS_EMBEDDED_LISTEN" doc:"host:port where the embedded NATS also accepts TCP clients; empty for in-process only."`
+	Kind             string   `yaml:"kind" env:"NOPS_EVENT_BUS" doc:"Event bus implementation: nats (embedded or external JetStream) or redis (Redis Streams on redis.url)."`
+	NATSURL          string   `yaml:"nats_url" env:"NOPS_NATS_URL" secret:"true" doc:"nats://… of an external NATS JetStream; empty for JetStream embedded in the process."`
+	NATSCredsFile    string   `yaml:"nats_creds_file" env:"NOPS_NATS_CREDS_FILE" doc:"NATS user credentials file (JWT + NKey seed) for an external NATS."`
+	NATSTLSCA        string   `yaml:"nats_tls_ca" env:"NOPS_NATS_TLS_CA" doc:"PEM file of the CA that signed the external NATS servers' certificates."`
+	NATSTLSCert      string   `yaml:"nats_tls_cert" env:"NOPS_NATS_TLS_CERT" doc:"PEM client certificate for an external NATS requiring mutual TLS."`
+	NATSTLSKey       string   `yaml:"nats_tls_key" env:"NOPS_NATS_TLS_KEY" doc:"PEM private key of nats_tls_cert."`
+	EmbeddedListen   string   `yaml:"embedded_listen" env:"NOPS_NATS_EMBEDDED_LISTEN" doc:"host:port where the embedded NATS also accepts TCP clients; empty for in-process only."`
+	Namespace        string   `yaml:"namespace" env:"NOPS_BUS_NAMESPACE" doc:"Prefix of every subject, stream and key of the bus, so several kernels can share one NATS account or Redis database."`
+	Durability       string   `yaml:"durability" env:"NOPS_BUS_DURABILITY" doc:"Embedded JetStream: sync (an acknowledged event survives a power loss: fsync before every acknowledgement) or async (flushed every sync_interval: survives a process crash only)."`
+	SyncInterval     Duration `yaml:"sync_interval" env:"NOPS_BUS_SYNC_INTERVAL" doc:"With durability async, how often the embedded JetStream flushes to disk: the window of acknowledged events a power loss can lose."`
+	Replicas         int      `yaml:"replicas" env:"NOPS_BUS_REPLICAS" doc:"Replicas of each stream on an external NATS cluster (1, 3 or 5); the embedded server has 1."`
+	Retention        Duration `yaml:"retention" env:"NOPS_BUS_RETENTION" doc:"How long the event stream keeps events (the replay window)."`
+	RedisMaxLen      int64    `yaml:"redis_maxlen" env:"NOPS_BUS_REDIS_MAXLEN" doc:"Redis Streams: approximate cap on the event stream's length (XADD MAXLEN ~), on top of retention (MINID)."`
+	RedisMinReplicas int      `yaml:"redis_min_replicas" env:"NOPS_BUS_REDIS_MIN_REPLICAS" doc:"Redis Streams: a publish waits (WAIT) until this many replicas hold it, else fails and is retried from the outbox; 0: the primary's acknowledgement is enough."`
+	DedupWindow      Duration `yaml:"dedup_window" env:"NOPS_BUS_DEDUP_WINDOW" doc:"How long the broker remembers event ids to drop repeated publishes."`
+	PublishTimeout   Duration `yaml:"publish_timeout" env:"NOPS_BUS_PUBLISH_TIMEOUT" doc:"Backpressure: how long a publish waits for room in a full publish window before failing (HTTP 503 with Retry-After)."`
+	MaxPending       int      `yaml:"max_pending" env:"NOPS_BUS_MAX_PENDING" doc:"Backpressure: publishes in flight to the broker at most, per kernel."`
+	MaxDeliveries    int      `yaml:"max_deliveries" env:"NOPS_BUS_MAX_DELIVERIES" doc:"Attempts a consumer makes at one event (1 + retries) before it goes to the dead-letter queue."`
+	BackoffInitial   Duration `yaml:"backoff_initial" env:"NOPS_BUS_BACKOFF_INITIAL" doc:"Wait before the first retry of a failed event; doubles on each retry…"`
+	BackoffMax       Duration `yaml:"backoff_max" env:"NOPS_BUS_BACKOFF_MAX" doc:"…up to this."`
+	AckWait          Duration `yaml:"ack_wait" env:"NOPS_BUS_ACK_WAIT" doc:"An event delivered and not settled within this time (crashed or hung consumer) is delivered again."`
 }
+
+// OutboxConfig tunes the relay from the transactional outbox to the bus.
+type OutboxConfig struct {
+	PollInterval Duration `yaml:"poll_interval" env:"NOPS_OUTBOX_POLL_INTERVAL" doc:"How often the relay looks for unpublished events when no local commit woke it."`
+	Batch        int      `yaml:"batch" env:"NOPS_OUTBOX_BATCH" doc:"Events the relay publishes per round."`
+	LeaseTTL     Duration `yaml:"lease_ttl" env:"NOPS_OUTBOX_LEASE_TTL" doc:"The relay lease: one replica publishes at a time; another takes over this long after the holder stops renewing."`
+	Retention    Duration `yaml:"retention" env:"NOPS_OUTBOX_RETENTION" doc:"Published outbox rows (and consumer inbox rows) are purged after this long."`
+}
+
+// IdempotencyConfig configures Idempotency-Key handling on POST and PATCH.
+type IdempotencyConfig struct {
+	TTL   Duration `yaml:"ttl" env:"NOPS_IDEMPOTENCY_TTL" doc:"How long a stored response is replayed for retries with the same Idempotency-Key."`
+	Store string   `yaml:"store" env:"NOPS_IDEMPOTENCY_STORE" doc:"Where idempotency records live: auto (Redis when redis.url is set, else the database), sql or redis."`
+}
+
+// tokenRE is what a bus namespace may be: one subject token, one key segment.
+var tokenRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,31}$`)
 
 // Signing algorithms accepted for issued tokens.
 var SigningAlgs = []string{"EdDSA", "ES256", "RS256", "HS256"}
@@ -161,7 +200,29 @@ func Default() Config {
 			BusyTimeout:     Duration(5 * time.Second),
 		},
 		Redis: RedisConfig{DialTimeout: Duration(3 * time.Second)},
-		Bus:   BusConfig{Kind: "nats"},
+		Bus: BusConfig{
+			Kind:           "nats",
+			Namespace:      "nops",
+			Durability:     "sync",
+			SyncInterval:   Duration(time.Second),
+			Replicas:       1,
+			Retention:      Duration(7 * 24 * time.Hour),
+			RedisMaxLen:    1_000_000,
+			DedupWindow:    Duration(2 * time.Minute),
+			PublishTimeout: Duration(5 * time.Second),
+			MaxPending:     4096,
+			MaxDeliveries:  5,
+			BackoffInitial: Duration(200 * time.Millisecond),
+			BackoffMax:     Duration(30 * time.Second),
+			AckWait:        Duration(30 * time.Second),
+		},
+		Outbox: OutboxConfig{
+			PollInterval: Duration(200 * time.Millisecond),
+			Batch:        500,
+			LeaseTTL:     Duration(10 * time.Second),
+			Retention:    Duration(7 * 24 * time.Hour),
+		},
+		Idempotency: IdempotencyConfig{TTL: Duration(24 * time.Hour), Store: "auto"},
 		Auth: AuthConfig{
 			Issuer:     "nops-kernel",
 			Audience:   "nops-api",
@@ -253,7 +314,70 @@ func (c Config) Validate() error {
 	if c.Redis.PoolSize < 0 {
 		v.add("redis.pool_size", "must not be negative")
 	}
-	v.oneOf("bus.kind", c.Bus.Kind, []string{"nats"})
+	v.oneOf("bus.kind", c.Bus.Kind, []string{"nats", "redis"})
+	if c.Bus.Kind == "redis" && c.Redis.URL == "" {
+		v.add("bus.kind", "redis needs redis.url (NOPS_REDIS_URL)")
+	}
+	if c.Bus.Kind == "redis" && c.Bus.NATSURL != "" {
+		v.add("bus.nats_url", "is only used with bus.kind nats: unset it or switch the bus")
+	}
+	if !tokenRE.MatchString(c.Bus.Namespace) {
+		v.add("bus.namespace", fmt.Sprintf("must be 1 to 32 characters from a-z, 0-9 and '_', starting with a letter, got %q", c.Bus.Namespace))
+	}
+	v.oneOf("bus.durability", c.Bus.Durability, []string{"sync", "async"})
+	v.positive("bus.sync_interval", c.Bus.SyncInterval)
+	if c.Bus.Replicas != 1 && c.Bus.Replicas != 3 && c.Bus.Replicas != 5 {
+		v.add("bus.replicas", fmt.Sprintf("must be 1, 3 or 5, got %d", c.Bus.Replicas))
+	}
+	if c.Bus.Replicas > 1 && c.Bus.NATSURL == "" {
+		v.add("bus.replicas", "must be 1 with the embedded JetStream (replicas need an external NATS cluster)")
+	}
+	if c.Bus.Retention.D() < time.Minute {
+		v.add("bus.retention", fmt.Sprintf("must be at least 1m, got %s", c.Bus.Retention))
+	}
+	if c.Bus.RedisMinReplicas < 0 || c.Bus.RedisMinReplicas > 16 {
+		v.add("bus.redis_min_replicas", fmt.Sprintf("must be between 0 and 16, got %d", c.Bus.RedisMinReplicas))
+	}
+	if c.Bus.RedisMaxLen < 1000 {
+		v.add("bus.redis_maxlen", fmt.Sprintf("must be at least 1000, got %d", c.Bus.RedisMaxLen))
+	}
+	if c.Bus.DedupWindow.D() < time.Second || c.Bus.DedupWindow.D() > c.Bus.Retention.D() {
+		v.add("bus.dedup_window", fmt.Sprintf("must be between 1s and bus.retention (%s), got %s", c.Bus.Retention, c.Bus.DedupWindow))
+	}
+	v.positive("bus.publish_timeout", c.Bus.PublishTimeout)
+	if c.Bus.MaxPending < 1 {
+		v.add("bus.max_pending", fmt.Sprintf("must be at least 1, got %d", c.Bus.MaxPending))
+	}
+	if c.Bus.MaxDeliveries < 1 {
+		v.add("bus.max_deliveries", fmt.Sprintf("must be at least 1, got %d", c.Bus.MaxDeliveries))
+	}
+	v.positive("bus.backoff_initial", c.Bus.BackoffInitial)
+	if c.Bus.BackoffMax < c.Bus.BackoffInitial {
+		v.add("bus.backoff_max", fmt.Sprintf("must be at least bus.backoff_initial (%s), got %s", c.Bus.BackoffInitial, c.Bus.BackoffMax))
+	}
+	if c.Bus.AckWait.D() < time.Second {
+		v.add("bus.ack_wait", fmt.Sprintf("must be at least 1s, got %s", c.Bus.AckWait))
+	}
+	if (c.Bus.NATSTLSCert == "") != (c.Bus.NATSTLSKey == "") {
+		v.add("bus.nats_tls_cert", "nats_tls_cert and nats_tls_key must be set together")
+	}
+	v.positive("outbox.poll_interval", c.Outbox.PollInterval)
+	if c.Outbox.Batch < 1 || c.Outbox.Batch > 10000 {
+		v.add("outbox.batch", fmt.Sprintf("must be between 1 and 10000, got %d", c.Outbox.Batch))
+	}
+	if c.Outbox.LeaseTTL.D() < time.Second {
+		v.add("outbox.lease_ttl", fmt.Sprintf("must be at least 1s, got %s", c.Outbox.LeaseTTL))
+	}
+	if c.Outbox.Retention.D() < time.Hour {
+		v.add("outbox.retention", fmt.Sprintf("must be at least 1h, got %s", c.Outbox.Retention))
+	}
+	if c.Idempotency.TTL.D() < time.Minute {
+		v.add("idempotency.ttl", fmt.Sprintf("must be at least 1m, got %s", c.Idempotency.TTL))
+	}
+	v.oneOf("idempotency.store", c.Idempotency.Store, []string{"auto", "sql", "redis"})
+	if c.Idempotency.Store == "redis" && c.Redis.URL == "" {
+		v.add("idempotency.store", "redis needs redis.url (NOPS_REDIS_URL)")
+	}
 	if c.Bus.NATSURL != "" {
 		for _, s := range strings.Split(c.Bus.NATSURL, ",") {
 			if u, err := url.Parse(strings.TrimSpace(s)); err != nil || (u.Scheme != "nats" && u.Scheme != "tls") || u.Host == "" {

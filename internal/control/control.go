@@ -38,6 +38,9 @@ type Options struct {
 	Now    func() time.Time
 	// Appended is told the new size of an audit tree after each commit (the checkpointer).
 	Appended func(tree string, size int64)
+	// Enqueued is called after a transaction that added events to the outbox committed (the
+	// outbox relay's Notify, so events leave without waiting for its next poll). It must not block.
+	Enqueued func()
 	// HeartbeatBatch > 0 turns on group commit of heartbeats: up to that many queued heartbeats
 	// share one transaction (one fsync), and each caller returns once the commit covering its
 	// heartbeat is durable. RunHeartbeats must then be running.
@@ -64,6 +67,9 @@ func New(store Store, tenants *tenant.Service, agents *registry.Service, keys *a
 	}
 	if opts.Appended == nil {
 		opts.Appended = func(string, int64) {}
+	}
+	if opts.Enqueued == nil {
+		opts.Enqueued = func() {}
 	}
 	c := &Control{store: store, Tenants: tenants, Agents: agents, Keys: keys, opts: opts}
 	if opts.HeartbeatBatch > 0 {
@@ -106,12 +112,16 @@ type outcome struct {
 
 // mutate runs fn and the bookkeeping of its outcome in one transaction.
 func (c *Control) mutate(ctx context.Context, fn func(ctx context.Context) (outcome, error)) error {
-	var appended audit.Record
+	var (
+		appended audit.Record
+		enqueued bool
+	)
 	err := c.store.InTx(ctx, func(ctx context.Context) error {
 		o, err := fn(ctx)
 		if err != nil {
 			return err
 		}
+		enqueued = o.event != nil
 		if o.event != nil {
 			if err := c.enqueue(ctx, o.event); err != nil {
 				return err
@@ -130,6 +140,9 @@ func (c *Control) mutate(ctx context.Context, fn func(ctx context.Context) (outc
 		return err
 	}
 	c.opts.Appended(appended.Tree, appended.Seq+1)
+	if enqueued {
+		c.opts.Enqueued()
+	}
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -160,5 +161,36 @@ func TestDenyRecordsARefusal(t *testing.T) {
 	_, err = c.RegisterAgent(principal.NewContext(ctx, principal.Principal{Subject: "x"}), "ten_01hzzzzzzzzzzzzzzzzzzzzzzz", registry.AgentInput{Name: "a", Version: "1.0.0", Endpoint: "https://a.example"})
 	if errs.CodeOf(err) != errs.NotFound {
 		t.Fatalf("register in an unknown tenant: %v", err)
+	}
+}
+
+// TestEnqueuedAfterCommitOnly: the relay is woken after a committed change with an event (a
+// mutation, a heartbeat), and not after one that rolled back.
+func TestEnqueuedAfterCommitOnly(t *testing.T) {
+	var woken atomic.Int64
+	c, st, ctx := setupWith(t, control.Options{Enqueued: func() { woken.Add(1) }})
+	ten, err := c.CreateTenant(ctx, tenant.CreateInput{Name: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := woken.Load(); n != 1 {
+		t.Fatalf("after a committed mutation Enqueued ran %d times, want 1", n)
+	}
+	a, err := c.RegisterAgent(ctx, ten.ID, registry.AgentInput{Name: "a", Version: "1.0.0", Endpoint: "https://a.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Heartbeat(ctx, ten.ID, a.ID, registry.HeartbeatInput{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := woken.Load(); n != 3 {
+		t.Fatalf("after a registration and a heartbeat Enqueued ran %d times in all, want 3", n)
+	}
+	st.failOutbox = true
+	if _, err := c.RegisterAgent(ctx, ten.ID, registry.AgentInput{Name: "b", Version: "1.0.0", Endpoint: "https://b.example"}); err == nil {
+		t.Fatal("registration with a failing outbox succeeded")
+	}
+	if n := woken.Load(); n != 3 {
+		t.Fatalf("a rolled-back mutation ran Enqueued (%d calls)", n)
 	}
 }

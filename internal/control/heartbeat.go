@@ -49,8 +49,11 @@ func (c *Control) Heartbeat(ctx context.Context, tenantID, id string, in registr
 			}
 			return c.auditHeartbeat(ctx, res)
 		})
-		if err == nil && appended {
-			c.notifyTree(ctx, tenantID)
+		if err == nil {
+			c.opts.Enqueued()
+			if appended {
+				c.notifyTree(ctx, tenantID)
+			}
 		}
 		return res, err
 	}
@@ -187,6 +190,7 @@ func (c *Control) applyBatch(ctx context.Context, batch []heartbeatReq) {
 		r.done <- resps[i]
 	}
 	if err == nil {
+		c.opts.Enqueued()
 		for _, t := range slices.Compact(trees) {
 			c.notifyTree(ctx, t)
 		}

@@ -184,7 +184,8 @@ func (c *Control) Sweep(ctx context.Context, limit int) ([]registry.StatusChange
 		}
 		return nil
 	})
-	if err == nil {
+	if err == nil && len(changes) > 0 {
+		c.opts.Enqueued()
 		for _, ch := range changes {
 			c.notifyTree(ctx, ch.TenantID)
 		}

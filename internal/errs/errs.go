@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Code classifies an error for clients. The set is deliberately small.
@@ -24,6 +25,7 @@ const (
 	PreconditionFailed   Code = "precondition_failed"
 	TooLarge             Code = "too_large"
 	UnsupportedMediaType Code = "unsupported_media_type"
+	Unprocessable        Code = "unprocessable"
 	RateLimited          Code = "rate_limited"
 	Unavailable          Code = "unavailable"
 	Internal             Code = "internal"
@@ -41,6 +43,9 @@ type Error struct {
 	Message string
 	Fields  []FieldError
 	Err     error
+	// RetryAfter, when positive, tells clients when to retry (HTTP Retry-After) an
+	// Unavailable or RateLimited error.
+	RetryAfter time.Duration
 }
 
 // Error renders the code, the message and the cause, for logs.

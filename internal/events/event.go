@@ -32,9 +32,10 @@ const (
 
 // Limits of the envelope.
 const (
-	// MaxEventSize bounds a serialized event: NATS refuses messages above 1 MiB by default, and
-	// Parse reads untrusted input.
-	MaxEventSize = 1 << 20
+	// MaxEventSize bounds a serialized event: NATS refuses messages above 1 MiB by default,
+	// headers included, so it is bus.MaxPayload (8 KiB left for the bus's headers); and Parse
+	// reads untrusted input.
+	MaxEventSize = 1<<20 - 8<<10
 	// MaxDepth bounds the nesting of arrays and objects in a serialized event; the catalogue's
 	// payloads nest four levels deep.
 	MaxDepth = 32

@@ -39,7 +39,7 @@ func (r OutboxRecord) Validate() error {
 	case r.Subject == "" || len(r.Subject) > MaxSubjectLength:
 		return errs.Field("subject", "must be 1 to 512 characters")
 	case len(r.Payload) == 0 || len(r.Payload) > MaxEventSize:
-		return errs.Field("payload", "must be a serialized event of at most 1 MiB")
+		return errs.Field("payload", "must be a serialized event of at most 1016 KiB")
 	case r.CreatedAt.IsZero():
 		return errs.Field("created_at", "is required")
 	case r.Seq != 0 || r.PublishedAt != nil || r.Attempts != 0:

@@ -54,7 +54,9 @@ func TestReadinessFollowsOutage(t *testing.T) {
 			name:    "nats",
 			service: services.NATSURL,
 			connect: func(t *testing.T, ctx context.Context, url string) func(context.Context) error {
-				b, err := natsbus.Open(ctx, natsbus.Config{URL: url, ConnectTimeout: 5 * time.Second}, testLogger(t))
+				ns := services.UniqueName("t")
+				t.Cleanup(func() { services.DeleteNATSStreams(t, services.NATSURL(t), ns) })
+				b, err := natsbus.Open(ctx, natsbus.Config{URL: url, Namespace: ns, ConnectTimeout: 5 * time.Second}, testLogger(t))
 				if err != nil {
 					t.Fatalf("natsbus: %v", err)
 				}

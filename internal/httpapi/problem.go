@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"math"
 	"net/http"
+	"strconv"
 
 	"github.com/nops-kernel/nops/internal/errs"
 	"github.com/nops-kernel/nops/internal/httpapi/gen"
@@ -22,6 +24,7 @@ var statusOf = map[errs.Code]int{
 	errs.PreconditionFailed:   http.StatusPreconditionFailed,
 	errs.TooLarge:             http.StatusRequestEntityTooLarge,
 	errs.UnsupportedMediaType: http.StatusUnsupportedMediaType,
+	errs.Unprocessable:        http.StatusUnprocessableEntity,
 	errs.RateLimited:          http.StatusTooManyRequests,
 	errs.Unavailable:          http.StatusServiceUnavailable,
 	errs.Internal:             http.StatusInternalServerError,
@@ -80,6 +83,9 @@ func (ew errorWriter) Write(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if e.Code == errs.Forbidden && errors.Is(e.Err, errInsufficientScope) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="nops", error="insufficient_scope"`)
+	}
+	if e.RetryAfter > 0 && (e.Code == errs.Unavailable || e.Code == errs.RateLimited) {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds()))))
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Del("Content-Length")

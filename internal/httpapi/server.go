@@ -22,6 +22,7 @@ import (
 	"github.com/nops-kernel/nops/internal/control"
 	"github.com/nops-kernel/nops/internal/errs"
 	"github.com/nops-kernel/nops/internal/httpapi/gen"
+	"github.com/nops-kernel/nops/internal/idempotency"
 	"github.com/nops-kernel/nops/internal/middleware"
 )
 
@@ -40,6 +41,16 @@ type Deps struct {
 	AuditLog  AuditLog         // reads of the audit trail
 	AuditKeys note.Verifiers   // verify the trail's checkpoints
 	AuditKey  string           // the published verifier key of the checkpoints
+
+	// Idempotency keeps the Idempotency-Key records of POST and PATCH requests; nil turns the
+	// header's handling off (requests are served as if it were absent).
+	Idempotency idempotency.Store
+
+	// The event bus console (/v1/dlq*, /v1/events/*); those endpoints answer 503 while Bus (or,
+	// for the statistics, EventStats) is nil.
+	Bus        EventBus         // the kernel's bus.Bus
+	EventStats EventStatsReader // the event-stats projection
+	Consumers  []string         // names of the consumers the kernel runs: the replay targets
 
 	TracerProvider trace.TracerProvider
 	MeterProvider  metric.MeterProvider
@@ -87,11 +98,20 @@ func NewHandler(deps Deps) (http.Handler, error) {
 		},
 		ResponseErrorHandlerFunc: errw.Write,
 	})
+	// The generated wrappers apply the last middleware outermost: admission runs first.
+	middlewares := []gen.MiddlewareFunc{d.admission}
+	idem, err := idempotencyMiddleware(deps, errw)
+	if err != nil {
+		return nil, err
+	}
+	if idem != nil {
+		middlewares = []gen.MiddlewareFunc{idem, d.admission}
+	}
 	gen.HandlerWithOptions(strict, gen.StdHTTPServerOptions{
 		BaseRouter:  mux,
-		Middlewares: []gen.MiddlewareFunc{d.admission},
+		Middlewares: middlewares,
 		ErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
-			errw.Write(w, r, errs.Wrap(errs.Invalid, err, "invalid request parameters"))
+			errw.Write(w, r, paramError(r, err))
 		},
 	})
 	mux.Handle("GET /metrics", d.admission(deps.Metrics))
@@ -125,4 +145,42 @@ func muxHas(mux *http.ServeMux, pattern string) (string, bool) {
 	}
 	_, got := mux.Handler(r)
 	return got, got == pattern
+}
+
+// paramError turns an error of the generated parameter binding into a problem naming the
+// parameter ("query.since", "header.Idempotency-Key", "path.agent_id") when the error says which.
+func paramError(r *http.Request, err error) error {
+	var name string
+	var (
+		format  *gen.InvalidParamFormatError
+		unmarsh *gen.UnmarshalingParamError
+		req     *gen.RequiredParamError
+		reqHdr  *gen.RequiredHeaderError
+		many    *gen.TooManyValuesForParamError
+	)
+	switch {
+	case errors.As(err, &format):
+		name = format.ParamName
+	case errors.As(err, &unmarsh):
+		name = unmarsh.ParamName
+	case errors.As(err, &req):
+		name = req.ParamName
+	case errors.As(err, &reqHdr):
+		name = reqHdr.ParamName
+	case errors.As(err, &many):
+		name = many.ParamName
+	}
+	if name == "" {
+		return errs.Wrap(errs.Invalid, err, "invalid request parameters")
+	}
+	loc := "path"
+	if r.URL.Query().Has(name) {
+		loc = "query"
+	} else if len(r.Header.Values(name)) > 0 {
+		loc = "header"
+	}
+	e := errs.Field(loc+"."+name, "is malformed or missing")
+	e.Err = err
+	e.Message = "invalid request parameters"
+	return e
 }

@@ -24,8 +24,9 @@ type domains struct {
 	checkpoints *audit.Checkpointer
 }
 
-// buildDomains assembles the tenant, registry, API key and audit services over st.
-func buildDomains(cfg config.Config, st Store, logger *slog.Logger) (*domains, error) {
+// buildDomains assembles the tenant, registry, API key and audit services over st; enqueued is
+// called after each commit that added events to the outbox.
+func buildDomains(cfg config.Config, st Store, enqueued func(), logger *slog.Logger) (*domains, error) {
 	d := &domains{}
 	peppers, err := loadPeppers(cfg)
 	if err != nil {
@@ -52,7 +53,7 @@ func buildDomains(cfg config.Config, st Store, logger *slog.Logger) (*domains, e
 	if err != nil {
 		return nil, fmt.Errorf("audit checkpoints: %w", err)
 	}
-	d.control = control.New(st, tenants, agents, d.keys, control.Options{Logger: logger, Appended: d.checkpoints.Appended, HeartbeatBatch: cfg.Registry.HeartbeatBatch})
+	d.control = control.New(st, tenants, agents, d.keys, control.Options{Logger: logger, Appended: d.checkpoints.Appended, Enqueued: enqueued, HeartbeatBatch: cfg.Registry.HeartbeatBatch})
 	return d, nil
 }
 

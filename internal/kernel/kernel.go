@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -24,11 +23,15 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/nops-kernel/nops/internal/auth"
-	"github.com/nops-kernel/nops/internal/bus/natsbus"
+	"github.com/nops-kernel/nops/internal/bus"
 	"github.com/nops-kernel/nops/internal/config"
+	"github.com/nops-kernel/nops/internal/consumers"
 	"github.com/nops-kernel/nops/internal/health"
 	"github.com/nops-kernel/nops/internal/httpapi"
+	"github.com/nops-kernel/nops/internal/idempotency"
+	"github.com/nops-kernel/nops/internal/idempotency/redisstore"
 	"github.com/nops-kernel/nops/internal/redisconn"
+	"github.com/nops-kernel/nops/internal/relay"
 	"github.com/nops-kernel/nops/internal/telemetry"
 	"github.com/nops-kernel/nops/internal/token"
 )
@@ -52,6 +55,11 @@ type Kernel struct {
 	tel    *telemetry.Telemetry
 	st     Store
 	dom    *domains
+
+	bus       bus.Bus
+	idem      idempotency.Store // Idempotency-Key records: st, or Redis
+	relay     *relay.Relay
+	consumers []consumers.Spec
 
 	closeOnce sync.Once
 	closers   []func() error // in opening order; Close runs them backwards
@@ -101,30 +109,54 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 		return nil, fmt.Errorf("migrate database: %w", err)
 	}
 
-	b, err := natsbus.Open(ctx, natsbus.Config{
-		URL:            cfg.Bus.NATSURL,
-		StoreDir:       filepath.Join(cfg.DataDir, "jetstream"),
-		Listen:         cfg.Bus.EmbeddedListen,
-		Name:           "nops-kernel",
-		ConnectTimeout: cfg.Database.ConnectTimeout.D(),
-	}, k.logger)
-	if err != nil {
-		return nil, fmt.Errorf("event bus: %w", err)
-	}
-	k.closers = append(k.closers, b.Close)
-
-	checks := []health.Check{
-		{Name: "database", Probe: st.Ping},
-		{Name: "bus", Probe: b.Ping},
-	}
+	checks := []health.Check{{Name: "database", Probe: st.Ping}}
+	var rc *redis.Client
 	if cfg.Redis.URL != "" {
-		var rc *redis.Client
 		rc, err = redisconn.Open(ctx, redisconn.Config{URL: cfg.Redis.URL, DialTimeout: cfg.Redis.DialTimeout.D(), PoolSize: cfg.Redis.PoolSize})
 		if err != nil {
 			return nil, fmt.Errorf("redis: %w", err)
 		}
 		k.closers = append(k.closers, rc.Close)
+	}
+
+	ins, err := bus.NewInstruments(bus.InstrumentOptions{
+		Meter:      k.tel.MeterProvider().Meter("nops/bus"),
+		Tracer:     k.tel.TracerProvider().Tracer("nops/bus"),
+		Propagator: k.tel.Propagator(),
+		Warn:       k.logger.Warn,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("event bus metrics: %w", err)
+	}
+	k.bus, err = openBus(ctx, cfg, rc, ins, k.logger)
+	if err != nil {
+		return nil, fmt.Errorf("event bus: %w", err)
+	}
+	k.closers = append(k.closers, k.bus.Close)
+	checks = append(checks, health.Check{Name: "bus", Probe: k.bus.Ping})
+	if rc != nil {
 		checks = append(checks, health.Check{Name: "redis", Probe: func(ctx context.Context) error { return rc.Ping(ctx).Err() }})
+	}
+	k.relay, err = relay.New(st, st, k.bus, relay.Options{
+		Batch:        cfg.Outbox.Batch,
+		PollInterval: cfg.Outbox.PollInterval.D(),
+		LeaseTTL:     cfg.Outbox.LeaseTTL.D(),
+		Retention:    cfg.Outbox.Retention.D(),
+		Inbox:        st,
+		// An event replayed from the stream after its claim was purged would be applied twice.
+		InboxRetention: max(cfg.Outbox.Retention.D(), cfg.Bus.Retention.D()),
+		Logger:         k.logger,
+		Meter:          k.tel.MeterProvider().Meter("nops/outbox"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("outbox relay: %w", err)
+	}
+	// Idempotency-Key records live in Redis when configured (store redis, or auto with a
+	// redis.url), else in the database.
+	if cfg.Idempotency.Store == "redis" || (cfg.Idempotency.Store == "auto" && rc != nil) {
+		k.idem = redisstore.New(rc, cfg.Bus.Namespace+":idem:")
+	} else {
+		k.idem = st
 	}
 	checker := health.New(checks, health.Options{TTL: cfg.Health.CacheTTL.D(), Timeout: cfg.Health.CheckTimeout.D(), Logger: k.logger})
 
@@ -142,9 +174,13 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 	if err := auth.Bootstrap(ctx, st, cfg.Auth.BootstrapAdminPassword, opts.BcryptCost, opts.Out, k.logger, time.Now()); err != nil {
 		return nil, err
 	}
-	k.dom, err = buildDomains(cfg, st, k.logger)
+	k.dom, err = buildDomains(cfg, st, k.relay.Notify, k.logger)
 	if err != nil {
 		return nil, err
+	}
+	k.consumers = consumers.Kernel(st, consumerOptions(cfg, k.dom.control, k.logger))
+	if err := bus.RegisterGauges(k.tel.MeterProvider().Meter("nops/bus"), k.bus, func() []string { return consumerNames(k.consumers) }); err != nil {
+		return nil, fmt.Errorf("event bus gauges: %w", err)
 	}
 	logins, err := auth.New(st, tokens, auth.Options{Logger: k.logger, Meter: k.tel.MeterProvider().Meter("nops/auth"), BcryptCost: opts.BcryptCost, APIKeys: k.dom.keys})
 	if err != nil {
@@ -164,6 +200,10 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 		AuditLog:       st,
 		AuditKeys:      note.VerifierList(k.dom.signer.Verifier()),
 		AuditKey:       k.dom.verifierKey,
+		Idempotency:    k.idem,
+		Bus:            k.bus,
+		EventStats:     st,
+		Consumers:      consumerNames(k.consumers),
 		TracerProvider: k.tel.TracerProvider(),
 		MeterProvider:  k.tel.MeterProvider(),
 		Propagator:     k.tel.Propagator(),
@@ -201,6 +241,9 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 	return k, nil
 }
 
+// Bus returns the kernel's event bus (tests read the stream through it).
+func (k *Kernel) Bus() bus.Bus { return k.bus }
+
 // Addr returns the address the HTTP API listens on.
 func (k *Kernel) Addr() string { return k.ln.Addr().String() }
 
@@ -219,6 +262,13 @@ func (k *Kernel) Run(ctx context.Context) error {
 		"api key usage":     k.dom.usage.Run,
 		"heartbeats": func(ctx context.Context) error {
 			return k.dom.control.RunHeartbeats(ctx, heartbeatWriters(k.cfg))
+		},
+		"outbox relay": k.relay.Run,
+		"idempotency purge": func(ctx context.Context) error {
+			return idempotency.RunPurger(ctx, k.idem, idempotency.PurgeOptions{Logger: k.logger})
+		},
+		"consumers": func(ctx context.Context) error {
+			return runConsumers(ctx, k.bus, k.consumers, k.cfg.HTTP.ShutdownTimeout.D(), k.logger)
 		},
 	} {
 		wg.Go(func() {
@@ -280,6 +330,9 @@ func databaseKind(c config.Config) string {
 }
 
 func busKind(c config.Config) string {
+	if c.Bus.Kind == "redis" {
+		return "redis-streams"
+	}
 	if c.Bus.NATSURL != "" {
 		return "nats"
 	}

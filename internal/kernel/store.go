@@ -9,8 +9,11 @@ import (
 	"github.com/nops-kernel/nops/internal/apikey"
 	"github.com/nops-kernel/nops/internal/audit"
 	"github.com/nops-kernel/nops/internal/config"
+	"github.com/nops-kernel/nops/internal/consumers"
 	"github.com/nops-kernel/nops/internal/events"
+	"github.com/nops-kernel/nops/internal/idempotency"
 	"github.com/nops-kernel/nops/internal/registry"
+	"github.com/nops-kernel/nops/internal/relay"
 	"github.com/nops-kernel/nops/internal/store"
 	"github.com/nops-kernel/nops/internal/store/postgres"
 	"github.com/nops-kernel/nops/internal/store/sqlite"
@@ -29,6 +32,10 @@ type Store interface {
 	apikey.Store
 	audit.Store
 	events.OutboxStore
+	relay.LeaseStore
+	consumers.Store
+	consumers.InboxStore
+	idempotency.Store
 	AuditRecords(ctx context.Context, tree string, f store.AuditFilter) ([]audit.Entry, error)
 	InTx(ctx context.Context, fn func(ctx context.Context) error) error
 	Ping(ctx context.Context) error

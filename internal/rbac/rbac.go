@@ -25,6 +25,8 @@ const (
 	ScopeAPIKeysRead     = "apikeys:read"
 	ScopeAPIKeysWrite    = "apikeys:write"
 	ScopeAuditRead       = "audit:read"
+	ScopeEventsRead      = "events:read"  // the event bus: dead letters, statistics
+	ScopeEventsWrite     = "events:write" // the event bus: DLQ reprocessing, replay
 )
 
 // Roles lists the roles in order of decreasing power, as documented.
@@ -33,9 +35,11 @@ var Roles = []string{user.RoleSuperAdmin, user.RoleAdmin, user.RoleOperator, use
 // matrix is what each role grants. Later domains add their scopes here; docs/rbac.md follows.
 var matrix = map[string][]string{
 	user.RoleSuperAdmin: {ScopeSystemRead, ScopeSystemWrite, ScopeTenantsRead, ScopeTenantsWrite,
-		ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead, ScopeAPIKeysWrite, ScopeAuditRead},
-	user.RoleAdmin:    {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead, ScopeAPIKeysWrite, ScopeAuditRead},
-	user.RoleOperator: {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead},
+		ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead, ScopeAPIKeysWrite, ScopeAuditRead,
+		ScopeEventsRead, ScopeEventsWrite},
+	user.RoleAdmin: {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead, ScopeAPIKeysWrite, ScopeAuditRead,
+		ScopeEventsRead, ScopeEventsWrite},
+	user.RoleOperator: {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead, ScopeEventsRead},
 	user.RoleViewer:   {ScopeAgentsRead},
 }
 

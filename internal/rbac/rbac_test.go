@@ -13,13 +13,15 @@ import (
 // TestMatrixCells checks every role × scope cell against the documented expectation.
 func TestMatrixCells(t *testing.T) {
 	all := []string{ScopeSystemRead, ScopeSystemWrite, ScopeTenantsRead, ScopeTenantsWrite, ScopeAgentsRead,
-		ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead, ScopeAPIKeysWrite, ScopeAuditRead}
+		ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead, ScopeAPIKeysWrite, ScopeAuditRead,
+		ScopeEventsRead, ScopeEventsWrite}
 	// The documented matrix, cell by cell: what each role is granted; every other cell is denied.
 	granted := map[string][]string{
 		user.RoleSuperAdmin: all,
-		user.RoleAdmin:      {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead, ScopeAPIKeysWrite, ScopeAuditRead},
-		user.RoleOperator:   {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead},
-		user.RoleViewer:     {ScopeAgentsRead},
+		user.RoleAdmin: {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead, ScopeAPIKeysWrite, ScopeAuditRead,
+			ScopeEventsRead, ScopeEventsWrite},
+		user.RoleOperator: {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead, ScopeEventsRead},
+		user.RoleViewer:   {ScopeAgentsRead},
 	}
 	want := map[string]map[string]bool{}
 	for _, role := range Roles {
@@ -41,7 +43,7 @@ func TestMatrixCells(t *testing.T) {
 }
 
 func TestScopesFor(t *testing.T) {
-	if diff := cmp.Diff([]string{ScopeAgentsHeartbeat, ScopeAgentsRead, ScopeAgentsWrite, ScopeAPIKeysRead}, ScopesFor([]string{user.RoleViewer, user.RoleOperator, user.RoleOperator})); diff != "" {
+	if diff := cmp.Diff([]string{ScopeAgentsHeartbeat, ScopeAgentsRead, ScopeAgentsWrite, ScopeAPIKeysRead, ScopeEventsRead}, ScopesFor([]string{user.RoleViewer, user.RoleOperator, user.RoleOperator})); diff != "" {
 		t.Fatal(diff)
 	}
 	if got := ScopesFor(nil); got != nil {

@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
-	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -13,7 +11,6 @@ import (
 	"github.com/nops-kernel/nops/internal/audit"
 	"github.com/nops-kernel/nops/internal/config"
 	"github.com/nops-kernel/nops/internal/events"
-	"github.com/nops-kernel/nops/internal/kernel"
 	"github.com/nops-kernel/nops/internal/kernel/kerneltest"
 )
 
@@ -145,22 +142,10 @@ func TestOutboxOneEventPerChange(t *testing.T) {
 	resp, body = k.Do(t, "DELETE", "/v1/agents/"+a.ID, nil, f.keys["ADMIN"])
 	mustStatus(t, resp, body, http.StatusNoContent)
 
-	st, err := kernel.OpenStore(context.Background(), k.Config, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	pending, err := st.PendingOutbox(context.Background(), 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
 	counts := map[events.Type]int{}
-	for _, r := range pending {
-		if _, err := events.Parse(r.Payload); err != nil {
-			t.Errorf("outbox event %s does not parse: %v", r.ID, err)
-		}
-		if r.Subject == events.AgentSubject(a.ID) {
-			counts[r.Type]++
+	for _, ev := range publishedEvents(t, k) {
+		if ev.Subject == events.AgentSubject(a.ID) {
+			counts[ev.Type]++
 		}
 	}
 	want := map[events.Type]int{events.TypeAgentRegistered: 1, events.TypeAgentUpdated: 1, events.TypeAgentHeartbeat: 1, events.TypeAgentDeregistered: 1}

@@ -40,6 +40,7 @@ func decodeProblem(t *testing.T, resp *http.Response, body []byte) problem {
 
 func TestProblemResponses(t *testing.T) {
 	k := kerneltest.Start(t, func(c *config.Config) { c.HTTP.MaxBodyBytes = 4096 })
+	admin := "Authorization: Bearer " + k.Token(t, "")
 	tests := []struct {
 		name      string
 		method    string
@@ -62,6 +63,8 @@ func TestProblemResponses(t *testing.T) {
 		{name: "too large", method: "POST", path: "/v1/auth/token", body: `{"username":"admin","password":"` + strings.Repeat("a", 8000) + `"}`, status: 413, code: "too_large"},
 		{name: "wrong media type", method: "POST", path: "/v1/auth/token", body: `{"username":"admin","password":"x"}`, headers: []string{"Content-Type: text/plain"}, status: 415, code: "unsupported_media_type"},
 		{name: "no credentials", method: "GET", path: "/v1/auth/whoami", status: 401, code: "unauthenticated"},
+		{name: "malformed date parameter", method: "GET", path: "/v1/dlq?since=yesterday", headers: []string{admin}, status: 400, code: "invalid", field: "query.since"},
+		{name: "malformed integer parameter", method: "GET", path: "/v1/dlq?limit=abc", headers: []string{admin}, status: 400, code: "invalid", field: "query.limit"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

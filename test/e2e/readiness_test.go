@@ -70,9 +70,10 @@ func TestReadinessFollowsDependencyOutages(t *testing.T) {
 			return p
 		}},
 		{"nats", func(t *testing.T, c *config.Config) *faultproxy.Proxy {
-			u := services.NATSURL(t)
+			u, ns := services.NATSNamespace(t)
 			p := faultproxy.New(t, services.HostPort(t, u))
 			c.Bus.NATSURL = services.WithHost(t, u, p.Addr())
+			c.Bus.Namespace = ns
 			return p
 		}},
 	}

@@ -63,17 +63,9 @@ func TestZombieExclusion(t *testing.T) {
 			t.Fatal("a zombie agent is routable")
 		}
 		kerneltest.WaitFor(t, 15*time.Second, "the sweeper announces stale and zombie", func() bool {
-			pending, err := st.PendingOutbox(context.Background(), 1000)
-			if err != nil {
-				t.Fatal(err)
-			}
 			seen := map[string]bool{}
-			for _, r := range pending {
-				if r.Type == events.TypeAgentStatusChanged && r.Subject == events.AgentSubject(id) {
-					ev, err := events.Parse(r.Payload)
-					if err != nil {
-						t.Fatal(err)
-					}
+			for _, ev := range streamEvents(t, k) {
+				if ev.Type == events.TypeAgentStatusChanged && ev.Subject == events.AgentSubject(id) {
 					p, err := ev.Payload()
 					if err != nil {
 						t.Fatal(err)
@@ -159,17 +151,8 @@ func TestConcurrentRegistry(t *testing.T) {
 			return
 		}
 
-		st, err := kernel.OpenStore(context.Background(), k.Config, slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.Close()
-		pending, err := st.PendingOutbox(context.Background(), 100000)
-		if err != nil {
-			t.Fatal(err)
-		}
 		perAgent := map[string]map[events.Type]int{}
-		for _, rec := range pending {
+		for _, rec := range publishedEvents(t, k) {
 			id, ok := strings.CutPrefix(rec.Subject, "agents/")
 			if !ok {
 				continue

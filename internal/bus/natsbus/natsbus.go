@@ -1,25 +1,63 @@
 // Package natsbus is the NATS JetStream adapter of the kernel's event bus (bus.Bus). By default
 // it starts a NATS server with JetStream inside the process (file store under the data
 // directory, no TCP port unless asked for) and connects to it in-process; with a URL it connects
-// to an external NATS instead, reconnecting for ever with jittered waits.
+// to an external NATS (a single server or a cluster with replicated streams) instead,
+// reconnecting for ever with jittered waits.
 //
-// Only internal/kernel (and tests) import natsbus; domain packages use bus.Bus. The events work
-// builds publishing and consumers on Conn and JetStream.
+// Only internal/kernel (and tests) import natsbus; domain packages use bus.Bus.
+//
+// # Streams and subjects
+//
+// Open creates (or updates) two streams per namespace NS (the namespace upper-cased):
+//
+//	<NS>_EVENTS  <ns>.events.> and <ns>.retry.>   file storage, MaxAge Retention, dedup window DedupWindow
+//	<NS>_DLQ     <ns>.dlq.>                       file storage, kept until removed
+//
+// Every message carries the headers Nats-Msg-Id (the broker's dedup key: the event id, or the
+// redelivery's dedup key), Nops-Id (the event id, when it differs from Nats-Msg-Id), Nops-Tenant,
+// Nops-Type, traceparent (when set), Content-Type and Nats-Expected-Stream. The subject is
+// authoritative for tenant and type.
+//
+// A consumer is a durable pull consumer named after bus.ConsumerConfig.Name with one filter
+// subject per (tenant, type) pair of its filter plus its retry subject; it never gives up on a
+// message by itself (MaxDeliver -1): bus.Dispatch counts attempts and dead-letters. Several
+// filter subjects need NATS 2.10; against an older server each subject gets a consumer of its
+// own (see consumer.go).
+//
+// # Durability
+//
+// The embedded server fsyncs every write before acknowledging it by default (DurabilitySync:
+// an acknowledged event survives a power loss). DurabilityAsync flushes every SyncInterval
+// instead: much faster, and an acknowledged event survives a crash of the process but not of
+// the machine. An external NATS decides for itself (its sync_interval setting; replicated
+// streams acknowledge once a quorum of replicas stored the event).
+//
+// # Backpressure
+//
+// At most MaxPending publishes are in flight to the broker, shared by all callers. A Publish that
+// finds no room for PublishTimeout (or until its context's deadline) fails with an error wrapping
+// bus.ErrBackpressure (errs.Unavailable with a Retry-After hint).
 //
 // Secrets: a URL may carry a user and password or a token. They never appear in errors or logs:
 // messages name the servers by host:port only.
 //
-// Concurrency: a Bus is safe for concurrent use. Close may be called more than once.
+// # Concurrency
+//
+// A Bus is safe for concurrent use. Close stops the subscriptions (waiting for their running
+// handlers), waits for the publishes in flight, drains the connection and shuts the embedded
+// server down; it may be called more than once.
 package natsbus
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,6 +88,30 @@ const (
 	drainTimeout = 5 * time.Second
 )
 
+// Durability is what an acknowledged event survives on the embedded server.
+type Durability string
+
+// The durability settings.
+const (
+	// DurabilitySync fsyncs every write before it is acknowledged: an acknowledged event survives
+	// a power loss (server option SyncAlways). The default.
+	DurabilitySync Durability = "sync"
+	// DurabilityAsync acknowledges writes once the server holds them and flushes them to disk
+	// every SyncInterval (server option SyncInterval): an acknowledged event survives a crash of
+	// the process, while a power loss or kernel crash can lose the last SyncInterval of them.
+	DurabilityAsync Durability = "async"
+)
+
+// Defaults of Config.
+const (
+	DefaultSyncInterval   = time.Second
+	DefaultReplicas       = 1
+	DefaultRetention      = 7 * 24 * time.Hour
+	DefaultDedupWindow    = 2 * time.Minute
+	DefaultPublishTimeout = 5 * time.Second
+	DefaultMaxPending     = 4096
+)
+
 // Config selects and tunes the bus. The zero value is not usable: an embedded bus needs StoreDir.
 type Config struct {
 	// URL of an external NATS ("nats://host:4222", several separated by commas). Empty starts
@@ -63,35 +125,191 @@ type Config struct {
 	// Name is the client connection name shown by NATS monitoring. Default "nops".
 	Name string
 	// ConnectTimeout bounds Open: the embedded server's start or the retries against an
-	// external NATS. Default 10 s.
+	// external NATS, and the creation of the streams. Default 10 s.
 	ConnectTimeout time.Duration
+
+	// Namespace prefixes every subject and names the streams ("<NS>_EVENTS", "<NS>_DLQ"), so
+	// several kernels or tests can share one NATS account. A bus.ValidToken in lower case.
+	// Default bus.DefaultNamespace.
+	Namespace string
+	// Durability of the embedded server: DurabilitySync (default) or DurabilityAsync. An
+	// external NATS is configured on its own side; there the field is ignored.
+	Durability Durability
+	// SyncInterval is how often the embedded server flushes to disk with DurabilityAsync: the
+	// window of acknowledged events a power loss can lose. Default 1 s.
+	SyncInterval time.Duration
+	// Replicas of each stream on an external NATS cluster (1 to 5; 3 survives the loss of one
+	// server). Default 1; the embedded server only has 1.
+	Replicas int
+	// Retention is how long the event stream keeps events (MaxAge): the replay window. Dead
+	// letters are kept until removed. Default 7 days.
+	Retention time.Duration
+	// DedupWindow is how long the broker remembers message ids to drop repeated publishes
+	// (the streams' Duplicates window). At most Retention. Default 2 minutes.
+	DedupWindow time.Duration
+	// PublishTimeout bounds how long a publish waits for room in a full publish window before
+	// failing with bus.ErrBackpressure (or until its context's deadline, when that is sooner).
+	// A sent message waits twice as long for the broker's acknowledgement (or until the
+	// context's deadline) before it fails as unavailable. Default 5 s.
+	PublishTimeout time.Duration
+	// MaxPending is how many publishes may be in flight to the broker at once, shared by every
+	// caller of this Bus. Default 4096.
+	MaxPending int
+
+	// CredsFile is a NATS user credentials file (JWT and NKey seed) for an external NATS.
+	CredsFile string
+	// TLSCAFile is a PEM file of the CA that signed the external NATS servers' certificates.
+	TLSCAFile string
+	// TLSCertFile and TLSKeyFile are the PEM client certificate and key for an external NATS
+	// that requires mutual TLS; set both or neither.
+	TLSCertFile string
+	TLSKeyFile  string
+
+	// Instruments record the bus's traces and metrics; nil records nothing.
+	Instruments *bus.Instruments
+}
+
+// withDefaults returns c with its zero fields set to the defaults.
+func (c Config) withDefaults() Config {
+	if c.ConnectTimeout <= 0 {
+		c.ConnectTimeout = defaultConnectTimeout
+	}
+	if c.Name == "" {
+		c.Name = defaultName
+	}
+	if c.Namespace == "" {
+		c.Namespace = bus.DefaultNamespace
+	}
+	if c.Durability == "" {
+		c.Durability = DurabilitySync
+	}
+	if c.SyncInterval <= 0 {
+		c.SyncInterval = DefaultSyncInterval
+	}
+	if c.Replicas == 0 {
+		c.Replicas = DefaultReplicas
+	}
+	if c.Retention == 0 {
+		c.Retention = DefaultRetention
+	}
+	if c.DedupWindow == 0 {
+		c.DedupWindow = DefaultDedupWindow
+	}
+	if c.PublishTimeout <= 0 {
+		c.PublishTimeout = DefaultPublishTimeout
+	}
+	if c.MaxPending == 0 {
+		c.MaxPending = DefaultMaxPending
+	}
+	return c
+}
+
+// validate checks c after withDefaults. File options are checked for existence here because
+// the client reads them only while dialling, where a missing file would look like an outage
+// and be retried until ConnectTimeout.
+func (c Config) validate() error {
+	switch {
+	case !bus.ValidToken(c.Namespace) || c.Namespace != strings.ToLower(c.Namespace):
+		// Lower case only: stream names are the namespace upper-cased, so "a" and "A" would
+		// share streams.
+		return errs.Field("namespace", "must be 1 to 64 characters from a-z, 0-9, '_' and '-'")
+	case c.Durability != DurabilitySync && c.Durability != DurabilityAsync:
+		return errs.Field("durability", fmt.Sprintf("must be %q or %q", DurabilitySync, DurabilityAsync))
+	case c.Replicas < 1 || c.Replicas > 5:
+		return errs.Field("replicas", "must be between 1 and 5")
+	case c.Replicas > 1 && c.URL == "":
+		return errs.Field("replicas", "must be 1 with the embedded server")
+	case c.Retention < time.Second:
+		return errs.Field("retention", "must be at least 1s")
+	case c.DedupWindow < 0 || c.DedupWindow > c.Retention:
+		return errs.Field("dedup_window", "must be between 0 and the retention")
+	case c.MaxPending < 1:
+		return errs.Field("max_pending", "must be at least 1")
+	case (c.TLSCertFile == "") != (c.TLSKeyFile == ""):
+		return errs.Field("tls_cert_file", "a client certificate needs its key and the other way round")
+	}
+	for name, path := range map[string]string{"creds_file": c.CredsFile, "tls_ca_file": c.TLSCAFile, "tls_cert_file": c.TLSCertFile, "tls_key_file": c.TLSKeyFile} {
+		if path == "" {
+			continue
+		}
+		if _, err := os.Stat(path); err != nil {
+			return errs.Wrap(errs.Invalid, fmt.Errorf("%s: %w", name, err), "file %s of option %s is not readable", path, name)
+		}
+	}
+	return nil
 }
 
 // Bus is a connection to NATS JetStream, and the embedded server when there is one.
 type Bus struct {
+	cfg    Config // with defaults
 	nc     *nats.Conn
-	js     jetstream.JetStream
-	srv    *server.Server // nil for an external NATS
+	js     jetstream.JetStream // API requests, and what JetStream() hands out
+	pubJS  jetstream.JetStream // this bus's own async publishes, bounded by slots
+	srv    *server.Server      // nil for an external NATS
 	logger *slog.Logger
 	closed chan struct{} // closed by the connection's ClosedHandler
+	ins    *bus.Instruments
+
+	// multiFilter: the server takes consumers with several filter subjects (NATS ≥ 2.10);
+	// see consumer.go for what happens on older servers.
+	multiFilter bool
+
+	subj       bus.Subjects
+	eventsName string
+	dlqName    string
+	events     jetstream.Stream
+	dlq        jetstream.Stream
+
+	// slots is the publish window: a publish holds one from before it is sent until its
+	// acknowledgement (or failure) is known.
+	slots chan struct{}
+
+	// mu guards closing, sealed and subs. Close sets closing first (no new Publish, Redeliver
+	// or Subscribe), stops the subscriptions, whose handlers may still write dead letters, and
+	// then sets sealed (nothing is sent any more). inflight counts the sending calls and the
+	// goroutines still waiting for acknowledgements; Add happens under mu.RLock while !sealed,
+	// so Close's Wait, after it set sealed under mu.Lock, never races a first Add.
+	mu       sync.RWMutex
+	closing  bool
+	sealed   bool
+	subs     map[*subscription]struct{}
+	inflight sync.WaitGroup
+
+	// reconnected is closed (and replaced) whenever the connection is restored: pull requests
+	// made before were lost with the old connection and are made again at once.
+	reconnMu    sync.Mutex
+	reconnected chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
 }
 
+// reconnectSignal returns a channel closed at the next reconnection.
+func (b *Bus) reconnectSignal() <-chan struct{} {
+	b.reconnMu.Lock()
+	defer b.reconnMu.Unlock()
+	return b.reconnected
+}
+
+func (b *Bus) signalReconnect() {
+	b.reconnMu.Lock()
+	defer b.reconnMu.Unlock()
+	close(b.reconnected)
+	b.reconnected = make(chan struct{})
+}
+
 var _ bus.Bus = (*Bus)(nil)
 
-// Open starts (embedded) or connects to (external) NATS and checks that JetStream is enabled.
-// A nil logger discards the bus's logs.
+// Open starts (embedded) or connects to (external) NATS, checks that JetStream is enabled and
+// creates or updates the namespace's streams. A nil logger discards the bus's logs. An invalid
+// cfg is an errs.Invalid.
 func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Bus, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.ConnectTimeout <= 0 {
-		cfg.ConnectTimeout = defaultConnectTimeout
-	}
-	if cfg.Name == "" {
-		cfg.Name = defaultName
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("open nats bus: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
 	defer cancel()
@@ -113,6 +331,11 @@ func openEmbedded(ctx context.Context, cfg Config, logger *slog.Logger) (*Bus, e
 		NoSigs:                 true,
 		NoLog:                  true,
 		DisableJetStreamBanner: true,
+	}
+	if cfg.Durability == DurabilitySync {
+		opts.SyncAlways = true
+	} else {
+		opts.SyncInterval = cfg.SyncInterval
 	}
 	if cfg.Listen != "" {
 		host, port, err := net.SplitHostPort(cfg.Listen)
@@ -146,7 +369,8 @@ func openEmbedded(ctx context.Context, cfg Config, logger *slog.Logger) (*Bus, e
 		srv.WaitForShutdown()
 		return nil, fmt.Errorf("start embedded nats (store %s): jetstream is not enabled", cfg.StoreDir)
 	}
-	b := &Bus{srv: srv, logger: logger}
+	b := newBus(cfg, logger)
+	b.srv = srv
 	closed := make(chan struct{})
 	nc, err := nats.Connect("", append(b.connOptions(cfg.Name, closed), nats.InProcessServer(srv))...)
 	if err != nil {
@@ -188,13 +412,22 @@ func openExternal(ctx context.Context, cfg Config, logger *slog.Logger) (*Bus, e
 	if err != nil {
 		return nil, err
 	}
-	b := &Bus{logger: logger}
+	b := newBus(cfg, logger)
 	opts := []nats.Option{
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(reconnectWait),
 		nats.ReconnectJitter(reconnectJitter, reconnectJitter),
 		nats.PingInterval(pingInterval),
 		nats.MaxPingsOutstanding(maxPingsOut),
+	}
+	if cfg.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
+	}
+	if cfg.TLSCAFile != "" {
+		opts = append(opts, nats.RootCAs(cfg.TLSCAFile))
+	}
+	if cfg.TLSCertFile != "" {
+		opts = append(opts, nats.ClientCert(cfg.TLSCertFile, cfg.TLSKeyFile))
 	}
 	backoff := reconnectWait
 	for attempt := 1; ; attempt++ {
@@ -233,14 +466,16 @@ func openExternal(ctx context.Context, cfg Config, logger *slog.Logger) (*Bus, e
 	}
 }
 
-// permanent reports errors that retrying cannot fix.
+// permanent reports errors that retrying cannot fix: refused credentials, a TLS mismatch, a
+// server certificate the configured CA does not vouch for.
 func permanent(err error) bool {
 	for _, e := range []error{nats.ErrAuthorization, nats.ErrAuthExpired, nats.ErrAuthRevoked, nats.ErrSecureConnRequired, nats.ErrSecureConnWanted} {
 		if errors.Is(err, e) {
 			return true
 		}
 	}
-	return false
+	var certErr *tls.CertificateVerificationError
+	return errors.As(err, &certErr)
 }
 
 // connOptions are the options shared by both modes: name, state-change logging, and closed, which
@@ -257,6 +492,7 @@ func (b *Bus) connOptions(name string, closed chan struct{}) []nats.Option {
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			// ConnectedAddr, not the URL: a token URL's redacted form still shows the token.
 			b.logger.Info("nats connection restored", "server", nc.ConnectedAddr())
+			b.signalReconnect()
 		}),
 		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
 			subject := ""
@@ -269,19 +505,53 @@ func (b *Bus) connOptions(name string, closed chan struct{}) []nats.Option {
 	}
 }
 
-// attach finishes Open once nc is connected: JetStream context and a first JetStream request.
-// On failure nc is closed and its callbacks have finished.
+// newBus returns a Bus for cfg (with defaults) without a connection yet.
+func newBus(cfg Config, logger *slog.Logger) *Bus {
+	ns := strings.ToUpper(cfg.Namespace)
+	return &Bus{
+		cfg:         cfg,
+		logger:      logger,
+		ins:         cfg.Instruments,
+		subj:        bus.Subjects{NS: cfg.Namespace},
+		eventsName:  ns + "_EVENTS",
+		dlqName:     ns + "_DLQ",
+		slots:       make(chan struct{}, cfg.MaxPending),
+		subs:        map[*subscription]struct{}{},
+		reconnected: make(chan struct{}),
+	}
+}
+
+// attach finishes Open once nc is connected: JetStream contexts, a first JetStream request and
+// the streams. On failure nc is closed and its callbacks have finished.
 func (b *Bus) attach(ctx context.Context, nc *nats.Conn, closed chan struct{}) error {
+	fail := func(err error) error {
+		nc.Close()
+		<-closed
+		return err
+	}
 	js, err := jetstream.New(nc)
 	if err == nil {
 		_, err = js.AccountInfo(ctx)
 	}
 	if err != nil {
-		nc.Close()
-		<-closed
-		return fmt.Errorf("jetstream is not usable: %w", err)
+		return fail(fmt.Errorf("jetstream is not usable: %w", err))
 	}
-	b.nc, b.js, b.closed = nc, js, closed
+	// The bus's own publishes get their own context: its window (MaxPending) and ack timeout
+	// must not be shared with whatever the events work publishes through JetStream().
+	pubJS, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(b.cfg.MaxPending),
+		jetstream.WithPublishAsyncTimeout(b.cfg.ackTimeout()))
+	if err != nil {
+		return fail(fmt.Errorf("jetstream publisher: %w", err))
+	}
+	b.nc, b.js, b.pubJS, b.closed = nc, js, pubJS, closed
+	b.multiFilter = supportsMultiFilter(nc.ConnectedServerVersion())
+	if !b.multiFilter {
+		b.logger.Info("nats server before 2.10: each consumer filter subject gets a consumer of its own", "version", nc.ConnectedServerVersion())
+	}
+	if err := b.ensureStreams(ctx); err != nil {
+		return fail(err)
+	}
 	return nil
 }
 
@@ -305,23 +575,55 @@ func (b *Bus) ClientURL() string {
 }
 
 // Ping fails at once when the connection is not up (reconnecting, closed) and otherwise asks
-// JetStream for the account information, so a NATS without a usable JetStream is not ready.
-// Errors carry errs.Unavailable.
+// JetStream for both streams, so a NATS without a usable JetStream, or whose streams were
+// deleted, is not ready. Errors carry errs.Unavailable.
 func (b *Bus) Ping(ctx context.Context) error {
 	if st := b.nc.Status(); st != nats.CONNECTED {
 		return errs.Wrap(errs.Unavailable, fmt.Errorf("nats connection is %s", st), "event bus unavailable")
 	}
-	if _, err := b.js.AccountInfo(ctx); err != nil {
-		return errs.Wrap(errs.Unavailable, fmt.Errorf("jetstream account info: %w", err), "event bus unavailable")
+	for _, s := range []jetstream.Stream{b.events, b.dlq} {
+		if _, err := s.Info(ctx); err != nil {
+			return errs.Wrap(errs.Unavailable, fmt.Errorf("jetstream stream %s: %w", s.CachedInfo().Config.Name, err), "event bus unavailable")
+		}
 	}
 	return nil
 }
 
-// Close drains the connection (pending publishes are flushed, subscriptions finish their
-// messages) and shuts the embedded server down, waiting for both. Later calls return the first
+// closeSubsTimeout bounds how long Close waits for running handlers; a handler still running
+// then is abandoned and its message is delivered again after its AckWait.
+const closeSubsTimeout = 30 * time.Second
+
+// Close stops every subscription (waiting up to 30 s for their running handlers to settle their
+// messages), waits for the publishes in flight, drains the connection and shuts the embedded
+// server down. Publish and Subscribe fail once Close has begun. Later calls return the first
 // call's result.
 func (b *Bus) Close() error {
 	b.closeOnce.Do(func() {
+		b.mu.Lock()
+		b.closing = true
+		subs := make([]*subscription, 0, len(b.subs))
+		for s := range b.subs {
+			subs = append(subs, s)
+		}
+		b.mu.Unlock()
+
+		ctx, cancel := context.WithTimeout(context.Background(), closeSubsTimeout)
+		for _, s := range subs {
+			s.cancel()
+		}
+		for _, s := range subs {
+			if err := s.wait(ctx); err != nil {
+				b.logger.Warn("closing the bus: a subscription's handlers did not finish", "consumer", s.cfg.Name, "error", err.Error())
+			}
+		}
+		cancel()
+		b.mu.Lock()
+		b.sealed = true
+		b.mu.Unlock()
+		// Every publish waits at most PublishTimeout for room and then for each
+		// acknowledgement, which the client times out itself.
+		b.inflight.Wait()
+
 		if err := b.nc.Drain(); err != nil {
 			// Not connected (reconnecting or already closed): nothing to drain.
 			b.nc.Close()
@@ -338,6 +640,19 @@ func (b *Bus) Close() error {
 		}
 	})
 	return b.closeErr
+}
+
+// begin registers a sending call; it fails once Close has begun, or, for dead letters (which
+// the handlers Close waits for may still write), once Close has stopped the subscriptions. The
+// caller calls b.inflight.Done when it no longer waits for anything.
+func (b *Bus) begin(deadLetter bool) error {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.sealed || (b.closing && !deadLetter) {
+		return errs.Wrap(errs.Unavailable, errors.New("the nats bus is closed"), "event bus unavailable")
+	}
+	b.inflight.Add(1)
+	return nil
 }
 
 // servers is a parsed URL list: what to dial, what to show, and what to scrub from errors.

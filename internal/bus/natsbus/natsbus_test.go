@@ -431,3 +431,8 @@ func TestRedact(t *testing.T) {
 		t.Fatal("an error without secrets was rewrapped")
 	}
 }
+
+// warnLogger logs warnings and errors to the test's output.
+func warnLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+}

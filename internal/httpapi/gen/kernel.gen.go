@@ -304,6 +304,7 @@ const (
 	ProblemCodeTooLarge             ProblemCode = "too_large"
 	ProblemCodeUnauthenticated      ProblemCode = "unauthenticated"
 	ProblemCodeUnavailable          ProblemCode = "unavailable"
+	ProblemCodeUnprocessable        ProblemCode = "unprocessable"
 	ProblemCodeUnsupportedMediaType ProblemCode = "unsupported_media_type"
 )
 
@@ -331,6 +332,8 @@ func (e ProblemCode) Valid() bool {
 	case ProblemCodeUnauthenticated:
 		return true
 	case ProblemCodeUnavailable:
+		return true
+	case ProblemCodeUnprocessable:
 		return true
 	case ProblemCodeUnsupportedMediaType:
 		return true
@@ -636,6 +639,170 @@ type CheckResultName string
 // CheckResultStatus defines model for CheckResult.Status.
 type CheckResultStatus string
 
+// DLQReprocessRequest Exactly one of `ids`, `filter` or `all` (true) selects the dead letters.
+type DLQReprocessRequest struct {
+	// All Every dead letter of the tenant (SUPER_ADMIN without `tenant`, of every tenant).
+	All *bool `json:"all,omitempty"`
+
+	// DryRun Select and count, change nothing.
+	DryRun *bool `json:"dry_run,omitempty"`
+
+	// Filter Dead letters matching every member given.
+	Filter *DLQSelector `json:"filter,omitempty"`
+	Ids    *[]string    `json:"ids,omitempty"`
+
+	// Limit Dead letters handled by this call at most.
+	Limit *int `json:"limit,omitempty"`
+
+	// Rate Redeliveries per second at most.
+	Rate *int `json:"rate,omitempty"`
+}
+
+// DLQReprocessResult Example: {"dry_run":false,"ids":["dlq_6b86b273ff34fce19d6b804eff5a3f57","dlq_d4735e3a265e16eee03f59718b9b5d03"],"matched":2,"remaining":0,"reprocessed":2}
+type DLQReprocessResult struct {
+	DryRun bool `json:"dry_run"`
+
+	// Ids The ids reprocessed, or on a dry run the ids selected.
+	Ids []string `json:"ids"`
+
+	// Matched Dead letters this call selected (at most `limit`).
+	Matched int `json:"matched"`
+
+	// Remaining Dead letters matching the selection after this call.
+	Remaining int64 `json:"remaining"`
+
+	// Reprocessed Of those, how many were delivered again and removed from the DLQ (0 on a dry run).
+	Reprocessed int `json:"reprocessed"`
+}
+
+// DLQSelector Dead letters matching every member given.
+type DLQSelector struct {
+	Consumer *string `json:"consumer,omitempty"`
+
+	// Since Failed at or after this time.
+	Since *time.Time `json:"since,omitempty"`
+	Type  *string    `json:"type,omitempty"`
+
+	// Until Failed before this time.
+	Until *time.Time `json:"until,omitempty"`
+}
+
+// DeadLetter An event a consumer gave up on.
+type DeadLetter struct {
+	// Attempts Deliveries tried, the last one included.
+	Attempts int `json:"attempts"`
+
+	// Consumer The consumer that failed, and that a reprocessing delivers the event to.
+	Consumer string `json:"consumer"`
+
+	// Event The CloudEvent as delivered (structured JSON mode).
+	Event *map[string]interface{} `json:"event,omitempty"`
+
+	// EventId The CloudEvents `id`.
+	EventId string `json:"event_id"`
+
+	// EventType The CloudEvents `type`.
+	EventType string `json:"event_type"`
+
+	// FailedAt When it was dead-lettered.
+	FailedAt time.Time `json:"failed_at"`
+
+	// Id `dlq_…`, derived from the consumer and the event id: the same event failed by the same consumer again keeps its id.
+	Id string `json:"id"`
+
+	// PayloadBase64 The delivered bytes, standard base64, instead of `event` when they are not a JSON object (a malformed event).
+	PayloadBase64 *[]byte `json:"payload_base64,omitempty"`
+
+	// Reason The consumer's last error.
+	Reason string `json:"reason"`
+
+	// StoredAt When the event was first stored on the bus.
+	StoredAt time.Time `json:"stored_at"`
+	Tenant   string    `json:"tenant"`
+}
+
+// DeadLetterList defines model for DeadLetterList.
+type DeadLetterList struct {
+	Items []DeadLetter `json:"items"`
+
+	// NextCursor Pass as `cursor` to get the next page; absent on the last page.
+	NextCursor *string `json:"next_cursor,omitempty"`
+}
+
+// EventConsumer defines model for EventConsumer.
+type EventConsumer struct {
+	// AckPending Events delivered and not yet settled.
+	AckPending int64 `json:"ack_pending"`
+
+	// Created False until the consumer first subscribed on the bus.
+	Created bool   `json:"created"`
+	Name    string `json:"name"`
+
+	// Pending Events matching the consumer not delivered yet (its lag).
+	Pending int64 `json:"pending"`
+}
+
+// EventConsumerList defines model for EventConsumerList.
+type EventConsumerList struct {
+	// DeadLetters Dead letters in the DLQ, all tenants and consumers.
+	DeadLetters int64           `json:"dead_letters"`
+	Items       []EventConsumer `json:"items"`
+}
+
+// EventReplayRequest defines model for EventReplayRequest.
+type EventReplayRequest struct {
+	// Consumer The consumer to deliver the events to; one of `GET /v1/events/consumers`.
+	Consumer string `json:"consumer"`
+
+	// DryRun Count the events, deliver nothing.
+	DryRun *bool `json:"dry_run,omitempty"`
+
+	// From Start of the window, inclusive.
+	From time.Time `json:"from"`
+
+	// Limit Events handled by this call at most.
+	Limit *int `json:"limit,omitempty"`
+
+	// To End of the window, exclusive; at most 7 days after `from`.
+	To time.Time `json:"to"`
+
+	// Types Only events of these types; every type when absent.
+	Types *[]string `json:"types,omitempty"`
+}
+
+// EventReplayResult defines model for EventReplayResult.
+type EventReplayResult struct {
+	DryRun bool `json:"dry_run"`
+
+	// Matched Events of the window this call went through (at most `limit`).
+	Matched int `json:"matched"`
+
+	// NextFrom When truncated, the time of the first event not handled; pass it as `from`.
+	NextFrom *time.Time `json:"next_from,omitempty"`
+
+	// OldestAvailable The oldest event the stream still holds; absent when it holds none.
+	OldestAvailable *time.Time `json:"oldest_available,omitempty"`
+
+	// Redelivered Of those, how many were delivered again (0 on a dry run).
+	Redelivered int `json:"redelivered"`
+
+	// Truncated The window holds more events than this call handled; continue from `next_from`.
+	Truncated bool `json:"truncated"`
+}
+
+// EventStat defines model for EventStat.
+type EventStat struct {
+	Count       int64     `json:"count"`
+	LastEventAt time.Time `json:"last_event_at"`
+	Tenant      string    `json:"tenant"`
+	Type        string    `json:"type"`
+}
+
+// EventStatList defines model for EventStatList.
+type EventStatList struct {
+	Items []EventStat `json:"items"`
+}
+
 // FieldError defines model for FieldError.
 type FieldError struct {
 	// Name Where the field is, e.g. `body.username`.
@@ -826,8 +993,17 @@ type Whoami struct {
 // AgentID defines model for AgentID.
 type AgentID = string
 
+// ConsumerQuery defines model for ConsumerQuery.
+type ConsumerQuery = string
+
 // Cursor defines model for Cursor.
 type Cursor = string
+
+// EventTypeQuery defines model for EventTypeQuery.
+type EventTypeQuery = string
+
+// IdempotencyKey defines model for IdempotencyKey.
+type IdempotencyKey = string
 
 // KeyID defines model for KeyID.
 type KeyID = string
@@ -835,18 +1011,24 @@ type KeyID = string
 // Limit defines model for Limit.
 type Limit = int
 
+// SinceQuery defines model for SinceQuery.
+type SinceQuery = time.Time
+
 // TenantID defines model for TenantID.
 type TenantID = string
 
 // TenantQuery defines model for TenantQuery.
 type TenantQuery = string
 
+// UntilQuery defines model for UntilQuery.
+type UntilQuery = time.Time
+
 // Unauthorized RFC 9457 problem details.
 type Unauthorized = Problem
 
 // ListAgentsParams defines parameters for ListAgents.
 type ListAgentsParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 
 	// Limit Page size.
@@ -867,38 +1049,68 @@ type ListAgentsParams struct {
 
 // RegisterAgentParams defines parameters for RegisterAgent.
 type RegisterAgentParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+
+	// IdempotencyKey Makes retrying this request safe (IETF draft-ietf-httpapi-idempotency-key-header). The value
+	// is a Structured Field String, e.g. `"8e03978e-40d5-43e8-bc93-6894a57f9324"`; an unquoted
+	// token of `A-Z a-z 0-9 . _ ~ : -` is accepted too; at most 255 characters once unquoted. Keys
+	// belong to the caller's tenant and to the caller (user or API key): the same value sent by
+	// another tenant or another caller is another key.
+	//
+	// The first completed response to a key is kept for `idempotency.ttl` (24 h by default). A
+	// retry with the same key and the same request (method, path and query, body) gets that
+	// response again — same status, headers and body — with the added header
+	// `Idempotent-Replayed: true`, and nothing is done twice. The same key while the first request
+	// is still being processed gets 409 (with `Retry-After`); the same key with a different request
+	// gets 422. A 5xx response is not kept, so a retry after one is processed anew. Without the
+	// header the request is processed as usual.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // DeregisterAgentParams defines parameters for DeregisterAgent.
 type DeregisterAgentParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 }
 
 // GetAgentParams defines parameters for GetAgent.
 type GetAgentParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 }
 
 // UpdateAgentParams defines parameters for UpdateAgent.
 type UpdateAgentParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
 	Tenant  *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 	IfMatch string       `json:"If-Match"`
 }
 
 // HeartbeatAgentParams defines parameters for HeartbeatAgent.
 type HeartbeatAgentParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+
+	// IdempotencyKey Makes retrying this request safe (IETF draft-ietf-httpapi-idempotency-key-header). The value
+	// is a Structured Field String, e.g. `"8e03978e-40d5-43e8-bc93-6894a57f9324"`; an unquoted
+	// token of `A-Z a-z 0-9 . _ ~ : -` is accepted too; at most 255 characters once unquoted. Keys
+	// belong to the caller's tenant and to the caller (user or API key): the same value sent by
+	// another tenant or another caller is another key.
+	//
+	// The first completed response to a key is kept for `idempotency.ttl` (24 h by default). A
+	// retry with the same key and the same request (method, path and query, body) gets that
+	// response again — same status, headers and body — with the added header
+	// `Idempotent-Replayed: true`, and nothing is done twice. The same key while the first request
+	// is still being processed gets 409 (with `Retry-After`); the same key with a different request
+	// gets 422. A 5xx response is not kept, so a retry after one is processed anew. Without the
+	// header the request is processed as usual.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // ListApiKeysParams defines parameters for ListApiKeys.
 type ListApiKeysParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 
 	// Limit Page size.
@@ -910,31 +1122,61 @@ type ListApiKeysParams struct {
 
 // CreateApiKeyParams defines parameters for CreateApiKey.
 type CreateApiKeyParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+
+	// IdempotencyKey Makes retrying this request safe (IETF draft-ietf-httpapi-idempotency-key-header). The value
+	// is a Structured Field String, e.g. `"8e03978e-40d5-43e8-bc93-6894a57f9324"`; an unquoted
+	// token of `A-Z a-z 0-9 . _ ~ : -` is accepted too; at most 255 characters once unquoted. Keys
+	// belong to the caller's tenant and to the caller (user or API key): the same value sent by
+	// another tenant or another caller is another key.
+	//
+	// The first completed response to a key is kept for `idempotency.ttl` (24 h by default). A
+	// retry with the same key and the same request (method, path and query, body) gets that
+	// response again — same status, headers and body — with the added header
+	// `Idempotent-Replayed: true`, and nothing is done twice. The same key while the first request
+	// is still being processed gets 409 (with `Retry-After`); the same key with a different request
+	// gets 422. A 5xx response is not kept, so a retry after one is processed anew. Without the
+	// header the request is processed as usual.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // RevokeApiKeyParams defines parameters for RevokeApiKey.
 type RevokeApiKeyParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 }
 
 // GetApiKeyParams defines parameters for GetApiKey.
 type GetApiKeyParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 }
 
 // RotateApiKeyParams defines parameters for RotateApiKey.
 type RotateApiKeyParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+
+	// IdempotencyKey Makes retrying this request safe (IETF draft-ietf-httpapi-idempotency-key-header). The value
+	// is a Structured Field String, e.g. `"8e03978e-40d5-43e8-bc93-6894a57f9324"`; an unquoted
+	// token of `A-Z a-z 0-9 . _ ~ : -` is accepted too; at most 255 characters once unquoted. Keys
+	// belong to the caller's tenant and to the caller (user or API key): the same value sent by
+	// another tenant or another caller is another key.
+	//
+	// The first completed response to a key is kept for `idempotency.ttl` (24 h by default). A
+	// retry with the same key and the same request (method, path and query, body) gets that
+	// response again — same status, headers and body — with the added header
+	// `Idempotent-Replayed: true`, and nothing is done twice. The same key while the first request
+	// is still being processed gets 409 (with `Retry-After`); the same key with a different request
+	// gets 422. A 5xx response is not kept, so a retry after one is processed anew. Without the
+	// header the request is processed as usual.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // ListAuditParams defines parameters for ListAudit.
 type ListAuditParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 
 	// Limit Page size.
@@ -953,13 +1195,13 @@ type ListAuditParamsDecision string
 
 // GetAuditCheckpointParams defines parameters for GetAuditCheckpoint.
 type GetAuditCheckpointParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 }
 
 // GetAuditConsistencyProofParams defines parameters for GetAuditConsistencyProof.
 type GetAuditConsistencyProofParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 	From   int64        `form:"from" json:"from"`
 	To     int64        `form:"to" json:"to"`
@@ -967,7 +1209,7 @@ type GetAuditConsistencyProofParams struct {
 
 // GetAuditInclusionProofParams defines parameters for GetAuditInclusionProof.
 type GetAuditInclusionProofParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 	Seq    int64        `form:"seq" json:"seq"`
 
@@ -977,7 +1219,79 @@ type GetAuditInclusionProofParams struct {
 
 // VerifyAuditParams defines parameters for VerifyAudit.
 type VerifyAuditParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
+	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+}
+
+// ListDeadLettersParams defines parameters for ListDeadLetters.
+type ListDeadLettersParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
+	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+
+	// Limit Page size.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from the previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// Consumer Only dead letters of this consumer.
+	Consumer *ConsumerQuery `form:"consumer,omitempty" json:"consumer,omitempty"`
+
+	// Type Only dead letters of events of this type, e.g. `nops.agent.registered.v1`.
+	Type *EventTypeQuery `form:"type,omitempty" json:"type,omitempty"`
+
+	// Since Only dead letters that failed at or after this time (RFC 3339).
+	Since *SinceQuery `form:"since,omitempty" json:"since,omitempty"`
+
+	// Until Only dead letters that failed before this time (RFC 3339).
+	Until *UntilQuery `form:"until,omitempty" json:"until,omitempty"`
+}
+
+// ReprocessDeadLettersParams defines parameters for ReprocessDeadLetters.
+type ReprocessDeadLettersParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
+	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+
+	// IdempotencyKey Makes retrying this request safe (IETF draft-ietf-httpapi-idempotency-key-header). The value
+	// is a Structured Field String, e.g. `"8e03978e-40d5-43e8-bc93-6894a57f9324"`; an unquoted
+	// token of `A-Z a-z 0-9 . _ ~ : -` is accepted too; at most 255 characters once unquoted. Keys
+	// belong to the caller's tenant and to the caller (user or API key): the same value sent by
+	// another tenant or another caller is another key.
+	//
+	// The first completed response to a key is kept for `idempotency.ttl` (24 h by default). A
+	// retry with the same key and the same request (method, path and query, body) gets that
+	// response again — same status, headers and body — with the added header
+	// `Idempotent-Replayed: true`, and nothing is done twice. The same key while the first request
+	// is still being processed gets 409 (with `Retry-After`); the same key with a different request
+	// gets 422. A 5xx response is not kept, so a retry after one is processed anew. Without the
+	// header the request is processed as usual.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// ReplayEventsParams defines parameters for ReplayEvents.
+type ReplayEventsParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
+	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+
+	// IdempotencyKey Makes retrying this request safe (IETF draft-ietf-httpapi-idempotency-key-header). The value
+	// is a Structured Field String, e.g. `"8e03978e-40d5-43e8-bc93-6894a57f9324"`; an unquoted
+	// token of `A-Z a-z 0-9 . _ ~ : -` is accepted too; at most 255 characters once unquoted. Keys
+	// belong to the caller's tenant and to the caller (user or API key): the same value sent by
+	// another tenant or another caller is another key.
+	//
+	// The first completed response to a key is kept for `idempotency.ttl` (24 h by default). A
+	// retry with the same key and the same request (method, path and query, body) gets that
+	// response again — same status, headers and body — with the added header
+	// `Idempotent-Replayed: true`, and nothing is done twice. The same key while the first request
+	// is still being processed gets 409 (with `Retry-After`); the same key with a different request
+	// gets 422. A 5xx response is not kept, so a retry after one is processed anew. Without the
+	// header the request is processed as usual.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// GetEventStatsParams defines parameters for GetEventStats.
+type GetEventStatsParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 }
 
@@ -990,9 +1304,63 @@ type ListTenantsParams struct {
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
 }
 
+// CreateTenantParams defines parameters for CreateTenant.
+type CreateTenantParams struct {
+	// IdempotencyKey Makes retrying this request safe (IETF draft-ietf-httpapi-idempotency-key-header). The value
+	// is a Structured Field String, e.g. `"8e03978e-40d5-43e8-bc93-6894a57f9324"`; an unquoted
+	// token of `A-Z a-z 0-9 . _ ~ : -` is accepted too; at most 255 characters once unquoted. Keys
+	// belong to the caller's tenant and to the caller (user or API key): the same value sent by
+	// another tenant or another caller is another key.
+	//
+	// The first completed response to a key is kept for `idempotency.ttl` (24 h by default). A
+	// retry with the same key and the same request (method, path and query, body) gets that
+	// response again — same status, headers and body — with the added header
+	// `Idempotent-Replayed: true`, and nothing is done twice. The same key while the first request
+	// is still being processed gets 409 (with `Retry-After`); the same key with a different request
+	// gets 422. A 5xx response is not kept, so a retry after one is processed anew. Without the
+	// header the request is processed as usual.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // DeleteTenantParams defines parameters for DeleteTenant.
 type DeleteTenantParams struct {
 	Cascade *bool `form:"cascade,omitempty" json:"cascade,omitempty"`
+}
+
+// ResumeTenantParams defines parameters for ResumeTenant.
+type ResumeTenantParams struct {
+	// IdempotencyKey Makes retrying this request safe (IETF draft-ietf-httpapi-idempotency-key-header). The value
+	// is a Structured Field String, e.g. `"8e03978e-40d5-43e8-bc93-6894a57f9324"`; an unquoted
+	// token of `A-Z a-z 0-9 . _ ~ : -` is accepted too; at most 255 characters once unquoted. Keys
+	// belong to the caller's tenant and to the caller (user or API key): the same value sent by
+	// another tenant or another caller is another key.
+	//
+	// The first completed response to a key is kept for `idempotency.ttl` (24 h by default). A
+	// retry with the same key and the same request (method, path and query, body) gets that
+	// response again — same status, headers and body — with the added header
+	// `Idempotent-Replayed: true`, and nothing is done twice. The same key while the first request
+	// is still being processed gets 409 (with `Retry-After`); the same key with a different request
+	// gets 422. A 5xx response is not kept, so a retry after one is processed anew. Without the
+	// header the request is processed as usual.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// SuspendTenantParams defines parameters for SuspendTenant.
+type SuspendTenantParams struct {
+	// IdempotencyKey Makes retrying this request safe (IETF draft-ietf-httpapi-idempotency-key-header). The value
+	// is a Structured Field String, e.g. `"8e03978e-40d5-43e8-bc93-6894a57f9324"`; an unquoted
+	// token of `A-Z a-z 0-9 . _ ~ : -` is accepted too; at most 255 characters once unquoted. Keys
+	// belong to the caller's tenant and to the caller (user or API key): the same value sent by
+	// another tenant or another caller is another key.
+	//
+	// The first completed response to a key is kept for `idempotency.ttl` (24 h by default). A
+	// retry with the same key and the same request (method, path and query, body) gets that
+	// response again — same status, headers and body — with the added header
+	// `Idempotent-Replayed: true`, and nothing is done twice. The same key while the first request
+	// is still being processed gets 409 (with `Retry-After`); the same key with a different request
+	// gets 422. A 5xx response is not kept, so a retry after one is processed anew. Without the
+	// header the request is processed as usual.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // RegisterAgentJSONRequestBody defines body for RegisterAgent for application/json ContentType.
@@ -1012,6 +1380,12 @@ type RotateApiKeyJSONRequestBody = ApiKeyRotate
 
 // CreateTokenJSONRequestBody defines body for CreateToken for application/json ContentType.
 type CreateTokenJSONRequestBody = TokenRequest
+
+// ReprocessDeadLettersJSONRequestBody defines body for ReprocessDeadLetters for application/json ContentType.
+type ReprocessDeadLettersJSONRequestBody = DLQReprocessRequest
+
+// ReplayEventsJSONRequestBody defines body for ReplayEvents for application/json ContentType.
+type ReplayEventsJSONRequestBody = EventReplayRequest
 
 // CreateTenantJSONRequestBody defines body for CreateTenant for application/json ContentType.
 type CreateTenantJSONRequestBody = TenantCreate
@@ -1146,6 +1520,21 @@ type ServerInterface interface {
 	// GetWhoami The authenticated principal
 	// (GET /v1/auth/whoami)
 	GetWhoami(w http.ResponseWriter, r *http.Request)
+	// ListDeadLetters Dead letters of the caller's tenant (SUPER_ADMIN — of every tenant, or of a named one)
+	// (GET /v1/dlq)
+	ListDeadLetters(w http.ResponseWriter, r *http.Request, params ListDeadLettersParams)
+	// ReprocessDeadLetters Deliver dead letters again to the consumer that failed them, and remove them from the DLQ
+	// (POST /v1/dlq/reprocess)
+	ReprocessDeadLetters(w http.ResponseWriter, r *http.Request, params ReprocessDeadLettersParams)
+	// ListConsumers The kernel's event consumers, with their backlog, and the size of the DLQ
+	// (GET /v1/events/consumers)
+	ListConsumers(w http.ResponseWriter, r *http.Request)
+	// ReplayEvents Deliver the events of a time window again to one consumer
+	// (POST /v1/events/replay)
+	ReplayEvents(w http.ResponseWriter, r *http.Request, params ReplayEventsParams)
+	// GetEventStats How many events of each type the caller's tenant has had, and when the last one was
+	// (GET /v1/events/stats)
+	GetEventStats(w http.ResponseWriter, r *http.Request, params GetEventStatsParams)
 	// GetSystemConfig The kernel's effective configuration, secrets redacted
 	// (GET /v1/system/config)
 	GetSystemConfig(w http.ResponseWriter, r *http.Request)
@@ -1154,7 +1543,7 @@ type ServerInterface interface {
 	ListTenants(w http.ResponseWriter, r *http.Request, params ListTenantsParams)
 	// CreateTenant Create a tenant
 	// (POST /v1/tenants)
-	CreateTenant(w http.ResponseWriter, r *http.Request)
+	CreateTenant(w http.ResponseWriter, r *http.Request, params CreateTenantParams)
 	// DeleteTenant Delete a tenant
 	// (DELETE /v1/tenants/{tenant_id})
 	DeleteTenant(w http.ResponseWriter, r *http.Request, tenantId TenantID, params DeleteTenantParams)
@@ -1163,10 +1552,10 @@ type ServerInterface interface {
 	GetTenant(w http.ResponseWriter, r *http.Request, tenantId TenantID)
 	// ResumeTenant Resume a suspended tenant
 	// (POST /v1/tenants/{tenant_id}/resume)
-	ResumeTenant(w http.ResponseWriter, r *http.Request, tenantId TenantID)
+	ResumeTenant(w http.ResponseWriter, r *http.Request, tenantId TenantID, params ResumeTenantParams)
 	// SuspendTenant Suspend a tenant
 	// (POST /v1/tenants/{tenant_id}/suspend)
-	SuspendTenant(w http.ResponseWriter, r *http.Request, tenantId TenantID)
+	SuspendTenant(w http.ResponseWriter, r *http.Request, tenantId TenantID, params SuspendTenantParams)
 }
 
 // ServerInterfaceWrapper converts contexts to parameters.
@@ -1352,6 +1741,27 @@ func (siw *ServerInterfaceWrapper) RegisterAgent(w http.ResponseWriter, r *http.
 			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
 		}
 		return
+	}
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
 	}
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -1547,6 +1957,27 @@ func (siw *ServerInterfaceWrapper) HeartbeatAgent(w http.ResponseWriter, r *http
 		return
 	}
 
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.HeartbeatAgent(w, r, agentId, params)
 	}))
@@ -1637,6 +2068,27 @@ func (siw *ServerInterfaceWrapper) CreateApiKey(w http.ResponseWriter, r *http.R
 			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
 		}
 		return
+	}
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
 	}
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -1763,6 +2215,27 @@ func (siw *ServerInterfaceWrapper) RotateApiKey(w http.ResponseWriter, r *http.R
 			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
 		}
 		return
+	}
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
 	}
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -2073,6 +2546,272 @@ func (siw *ServerInterfaceWrapper) GetWhoami(w http.ResponseWriter, r *http.Requ
 	handler.ServeHTTP(w, r)
 }
 
+// ListDeadLetters operation middleware
+func (siw *ServerInterfaceWrapper) ListDeadLetters(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListDeadLettersParams
+
+	// ------------- Optional query parameter "tenant" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tenant", r.URL.Query(), &params.Tenant, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "tenant"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "consumer" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "consumer", r.URL.Query(), &params.Consumer, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "consumer"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "consumer", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "type" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "type", r.URL.Query(), &params.Type, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "type"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "type", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "since" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "since", r.URL.Query(), &params.Since, runtime.BindQueryParameterOptions{Type: "string", Format: "date-time"})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "since"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "since", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "until" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "until", r.URL.Query(), &params.Until, runtime.BindQueryParameterOptions{Type: "string", Format: "date-time"})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "until"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "until", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListDeadLetters(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ReprocessDeadLetters operation middleware
+func (siw *ServerInterfaceWrapper) ReprocessDeadLetters(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ReprocessDeadLettersParams
+
+	// ------------- Optional query parameter "tenant" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tenant", r.URL.Query(), &params.Tenant, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "tenant"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
+		}
+		return
+	}
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ReprocessDeadLetters(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ListConsumers operation middleware
+func (siw *ServerInterfaceWrapper) ListConsumers(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListConsumers(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ReplayEvents operation middleware
+func (siw *ServerInterfaceWrapper) ReplayEvents(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ReplayEventsParams
+
+	// ------------- Optional query parameter "tenant" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tenant", r.URL.Query(), &params.Tenant, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "tenant"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
+		}
+		return
+	}
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ReplayEvents(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetEventStats operation middleware
+func (siw *ServerInterfaceWrapper) GetEventStats(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetEventStatsParams
+
+	// ------------- Optional query parameter "tenant" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tenant", r.URL.Query(), &params.Tenant, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "tenant"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetEventStats(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // GetSystemConfig operation middleware
 func (siw *ServerInterfaceWrapper) GetSystemConfig(w http.ResponseWriter, r *http.Request) {
 
@@ -2136,8 +2875,35 @@ func (siw *ServerInterfaceWrapper) ListTenants(w http.ResponseWriter, r *http.Re
 // CreateTenant operation middleware
 func (siw *ServerInterfaceWrapper) CreateTenant(w http.ResponseWriter, r *http.Request) {
 
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateTenantParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		siw.Handler.CreateTenant(w, r)
+		siw.Handler.CreateTenant(w, r, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -2230,8 +2996,32 @@ func (siw *ServerInterfaceWrapper) ResumeTenant(w http.ResponseWriter, r *http.R
 		return
 	}
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ResumeTenantParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		siw.Handler.ResumeTenant(w, r, tenantId)
+		siw.Handler.ResumeTenant(w, r, tenantId, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -2256,8 +3046,32 @@ func (siw *ServerInterfaceWrapper) SuspendTenant(w http.ResponseWriter, r *http.
 		return
 	}
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params SuspendTenantParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		siw.Handler.SuspendTenant(w, r, tenantId)
+		siw.Handler.SuspendTenant(w, r, tenantId, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -2416,6 +3230,11 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/audit/proof/inclusion", wrapper.GetAuditInclusionProof)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/audit/proof/consistency", wrapper.GetAuditConsistencyProof)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/audit/verify", wrapper.VerifyAudit)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/dlq", wrapper.ListDeadLetters)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/dlq/reprocess", wrapper.ReprocessDeadLetters)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/events/replay", wrapper.ReplayEvents)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/events/stats", wrapper.GetEventStats)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/events/consumers", wrapper.ListConsumers)
 
 	return m
 }
@@ -2791,6 +3610,20 @@ func (response RegisterAgent409ApplicationProblemPlusJSONResponse) VisitRegister
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RegisterAgent422ApplicationProblemPlusJSONResponse Problem
+
+func (response RegisterAgent422ApplicationProblemPlusJSONResponse) VisitRegisterAgentResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -3223,6 +4056,34 @@ func (response HeartbeatAgent404ApplicationProblemPlusJSONResponse) VisitHeartbe
 	return err
 }
 
+type HeartbeatAgent409ApplicationProblemPlusJSONResponse Problem
+
+func (response HeartbeatAgent409ApplicationProblemPlusJSONResponse) VisitHeartbeatAgentResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type HeartbeatAgent422ApplicationProblemPlusJSONResponse Problem
+
+func (response HeartbeatAgent422ApplicationProblemPlusJSONResponse) VisitHeartbeatAgentResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type HeartbeatAgentdefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -3396,6 +4257,34 @@ func (response CreateApiKey404ApplicationProblemPlusJSONResponse) VisitCreateApi
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateApiKey409ApplicationProblemPlusJSONResponse Problem
+
+func (response CreateApiKey409ApplicationProblemPlusJSONResponse) VisitCreateApiKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateApiKey422ApplicationProblemPlusJSONResponse Problem
+
+func (response CreateApiKey422ApplicationProblemPlusJSONResponse) VisitCreateApiKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -3686,6 +4575,20 @@ func (response RotateApiKey409ApplicationProblemPlusJSONResponse) VisitRotateApi
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateApiKey422ApplicationProblemPlusJSONResponse Problem
+
+func (response RotateApiKey422ApplicationProblemPlusJSONResponse) VisitRotateApiKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -4315,6 +5218,601 @@ func (response GetWhoamidefaultApplicationProblemPlusJSONResponse) VisitGetWhoam
 	return err
 }
 
+type ListDeadLettersRequestObject struct {
+	Params ListDeadLettersParams
+}
+
+type ListDeadLettersResponseObject interface {
+	VisitListDeadLettersResponse(w http.ResponseWriter) error
+}
+
+type ListDeadLetters200JSONResponse DeadLetterList
+
+func (response ListDeadLetters200JSONResponse) VisitListDeadLettersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDeadLetters400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response ListDeadLetters400ApplicationProblemPlusJSONResponse) VisitListDeadLettersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDeadLetters401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListDeadLetters401ApplicationProblemPlusJSONResponse) VisitListDeadLettersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDeadLetters403ApplicationProblemPlusJSONResponse Problem
+
+func (response ListDeadLetters403ApplicationProblemPlusJSONResponse) VisitListDeadLettersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDeadLetters404ApplicationProblemPlusJSONResponse Problem
+
+func (response ListDeadLetters404ApplicationProblemPlusJSONResponse) VisitListDeadLettersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDeadLetters503ApplicationProblemPlusJSONResponse Problem
+
+func (response ListDeadLetters503ApplicationProblemPlusJSONResponse) VisitListDeadLettersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDeadLettersdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListDeadLettersdefaultApplicationProblemPlusJSONResponse) VisitListDeadLettersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReprocessDeadLettersRequestObject struct {
+	Params ReprocessDeadLettersParams
+	Body   *ReprocessDeadLettersJSONRequestBody
+}
+
+type ReprocessDeadLettersResponseObject interface {
+	VisitReprocessDeadLettersResponse(w http.ResponseWriter) error
+}
+
+type ReprocessDeadLetters200JSONResponse DLQReprocessResult
+
+func (response ReprocessDeadLetters200JSONResponse) VisitReprocessDeadLettersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReprocessDeadLetters400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response ReprocessDeadLetters400ApplicationProblemPlusJSONResponse) VisitReprocessDeadLettersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReprocessDeadLetters401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ReprocessDeadLetters401ApplicationProblemPlusJSONResponse) VisitReprocessDeadLettersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReprocessDeadLetters403ApplicationProblemPlusJSONResponse Problem
+
+func (response ReprocessDeadLetters403ApplicationProblemPlusJSONResponse) VisitReprocessDeadLettersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReprocessDeadLetters404ApplicationProblemPlusJSONResponse Problem
+
+func (response ReprocessDeadLetters404ApplicationProblemPlusJSONResponse) VisitReprocessDeadLettersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReprocessDeadLetters409ApplicationProblemPlusJSONResponse Problem
+
+func (response ReprocessDeadLetters409ApplicationProblemPlusJSONResponse) VisitReprocessDeadLettersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReprocessDeadLetters422ApplicationProblemPlusJSONResponse Problem
+
+func (response ReprocessDeadLetters422ApplicationProblemPlusJSONResponse) VisitReprocessDeadLettersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReprocessDeadLetters503ApplicationProblemPlusJSONResponse Problem
+
+func (response ReprocessDeadLetters503ApplicationProblemPlusJSONResponse) VisitReprocessDeadLettersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReprocessDeadLettersdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ReprocessDeadLettersdefaultApplicationProblemPlusJSONResponse) VisitReprocessDeadLettersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListConsumersRequestObject struct {
+}
+
+type ListConsumersResponseObject interface {
+	VisitListConsumersResponse(w http.ResponseWriter) error
+}
+
+type ListConsumers200JSONResponse EventConsumerList
+
+func (response ListConsumers200JSONResponse) VisitListConsumersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListConsumers401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListConsumers401ApplicationProblemPlusJSONResponse) VisitListConsumersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListConsumers403ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response ListConsumers403ApplicationProblemPlusJSONResponse) VisitListConsumersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListConsumers503ApplicationProblemPlusJSONResponse Problem
+
+func (response ListConsumers503ApplicationProblemPlusJSONResponse) VisitListConsumersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListConsumersdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListConsumersdefaultApplicationProblemPlusJSONResponse) VisitListConsumersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReplayEventsRequestObject struct {
+	Params ReplayEventsParams
+	Body   *ReplayEventsJSONRequestBody
+}
+
+type ReplayEventsResponseObject interface {
+	VisitReplayEventsResponse(w http.ResponseWriter) error
+}
+
+type ReplayEvents200JSONResponse EventReplayResult
+
+func (response ReplayEvents200JSONResponse) VisitReplayEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReplayEvents400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response ReplayEvents400ApplicationProblemPlusJSONResponse) VisitReplayEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReplayEvents401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ReplayEvents401ApplicationProblemPlusJSONResponse) VisitReplayEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReplayEvents403ApplicationProblemPlusJSONResponse Problem
+
+func (response ReplayEvents403ApplicationProblemPlusJSONResponse) VisitReplayEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReplayEvents404ApplicationProblemPlusJSONResponse Problem
+
+func (response ReplayEvents404ApplicationProblemPlusJSONResponse) VisitReplayEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReplayEvents409ApplicationProblemPlusJSONResponse Problem
+
+func (response ReplayEvents409ApplicationProblemPlusJSONResponse) VisitReplayEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReplayEvents422ApplicationProblemPlusJSONResponse Problem
+
+func (response ReplayEvents422ApplicationProblemPlusJSONResponse) VisitReplayEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReplayEvents503ApplicationProblemPlusJSONResponse Problem
+
+func (response ReplayEvents503ApplicationProblemPlusJSONResponse) VisitReplayEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReplayEventsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ReplayEventsdefaultApplicationProblemPlusJSONResponse) VisitReplayEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEventStatsRequestObject struct {
+	Params GetEventStatsParams
+}
+
+type GetEventStatsResponseObject interface {
+	VisitGetEventStatsResponse(w http.ResponseWriter) error
+}
+
+type GetEventStats200JSONResponse EventStatList
+
+func (response GetEventStats200JSONResponse) VisitGetEventStatsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEventStats401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetEventStats401ApplicationProblemPlusJSONResponse) VisitGetEventStatsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEventStats403ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response GetEventStats403ApplicationProblemPlusJSONResponse) VisitGetEventStatsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEventStats404ApplicationProblemPlusJSONResponse Problem
+
+func (response GetEventStats404ApplicationProblemPlusJSONResponse) VisitGetEventStatsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEventStats503ApplicationProblemPlusJSONResponse Problem
+
+func (response GetEventStats503ApplicationProblemPlusJSONResponse) VisitGetEventStatsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetEventStatsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetEventStatsdefaultApplicationProblemPlusJSONResponse) VisitGetEventStatsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetSystemConfigRequestObject struct {
 }
 
@@ -4463,7 +5961,8 @@ func (response ListTenantsdefaultApplicationProblemPlusJSONResponse) VisitListTe
 }
 
 type CreateTenantRequestObject struct {
-	Body *CreateTenantJSONRequestBody
+	Params CreateTenantParams
+	Body   *CreateTenantJSONRequestBody
 }
 
 type CreateTenantResponseObject interface {
@@ -4543,6 +6042,20 @@ func (response CreateTenant409ApplicationProblemPlusJSONResponse) VisitCreateTen
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateTenant422ApplicationProblemPlusJSONResponse Problem
+
+func (response CreateTenant422ApplicationProblemPlusJSONResponse) VisitCreateTenantResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -4751,6 +6264,7 @@ func (response GetTenantdefaultApplicationProblemPlusJSONResponse) VisitGetTenan
 
 type ResumeTenantRequestObject struct {
 	TenantId TenantID `json:"tenant_id"`
+	Params   ResumeTenantParams
 }
 
 type ResumeTenantResponseObject interface {
@@ -4820,6 +6334,34 @@ func (response ResumeTenant404ApplicationProblemPlusJSONResponse) VisitResumeTen
 	return err
 }
 
+type ResumeTenant409ApplicationProblemPlusJSONResponse Problem
+
+func (response ResumeTenant409ApplicationProblemPlusJSONResponse) VisitResumeTenantResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ResumeTenant422ApplicationProblemPlusJSONResponse Problem
+
+func (response ResumeTenant422ApplicationProblemPlusJSONResponse) VisitResumeTenantResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ResumeTenantdefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -4839,6 +6381,7 @@ func (response ResumeTenantdefaultApplicationProblemPlusJSONResponse) VisitResum
 
 type SuspendTenantRequestObject struct {
 	TenantId TenantID `json:"tenant_id"`
+	Params   SuspendTenantParams
 }
 
 type SuspendTenantResponseObject interface {
@@ -4904,6 +6447,34 @@ func (response SuspendTenant404ApplicationProblemPlusJSONResponse) VisitSuspendT
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SuspendTenant409ApplicationProblemPlusJSONResponse Problem
+
+func (response SuspendTenant409ApplicationProblemPlusJSONResponse) VisitSuspendTenantResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SuspendTenant422ApplicationProblemPlusJSONResponse Problem
+
+func (response SuspendTenant422ApplicationProblemPlusJSONResponse) VisitSuspendTenantResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -4993,6 +6564,21 @@ type StrictServerInterface interface {
 	// GetWhoami The authenticated principal
 	// (GET /v1/auth/whoami)
 	GetWhoami(ctx context.Context, request GetWhoamiRequestObject) (GetWhoamiResponseObject, error)
+	// ListDeadLetters Dead letters of the caller's tenant (SUPER_ADMIN — of every tenant, or of a named one)
+	// (GET /v1/dlq)
+	ListDeadLetters(ctx context.Context, request ListDeadLettersRequestObject) (ListDeadLettersResponseObject, error)
+	// ReprocessDeadLetters Deliver dead letters again to the consumer that failed them, and remove them from the DLQ
+	// (POST /v1/dlq/reprocess)
+	ReprocessDeadLetters(ctx context.Context, request ReprocessDeadLettersRequestObject) (ReprocessDeadLettersResponseObject, error)
+	// ListConsumers The kernel's event consumers, with their backlog, and the size of the DLQ
+	// (GET /v1/events/consumers)
+	ListConsumers(ctx context.Context, request ListConsumersRequestObject) (ListConsumersResponseObject, error)
+	// ReplayEvents Deliver the events of a time window again to one consumer
+	// (POST /v1/events/replay)
+	ReplayEvents(ctx context.Context, request ReplayEventsRequestObject) (ReplayEventsResponseObject, error)
+	// GetEventStats How many events of each type the caller's tenant has had, and when the last one was
+	// (GET /v1/events/stats)
+	GetEventStats(ctx context.Context, request GetEventStatsRequestObject) (GetEventStatsResponseObject, error)
 	// GetSystemConfig The kernel's effective configuration, secrets redacted
 	// (GET /v1/system/config)
 	GetSystemConfig(ctx context.Context, request GetSystemConfigRequestObject) (GetSystemConfigResponseObject, error)
@@ -5670,6 +7256,148 @@ func (sh *strictHandler) GetWhoami(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// ListDeadLetters operation middleware
+func (sh *strictHandler) ListDeadLetters(w http.ResponseWriter, r *http.Request, params ListDeadLettersParams) {
+	var request ListDeadLettersRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListDeadLetters(ctx, request.(ListDeadLettersRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListDeadLetters")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListDeadLettersResponseObject); ok {
+		if err := validResponse.VisitListDeadLettersResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ReprocessDeadLetters operation middleware
+func (sh *strictHandler) ReprocessDeadLetters(w http.ResponseWriter, r *http.Request, params ReprocessDeadLettersParams) {
+	var request ReprocessDeadLettersRequestObject
+
+	request.Params = params
+
+	var body ReprocessDeadLettersJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ReprocessDeadLetters(ctx, request.(ReprocessDeadLettersRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ReprocessDeadLetters")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ReprocessDeadLettersResponseObject); ok {
+		if err := validResponse.VisitReprocessDeadLettersResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListConsumers operation middleware
+func (sh *strictHandler) ListConsumers(w http.ResponseWriter, r *http.Request) {
+	var request ListConsumersRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListConsumers(ctx, request.(ListConsumersRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListConsumers")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListConsumersResponseObject); ok {
+		if err := validResponse.VisitListConsumersResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ReplayEvents operation middleware
+func (sh *strictHandler) ReplayEvents(w http.ResponseWriter, r *http.Request, params ReplayEventsParams) {
+	var request ReplayEventsRequestObject
+
+	request.Params = params
+
+	var body ReplayEventsJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ReplayEvents(ctx, request.(ReplayEventsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ReplayEvents")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ReplayEventsResponseObject); ok {
+		if err := validResponse.VisitReplayEventsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetEventStats operation middleware
+func (sh *strictHandler) GetEventStats(w http.ResponseWriter, r *http.Request, params GetEventStatsParams) {
+	var request GetEventStatsRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetEventStats(ctx, request.(GetEventStatsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetEventStats")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetEventStatsResponseObject); ok {
+		if err := validResponse.VisitGetEventStatsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // GetSystemConfig operation middleware
 func (sh *strictHandler) GetSystemConfig(w http.ResponseWriter, r *http.Request) {
 	var request GetSystemConfigRequestObject
@@ -5721,8 +7449,10 @@ func (sh *strictHandler) ListTenants(w http.ResponseWriter, r *http.Request, par
 }
 
 // CreateTenant operation middleware
-func (sh *strictHandler) CreateTenant(w http.ResponseWriter, r *http.Request) {
+func (sh *strictHandler) CreateTenant(w http.ResponseWriter, r *http.Request, params CreateTenantParams) {
 	var request CreateTenantRequestObject
+
+	request.Params = params
 
 	var body CreateTenantJSONRequestBody
 	if err := runtime.BindJSONBody(r, &body); err != nil {
@@ -5805,10 +7535,11 @@ func (sh *strictHandler) GetTenant(w http.ResponseWriter, r *http.Request, tenan
 }
 
 // ResumeTenant operation middleware
-func (sh *strictHandler) ResumeTenant(w http.ResponseWriter, r *http.Request, tenantId TenantID) {
+func (sh *strictHandler) ResumeTenant(w http.ResponseWriter, r *http.Request, tenantId TenantID, params ResumeTenantParams) {
 	var request ResumeTenantRequestObject
 
 	request.TenantId = tenantId
+	request.Params = params
 
 	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
 		return sh.ssi.ResumeTenant(ctx, request.(ResumeTenantRequestObject))
@@ -5831,10 +7562,11 @@ func (sh *strictHandler) ResumeTenant(w http.ResponseWriter, r *http.Request, te
 }
 
 // SuspendTenant operation middleware
-func (sh *strictHandler) SuspendTenant(w http.ResponseWriter, r *http.Request, tenantId TenantID) {
+func (sh *strictHandler) SuspendTenant(w http.ResponseWriter, r *http.Request, tenantId TenantID, params SuspendTenantParams) {
 	var request SuspendTenantRequestObject
 
 	request.TenantId = tenantId
+	request.Params = params
 
 	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
 		return sh.ssi.SuspendTenant(ctx, request.(SuspendTenantRequestObject))

@@ -40,6 +40,8 @@ var migrations = []struct {
 	{5, "00005_api_keys.sql"},
 	{6, "00006_audit.sql"},
 	{7, "00007_outbox.sql"},
+	{8, "00008_idempotency.sql"},
+	{9, "00009_relay.sql"},
 }
 
 // Run runs the suite. open must return a fresh store with every migration applied, on a database

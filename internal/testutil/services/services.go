@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 
 	"net/url"
 	"os"
@@ -18,6 +19,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 const requireEnv = "NOPS_TEST_REQUIRE_SERVICES"
@@ -127,4 +130,39 @@ func redact(raw string) string {
 		return "(unparsable URL)"
 	}
 	return u.Redacted()
+}
+
+// NATSNamespace returns the shared NATS URL and a bus namespace of the test's own, and deletes
+// the namespace's streams ("<NS>_EVENTS", "<NS>_DLQ", with their consumers) when the test ends.
+// Call it before opening anything on the namespace, so that its cleanup runs after theirs.
+func NATSNamespace(t testing.TB) (url, ns string) {
+	t.Helper()
+	url = NATSURL(t)
+	ns = UniqueName("t")
+	t.Cleanup(func() { DeleteNATSStreams(t, url, ns) })
+	return url, ns
+}
+
+// DeleteNATSStreams deletes the streams of bus namespace ns on the NATS at url, if they exist.
+func DeleteNATSStreams(t testing.TB, url, ns string) {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Errorf("delete the streams of namespace %s: %v", ns, err)
+		return
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Errorf("delete the streams of namespace %s: %v", ns, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, suffix := range []string{"_EVENTS", "_DLQ"} {
+		name := strings.ToUpper(ns) + suffix
+		if err := js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			t.Errorf("delete stream %s: %v", name, err)
+		}
+	}
 }

@@ -1,0 +1,354 @@
+package natsbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nops-kernel/nops/internal/bus"
+	"github.com/nops-kernel/nops/internal/errs"
+)
+
+const (
+	// fetchBackoffMax caps the wait between failed fetches (consumer unreachable).
+	fetchBackoffMax = 2 * time.Second
+	// minMaxAckPending is the consumers' MaxAckPending unless Concurrency is larger: messages
+	// waiting for a delayed retry count towards it too.
+	minMaxAckPending = 1000
+)
+
+// Subscribe implements bus.Bus with a durable pull consumer on the event stream; see the
+// package documentation. Messages are fetched only for free handler slots (cfg.Concurrency),
+// so a slow handler slows delivery instead of filling memory.
+func (b *Bus) Subscribe(ctx context.Context, cfg bus.ConsumerConfig, h bus.Handler) (bus.Subscription, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("subscribe: %w", err)
+	}
+	if h == nil {
+		return nil, errs.Field("handler", "must not be nil")
+	}
+	if err := b.checkOpen(); err != nil {
+		return nil, err
+	}
+	var sources []*source
+	var err error
+	if b.multiFilter {
+		var src *source
+		src, err = b.ensureConsumer(ctx, cfg)
+		sources = []*source{src}
+	} else {
+		sources, err = b.ensureSplitConsumers(ctx, cfg)
+	}
+	if err != nil {
+		return nil, unavailable(err, "subscribe %s", cfg.Name)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	s := &subscription{
+		b:       b,
+		cfg:     cfg,
+		h:       h,
+		sources: sources,
+		ctx:     ctx,
+		runCtx:  runCtx,
+		cancel:  cancel,
+		slots:   newPool(cfg.Concurrency),
+		done:    make(chan struct{}),
+	}
+	b.mu.Lock()
+	if b.closing {
+		b.mu.Unlock()
+		cancel()
+		return nil, errs.Wrap(errs.Unavailable, errors.New("the nats bus is closed"), "event bus unavailable")
+	}
+	b.subs[s] = struct{}{}
+	b.mu.Unlock()
+	go s.run()
+	return s, nil
+}
+
+// checkOpen fails once Close has begun.
+func (b *Bus) checkOpen() error {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closing {
+		return errs.Wrap(errs.Unavailable, errors.New("the nats bus is closed"), "event bus unavailable")
+	}
+	return nil
+}
+
+// subscription is a running consumer: a goroutine fetching from each source (a single one on
+// NATS ≥ 2.10) and one goroutine per running handler.
+type subscription struct {
+	b       *Bus
+	cfg     bus.ConsumerConfig // with defaults
+	h       bus.Handler
+	sources []*source // each owned by its fetching goroutine
+
+	ctx    context.Context    // Subscribe's: the handlers' context
+	runCtx context.Context    // ends fetching: Subscribe's ctx ended or Stop/Close
+	cancel context.CancelFunc // ends runCtx
+
+	slots    *pool // handler slots: one per message handed to a handler
+	handlers sync.WaitGroup
+	done     chan struct{} // closed once fetching stopped and every handler returned
+}
+
+// Stop implements bus.Subscription: no more fetching (the pull request in flight is withdrawn,
+// and what it had already brought is handled); it waits (up to ctx) for the running handlers,
+// which settle their messages. Later calls wait the same way, and return at once when the
+// subscription has stopped.
+func (s *subscription) Stop(ctx context.Context) error {
+	s.cancel()
+	return s.wait(ctx)
+}
+
+func (s *subscription) wait(ctx context.Context) error {
+	select {
+	case <-s.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("stop consumer %s: handlers still running: %w", s.cfg.Name, context.Cause(ctx))
+	}
+}
+
+// errStopped ends a fetching loop.
+var errStopped = errors.New("subscription stopped")
+
+// run fetches until runCtx ends, then waits for the handlers. With one source, fetching waits
+// for free handler slots and asks for that many messages. With several (NATS < 2.10) each
+// source's goroutine waits until a slot is free, fetches one message without holding the slot
+// (so that a source with nothing to deliver does not keep the others waiting) and then takes
+// a slot for it.
+func (s *subscription) run() {
+	defer func() {
+		s.handlers.Wait()
+		s.b.mu.Lock()
+		delete(s.b.subs, s)
+		s.b.mu.Unlock()
+		close(s.done)
+	}()
+	if len(s.sources) == 1 {
+		s.loop(s.sources[0], s.fetchForSlots)
+		return
+	}
+	var wg sync.WaitGroup
+	for _, src := range s.sources {
+		wg.Go(func() { s.loop(src, s.fetchThenSlot) })
+	}
+	wg.Wait()
+}
+
+// loop runs step until the subscription stops, backing off while it fails.
+func (s *subscription) loop(src *source, step func(*source) error) {
+	log := s.b.logger.With("consumer", s.cfg.Name)
+	var backoff time.Duration
+	failing := false
+	for {
+		err := step(src)
+		if errors.Is(err, errStopped) || s.runCtx.Err() != nil {
+			return
+		}
+		if err == nil {
+			if failing {
+				log.Info("consumer fetching again")
+				failing = false
+			}
+			backoff = 0
+			continue
+		}
+		if !failing {
+			log.Warn("consumer cannot fetch; retrying", "error", err.Error())
+			failing = true
+		}
+		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, nats.ErrNoResponders) {
+			// Deleted behind our back (or its stream was recreated): create it again.
+			s.recreate(log, src)
+		}
+		backoff = min(max(2*backoff, 100*time.Millisecond), fetchBackoffMax)
+		t := time.NewTimer(backoff)
+		select {
+		case <-s.runCtx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// fetchForSlots waits for a free handler slot, takes every free one, and fetches that many
+// messages, starting a handler for each as it arrives.
+func (s *subscription) fetchForSlots(src *source) error {
+	n, ok := s.slots.wait(s.runCtx, true)
+	if !ok {
+		return errStopped
+	}
+	got, err := s.pull(src, n, s.start)
+	s.slots.release(n - got)
+	return err
+}
+
+// fetchThenSlot waits until a handler slot is free, fetches one message and takes a slot for
+// it. When another source took the slot meanwhile, it holds the message until one is free,
+// telling the server that the message is in progress so that its AckWait does not run out; if
+// the subscription stops meanwhile, the message is released for redelivery.
+func (s *subscription) fetchThenSlot(src *source) error {
+	if _, ok := s.slots.wait(s.runCtx, false); !ok {
+		return errStopped
+	}
+	_, err := s.pull(src, 1, func(msg *nats.Msg) {
+		var tick *time.Ticker
+		for {
+			freed, ok := s.slots.take()
+			if ok {
+				s.start(msg)
+				return
+			}
+			if tick == nil {
+				tick = time.NewTicker(max(s.cfg.AckWait/3, 10*time.Millisecond))
+				defer tick.Stop()
+			}
+			select {
+			case <-freed:
+			case <-tick.C:
+				_ = settler{s.b, msg}.inProgress()
+			case <-s.runCtx.Done():
+				_ = settler{s.b, msg}.Nak(s.runCtx, 0)
+				return
+			}
+		}
+	})
+	return err
+}
+
+// start runs the handler of msg in a goroutine of its own. The caller took a slot for it,
+// which the goroutine gives back.
+func (s *subscription) start(msg *nats.Msg) {
+	s.handlers.Add(1)
+	go func() {
+		defer s.handlers.Done()
+		defer s.slots.release(1)
+		s.handle(msg)
+	}()
+}
+
+// recreate creates src's consumer again if it disappeared. No responders also means a
+// replicated consumer between two leaders: then the lookup times out, quickly, and the next
+// pull finds the new leader.
+func (s *subscription) recreate(log *slog.Logger, src *source) {
+	ctx, cancel := context.WithTimeout(s.runCtx, time.Second)
+	defer cancel()
+	if _, err := src.ensure(ctx); err != nil {
+		log.Warn("consumer cannot be created again", "error", err.Error())
+	}
+}
+
+// handle turns msg into a delivery and lets bus.Dispatch run the handler and settle it.
+func (s *subscription) handle(msg *nats.Msg) {
+	st := settler{s.b, msg}
+	md, err := msg.Metadata()
+	if err != nil {
+		// Not a JetStream delivery: cannot happen on a pull consumer.
+		s.b.logger.Error("consumer received a message without metadata", "consumer", s.cfg.Name, "subject", msg.Subject, "error", err.Error())
+		_ = st.Term(s.ctx)
+		return
+	}
+	d := bus.Delivery{
+		Message:  s.b.decode(msg.Subject, msg.Header, msg.Data),
+		Consumer: s.cfg.Name,
+		Attempt:  int(md.NumDelivered),
+		StoredAt: md.Timestamp.UTC(),
+		Position: strconv.FormatUint(md.Sequence.Stream, 10),
+	}
+	h := s.h
+	if err := d.Validate(); err != nil {
+		// Published around the bus (a bare NATS client): nothing a handler can rely on.
+		h = func(context.Context, bus.Delivery) error {
+			return bus.Terminal(fmt.Errorf("malformed message on %s: %w", msg.Subject, err))
+		}
+	}
+	bus.Dispatch(s.ctx, d, st, h, s.cfg, s.b, s.b.ins)
+}
+
+// decode rebuilds a bus message from a stored one. The subject is authoritative for tenant and
+// type; the event id is Nops-Id, or else Nats-Msg-Id.
+func (b *Bus) decode(subject string, h nats.Header, data []byte) bus.Message {
+	m := bus.Message{
+		ID:          h.Get(hdrID),
+		Tenant:      h.Get(hdrTenant),
+		Type:        h.Get(hdrType),
+		TraceParent: h.Get(hdrTraceParent),
+		Payload:     data,
+	}
+	if m.ID == "" {
+		m.ID = h.Get(jetstream.MsgIDHeader)
+	}
+	if tenant, typ, ok := b.parseSubject(subject); ok {
+		m.Tenant, m.Type = tenant, typ
+	}
+	return m
+}
+
+// pool is a set of handler slots whose users can also wait for a free slot without taking it.
+type pool struct {
+	mu    sync.Mutex
+	size  int
+	used  int
+	freed chan struct{} // closed (and replaced) whenever slots are given back
+}
+
+func newPool(size int) *pool { return &pool{size: size, freed: make(chan struct{})} }
+
+// take takes a slot if one is free; otherwise it returns a channel closed when one may be.
+func (p *pool) take() (<-chan struct{}, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.used < p.size {
+		p.used++
+		return nil, true
+	}
+	return p.freed, false
+}
+
+// wait waits until a slot is free and, when take is set, takes every free slot, returning how
+// many. It reports false when ctx ended first.
+func (p *pool) wait(ctx context.Context, take bool) (int, bool) {
+	for {
+		p.mu.Lock()
+		if free := p.size - p.used; free > 0 {
+			n := 0
+			if take {
+				n = free
+				p.used = p.size
+			}
+			p.mu.Unlock()
+			return n, true
+		}
+		freed := p.freed
+		p.mu.Unlock()
+		select {
+		case <-freed:
+		case <-ctx.Done():
+			return 0, false
+		}
+	}
+}
+
+// release gives n slots back.
+func (p *pool) release(n int) {
+	if n <= 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.used -= n
+	close(p.freed)
+	p.freed = make(chan struct{})
+}

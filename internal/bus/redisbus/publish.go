@@ -1,0 +1,171 @@
+package redisbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nops-kernel/nops/internal/bus"
+	"github.com/nops-kernel/nops/internal/errs"
+)
+
+// maxDedupKey bounds a Redeliver dedup key (it becomes part of a Redis key).
+const maxDedupKey = 512
+
+// Publish stores msgs on the event stream in slice order: one script per message (dedup marker
+// check, XADD with trimming, marker), all pipelined in one round trip per MaxPending messages.
+// See bus.Publisher for the contract.
+func (b *Bus) Publish(ctx context.Context, msgs ...bus.Message) error {
+	start := time.Now()
+	err := b.publish(ctx, msgs)
+	b.ins.Published(ctx, len(msgs), time.Since(start), err)
+	return err
+}
+
+func (b *Bus) publish(ctx context.Context, msgs []bus.Message) error {
+	if b.closed.Load() {
+		return errs.New(errs.Unavailable, "event bus closed")
+	}
+	for i, m := range msgs {
+		if err := m.Validate(); err != nil {
+			return fmt.Errorf("publish message %d of %d: %w", i+1, len(msgs), err)
+		}
+	}
+	items := make([]item, len(msgs))
+	for i, m := range msgs {
+		items[i] = item{dedupKey: b.keys.dedup(m.ID), msg: m}
+	}
+	for start := 0; start < len(items); start += b.cfg.MaxPending {
+		if err := b.store(ctx, b.keys.events(), items[start:min(start+b.cfg.MaxPending, len(items))]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Redeliver stores m on consumer's retry stream, deduplicated on dedupKey within the dedup
+// window (per consumer: the same key sent to two consumers is two redeliveries).
+func (b *Bus) Redeliver(ctx context.Context, consumer string, m bus.Message, dedupKey string) error {
+	switch {
+	case b.closed.Load():
+		return errs.New(errs.Unavailable, "event bus closed")
+	case !bus.ValidToken(consumer):
+		return errs.Field("consumer", "must be 1 to 64 characters from A-Z, a-z, 0-9, '_' and '-'")
+	case dedupKey == "" || len(dedupKey) > maxDedupKey:
+		return errs.Field("dedup_key", fmt.Sprintf("must be 1 to %d characters", maxDedupKey))
+	}
+	if err := m.Validate(); err != nil {
+		return fmt.Errorf("redeliver to %s: %w", consumer, err)
+	}
+	return b.store(ctx, b.keys.retry(consumer), []item{{dedupKey: b.keys.redeliverDedup(consumer, dedupKey), msg: m}})
+}
+
+// item is one message to store and the key of its dedup marker.
+type item struct {
+	dedupKey string
+	msg      bus.Message
+}
+
+// store publishes at most MaxPending items to stream in one pipeline, once it has room for them
+// in the publish window.
+func (b *Bus) store(ctx context.Context, stream string, items []item) error {
+	n := int64(len(items))
+	if err := b.acquire(ctx, n); err != nil {
+		return err
+	}
+	defer b.window.Release(n)
+
+	window, retention := b.cfg.DedupWindow.Milliseconds(), b.cfg.Retention.Milliseconds()
+	var wait *redis.Cmd
+	cmds, err := b.pipeline(ctx, func(p redis.Pipeliner) {
+		for _, it := range items {
+			m := it.msg
+			publishScript.EvalSha(ctx, p, []string{it.dedupKey, stream},
+				window, retention, b.cfg.MaxLen, m.ID, m.Tenant, m.Type, m.TraceParent, m.Payload)
+		}
+		if b.cfg.MinReplicas > 0 {
+			wait = p.Do(ctx, "WAIT", b.cfg.MinReplicas, b.cfg.ReplicaTimeout.Milliseconds())
+		}
+	})
+	if err != nil {
+		// The first failed message: the ones before it are stored, the caller retries all of
+		// them and the dedup markers keep the stored ones from being stored twice.
+		for i, c := range cmds {
+			if c.Err() != nil && i < len(items) {
+				return unavailable(fmt.Sprintf("publish message %d of %d (id %s)", i+1, len(items), items[i].msg.ID), c.Err())
+			}
+		}
+		return unavailable(fmt.Sprintf("publish %d messages", len(items)), err)
+	}
+	if wait != nil {
+		if acked, _ := wait.Int64(); acked < int64(b.cfg.MinReplicas) {
+			return errs.Wrap(errs.Unavailable,
+				fmt.Errorf("publish %d messages: %d of %d replicas confirmed within %s", len(items), acked, b.cfg.MinReplicas, b.cfg.ReplicaTimeout),
+				"event bus unavailable")
+		}
+	}
+	return nil
+}
+
+// acquire takes n places in the publish window, waiting up to PublishTimeout (or ctx's
+// deadline) for them; then it reports backpressure.
+func (b *Bus) acquire(ctx context.Context, n int64) error {
+	if b.window.TryAcquire(n) {
+		return nil
+	}
+	start := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, b.cfg.PublishTimeout)
+	defer cancel()
+	if err := b.window.Acquire(wctx, n); err != nil {
+		if cerr := ctx.Err(); cerr != nil && !errors.Is(cerr, context.DeadlineExceeded) {
+			return fmt.Errorf("publish: waiting for room: %w", cerr)
+		}
+		return bus.Backpressure(time.Since(start), retryAfterHint)
+	}
+	return nil
+}
+
+// pipeline runs the commands build adds in one round trip. Scripts run by EVALSHA; when Redis
+// lost its script cache (a restart, a failover, SCRIPT FLUSH) the scripts are loaded again and
+// the pipeline is run once more: the scripts are idempotent (dedup markers, claims), so what ran
+// before the failure is not done twice.
+func (b *Bus) pipeline(ctx context.Context, build func(redis.Pipeliner)) ([]redis.Cmder, error) {
+	for attempt := 0; ; attempt++ {
+		cmds, err := b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			build(p)
+			return nil
+		})
+		if err == nil || attempt > 0 || !anyNoScript(cmds) {
+			return cmds, err
+		}
+		if lerr := b.loadScripts(ctx); lerr != nil {
+			return cmds, lerr
+		}
+	}
+}
+
+// runScript runs one script, loading it again if Redis lost it.
+func (b *Bus) runScript(ctx context.Context, s *redis.Script, keys []string, args ...any) *redis.Cmd {
+	return s.Run(ctx, b.rdb, keys, args...)
+}
+
+func (b *Bus) loadScripts(ctx context.Context) error {
+	for _, s := range allScripts {
+		if err := s.Load(ctx, b.rdb).Err(); err != nil {
+			return fmt.Errorf("load scripts: %w", err)
+		}
+	}
+	return nil
+}
+
+func anyNoScript(cmds []redis.Cmder) bool {
+	for _, c := range cmds {
+		if redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+			return true
+		}
+	}
+	return false
+}

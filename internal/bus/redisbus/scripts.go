@@ -1,0 +1,183 @@
+package redisbus
+
+import "github.com/redis/go-redis/v9"
+
+// The Lua scripts. Each runs atomically in Redis. Times come from the server's TIME, so every
+// kernel replica compares due times and retention against the same clock. string.format('%d')
+// keeps large numbers out of Lua's %.14g float formatting.
+
+// publishScript stores one message unless its dedup marker exists.
+//
+//	KEYS[1] dedup marker, KEYS[2] stream
+//	ARGV[1] dedup window ms, ARGV[2] retention ms, ARGV[3] max length,
+//	ARGV[4] id, ARGV[5] tenant, ARGV[6] type, ARGV[7] traceparent, ARGV[8] payload
+//
+// It returns {1, entry id} when stored and {0, entry id of the first copy} for a duplicate. The
+// marker is written after the XADD, so a failed XADD leaves no marker that would drop a retry.
+var publishScript = redis.NewScript(`
+local prev = redis.call('GET', KEYS[1])
+if prev then return {0, prev} end
+local t = redis.call('TIME')
+local us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local minid = math.floor(us / 1000) - tonumber(ARGV[2])
+if minid < 0 then minid = 0 end
+local id = redis.call('XADD', KEYS[2], 'MINID', '~', string.format('%d', minid), '*',
+  'id', ARGV[4], 'tenant', ARGV[5], 'type', ARGV[6], 'tp', ARGV[7], 'ts', string.format('%d', us), 'data', ARGV[8])
+redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[3])
+redis.call('SET', KEYS[1], id, 'PX', ARGV[1])
+return {1, id}
+`)
+
+// nakScript schedules a pending delivery for a retry.
+//
+//	KEYS[1] delay set; ARGV[1] delay ms, ARGV[2] member ("<kind>/<entry id>")
+var nakScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], string.format('%d', now + tonumber(ARGV[1])), ARGV[2])
+return 1
+`)
+
+// claimDueScript hands the deliveries whose retry is due to one consumer: each is removed from
+// the delay set and claimed with XCLAIM, which increments its delivery counter. A member whose
+// entry is gone (trimmed) or no longer pending (settled meanwhile) is dropped.
+//
+//	KEYS[1] delay set, KEYS[2] event stream, KEYS[3] retry stream
+//	ARGV[1] group, ARGV[2] consumer, ARGV[3] max deliveries to return
+//
+// It returns {{{member, {field, value, ...}, delivery count}, ...}, ms until the next due
+// retry or -1}.
+var claimDueScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now), 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, m in ipairs(due) do
+  redis.call('ZREM', KEYS[1], m)
+  local kind, id = string.match(m, '^(%a+)/(.+)$')
+  local key = nil
+  if kind == 'events' then key = KEYS[2] elseif kind == 'retry' then key = KEYS[3] end
+  if key then
+    local e = redis.call('XCLAIM', key, ARGV[1], ARGV[2], 0, id)
+    if e[1] then
+      local p = redis.call('XPENDING', key, ARGV[1], id, id, 1)
+      local n = 1
+      if p[1] then n = p[1][4] end
+      out[#out + 1] = {m, e[1][2], n}
+    else
+      redis.call('XACK', key, ARGV[1], id)
+    end
+  end
+end
+local wait = -1
+local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if nxt[2] then
+  wait = tonumber(nxt[2]) - now
+  if wait < 0 then wait = 0 end
+end
+return {out, wait}
+`)
+
+// autoClaimScript takes over deliveries left unsettled for longer than min-idle (their consumer
+// crashed or hung). XAUTOCLAIM JUSTID takes them without counting a delivery; the ones waiting
+// for a retry (in the delay set) are left at that, the others are claimed again with XCLAIM,
+// which counts the delivery and returns the entry.
+//
+//	KEYS[1] stream, KEYS[2] delay set
+//	ARGV[1] group, ARGV[2] consumer, ARGV[3] min idle ms, ARGV[4] start cursor, ARGV[5] count,
+//	ARGV[6] stream kind
+//
+// It returns {next cursor, {{member, {field, value, ...}, delivery count}, ...}}.
+var autoClaimScript = redis.NewScript(`
+local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'COUNT', ARGV[5], 'JUSTID')
+local out = {}
+for _, id in ipairs(r[2]) do
+  local m = ARGV[6] .. '/' .. id
+  if not redis.call('ZSCORE', KEYS[2], m) then
+    local e = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id)
+    if e[1] then
+      local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
+      local n = 1
+      if p[1] then n = p[1][4] end
+      out[#out + 1] = {m, e[1][2], n}
+    else
+      redis.call('XACK', KEYS[1], ARGV[1], id)
+    end
+  end
+end
+return {r[1], out}
+`)
+
+// delConsumerScript deletes a consumer of a group if nothing is pending for it (deleting a
+// consumer drops its pending entries, which must be claimed by others instead).
+//
+//	KEYS[1] stream; ARGV[1] group, ARGV[2] consumer
+var delConsumerScript = redis.NewScript(`
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if #p == 0 then return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2]) end
+return -1
+`)
+
+// dlqAddScript stores a dead letter unless its dedup marker exists.
+//
+//	KEYS[1] dedup marker, KEYS[2] tenant's DLQ stream, KEYS[3] set of DLQ tenants
+//	ARGV[1] dedup window ms, ARGV[2] tenant, ARGV[3...] field, value, ...
+var dlqAddScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local args = {'XADD', KEYS[2], '*'}
+for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
+redis.call(unpack(args))
+redis.call('SADD', KEYS[3], ARGV[2])
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+return 1
+`)
+
+// dlqRemoveScript deletes dead letters of one tenant, and the tenant's stream and set member
+// once it is empty (atomically, so a concurrent AddDeadLetter is never orphaned).
+//
+//	KEYS[1] tenant's DLQ stream, KEYS[2] set of DLQ tenants; ARGV[1] tenant, ARGV[2...] entry ids
+var dlqRemoveScript = redis.NewScript(`
+local n = 0
+for i = 2, #ARGV do n = n + redis.call('XDEL', KEYS[1], ARGV[i]) end
+if redis.call('XLEN', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[1])
+  redis.call('SREM', KEYS[2], ARGV[1])
+end
+return n
+`)
+
+// lagScript counts, among up to ARGV[2] entries after ARGV[1], those a consumer's filter
+// matches: the lag of a filtered consumer (a consumer group's lag counts every entry) or of any
+// consumer when the server does not report lag (Redis < 7, or deletions inside the stream).
+// Callers scan a long backlog in several calls, so Redis is never blocked for long.
+//
+//	KEYS[1] stream; ARGV[1] id to start after, ARGV[2] max entries to scan,
+//	ARGV[3] tenants ("," separated, "" any), ARGV[4] types (same)
+//
+// It returns {entries scanned, entries matched, last id scanned}.
+var lagScript = redis.NewScript(`
+local function set(csv)
+  if csv == '' then return nil end
+  local s = {}
+  for v in string.gmatch(csv, '[^,]+') do s[v] = true end
+  return s
+end
+local tenants, types = set(ARGV[3]), set(ARGV[4])
+local r = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))
+local matched = 0
+for _, e in ipairs(r) do
+  local f, tenant, typ = e[2], nil, nil
+  for i = 1, #f, 2 do
+    if f[i] == 'tenant' then tenant = f[i + 1] elseif f[i] == 'type' then typ = f[i + 1] end
+  end
+  if (tenants == nil or tenants[tenant]) and (types == nil or types[typ]) then matched = matched + 1 end
+end
+local last = ARGV[1]
+if #r > 0 then last = r[#r][1] end
+return {#r, matched, last}
+`)
+
+var allScripts = []*redis.Script{
+	publishScript, nakScript, claimDueScript, autoClaimScript, delConsumerScript,
+	dlqAddScript, dlqRemoveScript, lagScript,
+}

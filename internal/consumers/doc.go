@@ -1,0 +1,50 @@
+// Package consumers holds the kernel's own event consumers and the inbox that makes their
+// effects exactly once: Once, the event-stats projection (the reference consumer), and Kernel,
+// the list internal/kernel subscribes to the bus. Handlers are bus.Handlers; they see the bus
+// through bus types only and the database through the small store interfaces declared here,
+// which the storage adapters (internal/store/sqlite, internal/store/postgres) implement. Only
+// internal/kernel wires them, and the storage adapters import this package for EventStat.
+//
+// # Exactly once in effect
+//
+// The bus delivers at least once: a message is redelivered after a failed attempt, after AckWait
+// when a handler hung or its process died, after a broker failover, and again on DLQ reprocessing
+// or replay; the outbox relay may publish a record twice when it crashes between publishing and
+// marking it (the broker's dedup window drops most of those, not all). So a handler may see one
+// event any number of times, possibly concurrently on two replicas.
+//
+// Once turns that into one effect. In a single database transaction it claims the pair
+// (consumer, event id) in the inbox table — an INSERT that does nothing when the pair is already
+// there — and, only when the claim is new, runs the effect. The argument:
+//
+//   - The claim and the effect commit or roll back together, so "claimed" and "applied" are the
+//     same fact: there is no state where the effect happened and the claim did not, or the
+//     reverse. An effect that fails rolls its claim back, so a redelivery applies it.
+//   - The claim is a primary key (consumer, event_id), so two transactions cannot both insert it:
+//     on PostgreSQL the second waits on the first's uncommitted row and then finds it (does
+//     nothing) or, if the first rolled back, inserts it; on SQLite transactions are serialised.
+//     Concurrent deliveries of one event therefore apply it once.
+//   - A commit whose outcome is unknown to the caller (the connection dropped during COMMIT) is
+//     reported as an error, the bus redelivers, and the redelivery finds the claim if the commit
+//     did happen: the effect is still applied once.
+//
+// The argument covers effects that are writes to the same database in the transaction Once
+// hands to apply (the ctx it passes). An effect outside it — an HTTP call, a message to another
+// system — can happen more than once; such effects need their own idempotency key (the event id).
+//
+// Claims are kept for the inbox retention (the relay purges older ones with PurgeInbox). An event
+// delivered again after its claim was purged is applied again, so the retention must exceed the
+// longest redelivery horizon: the bus retention (the replay window) and any DLQ reprocessing.
+//
+// # Consumers
+//
+// event-stats (EventStatsConsumer) counts events per tenant and type, with the time of the
+// latest one, in table event_stats; GET /v1/events/stats reads it through EventStatsReader. Its
+// handler parses each delivery strictly (events.Parse): a malformed payload is a bus.Terminal
+// error, dead-lettered at once, since no retry can fix it.
+//
+// # Concurrency
+//
+// Once and the handlers are safe for concurrent use; their safety against concurrent deliveries
+// of one event is the argument above.
+package consumers

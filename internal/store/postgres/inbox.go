@@ -1,0 +1,57 @@
+// The consumers' inbox (consumers.InboxStore), table inbox of migration 00009.
+//
+// ClaimInbox runs through s.q(ctx), so with the context InTx hands out it claims in the caller's
+// transaction, which consumers.Once also uses for the effect. INSERT … ON CONFLICT DO NOTHING on
+// the primary key makes concurrent claims of one pair safe: a second transaction waits on the
+// first one's uncommitted row, then does nothing if it committed, or inserts if it rolled back.
+
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nops-kernel/nops/internal/consumers"
+)
+
+var _ consumers.InboxStore = (*Store)(nil)
+
+// inboxBatch bounds the rows one purge statement deletes.
+const inboxBatch = 500
+
+// purgeInboxQuery deletes the oldest claims before a cutoff, served by index inbox_applied.
+const purgeInboxQuery = `DELETE FROM inbox WHERE (consumer, event_id) IN (
+	SELECT consumer, event_id FROM inbox WHERE applied_at < $1 ORDER BY applied_at LIMIT $2)`
+
+// ClaimInbox records that consumer applies eventID at at; false when the pair was already
+// claimed.
+func (s *Store) ClaimInbox(ctx context.Context, consumer, eventID string, at time.Time) (bool, error) {
+	if err := consumers.CheckClaim(consumer, eventID); err != nil {
+		return false, fmt.Errorf("claim event %s for %s: %w", eventID, consumer, err)
+	}
+	tag, err := s.q(ctx).Exec(ctx,
+		`INSERT INTO inbox (consumer, event_id, applied_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+		consumer, eventID, at)
+	if err != nil {
+		return false, fmt.Errorf("claim event %s for %s: %w", eventID, consumer, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// PurgeInbox deletes the claims made before before, oldest first and inboxBatch per statement,
+// and returns how many it deleted. With an error, the count is of the rows the statements before
+// it deleted, which outside a transaction stay deleted.
+func (s *Store) PurgeInbox(ctx context.Context, before time.Time) (int64, error) {
+	var total int64
+	for {
+		tag, err := s.q(ctx).Exec(ctx, purgeInboxQuery, before, inboxBatch)
+		if err != nil {
+			return total, fmt.Errorf("purge inbox: %w", err)
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < inboxBatch {
+			return total, nil
+		}
+	}
+}
