@@ -8,25 +8,11 @@ import (
 	"github.com/nops-kernel/nops/internal/bus"
 	"github.com/nops-kernel/nops/internal/bus/natsbus"
 	"github.com/nops-kernel/nops/internal/consumers"
-	"github.com/nops-kernel/nops/internal/testutil/services"
+	"github.com/nops-kernel/nops/internal/testutil/embeddedbus"
 )
 
 // openBus starts an embedded JetStream in a temporary directory, in a namespace of its own.
-func openBus(t *testing.T) *natsbus.Bus {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	b, err := natsbus.Open(ctx, natsbus.Config{StoreDir: t.TempDir(), Namespace: services.UniqueName("consumers_")}, nil)
-	if err != nil {
-		t.Fatalf("open natsbus: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := b.Close(); err != nil {
-			t.Errorf("close natsbus: %v", err)
-		}
-	})
-	return b
-}
+func openBus(t *testing.T) *natsbus.Bus { return embeddedbus.Open(t, "consumers_") }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()

@@ -12,25 +12,11 @@ import (
 	"github.com/nops-kernel/nops/internal/consumers"
 	"github.com/nops-kernel/nops/internal/events"
 	"github.com/nops-kernel/nops/internal/relay"
-	"github.com/nops-kernel/nops/internal/testutil/services"
+	"github.com/nops-kernel/nops/internal/testutil/embeddedbus"
 )
 
 // openBus starts an embedded JetStream in a temporary directory, in a namespace of its own.
-func openBus(t *testing.T) *natsbus.Bus {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	b, err := natsbus.Open(ctx, natsbus.Config{StoreDir: t.TempDir(), Namespace: services.UniqueName("relay_")}, nil)
-	if err != nil {
-		t.Fatalf("open natsbus: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := b.Close(); err != nil {
-			t.Errorf("close natsbus: %v", err)
-		}
-	})
-	return b
-}
+func openBus(t *testing.T) *natsbus.Bus { return embeddedbus.Open(t, "relay_") }
 
 // collector subscribes to every event and keeps the deliveries by message id, in delivery order.
 type collector struct {

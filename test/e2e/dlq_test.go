@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/nops-kernel/nops/internal/bus"
 	"github.com/nops-kernel/nops/internal/bus/natsbus"
 	"github.com/nops-kernel/nops/internal/bus/redisbus"
@@ -60,7 +58,7 @@ var sharedBuses = []sharedBus{
 			t.Fatalf("redis: %v", err)
 		}
 		t.Cleanup(func() { _ = rc.Close() })
-		t.Cleanup(func() { deleteRedisNamespace(t, rc, ns) })
+		services.CleanupRedisNamespace(t, url, ns)
 		return func(c *config.Config) {
 				c.Bus.Kind = "redis"
 				c.Redis.URL = url
@@ -75,25 +73,6 @@ var sharedBuses = []sharedBus{
 				return b
 			}
 	}},
-}
-
-func deleteRedisNamespace(t *testing.T, c *redis.Client, ns string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var keys []string
-	iter := c.Scan(ctx, 0, "{"+ns+"}:*", 500).Iterator()
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
-		t.Errorf("scan the keys of %s: %v", ns, err)
-		return
-	}
-	for i := 0; i < len(keys); i += 500 {
-		if err := c.Del(ctx, keys[i:min(i+500, len(keys))]...).Err(); err != nil {
-			t.Errorf("delete the keys of %s: %v", ns, err)
-		}
-	}
 }
 
 // dlqWorld is a kernel on a shared bus with tenants A (the fixture's) and B.

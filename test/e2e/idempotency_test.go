@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/redis/go-redis/v9"
 	_ "modernc.org/sqlite" // the "sqlite" driver, to count outbox rows of a kernel's database
 
 	"github.com/nops-kernel/nops/internal/config"
@@ -34,38 +33,11 @@ import (
 func forEachIdempotencyStore(t *testing.T, test func(t *testing.T, store func(*config.Config))) {
 	forEachStore(t, test)
 	t.Run("redis", func(t *testing.T) {
-		url, ns := redisNamespace(t)
+		url, ns := services.RedisNamespace(t)
 		test(t, func(c *config.Config) {
 			c.Redis.URL, c.Bus.Namespace, c.Idempotency.Store = url, ns, "redis"
 		})
 	})
-}
-
-// redisNamespace returns the shared Redis URL and a bus namespace no other test uses; the keys
-// under it are deleted when the test ends.
-func redisNamespace(t *testing.T) (string, string) {
-	t.Helper()
-	url := services.RedisURL(t)
-	ns := services.UniqueName("e2e")
-	t.Cleanup(func() {
-		opt, err := redis.ParseURL(url)
-		if err != nil {
-			t.Errorf("parse redis url: %v", err)
-			return
-		}
-		c := redis.NewClient(opt)
-		defer c.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		iter := c.Scan(ctx, 0, ns+":*", 100).Iterator()
-		for iter.Next(ctx) {
-			c.Del(ctx, iter.Val())
-		}
-		if err := iter.Err(); err != nil {
-			t.Errorf("delete the test's redis keys: %v", err)
-		}
-	})
-	return url, ns
 }
 
 // exchange sends one request without failing the test, so goroutines may call it.
@@ -498,7 +470,7 @@ func newHoldingProxy(t *testing.T, upstream string) *holdingProxy {
 // processed anew. The records are in Redis, which stays up, so the attempt reaches the handler.
 func TestIdempotencyServerErrorNotStored(t *testing.T) {
 	pgURL := services.Postgres(t)
-	redisURL, ns := redisNamespace(t)
+	redisURL, ns := services.RedisNamespace(t)
 	proxy := faultproxy.New(t, services.HostPort(t, pgURL))
 	k := kerneltest.Start(t, func(c *config.Config) {
 		c.Database.URL = services.WithHost(t, pgURL, proxy.Addr())

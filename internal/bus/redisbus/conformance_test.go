@@ -14,7 +14,7 @@ func TestConformance(t *testing.T) {
 	url := services.RedisURL(t)
 	bustest.Run(t, func(t *testing.T, ns string) bus.Bus {
 		c := client(t, url)
-		cleanupNamespace(t, c, ns)
+		services.CleanupRedisNamespace(t, services.RedisURL(t), ns)
 		b, err := Open(ctxT(t), Config{Client: c, Namespace: ns, Logger: testLogger(t)})
 		if err != nil {
 			t.Fatalf("Open(%s): %v", ns, err)

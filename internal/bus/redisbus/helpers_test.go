@@ -38,36 +38,12 @@ func client(t *testing.T, url string) *redis.Client {
 	return c
 }
 
-// cleanupNamespace deletes every key of ns when the test ends (after the buses are closed:
-// register it before opening them).
-func cleanupNamespace(t *testing.T, c redis.UniversalClient, ns string) {
-	t.Helper()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		iter := c.Scan(ctx, 0, "{"+ns+"}:*", 500).Iterator()
-		var keys []string
-		for iter.Next(ctx) {
-			keys = append(keys, iter.Val())
-		}
-		if err := iter.Err(); err != nil {
-			t.Errorf("scan the keys of %s: %v", ns, err)
-			return
-		}
-		for i := 0; i < len(keys); i += 500 {
-			if err := c.Del(ctx, keys[i:min(i+500, len(keys))]...).Err(); err != nil {
-				t.Errorf("delete the keys of %s: %v", ns, err)
-			}
-		}
-	})
-}
-
 // testBus opens a bus on a fresh namespace of the shared Redis; change adjusts the Config.
 func testBus(t *testing.T, change func(*Config)) (*Bus, redis.UniversalClient) {
 	t.Helper()
 	c := client(t, services.RedisURL(t))
 	ns := bustest.Namespace(t)
-	cleanupNamespace(t, c, ns)
+	services.CleanupRedisNamespace(t, services.RedisURL(t), ns)
 	cfg := Config{Client: c, Namespace: ns, Logger: testLogger(t)}
 	if change != nil {
 		change(&cfg)

@@ -43,7 +43,7 @@ func TestBackpressure(t *testing.T) {
 	// Retry for as long as the caller's ctx allows: the first publish stays in flight.
 	p, c := proxied(t, url.Values{"max_retries": {"100000"}, "min_retry_backoff": {"10ms"}, "max_retry_backoff": {"20ms"}})
 	ns := bustest.Namespace(t)
-	cleanupNamespace(t, client(t, services.RedisURL(t)), ns)
+	services.CleanupRedisNamespace(t, services.RedisURL(t), ns)
 	b := openBus(t, Config{Client: c, Namespace: ns, MaxPending: 1, PublishTimeout: 200 * time.Millisecond, Logger: testLogger(t)})
 
 	p.Cut()
@@ -91,7 +91,7 @@ func TestBackpressure(t *testing.T) {
 func TestOutageAndReconnect(t *testing.T) {
 	p, c := proxied(t, nil)
 	ns := bustest.Namespace(t)
-	cleanupNamespace(t, client(t, services.RedisURL(t)), ns)
+	services.CleanupRedisNamespace(t, services.RedisURL(t), ns)
 	b := openBus(t, Config{Client: c, Namespace: ns, Logger: testLogger(t)})
 
 	var mu sync.Mutex

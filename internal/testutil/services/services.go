@@ -14,6 +14,7 @@ import (
 
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
 )
 
 const requireEnv = "NOPS_TEST_REQUIRE_SERVICES"
@@ -165,4 +167,48 @@ func DeleteNATSStreams(t testing.TB, url, ns string) {
 			t.Errorf("delete stream %s: %v", name, err)
 		}
 	}
+}
+
+// RedisNamespace returns the shared Redis URL and a namespace of the test's own, whose keys are
+// deleted when the test ends (see CleanupRedisNamespace). Call it before opening anything on the
+// namespace, so that its cleanup runs after theirs.
+func RedisNamespace(t testing.TB) (url, ns string) {
+	t.Helper()
+	url = RedisURL(t)
+	ns = UniqueName("t")
+	CleanupRedisNamespace(t, url, ns)
+	return url, ns
+}
+
+// CleanupRedisNamespace deletes, when the test ends, every key of namespace ns on the Redis at
+// url: the bus's keys ("{ns}:…") and the other stores' ("ns:…", e.g. idempotency records).
+func CleanupRedisNamespace(t testing.TB, url, ns string) {
+	t.Helper()
+	t.Cleanup(func() {
+		opt, err := redis.ParseURL(url)
+		if err != nil {
+			t.Errorf("parse the redis url: %v", err)
+			return
+		}
+		c := redis.NewClient(opt)
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for _, pattern := range []string{"{" + ns + "}:*", ns + ":*"} {
+			var keys []string
+			iter := c.Scan(ctx, 0, pattern, 500).Iterator()
+			for iter.Next(ctx) {
+				keys = append(keys, iter.Val())
+			}
+			if err := iter.Err(); err != nil {
+				t.Errorf("scan the keys of namespace %s: %v", ns, err)
+				return
+			}
+			for batch := range slices.Chunk(keys, 500) {
+				if err := c.Del(ctx, batch...).Err(); err != nil {
+					t.Errorf("delete the keys of namespace %s: %v", ns, err)
+				}
+			}
+		}
+	})
 }
