@@ -107,27 +107,28 @@ type RedisConfig struct {
 // BusConfig selects and tunes the event bus (see docs/operations.md for what each durability
 // setting guarantees).
 type BusConfig struct {
-	Kind             string   `yaml:"kind" env:"NOPS_EVENT_BUS" doc:"Event bus implementation: nats (embedded or external JetStream) or redis (Redis Streams on redis.url)."`
-	NATSURL          string   `yaml:"nats_url" env:"NOPS_NATS_URL" secret:"true" doc:"nats://… of an external NATS JetStream; empty for JetStream embedded in the process."`
-	NATSCredsFile    string   `yaml:"nats_creds_file" env:"NOPS_NATS_CREDS_FILE" doc:"NATS user credentials file (JWT + NKey seed) for an external NATS."`
-	NATSTLSCA        string   `yaml:"nats_tls_ca" env:"NOPS_NATS_TLS_CA" doc:"PEM file of the CA that signed the external NATS servers' certificates."`
-	NATSTLSCert      string   `yaml:"nats_tls_cert" env:"NOPS_NATS_TLS_CERT" doc:"PEM client certificate for an external NATS requiring mutual TLS."`
-	NATSTLSKey       string   `yaml:"nats_tls_key" env:"NOPS_NATS_TLS_KEY" doc:"PEM private key of nats_tls_cert."`
-	EmbeddedListen   string   `yaml:"embedded_listen" env:"NOPS_NATS_EMBEDDED_LISTEN" doc:"host:port where the embedded NATS also accepts TCP clients; empty for in-process only."`
-	Namespace        string   `yaml:"namespace" env:"NOPS_BUS_NAMESPACE" doc:"Prefix of every subject, stream and key of the bus, so several kernels can share one NATS account or Redis database."`
-	Durability       string   `yaml:"durability" env:"NOPS_BUS_DURABILITY" doc:"Embedded JetStream: sync (an acknowledged event survives a power loss: fsync before every acknowledgement) or async (flushed every sync_interval: survives a process crash only)."`
-	SyncInterval     Duration `yaml:"sync_interval" env:"NOPS_BUS_SYNC_INTERVAL" doc:"With durability async, how often the embedded JetStream flushes to disk: the window of acknowledged events a power loss can lose."`
-	Replicas         int      `yaml:"replicas" env:"NOPS_BUS_REPLICAS" doc:"Replicas of each stream on an external NATS cluster (1, 3 or 5); the embedded server has 1."`
-	Retention        Duration `yaml:"retention" env:"NOPS_BUS_RETENTION" doc:"How long the event stream keeps events (the replay window)."`
-	RedisMaxLen      int64    `yaml:"redis_maxlen" env:"NOPS_BUS_REDIS_MAXLEN" doc:"Redis Streams: approximate cap on the event stream's length (XADD MAXLEN ~), on top of retention (MINID)."`
-	RedisMinReplicas int      `yaml:"redis_min_replicas" env:"NOPS_BUS_REDIS_MIN_REPLICAS" doc:"Redis Streams: a publish waits (WAIT) until this many replicas hold it, else fails and is retried from the outbox; 0: the primary's acknowledgement is enough."`
-	DedupWindow      Duration `yaml:"dedup_window" env:"NOPS_BUS_DEDUP_WINDOW" doc:"How long the broker remembers event ids to drop repeated publishes."`
-	PublishTimeout   Duration `yaml:"publish_timeout" env:"NOPS_BUS_PUBLISH_TIMEOUT" doc:"Backpressure: how long a publish waits for room in a full publish window before failing (HTTP 503 with Retry-After)."`
-	MaxPending       int      `yaml:"max_pending" env:"NOPS_BUS_MAX_PENDING" doc:"Backpressure: publishes in flight to the broker at most, per kernel."`
-	MaxDeliveries    int      `yaml:"max_deliveries" env:"NOPS_BUS_MAX_DELIVERIES" doc:"Attempts a consumer makes at one event (1 + retries) before it goes to the dead-letter queue."`
-	BackoffInitial   Duration `yaml:"backoff_initial" env:"NOPS_BUS_BACKOFF_INITIAL" doc:"Wait before the first retry of a failed event; doubles on each retry…"`
-	BackoffMax       Duration `yaml:"backoff_max" env:"NOPS_BUS_BACKOFF_MAX" doc:"…up to this."`
-	AckWait          Duration `yaml:"ack_wait" env:"NOPS_BUS_ACK_WAIT" doc:"An event delivered and not settled within this time (crashed or hung consumer) is delivered again."`
+	Kind               string   `yaml:"kind" env:"NOPS_EVENT_BUS" doc:"Event bus implementation: nats (embedded or external JetStream) or redis (Redis Streams on redis.url)."`
+	NATSURL            string   `yaml:"nats_url" env:"NOPS_NATS_URL" secret:"true" doc:"nats://… of an external NATS JetStream; empty for JetStream embedded in the process."`
+	NATSCredsFile      string   `yaml:"nats_creds_file" env:"NOPS_NATS_CREDS_FILE" doc:"NATS user credentials file (JWT + NKey seed) for an external NATS."`
+	NATSTLSCA          string   `yaml:"nats_tls_ca" env:"NOPS_NATS_TLS_CA" doc:"PEM file of the CA that signed the external NATS servers' certificates."`
+	NATSTLSCert        string   `yaml:"nats_tls_cert" env:"NOPS_NATS_TLS_CERT" doc:"PEM client certificate for an external NATS requiring mutual TLS."`
+	NATSTLSKey         string   `yaml:"nats_tls_key" env:"NOPS_NATS_TLS_KEY" doc:"PEM private key of nats_tls_cert."`
+	EmbeddedListen     string   `yaml:"embedded_listen" env:"NOPS_NATS_EMBEDDED_LISTEN" doc:"host:port where the embedded NATS also accepts TCP clients; empty for in-process only."`
+	NATSAtomicBatchMin int      `yaml:"nats_atomic_batch_min" env:"NOPS_NATS_ATOMIC_BATCH_MIN" doc:"JetStream: publishes of at least this many events go as atomic batches sharing one fsync; 0: 16 on the embedded server with durability sync, off elsewhere (set it for an external NATS with sync_interval always or R3 streams); -1: never."`
+	Namespace          string   `yaml:"namespace" env:"NOPS_BUS_NAMESPACE" doc:"Prefix of every subject, stream and key of the bus, so several kernels can share one NATS account or Redis database."`
+	Durability         string   `yaml:"durability" env:"NOPS_BUS_DURABILITY" doc:"Embedded JetStream: sync (an acknowledged event survives a power loss: fsync before every acknowledgement) or async (flushed every sync_interval: survives a process crash only)."`
+	SyncInterval       Duration `yaml:"sync_interval" env:"NOPS_BUS_SYNC_INTERVAL" doc:"With durability async, how often the embedded JetStream flushes to disk: the window of acknowledged events a power loss can lose."`
+	Replicas           int      `yaml:"replicas" env:"NOPS_BUS_REPLICAS" doc:"Replicas of each stream on an external NATS cluster (1, 3 or 5); the embedded server has 1."`
+	Retention          Duration `yaml:"retention" env:"NOPS_BUS_RETENTION" doc:"How long the event stream keeps events (the replay window)."`
+	RedisMaxLen        int64    `yaml:"redis_maxlen" env:"NOPS_BUS_REDIS_MAXLEN" doc:"Redis Streams: approximate cap on the event stream's length (XADD MAXLEN ~), on top of retention (MINID)."`
+	RedisMinReplicas   int      `yaml:"redis_min_replicas" env:"NOPS_BUS_REDIS_MIN_REPLICAS" doc:"Redis Streams: a publish waits (WAIT) until this many replicas hold it, else fails and is retried from the outbox; 0: the primary's acknowledgement is enough."`
+	DedupWindow        Duration `yaml:"dedup_window" env:"NOPS_BUS_DEDUP_WINDOW" doc:"How long the broker remembers event ids to drop repeated publishes."`
+	PublishTimeout     Duration `yaml:"publish_timeout" env:"NOPS_BUS_PUBLISH_TIMEOUT" doc:"Backpressure: how long a publish waits for room in a full publish window before failing (HTTP 503 with Retry-After)."`
+	MaxPending         int      `yaml:"max_pending" env:"NOPS_BUS_MAX_PENDING" doc:"Backpressure: publishes in flight to the broker at most, per kernel."`
+	MaxDeliveries      int      `yaml:"max_deliveries" env:"NOPS_BUS_MAX_DELIVERIES" doc:"Attempts a consumer makes at one event (1 + retries) before it goes to the dead-letter queue."`
+	BackoffInitial     Duration `yaml:"backoff_initial" env:"NOPS_BUS_BACKOFF_INITIAL" doc:"Wait before the first retry of a failed event; doubles on each retry…"`
+	BackoffMax         Duration `yaml:"backoff_max" env:"NOPS_BUS_BACKOFF_MAX" doc:"…up to this."`
+	AckWait            Duration `yaml:"ack_wait" env:"NOPS_BUS_ACK_WAIT" doc:"An event delivered and not settled within this time (crashed or hung consumer) is delivered again."`
 }
 
 // OutboxConfig tunes the relay from the transactional outbox to the bus.
@@ -325,6 +326,12 @@ func (c Config) Validate() error {
 		v.add("bus.namespace", fmt.Sprintf("must be 1 to 32 characters from a-z, 0-9 and '_', starting with a letter, got %q", c.Bus.Namespace))
 	}
 	v.oneOf("bus.durability", c.Bus.Durability, []string{"sync", "async"})
+	if c.Bus.NATSAtomicBatchMin < -1 || c.Bus.NATSAtomicBatchMin > 1000 {
+		v.add("bus.nats_atomic_batch_min", fmt.Sprintf("must be -1 (never), 0 (default) or 2 to 1000, got %d", c.Bus.NATSAtomicBatchMin))
+	}
+	if c.Bus.NATSAtomicBatchMin == 1 {
+		v.add("bus.nats_atomic_batch_min", "must be -1 (never), 0 (default) or 2 to 1000, got 1")
+	}
 	v.positive("bus.sync_interval", c.Bus.SyncInterval)
 	if c.Bus.Replicas != 1 && c.Bus.Replicas != 3 && c.Bus.Replicas != 5 {
 		v.add("bus.replicas", fmt.Sprintf("must be 1, 3 or 5, got %d", c.Bus.Replicas))

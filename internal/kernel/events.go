@@ -62,6 +62,7 @@ func openBus(ctx context.Context, cfg config.Config, rc *redis.Client, ins *bus.
 		DedupWindow:    c.DedupWindow.D(),
 		PublishTimeout: c.PublishTimeout.D(),
 		MaxPending:     c.MaxPending,
+		AtomicBatchMin: c.NATSAtomicBatchMin,
 		CredsFile:      c.NATSCredsFile,
 		TLSCAFile:      c.NATSTLSCA,
 		TLSCertFile:    c.NATSTLSCert,

@@ -14,7 +14,9 @@ import (
 
 // BenchmarkPublish measures Publish on the embedded server (1 KB events, 4 concurrent
 // publishers) under each durability setting and batch size, next to the raw client (async
-// publishes of the same messages on the same stream) as the baseline:
+// publishes of the same messages on the same stream) as the baseline. Batches of 100 go as
+// atomic batches by default ("bus") and one message at a time with AtomicBatchMin -1
+// ("bus-singles"):
 //
 //	go test -run '^$' -bench Publish -benchtime 20000x ./internal/bus/natsbus/
 func BenchmarkPublish(b *testing.B) {
@@ -25,13 +27,21 @@ func BenchmarkPublish(b *testing.B) {
 	for _, d := range []Durability{DurabilitySync, DurabilityAsync} {
 		for _, batch := range []int{1, 100} {
 			b.Run(fmt.Sprintf("%s/batch=%d/bus", d, batch), func(b *testing.B) {
-				bb := benchBus(b, d)
+				bb := benchBus(b, d, 0)
 				benchParallel(b, batch, func(ctx context.Context, msgs []bus.Message) error {
 					return bb.Publish(ctx, msgs...)
 				}, payload)
 			})
+			if batch >= DefaultAtomicBatchMin {
+				b.Run(fmt.Sprintf("%s/batch=%d/bus-singles", d, batch), func(b *testing.B) {
+					bb := benchBus(b, d, -1)
+					benchParallel(b, batch, func(ctx context.Context, msgs []bus.Message) error {
+						return bb.Publish(ctx, msgs...)
+					}, payload)
+				})
+			}
 			b.Run(fmt.Sprintf("%s/batch=%d/raw", d, batch), func(b *testing.B) {
-				bb := benchBus(b, d)
+				bb := benchBus(b, d, 0)
 				js, err := jetstream.New(bb.Conn())
 				if err != nil {
 					b.Fatal(err)
@@ -60,9 +70,9 @@ func BenchmarkPublish(b *testing.B) {
 	}
 }
 
-func benchBus(b *testing.B, d Durability) *Bus {
+func benchBus(b *testing.B, d Durability, atomicBatchMin int) *Bus {
 	b.Helper()
-	bb, err := Open(context.Background(), Config{StoreDir: b.TempDir(), Durability: d, Namespace: "bench", DedupWindow: 0}, nil)
+	bb, err := Open(context.Background(), Config{StoreDir: b.TempDir(), Durability: d, Namespace: "bench", DedupWindow: 0, AtomicBatchMin: atomicBatchMin}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

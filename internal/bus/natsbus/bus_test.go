@@ -124,10 +124,23 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 	want := Config{
 		ConnectTimeout: defaultConnectTimeout, Name: defaultName, Namespace: bus.DefaultNamespace,
 		Durability: DurabilitySync, SyncInterval: time.Second, Replicas: 1, Retention: 7 * 24 * time.Hour,
-		DedupWindow: 2 * time.Minute, PublishTimeout: 5 * time.Second, MaxPending: 4096,
+		DedupWindow: 2 * time.Minute, PublishTimeout: 5 * time.Second, MaxPending: 4096, AtomicBatchMin: 16,
 	}
 	if diff := cmp.Diff(want, c); diff != "" {
 		t.Fatalf("defaults (-want +got):\n%s", diff)
+	}
+	// Atomic batches by default only where they save fsyncs: the embedded server with
+	// DurabilitySync.
+	for _, tt := range []struct {
+		cfg  Config
+		want int
+	}{
+		{Config{Durability: DurabilityAsync}, -1}, {Config{URL: "nats://h:4222"}, -1},
+		{Config{URL: "nats://h:4222", AtomicBatchMin: 50}, 50}, {Config{AtomicBatchMin: -3}, -3},
+	} {
+		if got := tt.cfg.withDefaults().AtomicBatchMin; got != tt.want {
+			t.Errorf("AtomicBatchMin of %+v with defaults = %d, want %d", tt.cfg, got, tt.want)
+		}
 	}
 	tests := map[string]struct {
 		cfg   Config
@@ -165,6 +178,13 @@ func TestSupportsMultiFilter(t *testing.T) {
 	} {
 		if got := supportsMultiFilter(v); got != want {
 			t.Errorf("supportsMultiFilter(%q) = %v, want %v", v, got, want)
+		}
+	}
+	for v, want := range map[string]bool{
+		"2.11.9": false, "2.12.0": true, "2.12.0-RC.3": true, "v2.15.2": true, "3.0.0": true, "1.12.0": false, "2": false,
+	} {
+		if got := serverAtLeast(v, 2, 12); got != want {
+			t.Errorf("serverAtLeast(%q, 2, 12) = %v, want %v", v, got, want)
 		}
 	}
 }
@@ -433,27 +453,40 @@ func TestPublishAfterCloseAndCancelled(t *testing.T) {
 	if err := b.Redeliver(context.Background(), "c", testMsg("closed"), "k"); !errs.Is(err, errs.Unavailable) {
 		t.Errorf("Redeliver after Close = %v, want unavailable", err)
 	}
+	if err := b.Publish(context.Background(), testMsgs("closed-batch", 2*DefaultAtomicBatchMin)...); !errs.Is(err, errs.Unavailable) {
+		t.Errorf("Publish of an atomic batch after Close = %v, want unavailable", err)
+	}
 }
 
 // TestExternalOutage: NATS cut by a proxy while a publisher loops: the bus reconnects by itself,
 // publishing resumes, and every event whose Publish returned nil is consumed. It runs against
-// the shared NATS and against a server of this process's nats-server version.
+// the shared NATS and against a server of this process's nats-server version, there also with
+// Publish calls of 20 events sent as atomic batches.
 func TestExternalOutage(t *testing.T) {
 	t.Run("shared", func(t *testing.T) {
-		outage(t, services.NATSURL(t))
+		outage(t, services.NATSURL(t), 1)
 	})
 	t.Run("private", func(t *testing.T) {
 		srv := privateServer(t, server.Options{JetStream: true, StoreDir: t.TempDir()})
-		outage(t, srv.ClientURL())
+		outage(t, srv.ClientURL(), 1)
+	})
+	t.Run("private-atomic", func(t *testing.T) {
+		srv := privateServer(t, server.Options{JetStream: true, StoreDir: t.TempDir()})
+		outage(t, srv.ClientURL(), 20)
 	})
 }
 
-func outage(t *testing.T, upstream string) {
+// outage runs TestExternalOutage against upstream with batch events per Publish (atomic batches
+// from 2 events on, where the server has them).
+func outage(t *testing.T, upstream string, batch int) {
 	proxy := faultproxy.New(t, services.HostPort(t, upstream))
 	ns := services.UniqueName("outage")
 	url := services.WithHost(t, upstream, proxy.Addr())
 	t.Cleanup(func() { services.DeleteNATSStreams(t, upstream, ns) })
-	b := open(t, Config{URL: url, Namespace: ns, PublishTimeout: 500 * time.Millisecond, ConnectTimeout: 5 * time.Second})
+	b := open(t, Config{URL: url, Namespace: ns, PublishTimeout: 500 * time.Millisecond, ConnectTimeout: 5 * time.Second, AtomicBatchMin: 2})
+	if batch > 1 && !b.atomicOn.Load() && serverAtLeast(b.nc.ConnectedServerVersion(), 2, 12) {
+		t.Fatalf("atomic publish not enabled on NATS %s", b.nc.ConnectedServerVersion())
+	}
 	got := newCollector()
 	// A message on its way to the consumer when the connection broke comes back after
 	// AckWait: a short one keeps the test short.
@@ -484,13 +517,13 @@ func outage(t *testing.T, upstream string) {
 				return
 			default:
 			}
-			m := testMsg(fmt.Sprintf("%s-%d", ns, i))
+			msgs := testMsgs(fmt.Sprintf("%s-%d", ns, i), batch)
 			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-			err := b.Publish(ctx, m)
+			err := b.Publish(ctx, msgs...)
 			cancel()
 			mu.Lock()
 			if err == nil {
-				acked = append(acked, m.ID)
+				acked = append(acked, ids(msgs)...)
 				lastOK = time.Now()
 			} else {
 				failures++

@@ -37,17 +37,21 @@ type source struct {
 
 // supportsMultiFilter reports whether a NATS server of version v ("2.10.4") accepts consumers
 // with several filter subjects.
-func supportsMultiFilter(v string) bool {
+func supportsMultiFilter(v string) bool { return serverAtLeast(v, 2, 10) }
+
+// serverAtLeast reports whether the NATS server version v ("2.10.4", "v2.12.0-RC.1") is at least
+// major.minor; an unreadable version is not.
+func serverAtLeast(v string, major, minor int) bool {
 	parts := strings.SplitN(strings.TrimPrefix(v, "v"), ".", 3)
 	if len(parts) < 2 {
 		return false
 	}
-	major, err1 := strconv.Atoi(parts[0])
-	minor, err2 := strconv.Atoi(parts[1])
+	gotMajor, err1 := strconv.Atoi(parts[0])
+	gotMinor, err2 := strconv.Atoi(parts[1])
 	if err1 != nil || err2 != nil {
 		return false
 	}
-	return major > 2 || (major == 2 && minor >= 10)
+	return gotMajor > major || (gotMajor == major && gotMinor >= minor)
 }
 
 // consumerSubjects are the filter subjects of consumer cfg: one per (tenant or any) × (type or

@@ -32,6 +32,19 @@
 // the machine. An external NATS decides for itself (its sync_interval setting; replicated
 // streams acknowledge once a quorum of replicas stored the event).
 //
+// # Atomic batches
+//
+// With DurabilitySync on the embedded server (elsewhere when Config.AtomicBatchMin asks for it)
+// and NATS 2.12 or later, the event stream allows atomic batch publish, and a Publish of at
+// least AtomicBatchMin messages sends them as atomic batches of up to 1000 (headers
+// Nats-Batch-Id, Nats-Batch-Sequence, Nats-Batch-Commit, kept on the stored messages): the
+// server stores a batch whole or not at all, with one fsync for the batch instead of one per
+// message, so the power-loss-safe rate is no longer bounded by the disk's fsync rate. A batch
+// the server rejects (a message id it has already seen within the dedup window, as when the
+// outbox relay publishes again after a crash; too many batches in flight) is published again
+// one message at a time, which stores the new messages and acknowledges the others as
+// duplicates. See atomic.go.
+//
 // # Backpressure
 //
 // At most MaxPending publishes are in flight to the broker, shared by all callers. A Publish that
@@ -61,6 +74,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -102,7 +116,8 @@ const (
 	DurabilityAsync Durability = "async"
 )
 
-// Defaults of Config.
+// Defaults of Config. DefaultAtomicBatchMin applies to the embedded server with DurabilitySync
+// only (see Config.AtomicBatchMin).
 const (
 	DefaultSyncInterval   = time.Second
 	DefaultReplicas       = 1
@@ -110,6 +125,7 @@ const (
 	DefaultDedupWindow    = 2 * time.Minute
 	DefaultPublishTimeout = 5 * time.Second
 	DefaultMaxPending     = 4096
+	DefaultAtomicBatchMin = 16
 )
 
 // Config selects and tunes the bus. The zero value is not usable: an embedded bus needs StoreDir.
@@ -155,6 +171,19 @@ type Config struct {
 	// MaxPending is how many publishes may be in flight to the broker at once, shared by every
 	// caller of this Bus. Default 4096.
 	MaxPending int
+	// AtomicBatchMin is the smallest Publish (in messages) that is sent as JetStream atomic
+	// batches when the server supports them (NATS 2.12 or later): one fsync per batch of up to
+	// 1000 messages (at most MaxPending) instead of one per message. Smaller publishes, and all
+	// of them against an older server, are sent one message at a time. A negative value never
+	// uses atomic batches and leaves atomic publish disabled on the event stream.
+	//
+	// 0 means DefaultAtomicBatchMin where every message otherwise costs an fsync of its own: the
+	// embedded server with DurabilitySync (measured: about 4× the events/s for Publish calls of
+	// 100). Everywhere else 0 means never: each batch is staged in a store of its own with
+	// several fsyncs, which made Publish about 4× slower under DurabilityAsync. On an external
+	// NATS, whose sync setting the client cannot see, set it explicitly when the server runs
+	// with sync_always, or for replicated streams.
+	AtomicBatchMin int
 
 	// CredsFile is a NATS user credentials file (JWT and NKey seed) for an external NATS.
 	CredsFile string
@@ -200,6 +229,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxPending == 0 {
 		c.MaxPending = DefaultMaxPending
+	}
+	if c.AtomicBatchMin == 0 {
+		c.AtomicBatchMin = -1
+		if c.URL == "" && c.Durability == DurabilitySync {
+			c.AtomicBatchMin = DefaultAtomicBatchMin
+		}
 	}
 	return c
 }
@@ -263,6 +298,13 @@ type Bus struct {
 	// slots is the publish window: a publish holds one from before it is sent until its
 	// acknowledgement (or failure) is known.
 	slots chan struct{}
+	// batchGate lets one atomic batch at a time gather the slots it needs (see acquireN).
+	batchGate chan struct{}
+	// allowAtomic: Open asks for atomic batch publish on the event stream (server ≥ 2.12 and
+	// AtomicBatchMin > 0); atomicOn: the stream has it and Publish uses it. atomicOn is
+	// switched off for good if the server ever acknowledges a batch as a single message.
+	allowAtomic bool
+	atomicOn    atomic.Bool
 
 	// mu guards closing, sealed and subs. Close sets closing first (no new Publish, Redeliver
 	// or Subscribe), stops the subscriptions, whose handlers may still write dead letters, and
@@ -516,6 +558,7 @@ func newBus(cfg Config, logger *slog.Logger) *Bus {
 		eventsName:  ns + "_EVENTS",
 		dlqName:     ns + "_DLQ",
 		slots:       make(chan struct{}, cfg.MaxPending),
+		batchGate:   make(chan struct{}, 1),
 		subs:        map[*subscription]struct{}{},
 		reconnected: make(chan struct{}),
 	}
@@ -549,6 +592,7 @@ func (b *Bus) attach(ctx context.Context, nc *nats.Conn, closed chan struct{}) e
 	if !b.multiFilter {
 		b.logger.Info("nats server before 2.10: each consumer filter subject gets a consumer of its own", "version", nc.ConnectedServerVersion())
 	}
+	b.allowAtomic = b.cfg.AtomicBatchMin > 0 && serverAtLeast(nc.ConnectedServerVersion(), 2, 12)
 	if err := b.ensureStreams(ctx); err != nil {
 		return fail(err)
 	}

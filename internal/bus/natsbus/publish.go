@@ -25,7 +25,9 @@ func (c Config) ackTimeout() time.Duration { return 2 * c.PublishTimeout }
 // Publish implements bus.Publisher: the messages are validated, then sent pipelined in slice
 // order (each holding a slot of the publish window until the broker acknowledged it), and
 // Publish returns once every one was acknowledged, or with the first error. After an error
-// nothing more of the call is sent; what was already sent may still be stored.
+// nothing more of the call is sent; what was already sent may still be stored. At least
+// Config.AtomicBatchMin messages go as atomic batches instead when the server supports them
+// (see sendAtomic); the order and the error contract are the same.
 func (b *Bus) Publish(ctx context.Context, msgs ...bus.Message) error {
 	for i, m := range msgs {
 		if err := m.Validate(); err != nil {
@@ -40,7 +42,12 @@ func (b *Bus) Publish(ctx context.Context, msgs ...bus.Message) error {
 		out[i] = b.eventMsg(b.subj.Event(m.Tenant, m.Type), m, m.ID)
 	}
 	start := time.Now()
-	err := b.send(ctx, out, false)
+	var err error
+	if b.useAtomic(len(out)) {
+		err = b.sendAtomic(ctx, out)
+	} else {
+		err = b.send(ctx, out, false)
+	}
 	b.ins.Published(ctx, len(msgs), time.Since(start), err)
 	return err
 }
@@ -96,7 +103,11 @@ func (b *Bus) send(ctx context.Context, msgs []*nats.Msg, deadLetter bool) error
 		return err
 	}
 	defer b.inflight.Done()
+	return b.pipeline(ctx, msgs)
+}
 
+// pipeline is send for a caller that holds b.inflight.
+func (b *Bus) pipeline(ctx context.Context, msgs []*nats.Msg) error {
 	var (
 		pending  []jetstream.PubAckFuture // sent, outcome unknown, oldest first
 		firstErr error

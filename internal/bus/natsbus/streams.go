@@ -40,6 +40,8 @@ func (b *Bus) ensureStreams(ctx context.Context) error {
 			MaxAge:      b.cfg.Retention,
 			Duplicates:  b.cfg.DedupWindow,
 			Replicas:    b.cfg.Replicas,
+			// Only asked of a server that knows it: older ones would ignore the field.
+			AllowAtomicPublish: b.allowAtomic,
 		},
 		{
 			Name:        b.dlqName,
@@ -76,6 +78,11 @@ func (b *Bus) ensureStreams(ctx context.Context) error {
 		}
 	}
 	b.events, b.dlq = streams[0], streams[1]
+	// The stream's answer, not the request, says whether the server applies atomic batches.
+	b.atomicOn.Store(b.allowAtomic && b.events.CachedInfo().Config.AllowAtomicPublish)
+	if b.allowAtomic {
+		b.logger.Debug("atomic batch publish", "enabled", b.atomicOn.Load(), "min_messages", b.cfg.AtomicBatchMin)
+	}
 	return nil
 }
 
