@@ -56,12 +56,13 @@ func (c *cli) eventsCmd() *cobra.Command {
 
 	var (
 		from, to, consumer string
+		subject            string
 		types              []string
 		dryRun             bool
 		limit              int
 	)
 	replay := &cobra.Command{
-		Use:   "replay --from TIME --to TIME --consumer NAME [--type TYPE...] [--dry-run]",
+		Use:   "replay --from TIME --to TIME --consumer NAME [--subject PATTERN] [--type TYPE...] [--dry-run]",
 		Short: "Deliver the events of a time window again to one consumer",
 		Long: "Reads the event stream between --from (inclusive) and --to (exclusive) and delivers each\n" +
 			"event again to --consumer (one of `nops events consumers`), calling the kernel as often as\n" +
@@ -106,6 +107,9 @@ func (c *cli) eventsCmd() *cobra.Command {
 					"consumer": consumer, "dry_run": dryRun, "limit": limit}
 				if types = splitList(types); len(types) > 0 {
 					body["types"] = types
+				}
+				if subject != "" {
+					body["subject"] = subject
 				}
 				var r replayResultDoc
 				if _, err := api.sendJSON(ctx, http.MethodPost, "/v1/events/replay", q, body, nil, &r); err != nil {
@@ -153,6 +157,7 @@ func (c *cli) eventsCmd() *cobra.Command {
 	rf.StringVar(&from, "from", "", "start of the window, inclusive: RFC 3339 or a duration ago (24h)")
 	rf.StringVar(&to, "to", "", "end of the window, exclusive: RFC 3339 or a duration ago (0s: now)")
 	rf.StringVar(&consumer, "consumer", "", "the consumer to deliver the events to (see `nops events consumers`)")
+	rf.StringVar(&subject, "subject", "", "only events whose subject after '<ns>.events.' matches this NATS-style pattern: <tenant>.<type>, '*' one token, final '>' the rest (e.g. '*.nops.agent.>')")
 	rf.StringSliceVar(&types, "type", nil, "only events of these types (repeated or comma-separated)")
 	rf.BoolVar(&dryRun, "dry-run", false, "count the events; deliver nothing")
 	rf.IntVar(&limit, "limit", 1000, fmt.Sprintf("events per call to the kernel (1-%d)", maxReplayLimit))

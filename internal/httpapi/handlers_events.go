@@ -442,7 +442,17 @@ func (h *handlers) ReplayEvents(ctx context.Context, req gen.ReplayEventsRequest
 
 	out := gen.ReplayEvents200JSONResponse{DryRun: dryRun}
 	deadline := time.Now().Add(h.workBudget())
+	subject := ""
+	if body.Subject != nil {
+		subject = *body.Subject
+		if !bus.ValidSubjectPattern(subject) {
+			return nil, errs.Field("body.subject", "must be dot-separated tokens, '*' for one token and a final '>' for the rest")
+		}
+	}
 	res, runErr := b.Replay(ctx, from, to, f, func(m bus.Stored) error {
+		if subject != "" && !bus.MatchSubject(subject, m.Tenant, m.Type) {
+			return nil
+		}
 		if out.Matched == limit || time.Now().After(deadline) {
 			out.Truncated = true
 			out.NextFrom = ptr(m.StoredAt.UTC())
@@ -480,6 +490,9 @@ func (h *handlers) ReplayEvents(ctx context.Context, req gen.ReplayEventsRequest
 	reason += fmt.Sprintf("; window %s to %s", from.Format(time.RFC3339Nano), to.Format(time.RFC3339Nano))
 	if tenantID == "" {
 		reason += " of every tenant"
+	}
+	if subject != "" {
+		reason += "; subject " + subject
 	}
 	if len(f.Types) > 0 {
 		reason += "; types " + strings.Join(f.Types, ",")

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nops-kernel/nops/internal/auth"
+	"github.com/nops-kernel/nops/internal/bus"
 	"github.com/nops-kernel/nops/internal/errs"
 	"github.com/nops-kernel/nops/internal/health"
 	"github.com/nops-kernel/nops/internal/middleware"
@@ -120,6 +122,26 @@ func TestInternalErrorsAreNotReturned(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "pq: password authentication failed") {
 		t.Errorf("cause not logged: %s", logs.String())
+	}
+}
+
+// TestBackpressureAnswers503WithRetryAfter: a publish that found the bus saturated reaches the
+// client as 503 with Retry-After (rounded up to whole seconds) and the unavailable problem.
+func TestBackpressureAnswers503WithRetryAfter(t *testing.T) {
+	ew := errorWriter{logger: slog.New(slog.DiscardHandler)}
+	rec := httptest.NewRecorder()
+	ew.Write(rec, httptest.NewRequest("POST", "/v1/dlq/reprocess", nil), fmt.Errorf("redeliver: %w", bus.Backpressure(5*time.Second, 1500*time.Millisecond)))
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "2" {
+		t.Fatalf("status %d, Retry-After %q; want 503 and 2", rec.Code, rec.Header().Get("Retry-After"))
+	}
+	if !strings.Contains(rec.Body.String(), `"code":"unavailable"`) {
+		t.Errorf("problem %s", rec.Body.String())
+	}
+	// Without a hint, no header; and never on other codes.
+	rec = httptest.NewRecorder()
+	ew.Write(rec, httptest.NewRequest("GET", "/x", nil), &errs.Error{Code: errs.Invalid, Message: "bad", RetryAfter: time.Second})
+	if rec.Header().Get("Retry-After") != "" {
+		t.Errorf("Retry-After on a 400: %q", rec.Header().Get("Retry-After"))
 	}
 }
 

@@ -382,6 +382,20 @@ func testDLQReplay(t *testing.T, f *fixture) {
 	if r := decode[replayResult](t, body); !r.DryRun || r.Matched != 2 || r.Redelivered != 0 || r.Truncated || r.OldestAvailable == nil {
 		t.Fatalf("dry run %s", body)
 	}
+	// A subject pattern selects the same events without types, and nothing of another domain.
+	for pattern, want := range map[string]int{"*.nops.agent.registered.v1": 2, "*.nops.agent.deregistered.v1": 0, "*.nops.agent.>": 2} {
+		bySubject := map[string]any{"dry_run": true, "subject": pattern, "from": window["from"], "to": window["to"], "consumer": window["consumer"]}
+		resp, body := k.Do(t, "POST", "/v1/events/replay", bySubject, adminA)
+		mustStatus(t, resp, body, http.StatusOK)
+		if r := decode[replayResult](t, body); r.Matched != want {
+			t.Fatalf("dry run with subject %s: %s, want %d matched", pattern, body, want)
+		}
+	}
+	bad := map[string]any{"dry_run": true, "subject": "a..b", "from": window["from"], "to": window["to"], "consumer": window["consumer"]}
+	resp, body = k.Do(t, "POST", "/v1/events/replay", bad, adminA)
+	if p := decodeProblem(t, resp, body); resp.StatusCode != http.StatusBadRequest || len(p.Errors) == 0 || p.Errors[0].Name != "body.subject" {
+		t.Fatalf("invalid subject: %d %s", resp.StatusCode, body)
+	}
 	resp, body = k.Do(t, "POST", "/v1/events/replay", window, adminA)
 	mustStatus(t, resp, body, http.StatusOK)
 	if r := decode[replayResult](t, body); r.Matched != 2 || r.Redelivered != 2 {

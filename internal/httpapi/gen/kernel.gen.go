@@ -763,6 +763,15 @@ type EventReplayRequest struct {
 	// Limit Events handled by this call at most.
 	Limit *int `json:"limit,omitempty"`
 
+	// Subject Only events whose bus subject matches this pattern, in NATS wildcard syntax over the
+	// part of the subject after `<namespace>.events.`, that is `<tenant>.<type>`: `*` stands
+	// for one token, a final `>` for one or more. E.g. `*.nops.agent.>` (every agent event),
+	// `ten_01….>` (one tenant's events, SUPER_ADMIN). Combined with `types` and the tenant.
+	//
+	//
+	// Example: *.nops.agent.>
+	Subject *string `json:"subject,omitempty"`
+
 	// To End of the window, exclusive; at most 7 days after `from`.
 	To time.Time `json:"to"`
 
