@@ -55,19 +55,18 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nops-kernel/nops/bench/internal/benchkit"
 	"github.com/nops-kernel/nops/internal/bus"
 	"github.com/nops-kernel/nops/internal/bus/natsbus"
 )
@@ -95,23 +94,7 @@ type options struct {
 	atomicExternal bool // the external NATS supports atomic batches (found at run time)
 }
 
-func main() {
-	o, err := parseFlags(os.Args[1:])
-	if errors.Is(err, flag.ErrHelp) {
-		return
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err = run(ctx, o, os.Stdout, os.Stderr)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bus bench:", err)
-		os.Exit(1)
-	}
-}
+func main() { benchkit.Main("bus", parseFlags, run) }
 
 func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("bus", flag.ContinueOnError)
@@ -279,7 +262,7 @@ func run(ctx context.Context, o options, w, progress io.Writer) (err error) {
 				} else {
 					st := res.st
 					fmt.Fprintf(progress, "  %.0f events/s consumed (%.0f published/s), p50 %s, p99 %s, generator lag p99 %s; unconsumed %d, failed %d\n",
-						st.rate(), st.publishRate(), ms(pct(st.lat, 0.5)), ms(pct(st.lat, 0.99)), ms(pct(st.lag, 0.99)), unconsumed(st), st.failed)
+						st.rate(), st.publishRate(), benchkit.Ms(pct(st.lat, 0.5)), benchkit.Ms(pct(st.lat, 0.99)), benchkit.Ms(pct(st.lag, 0.99)), unconsumed(st), st.failed)
 				}
 				rep.results = append(rep.results, res)
 				if ctx.Err() != nil {
@@ -313,7 +296,7 @@ func (e *env) phase(ctx context.Context, a, impl string, rate int) result {
 		// Room for 200,000 events/s: the closed loop stops early beyond that.
 		capacity = max(int(e.o.Duration.Seconds()*200_000), 10_000)
 	}
-	rec := newRecorder(uniqueName("e"), capacity)
+	rec := newRecorder(benchkit.UniqueName("e"), capacity)
 	sys, err := e.open(ctx, a, impl, rec)
 	if err != nil {
 		res.err = err
@@ -335,24 +318,8 @@ func (e *env) phase(ctx context.Context, a, impl string, rate int) result {
 // the date.
 func machineLine(dataDir string) string {
 	return fmt.Sprintf("Machine: %s; %d CPUs, GOMAXPROCS %d; %s %s/%s; Linux %s; data dir %s (%s); %s.",
-		cpuModel(), runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), runtime.GOOS, runtime.GOARCH,
+		benchkit.CPUModel(), runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), runtime.GOOS, runtime.GOARCH,
 		readTrim("/proc/sys/kernel/osrelease", "unknown"), dataDir, mountOf(dataDir), time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-}
-
-// cpuModel returns the first "model name" of /proc/cpuinfo, or "unknown CPU".
-func cpuModel() string {
-	f, err := os.Open("/proc/cpuinfo")
-	if err != nil {
-		return "unknown CPU"
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown CPU"
 }
 
 func readTrim(path, fallback string) string {

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nops-kernel/nops/bench/internal/benchkit"
 )
 
 // The issue's goals (issue 4, "Benchmarks").
@@ -47,13 +49,13 @@ func (rep report) write(w io.Writer) {
 		fmt.Fprintln(w, s)
 	}
 	fmt.Fprintf(w, "Settings: %d-byte events; %s per phase after %s warm-up; open loop at %s; closed loop %v with %d publishers (batches of up to %d per call), at most %d events published and not yet consumed; raw NATS PublishAsync window %d; ours: %d consumer handlers; each phase on a fresh stream/namespace.\n",
-		o.PayloadSize, o.Duration, o.Warmup, ratesLabel(o.Rates), onOff(o.Max), o.Publishers, o.Batch, o.MaxBacklog, o.MaxPending, o.ConsumerConcurrency)
+		o.PayloadSize, o.Duration, o.Warmup, ratesLabel(o.Rates), benchkit.OnOff(o.Max), o.Publishers, o.Batch, o.MaxBacklog, o.MaxPending, o.ConsumerConcurrency)
 
 	if d := rep.disk; d != nil {
 		fmt.Fprintln(w, "\n#### Physical limit: 1 KB appends, each followed by fdatasync, one writer")
 		fmt.Fprintln(w, "\n| appends | appends/s | p50 | p99 | max |")
 		fmt.Fprintln(w, "|---:|---:|---:|---:|---:|")
-		fmt.Fprintf(w, "| %d | %.0f | %s | %s | %s |\n", d.ops, d.rate(), ms(pct(d.lat, 0.5)), ms(pct(d.lat, 0.99)), ms(pct(d.lat, 1)))
+		fmt.Fprintf(w, "| %d | %.0f | %s | %s | %s |\n", d.ops, d.rate(), benchkit.Ms(pct(d.lat, 0.5)), benchkit.Ms(pct(d.lat, 0.99)), benchkit.Ms(pct(d.lat, 1)))
 	}
 
 	fmt.Fprintln(w, "\n#### Publish → consume")
@@ -73,9 +75,9 @@ func (rep report) write(w io.Writer) {
 		}
 		rateRatio, latRatio := "", ""
 		if base, ok := rep.find(r.adapter, implRaw, r.rate); ok && r.impl != implRaw {
-			rateRatio = ratio(st.rate(), base.st.rate())
-			latRatio = ratio(float64(pct(st.lat, 0.50)), float64(pct(base.st.lat, 0.50))) + " / " +
-				ratio(float64(pct(st.lat, 0.99)), float64(pct(base.st.lat, 0.99)))
+			rateRatio = benchkit.Ratio(st.rate(), base.st.rate())
+			latRatio = benchkit.Ratio(float64(pct(st.lat, 0.50)), float64(pct(base.st.lat, 0.50))) + " / " +
+				benchkit.Ratio(float64(pct(st.lat, 0.99)), float64(pct(base.st.lat, 0.99)))
 		}
 		pubRate := ""
 		if r.rate == 0 {
@@ -83,7 +85,7 @@ func (rep report) write(w io.Writer) {
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %d | %s | %s | %s | %s | %s | %s | %d / %d / %d | %s | %s |\n",
 			r.adapter, implLabel(r.adapter, r.impl), label, st.events, rate, pubRate,
-			ms(pct(st.lat, 0.50)), ms(pct(st.lat, 0.95)), ms(pct(st.lat, 0.99)), ms(pct(st.lat, 1)),
+			benchkit.Ms(pct(st.lat, 0.50)), benchkit.Ms(pct(st.lat, 0.95)), benchkit.Ms(pct(st.lat, 0.99)), benchkit.Ms(pct(st.lat, 1)),
 			unconsumed(st), st.failed, st.dups, rateRatio, latRatio)
 		if sustained(r) {
 			maxLag = max(maxLag, pct(st.lag, 0.99))
@@ -91,7 +93,7 @@ func (rep report) write(w io.Writer) {
 	}
 	fmt.Fprintln(w, "\nOpen-loop latency runs from the time an event was due to its consumption; closed-loop (max) latency from the start of its publish call. events/s is the events consumed over the time from the start of the measured run to the last consumption; published/s (closed loop) the events acknowledged over the publishing time; an open loop is sustained when that is at least 95 % of its rate with nothing unconsumed or failed. Unconsumed: acknowledged by the broker but not consumed within the drain time.")
 	if maxLag > 0 {
-		fmt.Fprintf(w, "Load generator: the worst p99 of its lag (due → handed to the publisher) over the sustained open-loop phases was %s.\n", ms(maxLag))
+		fmt.Fprintf(w, "Load generator: the worst p99 of its lag (due → handed to the publisher) over the sustained open-loop phases was %s.\n", benchkit.Ms(maxLag))
 	}
 	for _, r := range rep.results {
 		if r.err == nil && r.st.firstErr != nil {
@@ -113,20 +115,20 @@ func (rep report) writeGoals(w io.Writer) {
 	}
 	if r, ok := rep.find(adEmbeddedSync, implOurs, goalSyncRate); ok {
 		p95, p99 := pct(r.st.lat, 0.95), pct(r.st.lat, 0.99)
-		measured := fmt.Sprintf("%.0f events/s%s, p95 %s, p99 %s", r.st.rate(), sustainedNote(r), ms(p95), ms(p99))
-		add(fmt.Sprintf("power-loss-safe (embedded-sync): %s events/s sustained with p95 ≤ %s and p99 ≤ %s", thousands(goalSyncRate), ms(goalSyncP95), ms(goalSyncP99)),
+		measured := fmt.Sprintf("%.0f events/s%s, p95 %s, p99 %s", r.st.rate(), sustainedNote(r), benchkit.Ms(p95), benchkit.Ms(p99))
+		add(fmt.Sprintf("power-loss-safe (embedded-sync): %s events/s sustained with p95 ≤ %s and p99 ≤ %s", thousands(goalSyncRate), benchkit.Ms(goalSyncP95), benchkit.Ms(goalSyncP99)),
 			measured, sustained(r) && p95 <= goalSyncP95 && p99 <= goalSyncP99)
-		add(fmt.Sprintf("roadmap (S3): %s events/s with p95 ≤ %s and p99 ≤ %s", thousands(goalSyncRate), ms(roadmapP95), ms(roadmapP99)),
+		add(fmt.Sprintf("roadmap (S3): %s events/s with p95 ≤ %s and p99 ≤ %s", thousands(goalSyncRate), benchkit.Ms(roadmapP95), benchkit.Ms(roadmapP99)),
 			measured, sustained(r) && p95 <= roadmapP95 && p99 <= roadmapP99)
 	}
 	if r, ok := rep.find(adEmbeddedSync, implOurs, 0); ok && rep.disk != nil {
 		fsync := rep.disk.rate()
-		measured := fmt.Sprintf("%.0f events/s against %.0f fdatasync/s (%s)", r.st.rate(), fsync, ratio(r.st.rate(), fsync))
+		measured := fmt.Sprintf("%.0f events/s against %.0f fdatasync/s (%s)", r.st.rate(), fsync, benchkit.Ratio(r.st.rate(), fsync))
 		if a, ok := rep.find(adEmbeddedSync, implAtomic, 0); ok {
-			measured += fmt.Sprintf("; raw atomic batches %.0f/s (%s)", a.st.rate(), ratio(a.st.rate(), fsync))
+			measured += fmt.Sprintf("; raw atomic batches %.0f/s (%s)", a.st.rate(), benchkit.Ratio(a.st.rate(), fsync))
 		}
 		if a, ok := rep.find(adEmbeddedSync, implRaw, 0); ok {
-			measured += fmt.Sprintf("; raw PublishAsync %.0f/s (%s)", a.st.rate(), ratio(a.st.rate(), fsync))
+			measured += fmt.Sprintf("; raw PublishAsync %.0f/s (%s)", a.st.rate(), benchkit.Ratio(a.st.rate(), fsync))
 		}
 		add("power-loss-safe maximum rate above the disk's fsync rate (batching)", measured, r.st.rate() > fsync)
 	}
@@ -142,7 +144,7 @@ func (rep report) writeGoals(w io.Writer) {
 		}
 		q := ours.st.rate() / raw.st.rate()
 		add(fmt.Sprintf("%s: our layer keeps ≥ %.0f %% of the raw library's maximum throughput", a, goalLayerRatio*100),
-			fmt.Sprintf("%.0f vs %.0f events/s (%s)", ours.st.rate(), raw.st.rate(), ratio(ours.st.rate(), raw.st.rate())), q >= goalLayerRatio)
+			fmt.Sprintf("%.0f vs %.0f events/s (%s)", ours.st.rate(), raw.st.rate(), benchkit.Ratio(ours.st.rate(), raw.st.rate())), q >= goalLayerRatio)
 	}
 	if len(rows) == 0 {
 		return
@@ -178,22 +180,6 @@ func sustainedNote(r result) string {
 }
 
 func unconsumed(st phaseStats) int64 { return max(st.acked-st.consumed, 0) }
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
-
-func ratio(v, base float64) string {
-	if base == 0 {
-		return "–"
-	}
-	return fmt.Sprintf("%.2f×", v/base)
-}
-
-func onOff(b bool) string {
-	if b {
-		return "on"
-	}
-	return "off"
-}
 
 // thousands formats n with thin separators: 20000 → "20,000".
 func thousands(n int) string {

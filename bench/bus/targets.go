@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nops-kernel/nops/bench/internal/benchkit"
 	"github.com/nops-kernel/nops/internal/bus/natsbus"
 	"github.com/nops-kernel/nops/internal/bus/redisbus"
 )
@@ -83,16 +82,9 @@ type env struct {
 	nc      *nats.Conn            // connection to the external NATS; nil unless nats is measured
 }
 
-// uniqueName returns prefix and 8 random hex characters.
-func uniqueName(prefix string) string {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	return prefix + hex.EncodeToString(b)
-}
-
 // open starts impl on adapter a for one phase, consuming into rec.
 func (e *env) open(ctx context.Context, a, impl string, rec *recorder) (phaseSystem, error) {
-	ns := uniqueName("bench")
+	ns := benchkit.UniqueName("bench")
 	// The raw stream gets the settings natsbus gives its event stream by default.
 	raw := natsRawConfig{
 		ns: ns, maxAge: natsbus.DefaultRetention, dedup: natsbus.DefaultDedupWindow, replicas: natsbus.DefaultReplicas,

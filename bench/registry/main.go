@@ -35,7 +35,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -49,7 +48,6 @@ import (
 	mrand "math/rand/v2"
 	"net/url"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
@@ -57,7 +55,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -65,6 +62,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver of the baseline, as the adapter uses
 
+	"github.com/nops-kernel/nops/bench/internal/benchkit"
 	"github.com/nops-kernel/nops/internal/apikey"
 	"github.com/nops-kernel/nops/internal/audit"
 	"github.com/nops-kernel/nops/internal/config"
@@ -90,23 +88,7 @@ type options struct {
 	ProfileDir  string        // where a CPU profile of each measured phase is written; "" for none
 }
 
-func main() {
-	o, err := parseFlags(os.Args[1:])
-	if errors.Is(err, flag.ErrHelp) {
-		return
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err = run(ctx, o, os.Stdout, os.Stderr)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "registry bench:", err)
-		os.Exit(1)
-	}
-}
+func main() { benchkit.Main("registry", parseFlags, run) }
 
 func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("registry", flag.ContinueOnError)
@@ -160,9 +142,9 @@ func parseFlags(args []string) (options, error) {
 // run measures every store in o and writes a Markdown report to w, progress to progress.
 func run(ctx context.Context, o options, w, progress io.Writer) error {
 	fmt.Fprintf(w, "Machine: %s; %d CPUs, GOMAXPROCS %d; %s %s/%s.\n",
-		cpuModel(), runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		benchkit.CPUModel(), runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	fmt.Fprintf(w, "Settings: concurrency %d, %d agents over %d tenant(s), %s per phase after %s warm-up, background work %v.\n",
-		o.Concurrency, o.Agents, o.Tenants, o.Duration, o.Warmup, onOff(o.Background))
+		o.Concurrency, o.Agents, o.Tenants, o.Duration, o.Warmup, benchkit.OnOff(o.Background))
 	for _, name := range o.Stores {
 		rep, err := benchStore(ctx, o, name, progress)
 		if err != nil {
@@ -651,10 +633,10 @@ func (rep report) write(w io.Writer) {
 			label += " — not the product's setting"
 		}
 		fmt.Fprintf(w, "| %s | %d | %.0f | %s | %s | %s | %s | %s | %s |\n", label, r.ops, rate,
-			ms(r.pct(0.50)), ms(r.pct(0.95)), ms(r.pct(0.99)), ms(r.pct(1)),
-			ratio(rate*float64(r.rows), base), ratio(float64(r.pct(0.99)), float64(baseP99)))
+			benchkit.Ms(r.pct(0.50)), benchkit.Ms(r.pct(0.95)), benchkit.Ms(r.pct(0.99)), benchkit.Ms(r.pct(1)),
+			benchkit.Ratio(rate*float64(r.rows), base), benchkit.Ratio(float64(r.pct(0.99)), float64(baseP99)))
 	}
-	fmt.Fprintf(w, "\nRatios are against the mean of the two baseline runs (%.0f ops/s, p99 %s); for variants writing several rows per operation the ops/s ratio counts rows.\n", base, ms(baseP99))
+	fmt.Fprintf(w, "\nRatios are against the mean of the two baseline runs (%.0f ops/s, p99 %s); for variants writing several rows per operation the ops/s ratio counts rows.\n", base, benchkit.Ms(baseP99))
 	for _, r := range rep.results {
 		if rep.store != "sqlite" || !strings.HasPrefix(r.label, "heartbeat") {
 			continue
@@ -666,40 +648,8 @@ func (rep report) write(w io.Writer) {
 			verdict = "NOT met"
 		}
 		fmt.Fprintf(w, "Heartbeat goal of the embedded store (≥ %d/s with p99 < %s on 2 cores): %s — %.0f/s (%.0f%% of the goal rate), p99 %s.\n",
-			goalRate, ms(goalP99), verdict, r.perSecond(), 100*r.perSecond()/goalRate, ms(p99))
+			goalRate, benchkit.Ms(goalP99), verdict, r.perSecond(), 100*r.perSecond()/goalRate, benchkit.Ms(p99))
 	}
-}
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
-
-func ratio(v, base float64) string {
-	if base == 0 {
-		return "–"
-	}
-	return fmt.Sprintf("%.2f×", v/base)
-}
-
-func onOff(b bool) string {
-	if b {
-		return "on"
-	}
-	return "off"
-}
-
-// cpuModel returns the first "model name" of /proc/cpuinfo, or "unknown CPU".
-func cpuModel() string {
-	f, err := os.Open("/proc/cpuinfo")
-	if err != nil {
-		return "unknown CPU"
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown CPU"
 }
 
 // sqliteTimeFormat and sqliteDSN copy the adapter's (internal/store/sqlite: timeFormat, dsn), so
@@ -804,7 +754,7 @@ const pgUpsert = `UPDATE agents SET heartbeat_at = $3, load = $4, status = 'heal
 // store on it, and a bare pgx pool of the kernel's size for the baseline. Closing drops the
 // database.
 func openPostgres(ctx context.Context, o options, logger *slog.Logger) (*target, error) {
-	name := uniqueName("nops_bench_")
+	name := benchkit.UniqueName("nops_bench_")
 	u, err := url.Parse(o.PGURL)
 	if err != nil {
 		return nil, errors.New("-pg-url: invalid URL")
@@ -878,11 +828,4 @@ func openPostgres(ctx context.Context, o options, logger *slog.Logger) (*target,
 		return errors.Join(st.Close(), drop())
 	}
 	return t, nil
-}
-
-// uniqueName returns prefix and 12 random hex characters: a database name no other run uses.
-func uniqueName(prefix string) string {
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	return prefix + hex.EncodeToString(b)
 }

@@ -16,6 +16,9 @@ import (
 )
 
 // Settler settles one delivered message with the broker. Adapters implement it per delivery.
+// A settlement may be sent asynchronously (an error then means only that it could not be sent):
+// the adapter makes sure the broker has it before Subscription.Stop returns, and one lost on the
+// way leaves the message pending, delivered again after AckWait and deduped by event id.
 type Settler interface {
 	// Ack removes the message from the consumer: it is done.
 	Ack(ctx context.Context) error

@@ -22,6 +22,11 @@ const (
 	// minMaxAckPending is the consumers' MaxAckPending unless Concurrency is larger: messages
 	// waiting for a delayed retry count towards it too.
 	minMaxAckPending = 1000
+	// fetchersPerSource is how many pull requests a subscription with a single source (NATS ≥
+	// 2.10) keeps going: while one waits for its messages, another asks for the slots freed
+	// meanwhile, so that fetching is not one round trip per handful of messages. They share the
+	// handler slots, so no more messages are fetched than there are free slots.
+	fetchersPerSource = 2
 )
 
 // Subscribe implements bus.Bus with a durable pull consumer on the event stream; see the
@@ -97,14 +102,16 @@ type subscription struct {
 	cancel context.CancelFunc // ends runCtx
 
 	slots    *pool // handler slots: one per message handed to a handler
+	acks     ackBarrier
 	handlers sync.WaitGroup
 	done     chan struct{} // closed once fetching stopped and every handler returned
 }
 
 // Stop implements bus.Subscription: no more fetching (the pull request in flight is withdrawn,
 // and what it had already brought is handled); it waits (up to ctx) for the running handlers,
-// which settle their messages. Later calls wait the same way, and return at once when the
-// subscription has stopped.
+// which settle their messages, and for the server to confirm it has processed the
+// subscription's acknowledgements (which the handlers only sent; see ackBarrier). Later calls
+// wait the same way, and return at once when the subscription has stopped.
 func (s *subscription) Stop(ctx context.Context) error {
 	s.cancel()
 	return s.wait(ctx)
@@ -130,18 +137,23 @@ var errStopped = errors.New("subscription stopped")
 func (s *subscription) run() {
 	defer func() {
 		s.handlers.Wait()
+		s.acks.confirm(s.b, s.b.logger.With("consumer", s.cfg.Name))
 		s.b.mu.Lock()
 		delete(s.b.subs, s)
 		s.b.mu.Unlock()
 		close(s.done)
 	}()
-	if len(s.sources) == 1 {
-		s.loop(s.sources[0], s.fetchForSlots)
-		return
-	}
 	var wg sync.WaitGroup
-	for _, src := range s.sources {
-		wg.Go(func() { s.loop(src, s.fetchThenSlot) })
+	if len(s.sources) == 1 {
+		for range fetchersPerSource {
+			wg.Go(func() { s.loop(s.sources[0], s.fetchForSlots) })
+		}
+	} else {
+		// One goroutine per source: two would each fetch a message before taking a slot,
+		// and could hand them to the handlers out of order.
+		for _, src := range s.sources {
+			wg.Go(func() { s.loop(src, s.fetchThenSlot) })
+		}
 	}
 	wg.Wait()
 }
@@ -190,7 +202,7 @@ func (s *subscription) fetchForSlots(src *source) error {
 	if !ok {
 		return errStopped
 	}
-	got, err := s.pull(src, n, s.start)
+	got, err := s.pull(src, n, false, s.start)
 	s.slots.release(n - got)
 	return err
 }
@@ -198,12 +210,14 @@ func (s *subscription) fetchForSlots(src *source) error {
 // fetchThenSlot waits until a handler slot is free, fetches one message and takes a slot for
 // it. When another source took the slot meanwhile, it holds the message until one is free,
 // telling the server that the message is in progress so that its AckWait does not run out; if
-// the subscription stops meanwhile, the message is released for redelivery.
+// the subscription stops meanwhile, the message is released for redelivery. Once a message
+// came, it takes every free slot and asks, without waiting, for as many messages as are
+// already there, so that a backlog is not fetched one message per round trip.
 func (s *subscription) fetchThenSlot(src *source) error {
 	if _, ok := s.slots.wait(s.runCtx, false); !ok {
 		return errStopped
 	}
-	_, err := s.pull(src, 1, func(msg *nats.Msg) {
+	got, err := s.pull(src, 1, false, func(msg *nats.Msg) {
 		var tick *time.Ticker
 		for {
 			freed, ok := s.slots.take()
@@ -218,13 +232,24 @@ func (s *subscription) fetchThenSlot(src *source) error {
 			select {
 			case <-freed:
 			case <-tick.C:
-				_ = settler{s.b, msg}.inProgress()
+				_ = settler{b: s.b, msg: msg}.inProgress()
 			case <-s.runCtx.Done():
-				_ = settler{s.b, msg}.Nak(s.runCtx, 0)
+				_ = settler{b: s.b, msg: msg}.Nak(s.runCtx, 0)
 				return
 			}
 		}
 	})
+	for got > 0 && err == nil && s.runCtx.Err() == nil {
+		n := s.slots.takeFree()
+		if n == 0 {
+			break
+		}
+		got, err = s.pull(src, n, true, s.start)
+		s.slots.release(n - got)
+		if got < n {
+			break
+		}
+	}
 	return err
 }
 
@@ -252,7 +277,7 @@ func (s *subscription) recreate(log *slog.Logger, src *source) {
 
 // handle turns msg into a delivery and lets bus.Dispatch run the handler and settle it.
 func (s *subscription) handle(msg *nats.Msg) {
-	st := settler{s.b, msg}
+	st := settler{b: s.b, msg: msg, acks: &s.acks}
 	md, err := msg.Metadata()
 	if err != nil {
 		// Not a JetStream delivery: cannot happen on a pull consumer.
@@ -315,6 +340,15 @@ func (p *pool) take() (<-chan struct{}, bool) {
 		return nil, true
 	}
 	return p.freed, false
+}
+
+// takeFree takes every free slot, without waiting, and returns how many.
+func (p *pool) takeFree() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := p.size - p.used
+	p.used = p.size
+	return n
 }
 
 // wait waits until a slot is free and, when take is set, takes every free slot, returning how

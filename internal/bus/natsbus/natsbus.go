@@ -638,7 +638,7 @@ func (b *Bus) Ping(ctx context.Context) error {
 const closeSubsTimeout = 30 * time.Second
 
 // Close stops every subscription (waiting up to 30 s for their running handlers to settle their
-// messages), waits for the publishes in flight, drains the connection and shuts the embedded
+// messages and for the server to confirm their acknowledgements), waits for the publishes in flight, drains the connection and shuts the embedded
 // server down. Publish and Subscribe fail once Close has begun. Later calls return the first
 // call's result.
 func (b *Bus) Close() error {

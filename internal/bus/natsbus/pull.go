@@ -3,8 +3,10 @@ package natsbus
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -36,13 +38,15 @@ const (
 // pullRequest is the body of a JetStream CONSUMER.MSG.NEXT request.
 type pullRequest struct {
 	Batch   int           `json:"batch"`
-	Expires time.Duration `json:"expires"` // nanoseconds
+	Expires time.Duration `json:"expires,omitempty"` // nanoseconds
+	NoWait  bool          `json:"no_wait,omitempty"`
 }
 
-// pull asks src's consumer for up to n messages, waiting up to fetchWait for them, and passes
-// each to got as it arrives; it returns how many it passed on. When the subscription stops, it
-// unsubscribes at once and passes on what had already arrived.
-func (s *subscription) pull(src *source, n int, got func(*nats.Msg)) (int, error) {
+// pull asks src's consumer for up to n messages, waiting up to fetchWait for them (with noWait,
+// only for those already there), and passes each to got as it arrives; it returns how many it
+// passed on. When the subscription stops, it unsubscribes at once and passes on what had
+// already arrived.
+func (s *subscription) pull(src *source, n int, noWait bool, got func(*nats.Msg)) (int, error) {
 	nc := s.b.nc
 	inbox := nc.NewInbox()
 	// Room for the n messages and the status that ends the request: the read loop never waits.
@@ -52,7 +56,11 @@ func (s *subscription) pull(src *source, n int, got func(*nats.Msg)) (int, error
 		return 0, fmt.Errorf("pull from %s: %w", src.name, err)
 	}
 	defer func() { _ = sub.Unsubscribe() }() // a no-op when already unsubscribed
-	req, err := json.Marshal(pullRequest{Batch: n, Expires: fetchWait})
+	pr := pullRequest{Batch: n, Expires: fetchWait}
+	if noWait {
+		pr = pullRequest{Batch: n, NoWait: true}
+	}
+	req, err := json.Marshal(pr)
 	if err != nil {
 		return 0, err
 	}
@@ -132,54 +140,113 @@ func pullStatus(msg *nats.Msg) (done bool, err error) {
 	}
 }
 
-// settler settles one delivery with JetStream through the message's ack subject.
+// settler settles one delivery with JetStream through the message's ack subject. Every
+// settlement is a plain publish on the connection, which the client sends pipelined with the
+// others: settling never waits for the server, so the handler slot is free at once.
 type settler struct {
 	b   *Bus
 	msg *nats.Msg
+	// acks, when set, records the acknowledgements the subscription confirms when it stops.
+	acks *ackBarrier
 }
 
-// errReconnected cancels an acknowledgement whose answer was lost with the old connection.
-var errReconnected = errors.New("the connection was restored meanwhile")
-
-// ackAttempts bounds how often an acknowledgement is sent again after reconnections.
-const ackAttempts = 3
-
-// Ack waits for the server's confirmation (a "double ack"), so that a crash right after
-// Dispatch returns does not redeliver an acknowledged message. An acknowledgement whose answer
-// was lost with a broken connection is sent again once the connection is back, rather than
-// waiting out ctx (acknowledging twice is harmless).
-func (s settler) Ack(ctx context.Context) error {
-	for attempt := 1; ; attempt++ {
-		reconnected := s.b.reconnectSignal()
-		rctx, cancel := context.WithCancelCause(ctx)
-		go func() {
-			select {
-			case <-reconnected:
-				cancel(errReconnected)
-			case <-rctx.Done():
-			}
-		}()
-		_, err := s.b.nc.RequestWithContext(rctx, s.msg.Reply, []byte("+ACK"))
-		lost := errors.Is(context.Cause(rctx), errReconnected)
-		cancel(nil)
-		if err == nil {
-			return nil
-		}
-		if !lost || ctx.Err() != nil || attempt == ackAttempts {
-			return fmt.Errorf("ack: %w", err)
-		}
-	}
-}
+// Ack hands the acknowledgement to the connection and returns: it fails only when it cannot be
+// sent (connection closed). An acknowledgement lost on its way (a broken connection) leaves the
+// message pending, and the server delivers it again after AckWait; consumers dedupe by event
+// id. The subscription makes sure the server has processed its acknowledgements before Stop
+// returns (see ackBarrier).
+func (s settler) Ack(context.Context) error { return s.settle("ack", []byte("+ACK")) }
 
 func (s settler) Nak(_ context.Context, delay time.Duration) error {
 	body := []byte("-NAK")
 	if delay > 0 {
 		body = fmt.Appendf(nil, `-NAK {"delay": %d}`, delay.Nanoseconds())
 	}
-	return s.b.nc.Publish(s.msg.Reply, body)
+	// Not recorded for the barrier: a progress request would reset the redelivery delay.
+	if err := s.b.nc.Publish(s.msg.Reply, body); err != nil {
+		return fmt.Errorf("nak: %w", err)
+	}
+	return nil
 }
 
-func (s settler) Term(context.Context) error { return s.b.nc.Publish(s.msg.Reply, []byte("+TERM")) }
+// Term removes the message from the consumer, asynchronously like Ack.
+func (s settler) Term(context.Context) error { return s.settle("term", []byte("+TERM")) }
 
 // inProgress resets the message's AckWait at the server.
 func (s settler) inProgress() error { return s.b.nc.Publish(s.msg.Reply, []byte("+WPI")) }
+
+// settle publishes an acknowledgement or termination, and records it for the barrier.
+func (s settler) settle(what string, body []byte) error {
+	if err := s.b.nc.Publish(s.msg.Reply, body); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if s.acks != nil {
+		s.acks.sent(s.msg.Reply)
+	}
+	return nil
+}
+
+// ackBarrierTimeout bounds how long a stopping subscription waits for the server to confirm
+// its settlements.
+const ackBarrierTimeout = 5 * time.Second
+
+// ackBarrier remembers, per JetStream consumer, the ack subject of the last message a
+// subscription settled. The server queues a consumer's acknowledgements and processes them in
+// order, apart from its pull requests, so a flush of the connection is not enough to know they
+// took effect: when the subscription stops, confirm sends a progress request ("+WPI", a no-op
+// on a settled message) to each last subject and waits for the server's reply, which comes
+// once every earlier settlement of that consumer has been processed. Thus a message acked
+// before Stop returns is not delivered again to the next subscription.
+type ackBarrier struct {
+	mu   sync.Mutex
+	last map[string]string // ack subject of the last settlement, by consumer token of the subject
+}
+
+func (a *ackBarrier) sent(reply string) {
+	key := ackConsumer(reply)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.last == nil {
+		a.last = map[string]string{}
+	}
+	a.last[key] = reply
+}
+
+// confirm waits (up to ackBarrierTimeout) until the server has processed every settlement
+// sent so far; it logs the consumers it could not confirm, whose acknowledged messages may be
+// delivered again after AckWait.
+func (a *ackBarrier) confirm(b *Bus, log *slog.Logger) {
+	a.mu.Lock()
+	last := a.last
+	a.last = nil
+	a.mu.Unlock()
+	if len(last) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ackBarrierTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for consumer, reply := range last {
+		wg.Go(func() {
+			if _, err := b.nc.RequestWithContext(ctx, reply, []byte("+WPI")); err != nil {
+				log.Warn("consumer stopped without the server confirming its last settlements; they may be delivered again after ack wait",
+					"jetstream_consumer", consumer, "error", err.Error())
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// ackConsumer is the consumer token of JetStream ack subject reply
+// ($JS.ACK.<stream>.<consumer>.… or, with a domain, $JS.ACK.<domain>.<hash>.<stream>.<consumer>.…);
+// the subject itself when it is not one.
+func ackConsumer(reply string) string {
+	tokens := strings.Split(reply, ".")
+	switch {
+	case len(tokens) == 9 && tokens[0] == "$JS" && tokens[1] == "ACK":
+		return tokens[3]
+	case len(tokens) >= 12 && tokens[0] == "$JS" && tokens[1] == "ACK":
+		return tokens[5]
+	}
+	return reply
+}

@@ -79,6 +79,7 @@ func (b *Bus) Subscribe(ctx context.Context, cfg bus.ConsumerConfig, h bus.Handl
 	if !b.addSub(s) {
 		return nil, errs.New(errs.Unavailable, "event bus closed")
 	}
+	s.acks = newAckBatcher(s)
 	s.stopWatch = context.AfterFunc(ctx, s.requestStop)
 	go s.run()
 	return s, nil
@@ -109,7 +110,8 @@ func consumerName() string {
 //
 // Slots: a token in slots is a handler running or a read reserved for one. The reader loop takes
 // at least one free slot before each round and reads or claims at most as many entries as it
-// holds slots; each delivery keeps its slot until its handler has settled it.
+// holds slots; each delivery keeps its slot until its handler has settled it. An Ack only queues
+// the acknowledgement in acks (see ackBatcher), so the slot is freed without a round trip.
 type subscription struct {
 	b        *Bus
 	cfg      bus.ConsumerConfig
@@ -123,6 +125,7 @@ type subscription struct {
 
 	slots    chan struct{}
 	handlers sync.WaitGroup
+	acks     *ackBatcher
 
 	stopOnce  sync.Once
 	stopCh    chan struct{} // closed when stopping starts
@@ -160,8 +163,10 @@ func (s *subscription) ensureGroups(ctx context.Context) error {
 	return nil
 }
 
-// Stop stops reading, waits (up to ctx) for the running handlers to settle their messages, and
-// removes this subscription's consumer from the group when nothing is pending for it.
+// Stop stops reading, waits (up to ctx) for the running handlers to settle their messages, sends
+// the queued acknowledgements and waits for Redis's replies (an entry acknowledged before Stop is
+// not redelivered), and removes this subscription's consumer from the group when nothing is
+// pending for it.
 func (s *subscription) Stop(ctx context.Context) error {
 	s.requestStop()
 	select {
@@ -192,6 +197,7 @@ func (s *subscription) finish() {
 	s.stopWatch()
 	<-s.loopDone
 	s.handlers.Wait()
+	s.acks.close()
 	ctx, cancel := context.WithTimeout(context.Background(), stopCleanupTimeout)
 	for _, key := range []string{s.events, s.retry} {
 		err := s.b.runScript(ctx, delConsumerScript, []string{key}, s.cfg.Name, s.consumer).Err()
@@ -480,21 +486,16 @@ func (s *subscription) handle(ctx context.Context, kind, id string, fields map[s
 	}()
 }
 
-// ackSkipped acknowledges, in one round trip, the entries handle skipped.
+// ackSkipped hands the acknowledgements of the entries handle skipped to the batcher. One that
+// fails leaves its entry pending: claimed, and skipped again, after AckWait.
 func (s *subscription) ackSkipped(ctx context.Context) {
 	if len(s.skipped) == 0 {
 		return
 	}
-	_, err := s.b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, st := range s.skipped {
-			p.XAck(ctx, st.key, s.cfg.Name, st.id)
-			p.ZRem(ctx, s.delay, st.member)
+	for _, st := range s.skipped {
+		if err := st.Ack(ctx); err != nil {
+			s.log.Debug("could not acknowledge a skipped entry", "entry", st.member, "error", err.Error())
 		}
-		return nil
-	})
-	if err != nil {
-		// Still pending: claimed, and skipped again, after AckWait.
-		s.log.Debug("could not acknowledge skipped entries", "entries", len(s.skipped), "error", err.Error())
 	}
 	clear(s.skipped)
 	s.skipped = s.skipped[:0]
@@ -527,8 +528,24 @@ type settler struct {
 	member string // delay set member, also the delivery's Position
 }
 
-// Ack acknowledges the entry and forgets any retry scheduled for it.
+// Ack acknowledges the entry and forgets any retry scheduled for it, asynchronously: it queues
+// XACK and ZREM in the subscription's batcher and returns, without waiting for Redis (it waits
+// only while the batcher's queue is full). A nil error therefore does not mean Redis has the
+// acknowledgement: one that fails is logged and the entry is redelivered after AckWait. Stop
+// and Bus.Close send every queued acknowledgement and wait for Redis's replies.
 func (st *settler) Ack(ctx context.Context) error {
+	queued, err := st.s.acks.enqueue(ctx, st)
+	if err != nil {
+		return unavailable("acknowledge "+st.member, err)
+	}
+	if queued {
+		return nil
+	}
+	return st.ackNow(ctx)
+}
+
+// ackNow acknowledges the entry in one round trip (the batcher is closed).
+func (st *settler) ackNow(ctx context.Context) error {
 	_, err := st.s.b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.XAck(ctx, st.key, st.s.cfg.Name, st.id)
 		p.ZRem(ctx, st.s.delay, st.member)
@@ -550,7 +567,8 @@ func (st *settler) Nak(ctx context.Context, delay time.Duration) error {
 	return nil
 }
 
-// Term removes the entry from the consumer: Dispatch has stored it in the DLQ.
+// Term removes the entry from the consumer: Dispatch has stored it in the DLQ. Like Ack, it
+// only queues the acknowledgement.
 func (st *settler) Term(ctx context.Context) error { return st.Ack(ctx) }
 
 // decodeMessage reads a message from an entry's fields.

@@ -47,7 +47,12 @@
 //
 // A subscription reads with XREADGROUP only as many entries as it has free handler slots
 // (ConsumerConfig.Concurrency). Consumer groups cannot filter server-side: entries that do not
-// match the consumer's Filter are acknowledged (XACK) at once without running the handler. A
+// match the consumer's Filter are acknowledged (XACK) at once without running the handler.
+// Acknowledgements are asynchronous: Ack (and Term) queue XACK and the ZREM of the delay set in
+// a per-subscription batcher and return, freeing the handler's slot; the batcher sends them in
+// one pipeline at least every millisecond or as soon as 256 are queued. Stop and Close send the
+// queued ones and wait for Redis's replies. An acknowledgement that fails is logged and its entry
+// stays pending, redelivered after AckWait (consumers dedupe by event id). A
 // failed delivery stays pending in the group and its due time goes into the consumer's delay set;
 // when it is due, XCLAIM hands it out again (incrementing Redis's delivery counter, which is
 // Delivery.Attempt). Deliveries nobody settled within AckWait (a crashed or hung process) are
@@ -56,8 +61,9 @@
 // # Concurrency
 //
 // A Bus is safe for concurrent use. Close may be called more than once. Each subscription runs
-// one reader goroutine (reads, claims, acknowledges skipped entries) and one goroutine per
-// running handler, at most ConsumerConfig.Concurrency.
+// one reader goroutine (reads, claims, queues the acknowledgements of skipped entries), one
+// acknowledgement flusher, and one goroutine per running handler, at most
+// ConsumerConfig.Concurrency.
 //
 // # Testing
 //
@@ -318,7 +324,7 @@ func (b *Bus) Ping(ctx context.Context) error {
 const closeWaitSlack = 10 * time.Second
 
 // Close stops every subscription (waiting for running handlers, each bounded by its AckWait, to
-// settle their messages), then waits for publishes in flight. It does not close the Redis
+// settle their messages, and for Redis's replies to the queued acknowledgements), then waits for publishes in flight. It does not close the Redis
 // client, which the kernel owns. Later calls return the first call's result.
 func (b *Bus) Close() error {
 	b.closeOnce.Do(func() {

@@ -28,12 +28,13 @@ redis.call('SET', KEYS[1], id, 'PX', ARGV[1])
 return {1, id}
 `)
 
-// nakScript schedules a pending delivery for a retry.
+// nakScript schedules a pending delivery for a retry. Its due time rounds the server's time up
+// to the millisecond (the claims round theirs down), so a retry never comes before its delay.
 //
 //	KEYS[1] delay set; ARGV[1] delay ms, ARGV[2] member ("<kind>/<entry id>")
 var nakScript = redis.NewScript(`
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000 + math.ceil(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], string.format('%d', now + tonumber(ARGV[1])), ARGV[2])
 return 1
 `)

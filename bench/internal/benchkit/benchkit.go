@@ -1,0 +1,81 @@
+// Package benchkit holds what the benchmark programs under bench/ share: the main function's
+// skeleton (flags, signals, exit codes) and the formatting of their reports. Only bench/ imports it.
+package benchkit
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Main parses the command line with parse and runs run until it returns or the process is
+// interrupted; it exits 2 on a flag error, 1 when run fails (printing "<name> bench: <error>").
+func Main[O any](name string, parse func([]string) (O, error), run func(ctx context.Context, o O, stdout, stderr io.Writer) error) {
+	o, err := parse(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err = run(ctx, o, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, name+" bench:", err)
+		os.Exit(1)
+	}
+}
+
+// Ms renders d in milliseconds with two decimals.
+func Ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
+
+// Ratio renders v/base as "1.23×", or "–" without a baseline.
+func Ratio(v, base float64) string {
+	if base == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f×", v/base)
+}
+
+// OnOff renders b as "on" or "off".
+func OnOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+// CPUModel returns the first "model name" of /proc/cpuinfo, or "unknown CPU".
+func CPUModel() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+// UniqueName returns prefix followed by 12 random hex characters.
+func UniqueName(prefix string) string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
