@@ -246,8 +246,8 @@ func TestEmbeddedStartFailures(t *testing.T) {
 }
 
 func TestExternal(t *testing.T) {
-	url := services.NATSURL(t)
-	b := open(t, Config{URL: url, Name: "natsbus-test", ConnectTimeout: 5 * time.Second})
+	url, ns := services.NATSNamespace(t)
+	b := open(t, Config{URL: url, Namespace: ns, Name: "natsbus-test", ConnectTimeout: 5 * time.Second})
 	if err := b.Ping(ctxT(t)); err != nil {
 		t.Fatalf("Ping: %v", err)
 	}
