@@ -5,8 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/nops-kernel/nops/internal/idempotency"
 	"github.com/nops-kernel/nops/internal/store/storetest"
 	"github.com/nops-kernel/nops/internal/testutil/services"
@@ -53,22 +51,8 @@ func TestIdempotencyQueryPlans(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var plan []string
-			err := s.InTx(t.Context(), func(ctx context.Context) error {
-				if _, err := s.q(ctx).Exec(ctx, `SET LOCAL enable_seqscan = off`); err != nil {
-					return err
-				}
-				rows, err := s.q(ctx).Query(ctx, "EXPLAIN "+tt.query, tt.args...)
-				if err != nil {
-					return err
-				}
-				plan, err = pgx.CollectRows(rows, pgx.RowTo[string])
-				return err
-			})
-			if err != nil {
-				t.Fatalf("EXPLAIN: %v", err)
-			}
-			if text := strings.Join(plan, "\n"); !strings.Contains(text, tt.want) {
+			text := queryPlan(t, s, tt.query, tt.args...)
+			if !strings.Contains(text, tt.want) {
 				t.Errorf("plan does not use %s:\n%s", tt.want, text)
 			}
 		})

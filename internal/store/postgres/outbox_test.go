@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/nops-kernel/nops/internal/events"
 	"github.com/nops-kernel/nops/internal/events/eventstest"
@@ -119,22 +118,7 @@ func TestOutboxQueryPlans(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var plan []string
-			err := s.InTx(t.Context(), func(ctx context.Context) error {
-				if _, err := s.q(ctx).Exec(ctx, `SET LOCAL enable_seqscan = off`); err != nil {
-					return err
-				}
-				rows, err := s.q(ctx).Query(ctx, "EXPLAIN "+tt.query, tt.args...)
-				if err != nil {
-					return err
-				}
-				plan, err = pgx.CollectRows(rows, pgx.RowTo[string])
-				return err
-			})
-			if err != nil {
-				t.Fatalf("EXPLAIN: %v", err)
-			}
-			text := strings.Join(plan, "\n")
+			text := queryPlan(t, s, tt.query, tt.args...)
 			if !strings.Contains(text, tt.want) {
 				t.Errorf("plan does not use %s:\n%s", tt.want, text)
 			}

@@ -63,25 +63,7 @@ func TestAuditQueryPlans(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rows, err := s.reader.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+tt.plan.query, tt.plan.args...)
-			if err != nil {
-				t.Fatalf("EXPLAIN QUERY PLAN: %v", err)
-			}
-			defer rows.Close()
-			var details []string
-			for rows.Next() {
-				var (
-					id, parent, unused int
-					detail             string
-				)
-				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-					t.Fatal(err)
-				}
-				details = append(details, detail)
-			}
-			if err := rows.Err(); err != nil {
-				t.Fatal(err)
-			}
+			details := queryPlan(t, s, tt.plan.query, tt.plan.args...)
 			for _, w := range tt.want {
 				if !slices.Contains(details, w) {
 					t.Errorf("plan lacks %q:\n%s", w, strings.Join(details, "\n"))

@@ -46,25 +46,7 @@ func TestOutboxQueryPlans(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rows, err := s.reader.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+tt.query, tt.args...)
-			if err != nil {
-				t.Fatalf("EXPLAIN QUERY PLAN: %v", err)
-			}
-			defer rows.Close()
-			var plan []string
-			for rows.Next() {
-				var (
-					id, parent, unused int
-					detail             string
-				)
-				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-					t.Fatalf("scan plan: %v", err)
-				}
-				plan = append(plan, detail)
-			}
-			if err := rows.Err(); err != nil {
-				t.Fatalf("read plan: %v", err)
-			}
+			plan := queryPlan(t, s, tt.query, tt.args...)
 			if !slices.ContainsFunc(plan, func(d string) bool { return strings.Contains(d, tt.want) }) {
 				t.Errorf("plan %q does not contain %q", plan, tt.want)
 			}
