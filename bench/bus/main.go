@@ -108,7 +108,7 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.Drain, "drain", 20*time.Second, "longest wait for the consumer to catch up after a phase's publishing")
 	fs.IntVar(&o.PayloadSize, "payload", 1024, "bytes per event (a CloudEvent padded to this size)")
 	fs.IntVar(&o.Publishers, "publishers", 8, "goroutines publishing")
-	fs.IntVar(&o.Batch, "batch", 64, "most events per publish call (closed loop: every call)")
+	fs.IntVar(&o.Batch, "batch", 512, "most events per publish call (closed loop: every call); the default makes -publishers × -batch equal to the raw PublishAsync window, so ours and raw have as many events in flight")
 	fs.IntVar(&o.MaxPending, "max-pending", natsbus.DefaultMaxPending, "raw NATS: PublishAsync window (natsbus's default MaxPending)")
 	fs.IntVar(&o.MaxBacklog, "max-backlog", 4096, "closed loop: publishers wait while this many events are published and not yet consumed")
 	fs.IntVar(&o.ConsumerConcurrency, "consumer-concurrency", 16, "ours: handlers running at once (bus.ConsumerConfig.Concurrency)")

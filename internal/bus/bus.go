@@ -226,10 +226,16 @@ type ConsumerConfig struct {
 	// AckWait is how long a delivered message may stay unsettled before the broker delivers it
 	// again (a crashed or hung handler). Default 30 s. Handlers get a context that ends then.
 	AckWait time.Duration
-	// Concurrency is how many handlers run at once in this subscription. Default 1. Messages are
-	// fetched only when a handler is free (the bounded in-process queue), so a slow handler
-	// slows delivery instead of growing memory.
+	// Concurrency is how many handlers run at once in this subscription. Default 1.
 	Concurrency int
+	// Prefetch is how many messages the subscription fetches ahead of its handlers into its
+	// bounded in-process queue (see Queue), so that fetching is not one round trip per free
+	// handler. Messages are fetched only for free places, so a slow handler slows delivery
+	// instead of growing memory; queued messages are kept in progress at the broker while they
+	// wait. When the subscription stops, the queued messages no handler started are given back
+	// for redelivery, which counts as a delivery attempt. 0 is DefaultPrefetch; NoPrefetch
+	// fetches only for free handlers.
+	Prefetch int
 	// DeliverNew starts a consumer created now at the end of the stream; by default a new consumer
 	// receives everything the stream still holds.
 	DeliverNew bool
@@ -242,6 +248,10 @@ type ConsumerConfig struct {
 const (
 	DefaultMaxDeliveries = 5
 	DefaultAckWait       = 30 * time.Second
+	// DefaultPrefetch is the Prefetch of a zero ConsumerConfig.Prefetch.
+	DefaultPrefetch = 128
+	// NoPrefetch as ConsumerConfig.Prefetch fetches messages only for free handlers.
+	NoPrefetch = -1
 )
 
 // DefaultBackoff is the retry pacing of a zero Backoff.
@@ -282,7 +292,22 @@ func (c ConsumerConfig) WithDefaults() ConsumerConfig {
 	if c.Concurrency == 0 {
 		c.Concurrency = 1
 	}
+	if c.Prefetch == 0 {
+		c.Prefetch = DefaultPrefetch
+	}
 	return c
+}
+
+// QueueCapacity is how many messages a subscription with cfg (after WithDefaults) holds at once:
+// running in handlers or waiting in its queue.
+func (c ConsumerConfig) QueueCapacity() int {
+	return c.Concurrency + max(c.Prefetch, 0)
+}
+
+// HoldEvery is how often a subscription tells the broker that its queued messages are in
+// progress: a third of AckWait, so that two reminders may be lost before one expires.
+func (c ConsumerConfig) HoldEvery() time.Duration {
+	return max(c.AckWait/3, 10*time.Millisecond)
 }
 
 // Validate checks cfg after WithDefaults.
@@ -296,6 +321,8 @@ func (c ConsumerConfig) Validate() error {
 		return errs.Field("ack_wait", "must be at least 100ms")
 	case c.Concurrency < 1:
 		return errs.Field("concurrency", "must be at least 1")
+	case c.Prefetch < NoPrefetch:
+		return errs.Field("prefetch", "must be 0 (the default), -1 (none) or positive")
 	}
 	return c.Filter.Validate()
 }

@@ -86,14 +86,14 @@ func TestMessageValidate(t *testing.T) {
 func TestConsumerConfigDefaultsAndValidate(t *testing.T) {
 	got := bus.ConsumerConfig{Name: "c"}.WithDefaults()
 	want := bus.ConsumerConfig{Name: "c", MaxDeliveries: bus.DefaultMaxDeliveries, Backoff: bus.DefaultBackoff,
-		AckWait: bus.DefaultAckWait, Concurrency: 1}
+		AckWait: bus.DefaultAckWait, Concurrency: 1, Prefetch: bus.DefaultPrefetch}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("WithDefaults (-want +got):\n%s", diff)
 	}
 	if err := got.Validate(); err != nil {
 		t.Errorf("Validate(defaults) = %v", err)
 	}
-	set := bus.ConsumerConfig{Name: "c", MaxDeliveries: 2, Backoff: bus.Backoff{Initial: time.Second}, AckWait: time.Minute, Concurrency: 8}
+	set := bus.ConsumerConfig{Name: "c", MaxDeliveries: 2, Backoff: bus.Backoff{Initial: time.Second}, AckWait: time.Minute, Concurrency: 8, Prefetch: bus.NoPrefetch}
 	if diff := cmp.Diff(set, set.WithDefaults()); diff != "" {
 		t.Errorf("WithDefaults changed set fields (-set +got):\n%s", diff)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -83,7 +84,9 @@ func Dispatch(ctx context.Context, d Delivery, s Settler, h Handler, cfg Consume
 		span.RecordError(herr)
 		span.SetStatus(codes.Error, string(outcome))
 	}
-	span.SetAttributes(attribute.String("nops.bus.outcome", string(outcome)))
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("nops.bus.outcome", string(outcome)))
+	}
 	ins.processed(ctx, d.Consumer, outcome, time.Since(start))
 	return outcome
 }
@@ -156,6 +159,8 @@ type Instruments struct {
 	deadLetter metric.Int64Counter     // per consumer
 	publishDur metric.Float64Histogram // per outcome
 	publishErr metric.Int64Counter     // per reason
+
+	attrCache sync.Map // attrKey → metric.MeasurementOption
 }
 
 // InstrumentOptions configure NewInstruments; zero fields record nothing.
@@ -234,8 +239,9 @@ func (ins *Instruments) startSpan(ctx context.Context, d Delivery) (context.Cont
 	if d.TraceParent != "" {
 		ctx = ins.propagator.Extract(ctx, propagation.MapCarrier{"traceparent": d.TraceParent})
 	}
-	return ins.tracer.Start(ctx, "consume "+d.Consumer, trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(
+	ctx, span := ins.tracer.Start(ctx, "consume "+d.Consumer, trace.WithSpanKind(trace.SpanKindConsumer))
+	if span.IsRecording() { // building attributes nobody records costs more than the handler of a fast consumer
+		span.SetAttributes(
 			attribute.String("messaging.system", "nops"),
 			attribute.String("messaging.operation.type", "process"),
 			attribute.String("messaging.consumer.group.name", d.Consumer),
@@ -243,15 +249,37 @@ func (ins *Instruments) startSpan(ctx context.Context, d Delivery) (context.Cont
 			attribute.String("cloudevents.event_type", d.Type),
 			attribute.String("nops.tenant", d.Tenant),
 			attribute.Int("messaging.delivery.attempt", d.Attempt),
-		))
+		)
+	}
+	return ctx, span
+}
+
+// attrKey names a cached attribute set: consumer, and outcome or "".
+type attrKey struct{ consumer, outcome string }
+
+// attrs returns the metric option for consumer and outcome, built once: a new attribute set
+// per delivery (sorting, hashing) is a noticeable part of a fast consumer's cost.
+func (ins *Instruments) attrs(consumer, outcome string) metric.MeasurementOption {
+	k := attrKey{consumer, outcome}
+	if v, ok := ins.attrCache.Load(k); ok {
+		return v.(metric.MeasurementOption)
+	}
+	kv := []attribute.KeyValue{attribute.String("consumer", consumer)}
+	if outcome != "" {
+		kv = append(kv, attribute.String("outcome", outcome))
+	}
+	v, _ := ins.attrCache.LoadOrStore(k, metric.WithAttributeSet(attribute.NewSet(kv...)))
+	return v.(metric.MeasurementOption)
 }
 
 func (ins *Instruments) processed(ctx context.Context, consumer string, o Outcome, d time.Duration) {
-	attrs := metric.WithAttributes(attribute.String("consumer", consumer), attribute.String("outcome", string(o)))
 	if ins.processing != nil {
-		ins.processing.Record(ctx, d.Seconds(), attrs)
+		ins.processing.Record(ctx, d.Seconds(), ins.attrs(consumer, string(o)))
 	}
-	c := metric.WithAttributes(attribute.String("consumer", consumer))
+	if o != Retried && o != DeadLettered {
+		return
+	}
+	c := ins.attrs(consumer, "")
 	switch o {
 	case Retried:
 		if ins.requeues != nil {

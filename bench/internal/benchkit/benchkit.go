@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -30,12 +31,35 @@ func Main[O any](name string, parse func([]string) (O, error), run func(ctx cont
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err = run(ctx, o, os.Stdout, os.Stderr)
+	stopProfile, err := startProfile(os.Getenv("NOPS_BENCH_CPUPROFILE"))
+	if err == nil {
+		err = run(ctx, o, os.Stdout, os.Stderr)
+		err = errors.Join(err, stopProfile())
+	}
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, name+" bench:", err)
 		os.Exit(1)
 	}
+}
+
+// startProfile writes a CPU profile of the whole run to path (NOPS_BENCH_CPUPROFILE), for
+// finding where a benchmark's time goes; "" profiles nothing.
+func startProfile(path string) (stop func() error, err error) {
+	if path == "" {
+		return func() error { return nil }, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return nil, errors.Join(fmt.Errorf("cpu profile: %w", err), f.Close())
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}, nil
 }
 
 // Ms renders d in milliseconds with two decimals.

@@ -64,9 +64,13 @@ func (b *Bus) Subscribe(ctx context.Context, cfg bus.ConsumerConfig, h bus.Handl
 		ctx:     ctx,
 		runCtx:  runCtx,
 		cancel:  cancel,
-		slots:   newPool(cfg.Concurrency),
+		slots:   bus.NewPlaces(cfg.Concurrency, max(cfg.Prefetch, 0)),
 		done:    make(chan struct{}),
 	}
+	s.queue = bus.NewQueue(bus.QueueOptions[*nats.Msg]{
+		Workers: cfg.Concurrency, Capacity: cfg.QueueCapacity(), HoldEvery: cfg.HoldEvery(),
+		Handle: s.work, Hold: s.hold, Release: s.release, Tick: s.slots.Progress,
+	})
 	b.mu.Lock()
 	if b.closing {
 		b.mu.Unlock()
@@ -101,14 +105,15 @@ type subscription struct {
 	runCtx context.Context    // ends fetching: Subscribe's ctx ended or Stop/Close
 	cancel context.CancelFunc // ends runCtx
 
-	slots    *pool // handler slots: one per message handed to a handler
-	acks     ackBarrier
-	handlers sync.WaitGroup
-	done     chan struct{} // closed once fetching stopped and every handler returned
+	slots *bus.Places // places: one per message fetched and not yet settled (queued or in a handler)
+	queue *bus.Queue[*nats.Msg]
+	acks  ackBarrier
+	done  chan struct{} // closed once fetching stopped and every handler returned
 }
 
-// Stop implements bus.Subscription: no more fetching (the pull request in flight is withdrawn,
-// and what it had already brought is handled); it waits (up to ctx) for the running handlers,
+// Stop implements bus.Subscription: no more fetching (the pull request in flight is withdrawn),
+// the queued messages no handler started are given back (NAK, redelivered at once to another
+// member of the group); it waits (up to ctx) for the running handlers,
 // which settle their messages, and for the server to confirm it has processed the
 // subscription's acknowledgements (which the handlers only sent; see ackBarrier). Later calls
 // wait the same way, and return at once when the subscription has stopped.
@@ -130,13 +135,14 @@ func (s *subscription) wait(ctx context.Context) error {
 var errStopped = errors.New("subscription stopped")
 
 // run fetches until runCtx ends, then waits for the handlers. With one source, fetching waits
-// for free handler slots and asks for that many messages. With several (NATS < 2.10) each
-// source's goroutine waits until a slot is free, fetches one message without holding the slot
-// (so that a source with nothing to deliver does not keep the others waiting) and then takes
-// a slot for it.
+// for free places and asks for that many messages. With several (NATS < 2.10) each source's
+// goroutine waits until a place is free, fetches one message without holding the place (so
+// that a source with nothing to deliver does not keep the others waiting) and then takes a
+// place for it. Fetched messages go to the queue, whose workers run the handlers.
 func (s *subscription) run() {
 	defer func() {
-		s.handlers.Wait()
+		s.queue.Stop()
+		s.queue.Wait()
 		s.acks.confirm(s.b, s.b.logger.With("consumer", s.cfg.Name))
 		s.b.mu.Lock()
 		delete(s.b.subs, s)
@@ -145,7 +151,13 @@ func (s *subscription) run() {
 	}()
 	var wg sync.WaitGroup
 	if len(s.sources) == 1 {
-		for range fetchersPerSource {
+		fetchers := fetchersPerSource
+		if s.cfg.Prefetch > 0 {
+			// One pull request at a time keeps the queue in stream order; the prefetched
+			// messages keep the handlers busy during its round trip.
+			fetchers = 1
+		}
+		for range fetchers {
 			wg.Go(func() { s.loop(s.sources[0], s.fetchForSlots) })
 		}
 	} else {
@@ -198,12 +210,12 @@ func (s *subscription) loop(src *source, step func(*source) error) {
 // fetchForSlots waits for a free handler slot, takes every free one, and fetches that many
 // messages, starting a handler for each as it arrives.
 func (s *subscription) fetchForSlots(src *source) error {
-	n, ok := s.slots.wait(s.runCtx, true)
+	n, ok := s.slots.Wait(s.runCtx.Done(), true)
 	if !ok {
 		return errStopped
 	}
 	got, err := s.pull(src, n, false, s.start)
-	s.slots.release(n - got)
+	s.slots.Release(n - got)
 	return err
 }
 
@@ -214,13 +226,13 @@ func (s *subscription) fetchForSlots(src *source) error {
 // came, it takes every free slot and asks, without waiting, for as many messages as are
 // already there, so that a backlog is not fetched one message per round trip.
 func (s *subscription) fetchThenSlot(src *source) error {
-	if _, ok := s.slots.wait(s.runCtx, false); !ok {
+	if _, ok := s.slots.Wait(s.runCtx.Done(), false); !ok {
 		return errStopped
 	}
 	got, err := s.pull(src, 1, false, func(msg *nats.Msg) {
 		var tick *time.Ticker
 		for {
-			freed, ok := s.slots.take()
+			freed, ok := s.slots.Take()
 			if ok {
 				s.start(msg)
 				return
@@ -240,12 +252,12 @@ func (s *subscription) fetchThenSlot(src *source) error {
 		}
 	})
 	for got > 0 && err == nil && s.runCtx.Err() == nil {
-		n := s.slots.takeFree()
+		n := s.slots.TakeFree()
 		if n == 0 {
 			break
 		}
 		got, err = s.pull(src, n, true, s.start)
-		s.slots.release(n - got)
+		s.slots.Release(n - got)
 		if got < n {
 			break
 		}
@@ -253,15 +265,34 @@ func (s *subscription) fetchThenSlot(src *source) error {
 	return err
 }
 
-// start runs the handler of msg in a goroutine of its own. The caller took a slot for it,
-// which the goroutine gives back.
-func (s *subscription) start(msg *nats.Msg) {
-	s.handlers.Add(1)
-	go func() {
-		defer s.handlers.Done()
-		defer s.slots.release(1)
-		s.handle(msg)
-	}()
+// start queues msg for a handler. The caller took a place for it, which is given back once
+// msg is settled or released.
+func (s *subscription) start(msg *nats.Msg) { s.queue.Push(msg) }
+
+// work runs in the queue's workers: it handles msg and gives its place back.
+func (s *subscription) work(msg *nats.Msg) {
+	if s.runCtx.Err() != nil { // stopping: no new handler starts
+		s.release([]*nats.Msg{msg})
+		return
+	}
+	defer s.slots.Finished()
+	s.handle(msg)
+}
+
+// hold tells the server that queued messages are in progress, so their AckWait restarts.
+func (s *subscription) hold(msgs []*nats.Msg) {
+	for _, msg := range msgs {
+		_ = settler{b: s.b, msg: msg}.inProgress()
+	}
+}
+
+// release gives back the queued messages of a stopping subscription: a NAK without delay
+// redelivers them at once to another member of the group.
+func (s *subscription) release(msgs []*nats.Msg) {
+	for _, msg := range msgs {
+		_ = settler{b: s.b, msg: msg}.Nak(s.ctx, 0)
+	}
+	s.slots.Release(len(msgs))
 }
 
 // recreate creates src's consumer again if it disappeared. No responders also means a
@@ -319,70 +350,4 @@ func (b *Bus) decode(subject string, h nats.Header, data []byte) bus.Message {
 		m.Tenant, m.Type = tenant, typ
 	}
 	return m
-}
-
-// pool is a set of handler slots whose users can also wait for a free slot without taking it.
-type pool struct {
-	mu    sync.Mutex
-	size  int
-	used  int
-	freed chan struct{} // closed (and replaced) whenever slots are given back
-}
-
-func newPool(size int) *pool { return &pool{size: size, freed: make(chan struct{})} }
-
-// take takes a slot if one is free; otherwise it returns a channel closed when one may be.
-func (p *pool) take() (<-chan struct{}, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.used < p.size {
-		p.used++
-		return nil, true
-	}
-	return p.freed, false
-}
-
-// takeFree takes every free slot, without waiting, and returns how many.
-func (p *pool) takeFree() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := p.size - p.used
-	p.used = p.size
-	return n
-}
-
-// wait waits until a slot is free and, when take is set, takes every free slot, returning how
-// many. It reports false when ctx ended first.
-func (p *pool) wait(ctx context.Context, take bool) (int, bool) {
-	for {
-		p.mu.Lock()
-		if free := p.size - p.used; free > 0 {
-			n := 0
-			if take {
-				n = free
-				p.used = p.size
-			}
-			p.mu.Unlock()
-			return n, true
-		}
-		freed := p.freed
-		p.mu.Unlock()
-		select {
-		case <-freed:
-		case <-ctx.Done():
-			return 0, false
-		}
-	}
-}
-
-// release gives n slots back.
-func (p *pool) release(n int) {
-	if n <= 0 {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.used -= n
-	close(p.freed)
-	p.freed = make(chan struct{})
 }

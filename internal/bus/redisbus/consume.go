@@ -63,13 +63,17 @@ func (b *Bus) Subscribe(ctx context.Context, cfg bus.ConsumerConfig, h bus.Handl
 		retry:    b.keys.retry(cfg.Name),
 		delay:    b.keys.delay(cfg.Name),
 		base:     context.WithoutCancel(ctx),
-		slots:    make(chan struct{}, cfg.Concurrency),
+		slots:    bus.NewPlaces(cfg.Concurrency, max(cfg.Prefetch, 0)),
 		stopCh:   make(chan struct{}),
 		loopDone: make(chan struct{}),
 		finished: make(chan struct{}),
 		cursors:  map[string]string{kindEvents: "0-0", kindRetry: "0-0"},
 	}
 	s.log = b.logger.With("consumer", cfg.Name, "instance", s.consumer)
+	s.queue = bus.NewQueue(bus.QueueOptions[queued]{
+		Workers: cfg.Concurrency, Capacity: cfg.QueueCapacity(), HoldEvery: cfg.HoldEvery(),
+		Handle: s.work, Hold: s.hold, Release: s.release, Tick: s.slots.Progress,
+	})
 	if err := s.ensureGroups(ctx); err != nil {
 		return nil, err
 	}
@@ -108,10 +112,12 @@ func consumerName() string {
 
 // subscription is one running consumer.
 //
-// Slots: a token in slots is a handler running or a read reserved for one. The reader loop takes
-// at least one free slot before each round and reads or claims at most as many entries as it
-// holds slots; each delivery keeps its slot until its handler has settled it. An Ack only queues
-// the acknowledgement in acks (see ackBatcher), so the slot is freed without a round trip.
+// Places (slots): one per entry read and not yet settled, queued or in a handler (see
+// bus.Places and bus.Queue). The reader loop takes at least one free place before each round
+// and reads or claims at most as many entries as it holds places, and pushes the deliveries to
+// the queue, whose workers run the handlers; each delivery keeps its place until its handler
+// has settled it. An Ack only queues the acknowledgement in acks (see ackBatcher), so the place
+// is freed without a round trip.
 type subscription struct {
 	b        *Bus
 	cfg      bus.ConsumerConfig
@@ -123,9 +129,9 @@ type subscription struct {
 	base     context.Context // the handlers' parent: Subscribe's ctx without its cancellation
 	log      *slog.Logger
 
-	slots    chan struct{}
-	handlers sync.WaitGroup
-	acks     *ackBatcher
+	slots *bus.Places
+	queue *bus.Queue[queued]
+	acks  *ackBatcher
 
 	stopOnce  sync.Once
 	stopCh    chan struct{} // closed when stopping starts
@@ -196,7 +202,8 @@ func (s *subscription) stopping() bool {
 func (s *subscription) finish() {
 	s.stopWatch()
 	<-s.loopDone
-	s.handlers.Wait()
+	s.queue.Stop()
+	s.queue.Wait()
 	s.acks.close()
 	ctx, cancel := context.WithTimeout(context.Background(), stopCleanupTimeout)
 	for _, key := range []string{s.events, s.retry} {
@@ -210,30 +217,10 @@ func (s *subscription) finish() {
 	close(s.finished)
 }
 
-// acquire waits for a free slot and takes every other free one. It returns false when the
+// acquire waits for a free place and takes every other free one. It returns false when the
 // subscription stops first.
 func (s *subscription) acquire() (int, bool) {
-	select {
-	case s.slots <- struct{}{}:
-	case <-s.stopCh:
-		return 0, false
-	}
-	n := 1
-	for n < cap(s.slots) {
-		select {
-		case s.slots <- struct{}{}:
-			n++
-		default:
-			return n, true
-		}
-	}
-	return n, true
-}
-
-func (s *subscription) release(n int) {
-	for range n {
-		<-s.slots
-	}
+	return s.slots.Wait(s.stopCh, true)
 }
 
 // run is the reader loop.
@@ -247,7 +234,7 @@ func (s *subscription) run() {
 			return
 		}
 		err := s.round(s.base, &n)
-		s.release(n)
+		s.slots.Release(n)
 		if err == nil {
 			if failing {
 				s.log.Info("redis consumer resumed")
@@ -478,12 +465,56 @@ func (s *subscription) handle(ctx context.Context, kind, id string, fields map[s
 	}
 	*n--
 	d := bus.Delivery{Message: m, Consumer: s.cfg.Name, Attempt: attempt, StoredAt: storedAt, Position: st.member}
-	s.handlers.Add(1)
-	go func() {
-		defer s.handlers.Done()
-		defer s.release(1)
-		bus.Dispatch(s.base, d, st, s.h, s.cfg, s.b, s.b.ins)
-	}()
+	s.queue.Push(queued{d: d, st: st})
+}
+
+// queued is a delivery waiting in the queue, with its settler.
+type queued struct {
+	d  bus.Delivery
+	st *settler
+}
+
+// work runs in the queue's workers: it dispatches the delivery and gives its place back.
+func (s *subscription) work(q queued) {
+	if s.stopping() { // no new handler starts
+		s.release([]queued{q})
+		return
+	}
+	defer s.slots.Finished()
+	bus.Dispatch(s.base, q.d, q.st, s.h, s.cfg, s.b, s.b.ins)
+}
+
+// hold resets the idle time of queued entries (XCLAIM to this same consumer, JUSTID: without
+// counting a delivery), so that they are not claimed as stalled while they wait.
+func (s *subscription) hold(qs []queued) {
+	ids := map[string][]string{}
+	for _, q := range qs {
+		ids[q.st.key] = append(ids[q.st.key], q.st.id)
+	}
+	ctx, cancel := context.WithTimeout(s.base, stopCleanupTimeout)
+	defer cancel()
+	_, err := s.b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for key, list := range ids {
+			p.XClaimJustID(ctx, &redis.XClaimArgs{Stream: key, Group: s.cfg.Name, Consumer: s.consumer, MinIdle: 0, Messages: list})
+		}
+		return nil
+	})
+	if err != nil {
+		s.log.Debug("could not mark queued deliveries in progress; they may be claimed by another consumer", "error", err.Error())
+	}
+}
+
+// release gives back the queued deliveries of a stopping subscription: each is scheduled for a
+// retry due at once (a delivery attempt), claimed by whichever consumer of the group comes first.
+func (s *subscription) release(qs []queued) {
+	ctx, cancel := context.WithTimeout(s.base, stopCleanupTimeout)
+	defer cancel()
+	for _, q := range qs {
+		if err := q.st.Nak(ctx, 0); err != nil {
+			s.log.Debug("could not give back a queued delivery; it is claimed after ack wait", "entry", q.st.member, "error", err.Error())
+		}
+	}
+	s.slots.Release(len(qs))
 }
 
 // ackSkipped hands the acknowledgements of the entries handle skipped to the batcher. One that

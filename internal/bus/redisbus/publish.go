@@ -80,22 +80,31 @@ func (b *Bus) store(ctx context.Context, stream string, items []item) error {
 
 	window, retention := b.cfg.DedupWindow.Milliseconds(), b.cfg.Retention.Milliseconds()
 	var wait *redis.Cmd
+	calls := (len(items) + publishBatch - 1) / publishBatch
 	cmds, err := b.pipeline(ctx, func(p redis.Pipeliner) {
-		for _, it := range items {
-			m := it.msg
-			publishScript.EvalSha(ctx, p, []string{it.dedupKey, stream},
-				window, retention, b.cfg.MaxLen, m.ID, m.Tenant, m.Type, m.TraceParent, m.Payload)
+		for start := 0; start < len(items); start += publishBatch {
+			batch := items[start:min(start+publishBatch, len(items))]
+			keys := make([]string, 0, len(batch)+1)
+			args := make([]any, 0, 3+5*len(batch))
+			args = append(args, window, retention, b.cfg.MaxLen)
+			for _, it := range batch {
+				m := it.msg
+				keys = append(keys, it.dedupKey)
+				args = append(args, m.ID, m.Tenant, m.Type, m.TraceParent, m.Payload)
+			}
+			publishScript.EvalSha(ctx, p, append(keys, stream), args...)
 		}
 		if b.cfg.MinReplicas > 0 {
 			wait = p.Do(ctx, "WAIT", b.cfg.MinReplicas, b.cfg.ReplicaTimeout.Milliseconds())
 		}
 	})
 	if err != nil {
-		// The first failed message: the ones before it are stored, the caller retries all of
+		// The first failed batch: the messages before it are stored, the caller retries all of
 		// them and the dedup markers keep the stored ones from being stored twice.
 		for i, c := range cmds {
-			if c.Err() != nil && i < len(items) {
-				return unavailable(fmt.Sprintf("publish message %d of %d (id %s)", i+1, len(items), items[i].msg.ID), c.Err())
+			if c.Err() != nil && i < calls {
+				first := i * publishBatch
+				return unavailable(fmt.Sprintf("publish messages %d to %d of %d (first id %s)", first+1, min(first+publishBatch, len(items)), len(items), items[first].msg.ID), c.Err())
 			}
 		}
 		return unavailable(fmt.Sprintf("publish %d messages", len(items)), err)

@@ -6,27 +6,46 @@ import "github.com/redis/go-redis/v9"
 // kernel replica compares due times and retention against the same clock. string.format('%d')
 // keeps large numbers out of Lua's %.14g float formatting.
 
-// publishScript stores one message unless its dedup marker exists.
+// publishScript stores messages unless their dedup markers exist, in one script call for a
+// batch (one TIME, one trim; the per-call overhead of a script is most of the cost of a small
+// message).
 //
-//	KEYS[1] dedup marker, KEYS[2] stream
+//	KEYS[1..n] dedup markers, KEYS[n+1] stream
 //	ARGV[1] dedup window ms, ARGV[2] retention ms, ARGV[3] max length,
-//	ARGV[4] id, ARGV[5] tenant, ARGV[6] type, ARGV[7] traceparent, ARGV[8] payload
+//	then per message i (from 0): ARGV[4+5i..8+5i] id, tenant, type, traceparent, payload
 //
-// It returns {1, entry id} when stored and {0, entry id of the first copy} for a duplicate. The
-// marker is written after the XADD, so a failed XADD leaves no marker that would drop a retry.
+// It returns, per message, 1 when stored and 0 for a duplicate. Each marker is written after
+// its XADD, so a failed XADD leaves no marker that would drop a retry; a script failing half
+// way leaves the messages before it stored with their markers, so retrying the whole batch
+// stores each once.
 var publishScript = redis.NewScript(`
-local prev = redis.call('GET', KEYS[1])
-if prev then return {0, prev} end
+local n = #KEYS - 1
+local stream = KEYS[n + 1]
 local t = redis.call('TIME')
 local us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local minid = math.floor(us / 1000) - tonumber(ARGV[2])
 if minid < 0 then minid = 0 end
-local id = redis.call('XADD', KEYS[2], 'MINID', '~', string.format('%d', minid), '*',
-  'id', ARGV[4], 'tenant', ARGV[5], 'type', ARGV[6], 'tp', ARGV[7], 'ts', string.format('%d', us), 'data', ARGV[8])
-redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[3])
-redis.call('SET', KEYS[1], id, 'PX', ARGV[1])
-return {1, id}
+minid = string.format('%d', minid)
+local ts = string.format('%d', us)
+local out = {}
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    out[i] = 0
+  else
+    local a = 4 + 5 * (i - 1)
+    local id = redis.call('XADD', stream, 'MINID', '~', minid, '*',
+      'id', ARGV[a], 'tenant', ARGV[a + 1], 'type', ARGV[a + 2], 'tp', ARGV[a + 3], 'ts', ts, 'data', ARGV[a + 4])
+    redis.call('SET', KEYS[i], id, 'PX', ARGV[1])
+    out[i] = 1
+  end
+end
+redis.call('XTRIM', stream, 'MAXLEN', '~', ARGV[3])
+return out
 `)
+
+// publishBatch is the most messages one publishScript call stores: bounded so that one call
+// keeps Redis busy for well under a millisecond.
+const publishBatch = 64
 
 // nakScript schedules a pending delivery for a retry. Its due time rounds the server's time up
 // to the millisecond (the claims round theirs down), so a retry never comes before its delay.

@@ -127,11 +127,19 @@ func (a *ackBatcher) flush() {
 	}
 	s := a.s
 	ctx, cancel := context.WithTimeout(context.Background(), settleFlushTimeout)
+	// One XACK per stream and one ZREM for the whole batch: a command per entry would make
+	// acknowledging cost Redis more than reading.
+	ids := map[string][]string{}
+	members := make([]any, 0, len(batch))
+	for _, st := range batch {
+		ids[st.key] = append(ids[st.key], st.id)
+		members = append(members, st.member)
+	}
 	cmds, err := s.b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, st := range batch {
-			p.XAck(ctx, st.key, s.cfg.Name, st.id)
-			p.ZRem(ctx, s.delay, st.member)
+		for key, list := range ids {
+			p.XAck(ctx, key, s.cfg.Name, list...)
 		}
+		p.ZRem(ctx, s.delay, members...)
 		return nil
 	})
 	cancel()
