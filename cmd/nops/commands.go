@@ -40,6 +40,7 @@ func newRootCmd(env func(string) (string, bool), signals func(chan<- os.Signal) 
 	}
 	root.AddCommand(c.serverCmd(), c.versionCmd(), c.migrateCmd(), c.configCmd(), c.withRemoteAudit(c.auditCmd()), c.loginCmd(), c.tenantsCmd(), c.agentsCmd(), c.keysCmd())
 	root.AddCommand(c.dlqCmd(), c.eventsCmd()) // the event bus console (dlq.go, events.go)
+	root.AddCommand(c.policyCmd())             // ABAC policy tests (policy.go)
 	return root
 }
 

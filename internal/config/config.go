@@ -33,6 +33,53 @@ type Config struct {
 	Audit       AuditConfig       `yaml:"audit"`
 	Outbox      OutboxConfig      `yaml:"outbox"`
 	Idempotency IdempotencyConfig `yaml:"idempotency"`
+	Limits      LimitsConfig      `yaml:"limits"`
+	Policy      PolicyConfig      `yaml:"policy"`
+	Signing     SigningConfig     `yaml:"signing"`
+}
+
+// SigningConfig configures RFC 9421 request signatures (docs/request-signing.md).
+type SigningConfig struct {
+	MaxSkew    Duration `yaml:"max_skew" env:"NOPS_SIGNING_MAX_SKEW" doc:"How far a signature's created time may be from the kernel's clock, either way; nonces are remembered this long."`
+	NonceStore string   `yaml:"nonce_store" env:"NOPS_SIGNING_NONCE_STORE" doc:"Where used nonces are remembered: auto (Redis when redis.url is set, else the database), sql or redis."`
+	KEKFile    string   `yaml:"kek_file" env:"NOPS_SIGNING_KEK_FILE" doc:"Key file (created 0600 when missing) encrypting HMAC request-signing secrets at rest; every replica needs the same file; default data_dir/kek.json."`
+	Scheme     string   `yaml:"scheme" env:"NOPS_SIGNING_SCHEME" doc:"Scheme clients sign in @target-uri: https behind a TLS-terminating proxy; empty: the listener's own."`
+	CacheTTL   Duration `yaml:"cache_ttl" env:"NOPS_SIGNING_CACHE_TTL" doc:"How long a looked-up signing key is cached (at most 5s; a revocation on another replica takes effect within it)."`
+}
+
+// KEKPath returns the key-encryption key file, defaulting under the data directory.
+func (c Config) KEKPath() string {
+	if c.Signing.KEKFile != "" {
+		return c.Signing.KEKFile
+	}
+	return filepath.Join(c.DataDir, "kek.json")
+}
+
+// LimitsConfig configures the perimeter's rate limits and connection and concurrency caps.
+// A rule is <limit>/<period>[+<burst>]: "100/1m" allows 100 requests a minute, "10/1s+20" ten a
+// second with bursts of 20 more; "" turns a rule off. Lists are separated by ';'.
+type LimitsConfig struct {
+	TrustedProxies string `yaml:"trusted_proxies" env:"NOPS_TRUSTED_PROXIES" doc:"Comma-separated CIDRs of proxies whose X-Forwarded-For / Forwarded headers are believed; empty: none (the direct peer is the client)."`
+	Global         string `yaml:"global" env:"NOPS_RATE_LIMIT_GLOBAL" doc:"Rate limit on all requests together, e.g. 20000/1s+5000; empty: none."`
+	PerIP          string `yaml:"per_ip" env:"NOPS_RATE_LIMIT_PER_IP" doc:"Rate limit per client IP (IPv6: per /64), e.g. 100/1m; empty: none."`
+	PerTenant      string `yaml:"per_tenant" env:"NOPS_RATE_LIMIT_PER_TENANT" doc:"Rate limit per tenant (authenticated requests); empty: none."`
+	PerPrincipal   string `yaml:"per_principal" env:"NOPS_RATE_LIMIT_PER_PRINCIPAL" doc:"Rate limit per authenticated principal (user or API key); empty: none."`
+	Classes        string `yaml:"classes" env:"NOPS_RATE_LIMIT_CLASSES" doc:"Rate limits per route class and caller: class=rule;… with classes auth, read, write and admin (e.g. auth=20/1m;write=600/1m)."`
+	Overrides      string `yaml:"overrides" env:"NOPS_RATE_LIMIT_OVERRIDES" doc:"Overrides: kind:target=rule;… with kind cidr, tenant or route (e.g. cidr:10.0.0.0/8=1000/1m;route:GET /v1/agents=50/1m); limit 0 exempts; the admin API's /v1/rate-limits win over these."`
+	RedisPrefix    string `yaml:"redis_prefix" env:"NOPS_RATE_LIMIT_REDIS_PREFIX" doc:"Key prefix of the shared counters in Redis (with redis.url); use a {hash tag} on Redis Cluster."`
+
+	MaxConnsPerIP     int `yaml:"max_conns_per_ip" env:"NOPS_MAX_CONNS_PER_IP" doc:"Open connections per client IP (by peer address) at most; more are refused at accept."`
+	MaxConns          int `yaml:"max_conns" env:"NOPS_MAX_CONNS" doc:"Open connections at most per listener."`
+	InFlightPerIP     int `yaml:"inflight_per_ip" env:"NOPS_INFLIGHT_PER_IP" doc:"Requests in flight per client IP at most (429 beyond)."`
+	InFlightPerTenant int `yaml:"inflight_per_tenant" env:"NOPS_INFLIGHT_PER_TENANT" doc:"Requests in flight per tenant at most (429 beyond)."`
+	InFlightMax       int `yaml:"inflight_max" env:"NOPS_INFLIGHT_MAX" doc:"Requests in flight per kernel at most: best-effort traffic is shed above 75 %, essential above 90 %, critical at the cap (503 + Retry-After)."`
+}
+
+// PolicyConfig configures ABAC policies (CEL); see docs/policies.md.
+type PolicyConfig struct {
+	Dir             string   `yaml:"dir" env:"NOPS_POLICY_DIR" doc:"Directory of policy files (YAML) loaded at start in addition to the policies of /v1/policies; empty: none."`
+	CostLimit       int64    `yaml:"cost_limit" env:"NOPS_POLICY_COST_LIMIT" doc:"CEL cost limit of one policy evaluation; a policy exceeding it denies (fail closed)."`
+	RefreshInterval Duration `yaml:"refresh_interval" env:"NOPS_POLICY_REFRESH_INTERVAL" doc:"How often each replica reloads changed policies (and rate-limit overrides) from the database."`
 }
 
 // RegistryConfig tunes the agent registry.
@@ -77,14 +124,29 @@ func (c Config) AuditKeyPath() string {
 
 // HTTPConfig configures the API listener.
 type HTTPConfig struct {
-	Addr              string   `yaml:"addr" env:"NOPS_HTTP_ADDR" flag:"http-addr" doc:"Address the HTTP API listens on (host:port; port 0 picks a free one)."`
-	ReadHeaderTimeout Duration `yaml:"read_header_timeout" env:"NOPS_HTTP_READ_HEADER_TIMEOUT" doc:"Longest time to read request headers."`
-	ReadTimeout       Duration `yaml:"read_timeout" env:"NOPS_HTTP_READ_TIMEOUT" doc:"Longest time to read a whole request."`
-	WriteTimeout      Duration `yaml:"write_timeout" env:"NOPS_HTTP_WRITE_TIMEOUT" doc:"Longest time to write a response."`
-	IdleTimeout       Duration `yaml:"idle_timeout" env:"NOPS_HTTP_IDLE_TIMEOUT" doc:"Keep-alive idle timeout."`
-	ShutdownTimeout   Duration `yaml:"shutdown_timeout" env:"NOPS_HTTP_SHUTDOWN_TIMEOUT" doc:"How long shutdown waits for in-flight requests to drain."`
-	MaxBodyBytes      int64    `yaml:"max_body_bytes" env:"NOPS_HTTP_MAX_BODY_BYTES" doc:"Largest accepted request body, in bytes (larger → 413)."`
+	Addr              string    `yaml:"addr" env:"NOPS_HTTP_ADDR" flag:"http-addr" doc:"Address the HTTP API listens on (host:port; port 0 picks a free one)."`
+	ReadHeaderTimeout Duration  `yaml:"read_header_timeout" env:"NOPS_HTTP_READ_HEADER_TIMEOUT" doc:"Longest time to read request headers."`
+	ReadTimeout       Duration  `yaml:"read_timeout" env:"NOPS_HTTP_READ_TIMEOUT" doc:"Longest time to read a whole request."`
+	WriteTimeout      Duration  `yaml:"write_timeout" env:"NOPS_HTTP_WRITE_TIMEOUT" doc:"Longest time to write a response."`
+	IdleTimeout       Duration  `yaml:"idle_timeout" env:"NOPS_HTTP_IDLE_TIMEOUT" doc:"Keep-alive idle timeout."`
+	ShutdownTimeout   Duration  `yaml:"shutdown_timeout" env:"NOPS_HTTP_SHUTDOWN_TIMEOUT" doc:"How long shutdown waits for in-flight requests to drain."`
+	MaxBodyBytes      int64     `yaml:"max_body_bytes" env:"NOPS_HTTP_MAX_BODY_BYTES" doc:"Largest accepted request body, in bytes (larger → 413)."`
+	MaxHeaderBytes    int       `yaml:"max_header_bytes" env:"NOPS_HTTP_MAX_HEADER_BYTES" doc:"Largest accepted request header block, in bytes."`
+	WriteStallTimeout Duration  `yaml:"write_stall_timeout" env:"NOPS_HTTP_WRITE_STALL_TIMEOUT" doc:"A connection whose client reads nothing of a response for this long is closed (slow readers)."`
+	TLS               TLSConfig `yaml:"tls"`
 }
+
+// TLSConfig turns the API listener into HTTPS (TLS 1.2+, AEAD cipher suites only, HSTS).
+type TLSConfig struct {
+	CertFile       string   `yaml:"cert_file" env:"NOPS_TLS_CERT_FILE" doc:"PEM certificate chain of the HTTPS listener; reloaded when the file changes (no restart). Empty with dev_cert false: plain HTTP."`
+	KeyFile        string   `yaml:"key_file" env:"NOPS_TLS_KEY_FILE" doc:"PEM private key of cert_file."`
+	DevCert        bool     `yaml:"dev_cert" env:"NOPS_TLS_DEV_CERT" doc:"Serve HTTPS with a generated self-signed certificate for localhost (kept in data_dir/tls), for development."`
+	ReloadInterval Duration `yaml:"reload_interval" env:"NOPS_TLS_RELOAD_INTERVAL" doc:"How often the certificate files are checked for changes."`
+	HSTSMaxAge     Duration `yaml:"hsts_max_age" env:"NOPS_TLS_HSTS_MAX_AGE" doc:"max-age of the Strict-Transport-Security header sent on HTTPS responses; 0: none."`
+}
+
+// Enabled reports whether the API listener serves HTTPS.
+func (t TLSConfig) Enabled() bool { return t.CertFile != "" || t.DevCert }
 
 // DatabaseConfig selects and tunes the state store.
 type DatabaseConfig struct {
@@ -191,7 +253,21 @@ func Default() Config {
 			IdleTimeout:       Duration(120 * time.Second),
 			ShutdownTimeout:   Duration(20 * time.Second),
 			MaxBodyBytes:      1 << 20,
+			MaxHeaderBytes:    64 << 10,
+			WriteStallTimeout: Duration(30 * time.Second),
+			TLS:               TLSConfig{ReloadInterval: Duration(5 * time.Second), HSTSMaxAge: Duration(2 * 365 * 24 * time.Hour)},
 		},
+		Limits: LimitsConfig{
+			PerIP:             "100/1m",
+			RedisPrefix:       "nops:rl:",
+			MaxConnsPerIP:     256,
+			MaxConns:          8192,
+			InFlightPerIP:     64,
+			InFlightPerTenant: 256,
+			InFlightMax:       1024,
+		},
+		Policy:  PolicyConfig{CostLimit: 10000, RefreshInterval: Duration(2 * time.Second)},
+		Signing: SigningConfig{MaxSkew: Duration(5 * time.Minute), NonceStore: "auto", CacheTTL: Duration(time.Second)},
 		Database: DatabaseConfig{
 			MaxConns:        20,
 			MinConns:        1,
@@ -290,6 +366,38 @@ func (c Config) Validate() error {
 	v.positive("http.shutdown_timeout", c.HTTP.ShutdownTimeout)
 	if c.HTTP.MaxBodyBytes < 1024 {
 		v.add("http.max_body_bytes", fmt.Sprintf("must be at least 1024, got %d", c.HTTP.MaxBodyBytes))
+	}
+	if c.HTTP.MaxHeaderBytes < 4096 {
+		v.add("http.max_header_bytes", fmt.Sprintf("must be at least 4096, got %d", c.HTTP.MaxHeaderBytes))
+	}
+	v.positive("http.write_stall_timeout", c.HTTP.WriteStallTimeout)
+	if (c.HTTP.TLS.CertFile == "") != (c.HTTP.TLS.KeyFile == "") {
+		v.add("http.tls.cert_file", "cert_file and key_file must be set together")
+	}
+	if c.HTTP.TLS.DevCert && c.HTTP.TLS.CertFile != "" {
+		v.add("http.tls.dev_cert", "use either a generated development certificate or cert_file/key_file, not both")
+	}
+	v.positive("http.tls.reload_interval", c.HTTP.TLS.ReloadInterval)
+	if c.HTTP.TLS.HSTSMaxAge < 0 {
+		v.add("http.tls.hsts_max_age", "must not be negative")
+	}
+	v.limits(c.Limits)
+	if c.Policy.CostLimit < 1 {
+		v.add("policy.cost_limit", fmt.Sprintf("must be at least 1, got %d", c.Policy.CostLimit))
+	}
+	v.positive("policy.refresh_interval", c.Policy.RefreshInterval)
+	if c.Signing.MaxSkew.D() < time.Second || c.Signing.MaxSkew.D() > time.Hour {
+		v.add("signing.max_skew", fmt.Sprintf("must be between 1s and 1h, got %s", c.Signing.MaxSkew))
+	}
+	v.oneOf("signing.nonce_store", c.Signing.NonceStore, []string{"auto", "sql", "redis"})
+	if c.Signing.NonceStore == "redis" && c.Redis.URL == "" {
+		v.add("signing.nonce_store", "redis needs redis.url (NOPS_REDIS_URL)")
+	}
+	if c.Signing.Scheme != "" && c.Signing.Scheme != "http" && c.Signing.Scheme != "https" {
+		v.add("signing.scheme", fmt.Sprintf("must be http, https or empty, got %q", c.Signing.Scheme))
+	}
+	if c.Signing.CacheTTL < 0 || c.Signing.CacheTTL.D() > 5*time.Second {
+		v.add("signing.cache_ttl", fmt.Sprintf("must be between 0 and 5s, got %s", c.Signing.CacheTTL))
 	}
 	if c.Database.URL != "" {
 		if u, err := url.Parse(c.Database.URL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {

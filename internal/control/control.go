@@ -20,8 +20,11 @@ import (
 	"github.com/nops-kernel/nops/internal/apikey"
 	"github.com/nops-kernel/nops/internal/audit"
 	"github.com/nops-kernel/nops/internal/events"
+	"github.com/nops-kernel/nops/internal/policy"
 	"github.com/nops-kernel/nops/internal/principal"
+	"github.com/nops-kernel/nops/internal/ratelimit"
 	"github.com/nops-kernel/nops/internal/registry"
+	"github.com/nops-kernel/nops/internal/reqsig"
 	"github.com/nops-kernel/nops/internal/tenant"
 )
 
@@ -53,8 +56,12 @@ type Control struct {
 	Tenants *tenant.Service
 	Agents  *registry.Service
 	Keys    *apikey.Service
-	opts    Options
-	beats   chan heartbeatReq // nil: every heartbeat commits alone
+	// The perimeter's managed state; the kernel sets these after New (nil: the feature is off).
+	RateLimits  *ratelimit.Overrides // rate-limit overrides of the admin API
+	RequestKeys *reqsig.Keys         // request-signing keys (RFC 9421)
+	Policies    *policy.Service      // ABAC policies
+	opts        Options
+	beats       chan heartbeatReq // nil: every heartbeat commits alone
 }
 
 // New returns a Control over the domain services, which must use the same store.

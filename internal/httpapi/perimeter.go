@@ -65,6 +65,8 @@ type dispatcher struct {
 	usage    apikey.UsageSink
 	tenants  TenantLookup
 	auditor  Auditor
+	agents   AgentReader
+	guards   Guards
 	now      func() time.Time
 	errw     errorWriter
 }
@@ -93,6 +95,15 @@ func (d *dispatcher) admission(next http.Handler) http.Handler {
 		if err != nil {
 			d.errw.Write(w, r, err)
 			return
+		}
+		if p, ok := principal.FromContext(r.Context()); ok && op.secured {
+			var release func()
+			r, release, err = d.guard(w, r, p)
+			if err != nil {
+				d.errw.Write(w, r, err)
+				return
+			}
+			defer release()
 		}
 		next.ServeHTTP(w, r)
 	})

@@ -52,6 +52,10 @@ type Deps struct {
 	EventStats EventStatsReader // the event-stats projection
 	Consumers  []string         // names of the consumers the kernel runs: the replay targets
 
+	// Guards are the perimeter's rate limits, in-flight gates, policies and HSTS; the zero
+	// value turns them off.
+	Guards Guards
+
 	TracerProvider trace.TracerProvider
 	MeterProvider  metric.MeterProvider
 	Propagator     propagation.TextMapPropagator
@@ -87,7 +91,8 @@ func NewHandler(deps Deps) (http.Handler, error) {
 	errw := errorWriter{logger: deps.Logger}
 	mux := http.NewServeMux()
 	d := &dispatcher{mux: mux, ops: ops, verifier: deps.Verifier, keys: deps.APIKeys, usage: deps.Usage,
-		tenants: deps.Control.Tenants, auditor: deps.Control, now: deps.now, errw: errw}
+		tenants: deps.Control.Tenants, auditor: deps.Control, agents: deps.Control.Agents, guards: deps.Guards,
+		now: deps.now, errw: errw}
 	strict := gen.NewStrictHandlerWithOptions(&handlers{deps: deps}, nil, gen.StrictHTTPServerOptions{
 		RequestErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
 			var mbe *http.MaxBytesError
@@ -125,12 +130,22 @@ func NewHandler(deps Deps) (http.Handler, error) {
 		middleware.RequestID(),
 		middleware.WithRouteHolder(),
 		middleware.SecurityHeaders(),
+		hsts(deps.Guards.HSTSMaxAge),
 		middleware.Tracing(deps.TracerProvider, deps.Propagator),
 		middleware.Metrics(deps.MeterProvider),
 		middleware.Logging(deps.Logger),
 		middleware.Recover(deps.Logger, errw.Write),
+		deps.Guards.edge(errw),
 		middleware.BodyLimit(deps.Config.HTTP.MaxBodyBytes, errw.Write),
 	), nil
+}
+
+// hsts sends Strict-Transport-Security on HTTPS responses when maxAge > 0.
+func hsts(maxAge time.Duration) func(http.Handler) http.Handler {
+	if maxAge <= 0 {
+		return func(h http.Handler) http.Handler { return h }
+	}
+	return middleware.HSTS(maxAge, true)
 }
 
 // muxHas reports whether pattern ("GET /path") is served by a route of mux.

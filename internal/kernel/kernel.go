@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -55,6 +56,7 @@ type Kernel struct {
 	tel    *telemetry.Telemetry
 	st     Store
 	dom    *domains
+	perim  *perimeter
 
 	bus       bus.Bus
 	idem      idempotency.Store // Idempotency-Key records: st, or Redis
@@ -182,28 +184,43 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 	if err := bus.RegisterGauges(k.tel.MeterProvider().Meter("nops/bus"), k.bus, func() []string { return consumerNames(k.consumers) }); err != nil {
 		return nil, fmt.Errorf("event bus gauges: %w", err)
 	}
+	perim, perimClosers, err := buildPerimeter(ctx, cfg, st, rc, k.dom.control, k.tel.MeterProvider(), k.logger)
+	k.closers = append(k.closers, perimClosers...)
+	if err != nil {
+		return nil, err
+	}
+	k.perim = perim
 	logins, err := auth.New(st, tokens, auth.Options{Logger: k.logger, Meter: k.tel.MeterProvider().Meter("nops/auth"), BcryptCost: opts.BcryptCost, APIKeys: k.dom.keys})
 	if err != nil {
 		return nil, fmt.Errorf("login service: %w", err)
 	}
 
 	handler, err := httpapi.NewHandler(httpapi.Deps{
-		Logger:         k.logger,
-		Config:         cfg,
-		Health:         checker,
-		Keys:           tokens,
-		Login:          logins,
-		Verifier:       tokens,
-		Control:        k.dom.control,
-		APIKeys:        k.dom.keys,
-		Usage:          k.dom.usage,
-		AuditLog:       st,
-		AuditKeys:      note.VerifierList(k.dom.signer.Verifier()),
-		AuditKey:       k.dom.verifierKey,
-		Idempotency:    k.idem,
-		Bus:            k.bus,
-		EventStats:     st,
-		Consumers:      consumerNames(k.consumers),
+		Logger:      k.logger,
+		Config:      cfg,
+		Health:      checker,
+		Keys:        tokens,
+		Login:       logins,
+		Verifier:    tokens,
+		Control:     k.dom.control,
+		APIKeys:     k.dom.keys,
+		Usage:       k.dom.usage,
+		AuditLog:    st,
+		AuditKeys:   note.VerifierList(k.dom.signer.Verifier()),
+		AuditKey:    k.dom.verifierKey,
+		Idempotency: k.idem,
+		Bus:         k.bus,
+		EventStats:  st,
+		Consumers:   consumerNames(k.consumers),
+		Guards: httpapi.Guards{
+			ClientIP:   perim.clientIP,
+			Limiter:    perim.limiter,
+			Policies:   perim.policies,
+			IPGate:     perim.ipGate,
+			TenantGate: perim.tenantGate,
+			HSTSMaxAge: cfg.HTTP.TLS.HSTSMaxAge.D(),
+			Signatures: perim.signatures,
+		},
 		TracerProvider: k.tel.TracerProvider(),
 		MeterProvider:  k.tel.MeterProvider(),
 		Propagator:     k.tel.Propagator(),
@@ -223,19 +240,23 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 			return nil, fmt.Errorf("listen on %s: %w", cfg.HTTP.Addr, err)
 		}
 	}
+	raw := k.ln
 	k.closers = append(k.closers, func() error {
-		if err := k.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		if err := raw.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			return err
 		}
 		return nil
 	})
+	if k.ln, err = perim.listener(cfg, k.ln, k.tel.MeterProvider(), k.logger); err != nil {
+		return nil, fmt.Errorf("listener: %w", err)
+	}
 	k.srv = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout.D(),
 		ReadTimeout:       cfg.HTTP.ReadTimeout.D(),
 		WriteTimeout:      cfg.HTTP.WriteTimeout.D(),
 		IdleTimeout:       cfg.HTTP.IdleTimeout.D(),
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    cfg.HTTP.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(k.logger.Handler(), slog.LevelWarn),
 	}
 	return k, nil
@@ -256,7 +277,7 @@ func (k *Kernel) Run(ctx context.Context) error {
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBG()
 	var wg sync.WaitGroup
-	for name, job := range map[string]func(context.Context) error{
+	jobs := map[string]func(context.Context) error{
 		"registry sweep":    k.sweepLoop,
 		"audit checkpoints": k.checkpointLoop,
 		"api key usage":     k.dom.usage.Run,
@@ -270,7 +291,9 @@ func (k *Kernel) Run(ctx context.Context) error {
 		"consumers": func(ctx context.Context) error {
 			return runConsumers(ctx, k.bus, k.consumers, k.cfg.HTTP.ShutdownTimeout.D(), k.logger)
 		},
-	} {
+	}
+	maps.Copy(jobs, k.perim.jobs(k.cfg))
+	for name, job := range jobs {
 		wg.Go(func() {
 			if err := job(bg); err != nil && bg.Err() == nil {
 				k.logger.Error("background job stopped", "job", name, "error", err)
@@ -278,7 +301,7 @@ func (k *Kernel) Run(ctx context.Context) error {
 		})
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- k.srv.Serve(k.ln) }()
+	go func() { errc <- k.perim.serve(k.srv, k.ln) }()
 	var serveErr error
 	select {
 	case serveErr = <-errc:

@@ -12,8 +12,11 @@ import (
 	"github.com/nops-kernel/nops/internal/consumers"
 	"github.com/nops-kernel/nops/internal/events"
 	"github.com/nops-kernel/nops/internal/idempotency"
+	"github.com/nops-kernel/nops/internal/policy"
+	"github.com/nops-kernel/nops/internal/ratelimit"
 	"github.com/nops-kernel/nops/internal/registry"
 	"github.com/nops-kernel/nops/internal/relay"
+	"github.com/nops-kernel/nops/internal/reqsig"
 	"github.com/nops-kernel/nops/internal/store"
 	"github.com/nops-kernel/nops/internal/store/postgres"
 	"github.com/nops-kernel/nops/internal/store/sqlite"
@@ -36,6 +39,11 @@ type Store interface {
 	consumers.Store
 	consumers.InboxStore
 	idempotency.Store
+	ratelimit.OverrideStore
+	policy.Store
+	reqsig.Store
+	reqsig.NonceStore
+	reqsig.NoncePurger
 	AuditRecords(ctx context.Context, tree string, f store.AuditFilter) ([]audit.Entry, error)
 	InTx(ctx context.Context, fn func(ctx context.Context) error) error
 	Ping(ctx context.Context) error

@@ -5,16 +5,16 @@ import (
 	"net/http"
 )
 
-// securityHeaders apply to every API response. The CSP forbids everything because the API
+// securityHeaders apply to every API response (Strict-Transport-Security is HSTS's, on HTTPS
+// responses only). The CSP forbids everything because the API
 // serves no documents; Cache-Control: no-store because responses carry tokens and tenant data
 // that no shared or browser cache may keep.
 var securityHeaders = map[string]string{
-	"Strict-Transport-Security": "max-age=63072000; includeSubDomains",
-	"Content-Security-Policy":   "default-src 'none'; frame-ancestors 'none'",
-	"X-Content-Type-Options":    "nosniff",
-	"X-Frame-Options":           "DENY",
-	"Referrer-Policy":           "no-referrer",
-	"Cache-Control":             "no-store",
+	"Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+	"X-Content-Type-Options":  "nosniff",
+	"X-Frame-Options":         "DENY",
+	"Referrer-Policy":         "no-referrer",
+	"Cache-Control":           "no-store",
 }
 
 // SecurityHeaderValues returns the headers SecurityHeaders sets (a copy: callers may modify it),

@@ -49,8 +49,8 @@ func buildNops(t *testing.T) string {
 
 // nopsEnv is the environment of `nops server` on dataDir: the test's own environment without
 // any NOPS_* variable (so the kernel runs with its defaults: SQLite, embedded JetStream with
-// durability sync), plus random loopback ports, the bootstrap admin's password, info logs and
-// extra.
+// durability sync), plus random loopback ports, the bootstrap admin's password, info logs, no
+// per-IP limits, and extra.
 func nopsEnv(dataDir string, extra ...string) []string {
 	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "NOPS_") })
 	env = append(env,
@@ -59,6 +59,9 @@ func nopsEnv(dataDir string, extra ...string) []string {
 		"NOPS_NATS_EMBEDDED_LISTEN=127.0.0.1:0",
 		"NOPS_BOOTSTRAP_ADMIN_PASSWORD="+kerneltest.AdminPassword,
 		"NOPS_LOG_LEVEL=info",
+		// The harness's load comes from one loopback address: no per-IP rate limit or cap.
+		"NOPS_RATE_LIMIT_PER_IP=",
+		"NOPS_INFLIGHT_PER_IP=100000",
 	)
 	return append(env, extra...)
 }

@@ -45,6 +45,11 @@ func Start(t testing.TB, mutate ...func(*config.Config)) *Kernel {
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.Auth.BootstrapAdminPassword = AdminPassword
 	cfg.Log.Level = "debug"
+	// Every test client comes from 127.0.0.1: per-IP limits would make tests depend on each
+	// other's pace. Tests of the limits set them.
+	cfg.Limits.PerIP = ""
+	cfg.Limits.InFlightPerIP = 100000
+	cfg.Limits.InFlightMax = 100000
 	for _, m := range mutate {
 		m(&cfg)
 	}

@@ -42,6 +42,9 @@ var migrations = []struct {
 	{7, "00007_outbox.sql"},
 	{8, "00008_idempotency.sql"},
 	{9, "00009_relay.sql"},
+	{10, "00010_rate_limits.sql"},
+	{11, "00011_request_keys.sql"},
+	{12, "00012_policies.sql"},
 }
 
 // Run runs the suite. open must return a fresh store with every migration applied, on a database

@@ -1,0 +1,584 @@
+package reqsig
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dunglas/httpsfv"
+	httpsig "github.com/remitly-oss/httpsig-go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+
+	"github.com/nops-kernel/nops/internal/errs"
+)
+
+// Defaults of Config.
+const (
+	// Tag is the value of the tag parameter that marks a signature of a request to the kernel.
+	Tag = "nops-request"
+	// DefaultMaxSkew is how far created may be from the verifier's clock, either way.
+	DefaultMaxSkew = 300 * time.Second
+	// DefaultMaxNonceLen bounds a nonce, in bytes.
+	DefaultMaxNonceLen = 128
+	// DefaultMaxHeaderLen bounds Signature-Input and Signature together, in bytes.
+	DefaultMaxHeaderLen = 8 << 10
+	// maxKeyIDLen bounds a keyid before it is looked up.
+	maxKeyIDLen = 128
+)
+
+// Config is the verifier's policy; the zero value is the kernel's strict default.
+type Config struct {
+	// MaxSkew is how far created may be from now, in the past or the future (0: DefaultMaxSkew).
+	// A nonce is remembered for as long as a signature created with it can pass this check.
+	MaxSkew time.Duration
+	// Scheme is the scheme of the URI clients sign in @target-uri: "https" for a kernel behind a
+	// TLS-terminating proxy. "": https on TLS connections, http otherwise.
+	Scheme string
+	// MaxNonceLen and MaxHeaderLen bound untrusted input (0: the defaults).
+	MaxNonceLen  int
+	MaxHeaderLen int
+
+	// Relaxations of the policy, for tests that check the cryptography against foreign
+	// vectors (RFC 9421 Appendix B) only. The kernel sets none of them.
+	InsecureSkipTag      bool // accept any tag, or none
+	InsecureSkipNonce    bool // accept a signature without nonce (a nonce present is still claimed)
+	InsecureSkipCoverage bool // do not require @method, @target-uri, content-digest, content-type
+
+	Now           func() time.Time     // nil: time.Now
+	Logger        *slog.Logger         // refusals at Info, never key material; nil: discard
+	MeterProvider metric.MeterProvider // nil: no metrics
+}
+
+// KeyLookup finds the key a signature names; *Keys implements it. An unknown keyid is an
+// errs.NotFound; any other error is a failure of the lookup itself.
+type KeyLookup interface {
+	Lookup(ctx context.Context, keyID string) (Material, error)
+}
+
+// Result is what a verified signature tells about the request.
+type Result struct {
+	KeyID    string
+	TenantID string
+	AgentID  string // "" when the key is not bound to an agent
+	Alg      Algorithm
+	Label    string    // the label of the verified signature
+	Created  time.Time // UTC
+	Nonce    string    // "" only under InsecureSkipNonce
+	// Previous reports that the signature verified with the material a rotation replaced, still
+	// in its grace period: the client should switch to the new secret or key.
+	Previous bool
+}
+
+// Verifier checks RFC 9421 signatures of requests. Create it with NewVerifier; it is safe for
+// concurrent use.
+type Verifier struct {
+	keys    KeyLookup
+	nonces  NonceStore
+	cfg     Config
+	outcome metric.Int64Counter
+}
+
+// NewVerifier returns a Verifier looking keys up in keys and claiming nonces in nonces.
+func NewVerifier(keys KeyLookup, nonces NonceStore, cfg Config) (*Verifier, error) {
+	switch {
+	case keys == nil:
+		return nil, errors.New("new request verifier: nil key lookup")
+	case nonces == nil:
+		return nil, errors.New("new request verifier: nil nonce store")
+	case cfg.MaxSkew < 0, cfg.MaxNonceLen < 0, cfg.MaxHeaderLen < 0:
+		return nil, errors.New("new request verifier: negative limit")
+	case cfg.Scheme != "" && cfg.Scheme != "http" && cfg.Scheme != "https":
+		return nil, fmt.Errorf("new request verifier: scheme %q is neither http nor https", cfg.Scheme)
+	}
+	if cfg.MaxSkew == 0 {
+		cfg.MaxSkew = DefaultMaxSkew
+	}
+	if cfg.MaxNonceLen == 0 {
+		cfg.MaxNonceLen = DefaultMaxNonceLen
+	}
+	if cfg.MaxHeaderLen == 0 {
+		cfg.MaxHeaderLen = DefaultMaxHeaderLen
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	mp := cfg.MeterProvider
+	if mp == nil {
+		mp = noop.NewMeterProvider()
+	}
+	outcome, err := mp.Meter("github.com/nops-kernel/nops/internal/reqsig").Int64Counter("nops.reqsig.verifications",
+		metric.WithUnit("{request}"),
+		metric.WithDescription("Request signature verifications by outcome (accepted, refused, error) and refusal reason."))
+	if err != nil {
+		return nil, fmt.Errorf("new request verifier: %w", err)
+	}
+	return &Verifier{keys: keys, nonces: nonces, cfg: cfg, outcome: outcome}, nil
+}
+
+// Refusal codes: the machine-readable reason of a refusal (RefusalCode), for logs, metrics and
+// audit records. Stable strings.
+const (
+	CodeMissing         = "missing"          // no Signature-Input or Signature
+	CodeMalformed       = "malformed"        // a header is not what RFC 9421 and RFC 9651 say
+	CodeTag             = "tag"              // tag is not nops-request
+	CodeParameter       = "parameter"        // created, keyid or nonce missing
+	CodeNotCovered      = "not_covered"      // a required component is not covered
+	CodeUnsupported     = "unsupported"      // a component the kernel does not support
+	CodeSkew            = "skew"             // created too far from now
+	CodeExpired         = "expired"          // past the signature's expires
+	CodeUnknownKey      = "unknown_key"      // keyid names no key
+	CodeKeyRevoked      = "key_revoked"      // the key is revoked
+	CodeKeyExpired      = "key_expired"      // the key has expired
+	CodeAlgMismatch     = "alg_mismatch"     // alg is not the key's algorithm
+	CodeDigest          = "digest"           // Content-Digest missing, malformed or unsupported
+	CodeDigestMismatch  = "digest_mismatch"  // Content-Digest does not match the body
+	CodeBadSignature    = "bad_signature"    // the signature does not verify
+	CodeReplay          = "replay"           // the nonce was used before
+	codeInternalFailure = "internal_failure" // metrics only: not a refusal
+)
+
+// Refusal is the cause inside the errs.Unauthenticated error of a refused signature: Message is
+// the client-safe reason (also the error's message), Code one of the Code* constants.
+type Refusal struct {
+	Code    string
+	Message string
+}
+
+func (r *Refusal) Error() string { return r.Message }
+
+// RefusalCode returns the code of a refusal in err's chain, or "" when err is not a refusal.
+func RefusalCode(err error) string {
+	var r *Refusal
+	if errors.As(err, &r) {
+		return r.Code
+	}
+	return ""
+}
+
+func refuse(code, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	return errs.Wrap(errs.Unauthenticated, &Refusal{Code: code, Message: msg}, "%s", msg)
+}
+
+// Verify checks the signature of r, whose body is body (already read: the caller bounds its
+// size), and claims its nonce. A refusal is an *errs.Error with code Unauthenticated whose
+// message says which check failed (never an expected signature or digest); a failure of the key
+// lookup or the nonce store is an Unavailable or Internal error. On an error the Result holds
+// what was read before the failing check (for logs), never an accepted signature. See the package
+// documentation for the rules and their order.
+func (v *Verifier) Verify(ctx context.Context, r *http.Request, body []byte) (Result, error) {
+	res, err := v.verify(ctx, r, body)
+	outcome, code := "accepted", ""
+	switch {
+	case err == nil:
+	case RefusalCode(err) != "":
+		outcome, code = "refused", RefusalCode(err)
+		v.cfg.Logger.InfoContext(ctx, "request signature refused", "reason", code, "key_id", res.KeyID, "error", err)
+	default:
+		outcome, code = "error", codeInternalFailure
+		v.cfg.Logger.ErrorContext(ctx, "request signature check failed", "key_id", res.KeyID, "error", err)
+	}
+	v.outcome.Add(ctx, 1, metric.WithAttributes(attribute.String("outcome", outcome), attribute.String("reason", code)))
+	return res, err
+}
+
+// signatureInput is the selected signature, with its parameters checked for type.
+type signatureInput struct {
+	label      string
+	components []string
+	signature  []byte
+	keyID      string
+	nonce      string
+	tag        string
+	alg        string
+	created    int64
+	expires    int64
+	hasCreated bool
+	hasExpires bool
+	hasNonce   bool
+	hasTag     bool
+	hasAlg     bool
+}
+
+func (v *Verifier) verify(ctx context.Context, r *http.Request, body []byte) (Result, error) {
+	in, err := v.parse(r)
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{KeyID: in.keyID, Label: in.label, Nonce: in.nonce}
+	if err := v.checkParams(in); err != nil {
+		return res, err
+	}
+	if err := v.checkComponents(r, body, in); err != nil {
+		return res, err
+	}
+	now := v.cfg.Now()
+	created := time.Unix(in.created, 0).UTC()
+	res.Created = created
+	if err := v.checkTime(in, created, now); err != nil {
+		return res, err
+	}
+
+	m, err := v.keys.Lookup(ctx, in.keyID)
+	switch {
+	case errs.Is(err, errs.NotFound):
+		return res, refuse(CodeUnknownKey, "unknown keyid")
+	case errs.As(err) != nil && errs.As(err).Code == errs.Internal:
+		return res, err // an unreadable sealed secret: the operator must act
+	case err != nil:
+		return res, errs.Wrap(errs.Unavailable, err, "request keys are unavailable")
+	}
+	k := m.Key
+	res.TenantID, res.AgentID, res.Alg = k.TenantID, k.AgentID, k.Alg
+	switch {
+	case k.Revoked(now):
+		return res, refuse(CodeKeyRevoked, "key %s is revoked", k.ID)
+	case k.Expired(now):
+		return res, refuse(CodeKeyExpired, "key %s has expired", k.ID)
+	case in.hasAlg && in.alg != string(k.Alg):
+		return res, refuse(CodeAlgMismatch, "algorithm %s does not match key %s", in.alg, k.ID)
+	}
+
+	previous, err := v.checkSignature(ctx, r, body, in, m, now)
+	if err != nil {
+		return res, err
+	}
+	res.Previous = previous
+
+	if in.hasNonce {
+		// A replay is refused by the created check once created+MaxSkew has passed; until then
+		// the record refuses it. One second more covers created's truncation to seconds.
+		until := created.Add(v.cfg.MaxSkew + time.Second)
+		ok, err := v.nonces.ClaimNonce(ctx, k.ID, in.nonce, until, now)
+		if err != nil {
+			return res, errs.Wrap(errs.Unavailable, err, "the nonce store is unavailable")
+		}
+		if !ok {
+			return res, refuse(CodeReplay, "nonce already used")
+		}
+	}
+	return res, nil
+}
+
+// parse reads both headers as RFC 9651 dictionaries (httpsfv), selects the signature to verify
+// — the first whose tag is Config's tag, else the first — and checks the type of each of its
+// parameters, which the library would otherwise assert (and panic on).
+func (v *Verifier) parse(r *http.Request) (signatureInput, error) {
+	var in signatureInput
+	inputs, sigs := r.Header.Values("Signature-Input"), r.Header.Values("Signature")
+	switch {
+	case len(inputs) == 0:
+		return in, refuse(CodeMissing, "missing Signature-Input")
+	case len(sigs) == 0:
+		return in, refuse(CodeMissing, "missing Signature")
+	}
+	n := 0
+	for _, s := range slices.Concat(inputs, sigs) {
+		n += len(s)
+	}
+	if n > v.cfg.MaxHeaderLen {
+		return in, refuse(CodeMalformed, "malformed Signature-Input: Signature-Input and Signature exceed %d bytes", v.cfg.MaxHeaderLen)
+	}
+	inDict, err := httpsfv.UnmarshalDictionary(inputs)
+	if err != nil {
+		return in, refuse(CodeMalformed, "malformed Signature-Input: %v", err)
+	}
+	sigDict, err := httpsfv.UnmarshalDictionary(sigs)
+	if err != nil {
+		return in, refuse(CodeMalformed, "malformed Signature: %v", err)
+	}
+	labels := inDict.Names()
+	if len(labels) == 0 {
+		return in, refuse(CodeMissing, "missing Signature-Input")
+	}
+	in.label = labels[0]
+	for _, l := range labels {
+		if m, _ := inDict.Get(l); isTagged(m, Tag) {
+			in.label = l
+			break
+		}
+	}
+	m, _ := inDict.Get(in.label)
+	list, ok := m.(httpsfv.InnerList)
+	if !ok {
+		return in, refuse(CodeMalformed, "malformed Signature-Input: %s is not an inner list", in.label)
+	}
+	sm, ok := sigDict.Get(in.label)
+	if !ok {
+		return in, refuse(CodeMissing, "missing Signature for label %s", in.label)
+	}
+	item, ok := sm.(httpsfv.Item)
+	if !ok {
+		return in, refuse(CodeMalformed, "malformed Signature: %s is not a byte sequence", in.label)
+	}
+	if in.signature, ok = item.Value.([]byte); !ok {
+		return in, refuse(CodeMalformed, "malformed Signature: %s is not a byte sequence", in.label)
+	}
+	for _, c := range list.Items {
+		name, ok := c.Value.(string)
+		if !ok {
+			return in, refuse(CodeMalformed, "malformed Signature-Input: component identifiers must be strings")
+		}
+		if err := checkComponentID(name, c.Params); err != nil {
+			return in, err
+		}
+		if slices.Contains(in.components, name) {
+			return in, refuse(CodeMalformed, "malformed Signature-Input: component %q is covered twice", name)
+		}
+		in.components = append(in.components, name)
+	}
+	for _, p := range list.Params.Names() {
+		val, _ := list.Params.Get(p)
+		var ok bool
+		switch p {
+		case "created":
+			in.created, ok = val.(int64)
+			in.hasCreated = true
+		case "expires":
+			in.expires, ok = val.(int64)
+			in.hasExpires = true
+		case "keyid":
+			in.keyID, ok = val.(string)
+		case "nonce":
+			in.nonce, ok = val.(string)
+			in.hasNonce = true
+		case "tag":
+			in.tag, ok = val.(string)
+			in.hasTag = true
+		case "alg":
+			in.alg, ok = val.(string)
+			in.hasAlg = true
+		default:
+			return in, refuse(CodeMalformed, "malformed Signature-Input: unknown parameter %s", p)
+		}
+		if !ok {
+			kind := "a string"
+			if p == "created" || p == "expires" {
+				kind = "an integer"
+			}
+			return in, refuse(CodeMalformed, "malformed Signature-Input: %s must be %s", p, kind)
+		}
+	}
+	return in, nil
+}
+
+// isTagged reports whether a Signature-Input member is an inner list tagged tag.
+func isTagged(m httpsfv.Member, tag string) bool {
+	list, ok := m.(httpsfv.InnerList)
+	if !ok {
+		return false
+	}
+	t, _ := list.Params.Get("tag")
+	return t == tag
+}
+
+// derived lists the derived components the kernel accepts: those the library derives as RFC
+// 9421 defines them for a request (with the view's help). @scheme and @request-target are not
+// among them: the library derives both as empty strings, which would cover nothing.
+var derived = []string{"@method", "@target-uri", "@authority", "@path", "@query", "@query-param"}
+
+// checkComponentID refuses component identifiers the library would mis-handle: upper case
+// names, unknown derived components, and parameters (the library ignores sf, bs, key, req and
+// tr and would sign the raw value); @query-param keeps its required name parameter.
+func checkComponentID(name string, params *httpsfv.Params) error {
+	switch {
+	case name == "":
+		return refuse(CodeMalformed, "malformed Signature-Input: empty component name")
+	case strings.ToLower(name) != name:
+		return refuse(CodeMalformed, "malformed Signature-Input: component %q must be lower case", name)
+	case strings.HasPrefix(name, "@") && !slices.Contains(derived, name):
+		return refuse(CodeUnsupported, "component %q is not supported", name)
+	}
+	names := params.Names()
+	if name == "@query-param" {
+		if len(names) != 1 || names[0] != "name" {
+			return refuse(CodeMalformed, "malformed Signature-Input: @query-param takes exactly one parameter, name")
+		}
+		return nil
+	}
+	if len(names) > 0 {
+		return refuse(CodeUnsupported, "component %q: parameters (%s) are not supported", name, strings.Join(names, ", "))
+	}
+	return nil
+}
+
+// checkParams checks the presence and bounds of the parameters.
+func (v *Verifier) checkParams(in signatureInput) error {
+	switch {
+	case !v.cfg.InsecureSkipTag && in.tag != Tag:
+		// First: a signature not made for the kernel is refused for that, whatever else it has.
+		return refuse(CodeTag, "tag must be %s", Tag)
+	case in.keyID == "":
+		return refuse(CodeParameter, "keyid missing")
+	case len(in.keyID) > maxKeyIDLen:
+		return refuse(CodeMalformed, "malformed Signature-Input: keyid longer than %d bytes", maxKeyIDLen)
+	case !in.hasCreated:
+		return refuse(CodeParameter, "created missing")
+	case !in.hasNonce && !v.cfg.InsecureSkipNonce:
+		return refuse(CodeParameter, "nonce missing")
+	case in.hasNonce && in.nonce == "":
+		return refuse(CodeMalformed, "malformed Signature-Input: nonce is empty")
+	case len(in.nonce) > v.cfg.MaxNonceLen:
+		return refuse(CodeMalformed, "malformed Signature-Input: nonce longer than %d bytes", v.cfg.MaxNonceLen)
+	case in.hasAlg && !knownAlg(in.alg):
+		return refuse(CodeMalformed, "malformed Signature-Input: unknown alg")
+	}
+	return nil
+}
+
+// knownAlg reports whether alg is registered by RFC 9421 §6.2.2, so that it can be named in a
+// message.
+func knownAlg(alg string) bool {
+	switch httpsig.Algorithm(alg) {
+	case httpsig.Algo_HMAC_SHA256, httpsig.Algo_ED25519, httpsig.Algo_RSA_PSS_SHA512, httpsig.Algo_RSA_v1_5_sha256,
+		httpsig.Algo_ECDSA_P256_SHA256, httpsig.Algo_ECDSA_P384_SHA384:
+		return true
+	}
+	return false
+}
+
+// checkComponents checks that the request's parts the kernel protects are covered, and that
+// every covered field is in the request.
+func (v *Verifier) checkComponents(r *http.Request, body []byte, in signatureInput) error {
+	has := func(c string) bool { return slices.Contains(in.components, c) }
+	for _, c := range in.components {
+		if !strings.HasPrefix(c, "@") && len(r.Header.Values(c)) == 0 {
+			return refuse(CodeMalformed, "covered field %s is not in the request", c)
+		}
+	}
+	if v.cfg.InsecureSkipCoverage {
+		return nil
+	}
+	if !has("@method") {
+		return refuse(CodeNotCovered, "component @method not covered")
+	}
+	if !has("@target-uri") {
+		parts := []string{"@authority", "@path", "@query"}
+		if !slices.ContainsFunc(parts, has) {
+			return refuse(CodeNotCovered, "component @target-uri not covered (nor @authority, @path and @query)")
+		}
+		for _, c := range parts {
+			if !has(c) {
+				return refuse(CodeNotCovered, "component %s not covered", c)
+			}
+		}
+	}
+	if len(body) > 0 {
+		if len(r.Header.Values("Content-Digest")) == 0 {
+			return refuse(CodeDigest, "missing Content-Digest: a request with a body must carry one")
+		}
+		if !has("content-digest") {
+			return refuse(CodeNotCovered, "component content-digest not covered")
+		}
+	}
+	if len(r.Header.Values("Content-Type")) > 0 && !has("content-type") {
+		return refuse(CodeNotCovered, "component content-type not covered")
+	}
+	return nil
+}
+
+// checkTime checks created against now ± MaxSkew, and expires when present.
+func (v *Verifier) checkTime(in signatureInput, created, now time.Time) error {
+	skew := v.cfg.MaxSkew
+	d := now.Sub(created)
+	switch {
+	case d > skew:
+		return refuse(CodeSkew, "created is %ds in the past (allowed skew %ds)", ceilSeconds(d), ceilSeconds(skew))
+	case -d > skew:
+		return refuse(CodeSkew, "created is %ds in the future (allowed skew %ds)", ceilSeconds(-d), ceilSeconds(skew))
+	}
+	if in.hasExpires {
+		expires := time.Unix(in.expires, 0)
+		if !now.Before(expires) {
+			return refuse(CodeExpired, "the signature expired %ds ago", ceilSeconds(now.Sub(expires)))
+		}
+	}
+	return nil
+}
+
+func ceilSeconds(d time.Duration) int64 {
+	s := int64(d / time.Second)
+	if d%time.Second != 0 {
+		s++
+	}
+	return s
+}
+
+// checkSignature has the library verify the Content-Digest and the signature, with the current
+// material and then, during a rotation's grace period, the previous one. It reports whether the
+// previous one verified.
+func (v *Verifier) checkSignature(ctx context.Context, r *http.Request, body []byte, in signatureInput, m Material, now time.Time) (bool, error) {
+	k := m.Key
+	type candidate struct {
+		spec     httpsig.KeySpec
+		previous bool
+	}
+	var cands []candidate
+	switch k.Alg {
+	case AlgHMACSHA256:
+		cands = append(cands, candidate{spec: httpsig.KeySpec{KeyID: k.ID, Algo: httpsig.Algo_HMAC_SHA256, Secret: m.Secret}})
+		if k.InGrace(now) && len(m.PrevSecret) > 0 {
+			cands = append(cands, candidate{spec: httpsig.KeySpec{KeyID: k.ID, Algo: httpsig.Algo_HMAC_SHA256, Secret: m.PrevSecret}, previous: true})
+		}
+	case AlgEd25519:
+		cands = append(cands, candidate{spec: httpsig.KeySpec{KeyID: k.ID, Algo: httpsig.Algo_ED25519, PubKey: k.PublicKey}})
+		if k.InGrace(now) && len(k.PrevPublicKey) == ed25519.PublicKeySize {
+			cands = append(cands, candidate{spec: httpsig.KeySpec{KeyID: k.ID, Algo: httpsig.Algo_ED25519, PubKey: k.PrevPublicKey}, previous: true})
+		}
+	default:
+		return false, errs.New(errs.Internal, "request key %s has the unsupported algorithm %q", k.ID, k.Alg)
+	}
+	var err error
+	for _, c := range cands {
+		if len(c.spec.Secret) == 0 && c.spec.PubKey == nil {
+			continue
+		}
+		err = libVerify(serverView(ctx, r, body, v.cfg.Scheme), in.label, c.spec)
+		if err == nil {
+			return c.previous, nil
+		}
+		var se *httpsig.SignatureError
+		if !errors.As(err, &se) || se.Code != httpsig.ErrSigVerification {
+			break // not a mismatch of this material: another would fail the same way
+		}
+	}
+	return false, libRefusal(err)
+}
+
+// libRefusal maps the library's error to a refusal. Its messages name components and codes,
+// never a computed digest or signature.
+func libRefusal(err error) error {
+	var se *httpsig.SignatureError
+	if err == nil || !errors.As(err, &se) {
+		return errs.Wrap(errs.Internal, err, "request signature verification failed")
+	}
+	switch se.Code {
+	case httpsig.ErrSigVerification:
+		return refuse(CodeBadSignature, "signature does not verify")
+	case httpsig.ErrNoSigWrongDigest:
+		return refuse(CodeDigestMismatch, "content-digest does not match the body")
+	case httpsig.ErrNoSigUnsupportedDigest:
+		return refuse(CodeDigest, "Content-Digest carries no sha-256 or sha-512 digest")
+	case httpsig.ErrNoSigInvalidHeader:
+		return refuse(CodeDigest, "malformed Content-Digest")
+	case httpsig.ErrNoSigMessageBody:
+		return errs.Wrap(errs.Internal, err, "request body unreadable")
+	case httpsig.ErrInvalidComponent, httpsig.ErrInvalidSignatureOptions, httpsig.ErrUnsupported, httpsig.ErrInvalidMetadata,
+		httpsig.ErrSigInvalidSignature, httpsig.ErrNoSigInvalidSignature, httpsig.ErrNoSigMissingSignature:
+		return refuse(CodeMalformed, "malformed signature: %s", se.Message)
+	case httpsig.ErrSigProfile, httpsig.ErrSigUnsupportedAlgorithm:
+		return refuse(CodeAlgMismatch, "algorithm not allowed: %s", se.Message)
+	}
+	return errs.Wrap(errs.Internal, err, "request signature verification failed (%s)", se.Code)
+}

@@ -1,0 +1,219 @@
+package sealbox
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const (
+	// fileMode is the mode of a generated key file; a file granting anything to group or others
+	// is refused on load.
+	fileMode = 0o600
+	// maxFile bounds what is read from a key file.
+	maxFile = 64 << 10
+)
+
+// keyFile is the JSON document of a key file; see the package documentation.
+type keyFile struct {
+	Current string    `json:"current"`
+	Keys    []fileKey `json:"keys"`
+}
+
+type fileKey struct {
+	Version   string    `json:"version"`
+	Key       []byte    `json:"key"` // standard base64 in JSON
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// LoadOrCreateFile opens the Box of the key file at path, generating the file with one random
+// KEK "k1" when there is none. The directory must exist. See the package documentation for the
+// format and the permission rule.
+func LoadOrCreateFile(path string) (*Box, error) {
+	b, err := loadFile(path)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return b, err
+	}
+	secret, err := generate()
+	if err != nil {
+		return nil, err
+	}
+	kf := keyFile{Current: "k1", Keys: []fileKey{{Version: "k1", Key: secret, CreatedAt: nowSecond()}}}
+	if err := writeFile(path, kf, false); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, err
+	}
+	// Whether this call or a concurrent one created the file, everyone reads the one that won.
+	return loadFile(path)
+}
+
+// RotateFile adds a generated KEK to the file at path and makes it current; the older ones stay
+// for opening. Its version is "k<n+1>", n being the largest number among versions "k<n>" already
+// there. The file is replaced atomically; the kernel reads it only when it starts.
+func RotateFile(path string) (*Box, error) {
+	kf, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	n := 0
+	for _, k := range kf.Keys {
+		if num, ok := strings.CutPrefix(k.Version, "k"); ok {
+			if v, err := strconv.Atoi(num); err == nil && v > n {
+				n = v
+			}
+		}
+	}
+	secret, err := generate()
+	if err != nil {
+		return nil, err
+	}
+	version := "k" + strconv.Itoa(n+1)
+	kf.Keys = append(kf.Keys, fileKey{Version: version, Key: secret, CreatedAt: nowSecond()})
+	kf.Current = version
+	if _, err := kf.box(); err != nil {
+		return nil, fmt.Errorf("key file %s: %w", path, err)
+	}
+	if err := writeFile(path, kf, true); err != nil {
+		return nil, err
+	}
+	return loadFile(path)
+}
+
+func loadFile(path string) (*Box, error) {
+	kf, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	b, err := kf.box()
+	if err != nil {
+		return nil, fmt.Errorf("key file %s: %w", path, err)
+	}
+	return b, nil
+}
+
+// readFile checks the permissions of the opened file (not of the path, which could be swapped
+// between a check and the open) and decodes it strictly.
+func readFile(path string) (keyFile, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return keyFile{}, fmt.Errorf("open key file: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return keyFile{}, fmt.Errorf("stat key file %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return keyFile{}, fmt.Errorf("key file %s is not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return keyFile{}, fmt.Errorf("key file %s has mode %04o: it must grant nothing to group or others (chmod 600)", path, perm)
+	}
+	raw, err := io.ReadAll(io.LimitReader(f, maxFile+1))
+	if err != nil {
+		return keyFile{}, fmt.Errorf("read key file %s: %w", path, err)
+	}
+	if len(raw) > maxFile {
+		return keyFile{}, fmt.Errorf("key file %s is larger than %d bytes", path, maxFile)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	var kf keyFile
+	if err := dec.Decode(&kf); err != nil {
+		// json errors name offsets and types, never the content, so no key leaks here.
+		return keyFile{}, fmt.Errorf("decode key file %s: %w", path, err)
+	}
+	if dec.More() {
+		return keyFile{}, fmt.Errorf("decode key file %s: data after the JSON document", path)
+	}
+	return kf, nil
+}
+
+func (kf keyFile) box() (*Box, error) {
+	if len(kf.Keys) == 0 {
+		return nil, errors.New("no key")
+	}
+	var (
+		current *Key
+		older   []Key
+	)
+	for _, e := range kf.Keys {
+		k := Key{Version: e.Version, Secret: e.Key}
+		if e.Version == kf.Current && current == nil {
+			current = &k
+			continue
+		}
+		older = append(older, k)
+	}
+	if current == nil {
+		return nil, fmt.Errorf("current key %q is not among the keys", kf.Current)
+	}
+	return New(*current, older...)
+}
+
+// writeFile writes kf to a temporary file in path's directory, then moves it to path: with
+// replace by renaming over path, without by linking, which fails with fs.ErrExist when path
+// exists. The directory is synced: losing the file loses every value sealed under it.
+func writeFile(path string, kf keyFile, replace bool) error {
+	raw, err := json.MarshalIndent(kf, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode key file: %w", err)
+	}
+	raw = append(raw, '\n')
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, ".kek-*.tmp") // created with mode 0600
+	if err != nil {
+		return fmt.Errorf("create key file in %s: %w", dir, err)
+	}
+	defer os.Remove(tmp.Name()) // after a link or rename this only drops the temporary name
+	if err := tmp.Chmod(fileMode); err != nil {
+		tmp.Close()
+		return fmt.Errorf("chmod key file: %w", err)
+	}
+	if _, err := tmp.Write(raw); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write key file: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("sync key file: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("close key file: %w", err)
+	}
+	if replace {
+		err = os.Rename(tmp.Name(), path)
+	} else {
+		err = os.Link(tmp.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("install key file %s: %w", path, err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open key file directory: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync key file directory: %w", err)
+	}
+	return nil
+}
+
+func generate() ([]byte, error) {
+	k := make([]byte, KeyLen)
+	if _, err := rand.Read(k); err != nil {
+		return nil, fmt.Errorf("generate kek: %w", err)
+	}
+	return k, nil
+}
+
+func nowSecond() time.Time { return time.Now().UTC().Truncate(time.Second) }
