@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -41,6 +43,8 @@ func newRootCmd(env func(string) (string, bool), signals func(chan<- os.Signal) 
 	root.AddCommand(c.serverCmd(), c.versionCmd(), c.migrateCmd(), c.configCmd(), c.withRemoteAudit(c.auditCmd()), c.loginCmd(), c.tenantsCmd(), c.agentsCmd(), c.keysCmd())
 	root.AddCommand(c.dlqCmd(), c.eventsCmd()) // the event bus console (dlq.go, events.go)
 	root.AddCommand(c.policyCmd())             // ABAC policy tests (policy.go)
+	// The perimeter's managed state (policies.go, ratelimits.go, requestkeys.go).
+	root.AddCommand(c.policiesCmd(), c.rateLimitsCmd(), c.requestKeysCmd())
 	return root
 }
 
@@ -110,6 +114,19 @@ func (c *cli) serverCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// SIGHUP reloads what can change without a restart: the TLS certificate files.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for range hup {
+					if err := k.Reload(ctx); err != nil {
+						log.Warn("reload on SIGHUP failed; the previous certificate stays in use", "error", err.Error())
+					} else {
+						log.Info("reloaded on SIGHUP")
+					}
+				}
+			}()
 			runErr := k.Run(ctx)
 			closeErr := k.Close()
 			if err := errors.Join(runErr, closeErr); err != nil {

@@ -125,6 +125,7 @@ func (c Config) AuditKeyPath() string {
 // HTTPConfig configures the API listener.
 type HTTPConfig struct {
 	Addr              string    `yaml:"addr" env:"NOPS_HTTP_ADDR" flag:"http-addr" doc:"Address the HTTP API listens on (host:port; port 0 picks a free one)."`
+	GatewayAddr       string    `yaml:"gateway_addr" env:"NOPS_GATEWAY_ADDR" flag:"gateway-addr" doc:"Address of the Zero Agent Gateway listener (the same API for agents without mTLS: RFC 9421 signatures mandatory, per-tenant origin allow-lists, a billing.usage event per call); empty: off."`
 	ReadHeaderTimeout Duration  `yaml:"read_header_timeout" env:"NOPS_HTTP_READ_HEADER_TIMEOUT" doc:"Longest time to read request headers."`
 	ReadTimeout       Duration  `yaml:"read_timeout" env:"NOPS_HTTP_READ_TIMEOUT" doc:"Longest time to read a whole request."`
 	WriteTimeout      Duration  `yaml:"write_timeout" env:"NOPS_HTTP_WRITE_TIMEOUT" doc:"Longest time to write a response."`
@@ -366,6 +367,11 @@ func (c Config) Validate() error {
 	v.positive("http.shutdown_timeout", c.HTTP.ShutdownTimeout)
 	if c.HTTP.MaxBodyBytes < 1024 {
 		v.add("http.max_body_bytes", fmt.Sprintf("must be at least 1024, got %d", c.HTTP.MaxBodyBytes))
+	}
+	if c.HTTP.GatewayAddr != "" {
+		if _, port, err := net.SplitHostPort(c.HTTP.GatewayAddr); err != nil || port == "" {
+			v.add("http.gateway_addr", fmt.Sprintf("must be host:port or empty, got %q", c.HTTP.GatewayAddr))
+		}
 	}
 	if c.HTTP.MaxHeaderBytes < 4096 {
 		v.add("http.max_header_bytes", fmt.Sprintf("must be at least 4096, got %d", c.HTTP.MaxHeaderBytes))

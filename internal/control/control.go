@@ -20,6 +20,7 @@ import (
 	"github.com/nops-kernel/nops/internal/apikey"
 	"github.com/nops-kernel/nops/internal/audit"
 	"github.com/nops-kernel/nops/internal/events"
+	"github.com/nops-kernel/nops/internal/perimeter"
 	"github.com/nops-kernel/nops/internal/policy"
 	"github.com/nops-kernel/nops/internal/principal"
 	"github.com/nops-kernel/nops/internal/ratelimit"
@@ -60,6 +61,7 @@ type Control struct {
 	RateLimits  *ratelimit.Overrides // rate-limit overrides of the admin API
 	RequestKeys *reqsig.Keys         // request-signing keys (RFC 9421)
 	Policies    *policy.Service      // ABAC policies
+	Perimeter   *perimeter.Service   // per-tenant perimeter settings
 	opts        Options
 	beats       chan heartbeatReq // nil: every heartbeat commits alone
 }

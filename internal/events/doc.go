@@ -10,7 +10,8 @@
 // Any package may import events: it imports only errs and third-party modules, never another
 // domain, so every domain can describe its changes with it. The payload structs are therefore
 // copies of the public fields of each domain's resources (AgentSnapshot, APIKeySnapshot,
-// TenantSnapshot), filled by the domain that emits the event.
+// TenantSnapshot), filled by the domain that emits the event. BillingUsage, the one record that
+// describes a served call rather than a state change, is written by internal/billing.
 //
 // # Envelope profile
 //
@@ -24,7 +25,8 @@
 //     happened in, so source + subject name the resource in full, e.g.
 //     "/nops/tenants/ten_01…" + "agents/agt_01…".
 //   - subject: the resource, "agents/<id>", "api-keys/<id>" or "tenants/<id>" (AgentSubject,
-//     APIKeySubject, TenantSubject), the same path as in the HTTP API.
+//     APIKeySubject, TenantSubject), the same path as in the HTTP API; for metering
+//     (nops.billing.usage.v1) the tenant's usage, "tenants/<id>/usage" (UsageSubject).
 //   - time: when the change happened, RFC 3339 in UTC.
 //   - datacontenttype "application/json"; data: a JSON object, written inline (never
 //     data_base64, although Parse accepts it as the JSON format allows).

@@ -68,6 +68,7 @@ type sample struct {
 // with only the required fields.
 func samples() []sample {
 	as, ks, ts := events.AgentSubject(agentID), events.APIKeySubject(keyID), events.TenantSubject(tenantA)
+	us := events.UsageSubject(tenantA)
 	revoked := keyMinimal()
 	revoked.RevokedAt = ptr(base)
 	return []sample{
@@ -112,6 +113,14 @@ func samples() []sample {
 		{"tenant resumed", events.TypeTenantResumed, tenantA, ts, events.TenantResumed{Tenant: tenantSnap("active")}},
 		{"tenant deleted full", events.TypeTenantDeleted, tenantA, ts, events.TenantDeleted{Tenant: tenantSnap("active"), Cascade: true, DeletedAt: base}},
 		{"tenant deleted minimal", events.TypeTenantDeleted, tenantA, ts, events.TenantDeleted{Tenant: tenantSnap("suspended"), DeletedAt: base}},
+		{"billing usage gateway full", events.TypeBillingUsage, tenantA, us, events.BillingUsage{
+			Tenant: tenantA, AgentID: agentID, Source: "gateway", Route: "POST /v1/agents/{agent_id}/heartbeat",
+			Capability: "text.summarize", RequestID: "req_01jq7x3k9m2v8w4y6z0a1b2c40", Status: 202,
+			RequestBytes: 512, ResponseBytes: 2048, DurationMs: 3.25, StartedAt: base.Add(-time.Second),
+		}},
+		{"billing usage invocation minimal", events.TypeBillingUsage, tenantA, us, &events.BillingUsage{
+			Tenant: tenantA, Source: "invocation", Capability: "text.summarize", Status: 500, StartedAt: base,
+		}},
 	}
 }
 

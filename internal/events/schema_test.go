@@ -73,8 +73,8 @@ func TestSchemaFilesMatchCatalogue(t *testing.T) {
 
 func TestCatalogue(t *testing.T) {
 	types := events.Catalogue()
-	if len(types) != 13 {
-		t.Errorf("catalogue has %d types, want the 13 of issue 3", len(types))
+	if len(types) != 14 {
+		t.Errorf("catalogue has %d types, want the 13 of issue 3 and nops.billing.usage.v1", len(types))
 	}
 	covered := map[events.Type]bool{}
 	for _, s := range samples() {
@@ -132,6 +132,7 @@ func TestNamingConventions(t *testing.T) {
 		{events.AgentSubject("agt_1"), "agents/agt_1"},
 		{events.APIKeySubject("key_1"), "api-keys/key_1"},
 		{events.TenantSubject("ten_1"), "tenants/ten_1"},
+		{events.UsageSubject("ten_1"), "tenants/ten_1/usage"},
 	} {
 		if tt.got != tt.want {
 			t.Errorf("got %q, want %q", tt.got, tt.want)
@@ -225,10 +226,10 @@ func TestMissingRequiredFieldFailsValidation(t *testing.T) {
 				if err := s.ValidateData(typ, data); !errs.Is(err, errs.Invalid) {
 					t.Errorf("ValidateData without %v: %v, want errs.Invalid", path, err)
 				}
-				// The Go decoder refuses it too, except for a false boolean, which it cannot tell
-				// from an absent one.
+				// The Go decoder refuses it too, except for a false boolean or a zero count, which
+				// it cannot tell from an absent one.
 				b, _ := json.Marshal(data)
-				if _, err := events.Parse(envelopeWith(t, typ, b)); err == nil && path[len(path)-1] != "cascade" {
+				if _, err := events.Parse(envelopeWith(t, typ, b)); err == nil && !zeroDecodable[path[len(path)-1]] {
 					t.Errorf("Parse without %v succeeded", path)
 				}
 			})
@@ -244,6 +245,12 @@ func TestMissingRequiredFieldFailsValidation(t *testing.T) {
 			}
 		}
 	})
+}
+
+// zeroDecodable are the required members whose zero value is valid, so Go decodes their absence
+// as a valid payload; only the schemas refuse it.
+var zeroDecodable = map[string]bool{
+	"cascade": true, "request_bytes": true, "response_bytes": true, "duration_ms": true,
 }
 
 // envelopeWith wraps data in a valid envelope of type typ for the samples' tenant and subjects.
@@ -286,6 +293,25 @@ func TestSchemasRejectWhatGoRejects(t *testing.T) {
 		{"suspended but active", events.TypeTenantSuspended, func(d map[string]any) { d["tenant"].(map[string]any)["status"] = "active" }},
 		{"resumed but suspended", events.TypeTenantResumed, func(d map[string]any) { d["tenant"].(map[string]any)["status"] = "suspended" }},
 		{"cascade not a boolean", events.TypeTenantDeleted, func(d map[string]any) { d["cascade"] = "yes" }},
+		{"usage source outside the enum", events.TypeBillingUsage, func(d map[string]any) { d["source"] = "batch" }},
+		{"gateway usage without a route", events.TypeBillingUsage, func(d map[string]any) { delete(d, "route") }},
+		{"invocation usage without a capability", events.TypeBillingUsage, func(d map[string]any) {
+			d["source"] = "invocation"
+			delete(d, "capability")
+		}},
+		{"usage route with a newline", events.TypeBillingUsage, func(d map[string]any) { d["route"] = "GET /v1\n" }},
+		{"usage route too long", events.TypeBillingUsage, func(d map[string]any) { d["route"] = strings.Repeat("r", 257) }},
+		{"usage capability with a space", events.TypeBillingUsage, func(d map[string]any) { d["capability"] = "text summarize" }},
+		{"usage request id with a slash", events.TypeBillingUsage, func(d map[string]any) { d["request_id"] = "req/1" }},
+		{"usage agent id with a dot", events.TypeBillingUsage, func(d map[string]any) { d["agent_id"] = "agt.1" }},
+		{"usage status below 100", events.TypeBillingUsage, func(d map[string]any) { d["status"] = 99 }},
+		{"usage status above 599", events.TypeBillingUsage, func(d map[string]any) { d["status"] = 600 }},
+		{"usage status not an integer", events.TypeBillingUsage, func(d map[string]any) { d["status"] = 200.5 }},
+		{"negative request bytes", events.TypeBillingUsage, func(d map[string]any) { d["request_bytes"] = -1 }},
+		{"negative response bytes", events.TypeBillingUsage, func(d map[string]any) { d["response_bytes"] = -1 }},
+		{"negative duration", events.TypeBillingUsage, func(d map[string]any) { d["duration_ms"] = -0.5 }},
+		{"usage start with an offset", events.TypeBillingUsage, func(d map[string]any) { d["started_at"] = "2025-03-14T16:09:26+01:00" }},
+		{"usage secret", events.TypeBillingUsage, func(d map[string]any) { d["authorization"] = "Bearer x" }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -452,6 +478,12 @@ func TestEnumsAgree(t *testing.T) {
 	})
 	accepts("tenant status", enum(events.SchemaFile(events.TypeTenantUpdated), "tenant", "status"), func(v string) events.Payload {
 		return events.TenantUpdated{Tenant: tenantSnap(v)}
+	})
+	accepts("usage source", enum(events.SchemaFile(events.TypeBillingUsage), "source"), func(v string) events.Payload {
+		return events.BillingUsage{
+			Tenant: tenantA, Source: v, Route: "GET /v1/agents", Capability: "text.summarize",
+			Status: 200, StartedAt: base,
+		}
 	})
 }
 

@@ -13,8 +13,8 @@ import (
 // Type is a CloudEvents type of the form "nops.<domain>.<event>.v<N>".
 type Type string
 
-// The catalogue. Each has a payload struct (payloads.go), a schema file api/events/<type>.json
-// and a case in decodePayload; the tests keep the three in step.
+// The catalogue. Each has a payload struct (payloads.go, billing.go), a schema file
+// api/events/<type>.json and a case in decodePayload; the tests keep the three in step.
 const (
 	TypeAgentRegistered    Type = "nops.agent.registered.v1"
 	TypeAgentUpdated       Type = "nops.agent.updated.v1"
@@ -29,6 +29,7 @@ const (
 	TypeTenantSuspended    Type = "nops.tenant.suspended.v1"
 	TypeTenantResumed      Type = "nops.tenant.resumed.v1"
 	TypeTenantDeleted      Type = "nops.tenant.deleted.v1"
+	TypeBillingUsage       Type = "nops.billing.usage.v1"
 )
 
 // Catalogue returns every event type the kernel emits, in a stable order. The slice is the
@@ -40,6 +41,7 @@ func Catalogue() []Type {
 		TypeAPIKeyCreated, TypeAPIKeyRotated, TypeAPIKeyRevoked,
 		TypeTenantCreated, TypeTenantUpdated, TypeTenantSuspended, TypeTenantResumed,
 		TypeTenantDeleted,
+		TypeBillingUsage,
 	}
 }
 
@@ -117,6 +119,12 @@ func APIKeySubject(id string) string { return "api-keys/" + id }
 // TenantSubject returns the subject of a tenant's own events: "tenants/<id>".
 func TenantSubject(id string) string { return "tenants/" + id }
 
+// UsageSubject returns the subject of a tenant's usage events: "tenants/<id>/usage". It differs
+// from TenantSubject so that consumers can tell metering from state changes by subject, and so
+// that a usage record the relay holds back (see internal/relay) never holds back the tenant's
+// state changes, which share an ordering only with records of the same subject.
+func UsageSubject(tenant string) string { return "tenants/" + tenant + "/usage" }
+
 // decodePayload decodes data as the payload of the catalogue type t and validates it.
 func decodePayload(t Type, data []byte) (Payload, error) {
 	switch t {
@@ -146,6 +154,8 @@ func decodePayload(t Type, data []byte) (Payload, error) {
 		return decodeAs[TenantResumed](data)
 	case TypeTenantDeleted:
 		return decodeAs[TenantDeleted](data)
+	case TypeBillingUsage:
+		return decodeAs[BillingUsage](data)
 	}
 	return nil, errs.Field("type", "not a catalogue event type")
 }

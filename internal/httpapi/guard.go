@@ -40,6 +40,11 @@ type Guards struct {
 	// of every request of a tenant that RequireSigned says requires them.
 	Signatures    *reqsig.Verifier
 	RequireSigned func(tenant string) bool // nil: no tenant requires signatures
+
+	// The Zero Agent Gateway (gateway.go): the networks a tenant's gateway clients may come
+	// from, and where the usage of each accepted gateway call goes.
+	GatewayOrigins func(tenant string) []netip.Prefix
+	OnGatewayUsage func(GatewayUsage)
 }
 
 // clientAddr is the client address of r as the perimeter believes it.
@@ -205,16 +210,13 @@ func principalKind(r *http.Request) string {
 	return policy.KindUser
 }
 
-// guard applies the checks that need the authenticated principal: the tenant's in-flight gate,
-// the ABAC policies, and the rate limits of the tenant, principal and route class. It returns
-// the request to serve (carrying the verified signature) and the release of the tenant's gate
-// slot, to call when the request is done.
+// guard applies the checks that need the authenticated principal and a valid request: the
+// tenant's in-flight gate, the ABAC policies, and the rate limits of the tenant, principal and
+// route class. (The signature and the gateway's checks run earlier, in admit, on the request as
+// it arrived.) It returns the request to serve and the release of the tenant's gate slot, to call
+// when the request is done.
 func (d *dispatcher) guard(w http.ResponseWriter, r *http.Request, p principal.Principal) (*http.Request, func(), error) {
-	ctx, err := d.verifySignature(r, p)
-	if err != nil {
-		return r, nil, err
-	}
-	r = r.WithContext(ctx)
+	ctx := r.Context()
 	release := func() {}
 	if d.guards.TenantGate != nil && p.Tenant != "" {
 		class, _ := middleware.CriticalityFromContext(ctx)
@@ -255,13 +257,17 @@ func (d *dispatcher) verifySignature(r *http.Request, p principal.Principal) (co
 		return ctx, nil
 	}
 	signed := len(r.Header.Values("Signature-Input")) > 0 || len(r.Header.Values("Signature")) > 0
-	required := p.Tenant != "" && d.guards.RequireSigned != nil && d.guards.RequireSigned(p.Tenant)
+	gateway := viaGateway(ctx)
+	required := gateway || (p.Tenant != "" && d.guards.RequireSigned != nil && d.guards.RequireSigned(p.Tenant))
 	if !signed && !required {
 		return ctx, nil
 	}
 	resource := r.Method + " " + r.URL.Path
 	if !signed {
-		d.audit(ctx, p.Tenant, control.ActionAuthenticate, resource, "request signature missing: the tenant requires signed requests")
+		d.audit(ctx, p.Tenant, control.ActionAuthenticate, resource, "request signature missing on a route that requires one")
+		if gateway {
+			return ctx, errs.New(errs.Unauthenticated, "the agent gateway requires RFC 9421 signatures on every request: Signature-Input and Signature are missing")
+		}
 		return ctx, errs.New(errs.Unauthenticated, "this tenant requires RFC 9421 signatures on every request: Signature-Input and Signature are missing")
 	}
 	var body []byte

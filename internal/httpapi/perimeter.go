@@ -91,6 +91,10 @@ func (d *dispatcher) admission(next http.Handler) http.Handler {
 			d.errw.Write(w, r, errs.New(errs.Internal, "route %s is not in the API contract", r.Pattern))
 			return
 		}
+		if !op.secured && viaGateway(r.Context()) && !gatewayPublic(r.URL.Path) {
+			d.errw.Write(w, r, errs.New(errs.Forbidden, "the agent gateway serves signed calls of tenants' agents only: use the API listener for %s", r.URL.Path))
+			return
+		}
 		r, err := d.admit(r, op)
 		if err != nil {
 			d.errw.Write(w, r, err)
@@ -105,7 +109,7 @@ func (d *dispatcher) admission(next http.Handler) http.Handler {
 			}
 			defer release()
 		}
-		next.ServeHTTP(w, r)
+		d.serveMetered(w, r, next)
 	})
 }
 
@@ -160,6 +164,17 @@ func (d *dispatcher) admit(r *http.Request, op *operation) (*http.Request, error
 			d.audit(ctx, p.Tenant, control.ActionAuthorize, resource, dec.Reason)
 			return r, errs.Wrap(errs.Forbidden, fmt.Errorf("%w: %s", errInsufficientScope, dec.Reason), "this operation needs the scopes %s", strings.Join(op.scopes, " "))
 		}
+		if viaGateway(ctx) {
+			if err := d.gatewayAdmit(ctx, r, p); err != nil {
+				return r, err
+			}
+		}
+		// The signature covers the request as it arrived: verified before the contract
+		// validation below, which may rewrite the body and add default query parameters.
+		if ctx, err = d.verifySignature(r, p); err != nil {
+			return r, err
+		}
+		r = r.WithContext(ctx)
 	}
 	if op.bodyTypes != nil && (r.ContentLength != 0 || r.Header.Get("Content-Type") != "") {
 		mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))

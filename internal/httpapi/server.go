@@ -189,7 +189,9 @@ func paramError(r *http.Request, err error) error {
 		return errs.Wrap(errs.Invalid, err, "invalid request parameters")
 	}
 	loc := "path"
-	if r.URL.Query().Has(name) {
+	if reqHdr != nil {
+		loc = "header" // missing, so not found among the request's headers below
+	} else if r.URL.Query().Has(name) {
 		loc = "query"
 	} else if len(r.Header.Values(name)) > 0 {
 		loc = "header"

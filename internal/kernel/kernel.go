@@ -53,10 +53,12 @@ type Kernel struct {
 	logger *slog.Logger
 	ln     net.Listener
 	srv    *http.Server
+	gwLn   net.Listener // the Zero Agent Gateway's; nil when off
+	gwSrv  *http.Server
 	tel    *telemetry.Telemetry
 	st     Store
 	dom    *domains
-	perim  *perimeter
+	perim  *edge
 
 	bus       bus.Bus
 	idem      idempotency.Store // Idempotency-Key records: st, or Redis
@@ -184,7 +186,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 	if err := bus.RegisterGauges(k.tel.MeterProvider().Meter("nops/bus"), k.bus, func() []string { return consumerNames(k.consumers) }); err != nil {
 		return nil, fmt.Errorf("event bus gauges: %w", err)
 	}
-	perim, perimClosers, err := buildPerimeter(ctx, cfg, st, rc, k.dom.control, k.tel.MeterProvider(), k.logger)
+	perim, perimClosers, err := buildPerimeter(ctx, cfg, st, rc, k.dom.control, k.relay.Notify, k.tel.MeterProvider(), k.logger)
 	k.closers = append(k.closers, perimClosers...)
 	if err != nil {
 		return nil, err
@@ -213,13 +215,16 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 		EventStats:  st,
 		Consumers:   consumerNames(k.consumers),
 		Guards: httpapi.Guards{
-			ClientIP:   perim.clientIP,
-			Limiter:    perim.limiter,
-			Policies:   perim.policies,
-			IPGate:     perim.ipGate,
-			TenantGate: perim.tenantGate,
-			HSTSMaxAge: cfg.HTTP.TLS.HSTSMaxAge.D(),
-			Signatures: perim.signatures,
+			ClientIP:       perim.clientIP,
+			Limiter:        perim.limiter,
+			Policies:       perim.policies,
+			IPGate:         perim.ipGate,
+			TenantGate:     perim.tenantGate,
+			HSTSMaxAge:     cfg.HTTP.TLS.HSTSMaxAge.D(),
+			Signatures:     perim.signatures,
+			OnGatewayUsage: perim.onGatewayUsage,
+			RequireSigned:  perim.requireSigned,
+			GatewayOrigins: perim.gatewayOrigins,
 		},
 		TracerProvider: k.tel.TracerProvider(),
 		MeterProvider:  k.tel.MeterProvider(),
@@ -259,11 +264,52 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 		MaxHeaderBytes:    cfg.HTTP.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(k.logger.Handler(), slog.LevelWarn),
 	}
+	if cfg.HTTP.GatewayAddr != "" {
+		gw, err := net.Listen("tcp", cfg.HTTP.GatewayAddr)
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s (http.gateway_addr): %w", cfg.HTTP.GatewayAddr, err)
+		}
+		k.closers = append(k.closers, func() error {
+			if err := gw.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			return nil
+		})
+		if k.gwLn, err = perim.listener(cfg, gw, k.tel.MeterProvider(), k.logger); err != nil {
+			return nil, fmt.Errorf("gateway listener: %w", err)
+		}
+		k.gwSrv = &http.Server{
+			Handler:           httpapi.Gateway(handler),
+			ReadHeaderTimeout: k.srv.ReadHeaderTimeout,
+			ReadTimeout:       k.srv.ReadTimeout,
+			WriteTimeout:      k.srv.WriteTimeout,
+			IdleTimeout:       k.srv.IdleTimeout,
+			MaxHeaderBytes:    k.srv.MaxHeaderBytes,
+			ErrorLog:          k.srv.ErrorLog,
+		}
+	}
 	return k, nil
+}
+
+// GatewayAddr returns the address of the Zero Agent Gateway listener, "" when it is off.
+func (k *Kernel) GatewayAddr() string {
+	if k.gwLn == nil {
+		return ""
+	}
+	return k.gwLn.Addr().String()
 }
 
 // Bus returns the kernel's event bus (tests read the stream through it).
 func (k *Kernel) Bus() bus.Bus { return k.bus }
+
+// Reload re-reads what can change without a restart: the TLS certificate and key files (a
+// no-op on plain HTTP). A broken new pair is refused and the old one keeps serving.
+func (k *Kernel) Reload(ctx context.Context) error {
+	if k.perim == nil || k.perim.tls == nil {
+		return nil
+	}
+	return k.perim.tls.Reload(ctx)
+}
 
 // Addr returns the address the HTTP API listens on.
 func (k *Kernel) Addr() string { return k.ln.Addr().String() }
@@ -302,6 +348,14 @@ func (k *Kernel) Run(ctx context.Context) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- k.perim.serve(k.srv, k.ln) }()
+	if k.gwSrv != nil {
+		k.logger.InfoContext(ctx, "nops agent gateway serving", "addr", k.GatewayAddr())
+		go func() {
+			if err := k.perim.serve(k.gwSrv, k.gwLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				k.logger.Error("agent gateway listener stopped", "error", err)
+			}
+		}()
+	}
 	var serveErr error
 	select {
 	case serveErr = <-errc:
@@ -311,6 +365,11 @@ func (k *Kernel) Run(ctx context.Context) error {
 		k.logger.Info("shutting down: draining in-flight requests", "timeout", k.cfg.HTTP.ShutdownTimeout.String())
 		sctx, cancel := context.WithTimeout(context.Background(), k.cfg.HTTP.ShutdownTimeout.D())
 		defer cancel()
+		if k.gwSrv != nil {
+			if err := k.gwSrv.Shutdown(sctx); err != nil {
+				_ = k.gwSrv.Close()
+			}
+		}
 		if err := k.srv.Shutdown(sctx); err != nil {
 			_ = k.srv.Close()
 			serveErr = fmt.Errorf("drain in-flight requests: %w", err)
@@ -333,6 +392,9 @@ func (k *Kernel) Close() error {
 	k.closeOnce.Do(func() {
 		if k.srv != nil {
 			_ = k.srv.Close()
+		}
+		if k.gwSrv != nil {
+			_ = k.gwSrv.Close()
 		}
 		var errsList []error
 		for i := len(k.closers) - 1; i >= 0; i-- {

@@ -6,16 +6,20 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/nops-kernel/nops/internal/billing"
 	"github.com/nops-kernel/nops/internal/clientip"
 	"github.com/nops-kernel/nops/internal/config"
 	"github.com/nops-kernel/nops/internal/control"
+	"github.com/nops-kernel/nops/internal/httpapi"
 	"github.com/nops-kernel/nops/internal/middleware"
 	"github.com/nops-kernel/nops/internal/netguard"
+	"github.com/nops-kernel/nops/internal/perimeter"
 	"github.com/nops-kernel/nops/internal/policy"
 	"github.com/nops-kernel/nops/internal/ratelimit"
 	"github.com/nops-kernel/nops/internal/reqsig"
@@ -24,9 +28,9 @@ import (
 	"github.com/nops-kernel/nops/internal/tlsconf"
 )
 
-// perimeter is what guards the HTTP edge: client address resolution, rate limits, in-flight
+// edge is what guards the HTTP edge: client address resolution, rate limits, in-flight
 // caps and load shedding, ABAC policies, TLS, and the connection caps of the listener.
-type perimeter struct {
+type edge struct {
 	clientIP   *clientip.Resolver
 	limiter    *ratelimit.Limiter
 	overrides  *ratelimit.Overrides
@@ -36,13 +40,39 @@ type perimeter struct {
 	tls        *tlsconf.Manager // nil: plain HTTP
 	signatures *reqsig.Verifier
 	nonces     reqsig.NoncePurger // nil: nonces expire by themselves (Redis)
+	usage      *billing.Recorder  // billing.usage events of the agent gateway's calls
+	settings   *perimeter.Service // per-tenant settings: required signatures, gateway origins
+}
+
+// requireSigned reports whether tenant requires signatures on all its requests.
+func (p *edge) requireSigned(tenant string) bool {
+	return p.settings.Lookup(tenant).RequireSignatures
+}
+
+// gatewayOrigins are the networks tenant's agents may reach the gateway from.
+func (p *edge) gatewayOrigins(tenant string) []netip.Prefix {
+	return p.settings.Lookup(tenant).GatewayOrigins
+}
+
+// onGatewayUsage hands the usage of one gateway call to the billing recorder (never blocking:
+// a full queue drops and counts).
+func (p *edge) onGatewayUsage(u httpapi.GatewayUsage) {
+	p.usage.Record(billing.Usage{
+		Tenant: u.Tenant, AgentID: u.Agent, Source: billing.SourceGateway, Route: u.Route, RequestID: u.RequestID,
+		Status: u.Status, RequestBytes: u.RequestBytes, ResponseBytes: u.ResponseBytes,
+		StartedAt: u.StartedAt, Duration: u.Duration,
+	})
 }
 
 // buildPerimeter builds the perimeter's parts and hands the managed ones (overrides, policies)
 // to ctl, whose audited use cases change them. rc may be nil (counters in memory).
-func buildPerimeter(ctx context.Context, cfg config.Config, st Store, rc *redis.Client, ctl *control.Control, mp metric.MeterProvider, logger *slog.Logger) (*perimeter, []func() error, error) {
-	p := &perimeter{}
+func buildPerimeter(ctx context.Context, cfg config.Config, st Store, rc *redis.Client, ctl *control.Control, enqueued func(), mp metric.MeterProvider, logger *slog.Logger) (*edge, []func() error, error) {
+	p := &edge{}
 	var closers []func() error
+	var err error
+	if p.usage, err = billing.NewRecorder(st, billing.Options{Logger: logger, Meter: mp.Meter("nops/billing"), Enqueued: enqueued}); err != nil {
+		return nil, nil, fmt.Errorf("billing recorder: %w", err)
+	}
 	proxies, err := config.ParsePrefixList(cfg.Limits.TrustedProxies)
 	if err != nil {
 		return nil, nil, fmt.Errorf("limits.trusted_proxies: %w", err)
@@ -105,6 +135,14 @@ func buildPerimeter(ctx context.Context, cfg config.Config, st Store, rc *redis.
 		return nil, closers, fmt.Errorf("request signatures: %w", err)
 	}
 
+	if p.settings, err = perimeter.NewService(st, perimeter.Options{Logger: logger, MeterProvider: mp}); err != nil {
+		return nil, closers, fmt.Errorf("tenant perimeter settings: %w", err)
+	}
+	if err := p.settings.Refresh(ctx); err != nil {
+		return nil, closers, fmt.Errorf("tenant perimeter settings: %w", err)
+	}
+	ctl.Perimeter = p.settings
+
 	if p.ipGate, err = middleware.NewGate(middleware.GateConfig{Name: "ip", PerKey: cfg.Limits.InFlightPerIP, Max: cfg.Limits.InFlightMax}, mp); err != nil {
 		return nil, closers, fmt.Errorf("in-flight gate: %w", err)
 	}
@@ -127,12 +165,14 @@ func buildPerimeter(ctx context.Context, cfg config.Config, st Store, rc *redis.
 
 // jobs are the perimeter's background work: the block auditor, the refresh of overrides and
 // policies written through other replicas, and the reload of changed certificate files.
-func (p *perimeter) jobs(cfg config.Config) map[string]func(context.Context) error {
+func (p *edge) jobs(cfg config.Config) map[string]func(context.Context) error {
 	every := cfg.Policy.RefreshInterval.D()
 	jobs := map[string]func(context.Context) error{
+		"billing usage":        p.usage.Run,
 		"rate-limit audit":     p.limiter.Run,
 		"rate-limit overrides": func(ctx context.Context) error { return p.overrides.Run(ctx, every) },
 		"policies":             func(ctx context.Context) error { return p.policies.Run(ctx, every) },
+		"perimeter settings":   func(ctx context.Context) error { return p.settings.Run(ctx, every) },
 	}
 	if p.tls != nil {
 		jobs["tls reload"] = p.tls.Run
@@ -145,7 +185,7 @@ func (p *perimeter) jobs(cfg config.Config) map[string]func(context.Context) err
 
 // listener wraps ln with the connection caps (per client IP and in total) and the write-stall
 // timeout that cuts slow readers.
-func (p *perimeter) listener(cfg config.Config, ln net.Listener, mp metric.MeterProvider, logger *slog.Logger) (net.Listener, error) {
+func (p *edge) listener(cfg config.Config, ln net.Listener, mp metric.MeterProvider, logger *slog.Logger) (net.Listener, error) {
 	return netguard.NewListener(ln, netguard.Config{
 		MaxConnsPerIP:     cfg.Limits.MaxConnsPerIP,
 		MaxConns:          cfg.Limits.MaxConns,
@@ -154,7 +194,7 @@ func (p *perimeter) listener(cfg config.Config, ln net.Listener, mp metric.Meter
 }
 
 // serve runs srv on ln: HTTPS when TLS is configured.
-func (p *perimeter) serve(srv *http.Server, ln net.Listener) error {
+func (p *edge) serve(srv *http.Server, ln net.Listener) error {
 	if p.tls == nil {
 		return srv.Serve(ln)
 	}

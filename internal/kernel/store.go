@@ -12,6 +12,7 @@ import (
 	"github.com/nops-kernel/nops/internal/consumers"
 	"github.com/nops-kernel/nops/internal/events"
 	"github.com/nops-kernel/nops/internal/idempotency"
+	"github.com/nops-kernel/nops/internal/perimeter"
 	"github.com/nops-kernel/nops/internal/policy"
 	"github.com/nops-kernel/nops/internal/ratelimit"
 	"github.com/nops-kernel/nops/internal/registry"
@@ -44,6 +45,7 @@ type Store interface {
 	reqsig.Store
 	reqsig.NonceStore
 	reqsig.NoncePurger
+	perimeter.Store
 	AuditRecords(ctx context.Context, tree string, f store.AuditFilter) ([]audit.Entry, error)
 	InTx(ctx context.Context, fn func(ctx context.Context) error) error
 	Ping(ctx context.Context) error

@@ -25,8 +25,12 @@ const (
 	ScopeAPIKeysRead     = "apikeys:read"
 	ScopeAPIKeysWrite    = "apikeys:write"
 	ScopeAuditRead       = "audit:read"
-	ScopeEventsRead      = "events:read"  // the event bus: dead letters, statistics
-	ScopeEventsWrite     = "events:write" // the event bus: DLQ reprocessing, replay
+	ScopeEventsRead      = "events:read"     // the event bus: dead letters, statistics
+	ScopeEventsWrite     = "events:write"    // the event bus: DLQ reprocessing, replay
+	ScopePoliciesRead    = "policies:read"   // ABAC policies
+	ScopePoliciesWrite   = "policies:write"  // ABAC policies
+	ScopePerimeterRead   = "perimeter:read"  // a tenant's perimeter settings (its own, for a tenant's principal)
+	ScopePerimeterWrite  = "perimeter:write" // a tenant's perimeter settings (its own, for a tenant's principal)
 )
 
 // Roles lists the roles in order of decreasing power, as documented.
@@ -36,11 +40,12 @@ var Roles = []string{user.RoleSuperAdmin, user.RoleAdmin, user.RoleOperator, use
 var matrix = map[string][]string{
 	user.RoleSuperAdmin: {ScopeSystemRead, ScopeSystemWrite, ScopeTenantsRead, ScopeTenantsWrite,
 		ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead, ScopeAPIKeysWrite, ScopeAuditRead,
-		ScopeEventsRead, ScopeEventsWrite},
+		ScopeEventsRead, ScopeEventsWrite, ScopePoliciesRead, ScopePoliciesWrite, ScopePerimeterRead, ScopePerimeterWrite},
 	user.RoleAdmin: {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead, ScopeAPIKeysWrite, ScopeAuditRead,
-		ScopeEventsRead, ScopeEventsWrite},
-	user.RoleOperator: {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead, ScopeEventsRead},
-	user.RoleViewer:   {ScopeAgentsRead},
+		ScopeEventsRead, ScopeEventsWrite, ScopePoliciesRead, ScopePoliciesWrite, ScopePerimeterRead, ScopePerimeterWrite},
+	user.RoleOperator: {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead, ScopeEventsRead,
+		ScopePoliciesRead},
+	user.RoleViewer: {ScopeAgentsRead},
 }
 
 // Grants reports whether role grants scope.

@@ -14,13 +14,13 @@ import (
 func TestMatrixCells(t *testing.T) {
 	all := []string{ScopeSystemRead, ScopeSystemWrite, ScopeTenantsRead, ScopeTenantsWrite, ScopeAgentsRead,
 		ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead, ScopeAPIKeysWrite, ScopeAuditRead,
-		ScopeEventsRead, ScopeEventsWrite}
+		ScopeEventsRead, ScopeEventsWrite, ScopePoliciesRead, ScopePoliciesWrite, ScopePerimeterRead, ScopePerimeterWrite}
 	// The documented matrix, cell by cell: what each role is granted; every other cell is denied.
 	granted := map[string][]string{
 		user.RoleSuperAdmin: all,
 		user.RoleAdmin: {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead, ScopeAPIKeysWrite, ScopeAuditRead,
-			ScopeEventsRead, ScopeEventsWrite},
-		user.RoleOperator: {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead, ScopeEventsRead},
+			ScopeEventsRead, ScopeEventsWrite, ScopePoliciesRead, ScopePoliciesWrite, ScopePerimeterRead, ScopePerimeterWrite},
+		user.RoleOperator: {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead, ScopeEventsRead, ScopePoliciesRead},
 		user.RoleViewer:   {ScopeAgentsRead},
 	}
 	want := map[string]map[string]bool{}
@@ -43,7 +43,7 @@ func TestMatrixCells(t *testing.T) {
 }
 
 func TestScopesFor(t *testing.T) {
-	if diff := cmp.Diff([]string{ScopeAgentsHeartbeat, ScopeAgentsRead, ScopeAgentsWrite, ScopeAPIKeysRead, ScopeEventsRead}, ScopesFor([]string{user.RoleViewer, user.RoleOperator, user.RoleOperator})); diff != "" {
+	if diff := cmp.Diff([]string{ScopeAgentsHeartbeat, ScopeAgentsRead, ScopeAgentsWrite, ScopeAPIKeysRead, ScopeEventsRead, ScopePoliciesRead}, ScopesFor([]string{user.RoleViewer, user.RoleOperator, user.RoleOperator})); diff != "" {
 		t.Fatal(diff)
 	}
 	if got := ScopesFor(nil); got != nil {

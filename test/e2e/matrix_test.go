@@ -21,7 +21,8 @@ type world struct {
 	agentB     string
 	keyIDA     string
 	keyIDB     string
-	secretsOfB []string // strings that must never reach tenant A
+	secretsOfB []string      // strings that must never reach tenant A
+	managed    matrixManaged // policies and request keys of A and B (matrix_managed_test.go)
 }
 
 func newWorld(t *testing.T, mutate ...func(*config.Config)) *world {
@@ -45,11 +46,13 @@ func newWorld(t *testing.T, mutate ...func(*config.Config)) *world {
 	// What A could not know: B's names and endpoint (the ids A sends itself may be echoed, e.g.
 	// in the problem's instance).
 	w.secretsOfB = []string{"secret-beta", "globex-internal", "globex-viewer", "globex"}
+	w.managed = newMatrixManaged(t, w)
 	return w
 }
 
 // fill substitutes path parameters with the given tenant's objects.
 func (w *world) fill(path string, tenantB bool) string {
+	path = w.managed.fill(path, tenantB)
 	agent, key, tenant := w.agentA, w.keyIDA, w.tenant
 	if tenantB {
 		agent, key, tenant = w.agentB, w.keyIDB, w.other
@@ -68,7 +71,7 @@ func proofParams(path, sep string) string {
 
 func sampleBody(method, path string) any {
 	switch {
-	case method == "POST" && path == "/v1/agents", method == "PUT":
+	case method == "POST" && path == "/v1/agents", method == "PUT" && strings.HasPrefix(path, "/v1/agents/"):
 		return agentSpec("gamma")
 	case method == "POST" && path == "/v1/api-keys":
 		return map[string]any{"name": "k", "role": "VIEWER"}
@@ -81,7 +84,7 @@ func sampleBody(method, path string) any {
 	case method == "POST" && path == "/v1/events/replay":
 		return map[string]any{"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z", "consumer": "event-stats", "dry_run": true}
 	}
-	return nil
+	return matrixSampleBody(method, path)
 }
 
 // TestCrossTenantMatrix calls every /v1 operation of the spec that names an object, with tenant

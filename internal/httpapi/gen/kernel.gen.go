@@ -291,6 +291,24 @@ func (e LivenessStatus) Valid() bool {
 	}
 }
 
+// Defines values for PolicyEffect.
+const (
+	PolicyAllow PolicyEffect = "allow"
+	PolicyDeny  PolicyEffect = "deny"
+)
+
+// Valid indicates whether the value is a known member of the PolicyEffect enum.
+func (e PolicyEffect) Valid() bool {
+	switch e {
+	case PolicyAllow:
+		return true
+	case PolicyDeny:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for ProblemCode.
 const (
 	ProblemCodeConflict             ProblemCode = "conflict"
@@ -342,6 +360,48 @@ func (e ProblemCode) Valid() bool {
 	}
 }
 
+// Defines values for RateLimitOverrideKind.
+const (
+	RateLimitOverrideKindCidr   RateLimitOverrideKind = "cidr"
+	RateLimitOverrideKindRoute  RateLimitOverrideKind = "route"
+	RateLimitOverrideKindTenant RateLimitOverrideKind = "tenant"
+)
+
+// Valid indicates whether the value is a known member of the RateLimitOverrideKind enum.
+func (e RateLimitOverrideKind) Valid() bool {
+	switch e {
+	case RateLimitOverrideKindCidr:
+		return true
+	case RateLimitOverrideKindRoute:
+		return true
+	case RateLimitOverrideKindTenant:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for RateLimitOverrideInputKind.
+const (
+	RateLimitOverrideInputKindCidr   RateLimitOverrideInputKind = "cidr"
+	RateLimitOverrideInputKindRoute  RateLimitOverrideInputKind = "route"
+	RateLimitOverrideInputKindTenant RateLimitOverrideInputKind = "tenant"
+)
+
+// Valid indicates whether the value is a known member of the RateLimitOverrideInputKind enum.
+func (e RateLimitOverrideInputKind) Valid() bool {
+	switch e {
+	case RateLimitOverrideInputKindCidr:
+		return true
+	case RateLimitOverrideInputKindRoute:
+		return true
+	case RateLimitOverrideInputKindTenant:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for ReadinessStatus.
 const (
 	NotReady ReadinessStatus = "not_ready"
@@ -354,6 +414,45 @@ func (e ReadinessStatus) Valid() bool {
 	case NotReady:
 		return true
 	case Ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for RequestKeyAlg.
+const (
+	Ed25519    RequestKeyAlg = "ed25519"
+	HmacSha256 RequestKeyAlg = "hmac-sha256"
+)
+
+// Valid indicates whether the value is a known member of the RequestKeyAlg enum.
+func (e RequestKeyAlg) Valid() bool {
+	switch e {
+	case Ed25519:
+		return true
+	case HmacSha256:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for RequestKeyStatus.
+const (
+	RequestKeyActive  RequestKeyStatus = "active"
+	RequestKeyExpired RequestKeyStatus = "expired"
+	RequestKeyRevoked RequestKeyStatus = "revoked"
+)
+
+// Valid indicates whether the value is a known member of the RequestKeyStatus enum.
+func (e RequestKeyStatus) Valid() bool {
+	switch e {
+	case RequestKeyActive:
+		return true
+	case RequestKeyExpired:
+		return true
+	case RequestKeyRevoked:
 		return true
 	default:
 		return false
@@ -909,6 +1008,50 @@ type PasswordLogin struct {
 	Username string  `json:"username"`
 }
 
+// Policy defines model for Policy.
+type Policy struct {
+	CreatedAt   time.Time `json:"created_at"`
+	Description string    `json:"description"`
+
+	// Effect `deny`: a true expression denies the request (deny overrides allow). `allow`: once a tenant has allow policies, one of them must be true.
+	Effect     PolicyEffect `json:"effect"`
+	Enabled    bool         `json:"enabled"`
+	Expression string       `json:"expression"`
+	Id         string       `json:"id"`
+	Name       string       `json:"name"`
+
+	// Tenant Absent for a global policy, which applies to every tenant.
+	Tenant    *string   `json:"tenant,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"`
+	Version   int64     `json:"version"`
+}
+
+// PolicyEffect `deny`: a true expression denies the request (deny overrides allow). `allow`: once a tenant has allow policies, one of them must be true.
+type PolicyEffect string
+
+// PolicyList defines model for PolicyList.
+type PolicyList struct {
+	Items []Policy `json:"items"`
+
+	// NextCursor Pass as `cursor` to get the next page; absent on the last page.
+	NextCursor *string `json:"next_cursor,omitempty"`
+}
+
+// PolicySpec defines model for PolicySpec.
+type PolicySpec struct {
+	Description *string `json:"description,omitempty"`
+
+	// Effect `deny`: a true expression denies the request (deny overrides allow). `allow`: once a tenant has allow policies, one of them must be true.
+	Effect  PolicyEffect `json:"effect"`
+	Enabled *bool        `json:"enabled,omitempty"`
+
+	// Expression A CEL expression that evaluates to a bool; see docs/policies.md.
+	Expression string `json:"expression"`
+
+	// Name Unique in the tenant (or among global policies).
+	Name string `json:"name"`
+}
+
 // Problem RFC 9457 problem details.
 type Problem struct {
 	// Code Stable machine-readable error code.
@@ -931,6 +1074,51 @@ type Problem struct {
 // ProblemCode Stable machine-readable error code.
 type ProblemCode string
 
+// RateLimitOverride defines model for RateLimitOverride.
+type RateLimitOverride struct {
+	Burst     int                   `json:"burst"`
+	CreatedAt time.Time             `json:"created_at"`
+	Id        string                `json:"id"`
+	Kind      RateLimitOverrideKind `json:"kind"`
+	Limit     int                   `json:"limit"`
+
+	// Period A Go duration, e.g. `1m0s`.
+	Period string `json:"period"`
+
+	// Target In canonical form (a bare address becomes a /32 or /128 prefix).
+	Target    string    `json:"target"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// RateLimitOverrideKind defines model for RateLimitOverride.Kind.
+type RateLimitOverrideKind string
+
+// RateLimitOverrideInput defines model for RateLimitOverrideInput.
+type RateLimitOverrideInput struct {
+	// Burst Requests allowed at once on top of `limit`.
+	Burst *int `json:"burst,omitempty"`
+
+	// Kind The rule replaced — `cidr` the per-IP rule, `tenant` the per-tenant rule, `route` the route-class rule.
+	Kind RateLimitOverrideInputKind `json:"kind"`
+
+	// Limit Requests per `period`; 0 exempts the target from the rule.
+	Limit int `json:"limit"`
+
+	// Period A Go duration from `1s` to `24h`, e.g. `1m`.
+	Period string `json:"period"`
+
+	// Target A CIDR prefix or address (`10.0.0.0/8`, `2001:db8::/48`), a tenant ID, or a route pattern (`GET /v1/agents`).
+	Target string `json:"target"`
+}
+
+// RateLimitOverrideInputKind The rule replaced — `cidr` the per-IP rule, `tenant` the per-tenant rule, `route` the route-class rule.
+type RateLimitOverrideInputKind string
+
+// RateLimitOverrideList defines model for RateLimitOverrideList.
+type RateLimitOverrideList struct {
+	Items []RateLimitOverride `json:"items"`
+}
+
 // Readiness defines model for Readiness.
 type Readiness struct {
 	Checks []CheckResult   `json:"checks"`
@@ -939,6 +1127,102 @@ type Readiness struct {
 
 // ReadinessStatus defines model for Readiness.Status.
 type ReadinessStatus string
+
+// RequestKey defines model for RequestKey.
+type RequestKey struct {
+	AgentId *string `json:"agent_id,omitempty"`
+
+	// Alg The RFC 9421 algorithm of the key's signatures.
+	Alg       RequestKeyAlg `json:"alg"`
+	CreatedAt time.Time     `json:"created_at"`
+	CreatedBy *string       `json:"created_by,omitempty"`
+	ExpiresAt *time.Time    `json:"expires_at,omitempty"`
+
+	// Generation 1 at creation, +1 on every rotation.
+	Generation int64 `json:"generation"`
+
+	// Id `rk_…`, the `keyid` of the signatures made with the key.
+	Id   string  `json:"id"`
+	Name *string `json:"name,omitempty"`
+
+	// PreviousValidUntil After a rotation, when the replaced secret or public key stops verifying.
+	PreviousValidUntil *time.Time `json:"previous_valid_until,omitempty"`
+
+	// PublicKey ed25519 keys; the raw 32 bytes in base64url without padding (a JWK's `x`).
+	PublicKey *string          `json:"public_key,omitempty"`
+	RevokedAt *time.Time       `json:"revoked_at,omitempty"`
+	Status    RequestKeyStatus `json:"status"`
+	Tenant    string           `json:"tenant"`
+}
+
+// RequestKeyAlg The RFC 9421 algorithm of the key's signatures.
+type RequestKeyAlg string
+
+// RequestKeyCreate defines model for RequestKeyCreate.
+type RequestKeyCreate struct {
+	// AgentId Bind the key to one agent of the tenant.
+	AgentId *string `json:"agent_id,omitempty"`
+
+	// Alg The RFC 9421 algorithm of the key's signatures.
+	Alg       RequestKeyAlg `json:"alg"`
+	ExpiresAt *time.Time    `json:"expires_at,omitempty"`
+	Name      *string       `json:"name,omitempty"`
+
+	// PublicKey ed25519 only (and required then): a PEM `PUBLIC KEY` block, or the raw 32-byte key in
+	// base64 (standard or URL-safe alphabet, padding optional). Absent for hmac-sha256: the
+	// kernel generates the secret.
+	PublicKey *string `json:"public_key,omitempty"`
+}
+
+// RequestKeyList defines model for RequestKeyList.
+type RequestKeyList struct {
+	Items []RequestKey `json:"items"`
+
+	// NextCursor Pass as `cursor` to get the next page; absent on the last page.
+	NextCursor *string `json:"next_cursor,omitempty"`
+}
+
+// RequestKeyRotate defines model for RequestKeyRotate.
+type RequestKeyRotate struct {
+	// GracePeriod How long the replaced secret or public key keeps verifying, a Go duration such as `24h` (the default) or `0s`; at most `720h`.
+	GracePeriod *string `json:"grace_period,omitempty"`
+
+	// PublicKey ed25519 only (and required then), as in RequestKeyCreate; must differ from the current key.
+	PublicKey *string `json:"public_key,omitempty"`
+}
+
+// RequestKeySecret defines model for RequestKeySecret.
+type RequestKeySecret struct {
+	AgentId *string `json:"agent_id,omitempty"`
+
+	// Alg The RFC 9421 algorithm of the key's signatures.
+	Alg       RequestKeyAlg `json:"alg"`
+	CreatedAt time.Time     `json:"created_at"`
+	CreatedBy *string       `json:"created_by,omitempty"`
+	ExpiresAt *time.Time    `json:"expires_at,omitempty"`
+
+	// Generation 1 at creation, +1 on every rotation.
+	Generation int64 `json:"generation"`
+
+	// Id `rk_…`, the `keyid` of the signatures made with the key.
+	Id   string  `json:"id"`
+	Name *string `json:"name,omitempty"`
+
+	// PreviousValidUntil After a rotation, when the replaced secret or public key stops verifying.
+	PreviousValidUntil *time.Time `json:"previous_valid_until,omitempty"`
+
+	// PublicKey ed25519 keys; the raw 32 bytes in base64url without padding (a JWK's `x`).
+	PublicKey *string    `json:"public_key,omitempty"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+
+	// Secret hmac-sha256 keys only — the HMAC key in standard base64 (decode it to the 32 bytes to sign with), shown this once; store it now.
+	Secret *string          `json:"secret,omitempty"`
+	Status RequestKeyStatus `json:"status"`
+	Tenant string           `json:"tenant"`
+}
+
+// RequestKeyStatus defines model for RequestKeyStatus.
+type RequestKeyStatus string
 
 // Tenant defines model for Tenant.
 type Tenant struct {
@@ -968,6 +1252,29 @@ type TenantList struct {
 
 	// NextCursor Pass as `cursor` to get the next page; absent on the last page.
 	NextCursor *string `json:"next_cursor,omitempty"`
+}
+
+// TenantPerimeter defines model for TenantPerimeter.
+type TenantPerimeter struct {
+	// GatewayOrigins Canonical, sorted, without duplicates.
+	GatewayOrigins    []string `json:"gateway_origins"`
+	RequireSignatures bool     `json:"require_signatures"`
+	Tenant            string   `json:"tenant"`
+
+	// UpdatedAt Absent while the tenant has the defaults.
+	UpdatedAt *time.Time `json:"updated_at,omitempty"`
+
+	// Version 0 while the tenant has the defaults, +1 on every change.
+	Version int64 `json:"version"`
+}
+
+// TenantPerimeterInput defines model for TenantPerimeterInput.
+type TenantPerimeterInput struct {
+	// GatewayOrigins CIDR prefixes (or addresses) the tenant's agents may use the Zero Agent Gateway from; empty keeps the tenant off the gateway (it is opt-in).
+	GatewayOrigins []string `json:"gateway_origins"`
+
+	// RequireSignatures Every request of the tenant's credentials must carry a verified RFC 9421 signature.
+	RequireSignatures bool `json:"require_signatures"`
 }
 
 // TokenRequest Either a username and password, or an API key.
@@ -1020,6 +1327,12 @@ type KeyID = string
 // Limit defines model for Limit.
 type Limit = int
 
+// OverrideID defines model for OverrideID.
+type OverrideID = string
+
+// PolicyID defines model for PolicyID.
+type PolicyID = string
+
 // SinceQuery defines model for SinceQuery.
 type SinceQuery = time.Time
 
@@ -1037,7 +1350,7 @@ type Unauthorized = Problem
 
 // ListAgentsParams defines parameters for ListAgents.
 type ListAgentsParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 
 	// Limit Page size.
@@ -1058,7 +1371,7 @@ type ListAgentsParams struct {
 
 // RegisterAgentParams defines parameters for RegisterAgent.
 type RegisterAgentParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 
 	// IdempotencyKey Makes retrying this request safe (IETF draft-ietf-httpapi-idempotency-key-header). The value
@@ -1079,26 +1392,26 @@ type RegisterAgentParams struct {
 
 // DeregisterAgentParams defines parameters for DeregisterAgent.
 type DeregisterAgentParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 }
 
 // GetAgentParams defines parameters for GetAgent.
 type GetAgentParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 }
 
 // UpdateAgentParams defines parameters for UpdateAgent.
 type UpdateAgentParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
 	Tenant  *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 	IfMatch string       `json:"If-Match"`
 }
 
 // HeartbeatAgentParams defines parameters for HeartbeatAgent.
 type HeartbeatAgentParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 
 	// IdempotencyKey Makes retrying this request safe (IETF draft-ietf-httpapi-idempotency-key-header). The value
@@ -1119,7 +1432,7 @@ type HeartbeatAgentParams struct {
 
 // ListApiKeysParams defines parameters for ListApiKeys.
 type ListApiKeysParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 
 	// Limit Page size.
@@ -1131,7 +1444,7 @@ type ListApiKeysParams struct {
 
 // CreateApiKeyParams defines parameters for CreateApiKey.
 type CreateApiKeyParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 
 	// IdempotencyKey Makes retrying this request safe (IETF draft-ietf-httpapi-idempotency-key-header). The value
@@ -1152,19 +1465,19 @@ type CreateApiKeyParams struct {
 
 // RevokeApiKeyParams defines parameters for RevokeApiKey.
 type RevokeApiKeyParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 }
 
 // GetApiKeyParams defines parameters for GetApiKey.
 type GetApiKeyParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 }
 
 // RotateApiKeyParams defines parameters for RotateApiKey.
 type RotateApiKeyParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 
 	// IdempotencyKey Makes retrying this request safe (IETF draft-ietf-httpapi-idempotency-key-header). The value
@@ -1185,7 +1498,7 @@ type RotateApiKeyParams struct {
 
 // ListAuditParams defines parameters for ListAudit.
 type ListAuditParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 
 	// Limit Page size.
@@ -1204,13 +1517,13 @@ type ListAuditParamsDecision string
 
 // GetAuditCheckpointParams defines parameters for GetAuditCheckpoint.
 type GetAuditCheckpointParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 }
 
 // GetAuditConsistencyProofParams defines parameters for GetAuditConsistencyProof.
 type GetAuditConsistencyProofParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 	From   int64        `form:"from" json:"from"`
 	To     int64        `form:"to" json:"to"`
@@ -1218,7 +1531,7 @@ type GetAuditConsistencyProofParams struct {
 
 // GetAuditInclusionProofParams defines parameters for GetAuditInclusionProof.
 type GetAuditInclusionProofParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 	Seq    int64        `form:"seq" json:"seq"`
 
@@ -1228,13 +1541,13 @@ type GetAuditInclusionProofParams struct {
 
 // VerifyAuditParams defines parameters for VerifyAudit.
 type VerifyAuditParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 }
 
 // ListDeadLettersParams defines parameters for ListDeadLetters.
 type ListDeadLettersParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 
 	// Limit Page size.
@@ -1258,7 +1571,7 @@ type ListDeadLettersParams struct {
 
 // ReprocessDeadLettersParams defines parameters for ReprocessDeadLetters.
 type ReprocessDeadLettersParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 
 	// IdempotencyKey Makes retrying this request safe (IETF draft-ietf-httpapi-idempotency-key-header). The value
@@ -1279,7 +1592,7 @@ type ReprocessDeadLettersParams struct {
 
 // ReplayEventsParams defines parameters for ReplayEvents.
 type ReplayEventsParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 
 	// IdempotencyKey Makes retrying this request safe (IETF draft-ietf-httpapi-idempotency-key-header). The value
@@ -1300,8 +1613,145 @@ type ReplayEventsParams struct {
 
 // GetEventStatsParams defines parameters for GetEventStats.
 type GetEventStatsParams struct {
-	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant.
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+}
+
+// ListPoliciesParams defines parameters for ListPolicies.
+type ListPoliciesParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
+	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+
+	// Limit Page size.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from the previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// CreatePolicyParams defines parameters for CreatePolicy.
+type CreatePolicyParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
+	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+
+	// IdempotencyKey Makes retrying this request safe (IETF draft-ietf-httpapi-idempotency-key-header). The value
+	// is a Structured Field String, e.g. `"8e03978e-40d5-43e8-bc93-6894a57f9324"`; an unquoted
+	// token of `A-Z a-z 0-9 . _ ~ : -` is accepted too; at most 255 characters once unquoted. Keys
+	// belong to the caller's tenant and to the caller (user or API key): the same value sent by
+	// another tenant or another caller is another key.
+	//
+	// The first completed response to a key is kept for `idempotency.ttl` (24 h by default). A
+	// retry with the same key and the same request (method, path and query, body) gets that
+	// response again — same status, headers and body — with the added header
+	// `Idempotent-Replayed: true`, and nothing is done twice. The same key while the first request
+	// is still being processed gets 409 (with `Retry-After`); the same key with a different request
+	// gets 422. A 5xx response is not kept, so a retry after one is processed anew. Without the
+	// header the request is processed as usual.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// DeletePolicyParams defines parameters for DeletePolicy.
+type DeletePolicyParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
+	Tenant  *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+	IfMatch *string      `json:"If-Match,omitempty"`
+}
+
+// GetPolicyParams defines parameters for GetPolicy.
+type GetPolicyParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
+	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+}
+
+// UpdatePolicyParams defines parameters for UpdatePolicy.
+type UpdatePolicyParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
+	Tenant  *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+	IfMatch string       `json:"If-Match"`
+}
+
+// SetRateLimitOverrideParams defines parameters for SetRateLimitOverride.
+type SetRateLimitOverrideParams struct {
+	// IdempotencyKey Makes retrying this request safe (IETF draft-ietf-httpapi-idempotency-key-header). The value
+	// is a Structured Field String, e.g. `"8e03978e-40d5-43e8-bc93-6894a57f9324"`; an unquoted
+	// token of `A-Z a-z 0-9 . _ ~ : -` is accepted too; at most 255 characters once unquoted. Keys
+	// belong to the caller's tenant and to the caller (user or API key): the same value sent by
+	// another tenant or another caller is another key.
+	//
+	// The first completed response to a key is kept for `idempotency.ttl` (24 h by default). A
+	// retry with the same key and the same request (method, path and query, body) gets that
+	// response again — same status, headers and body — with the added header
+	// `Idempotent-Replayed: true`, and nothing is done twice. The same key while the first request
+	// is still being processed gets 409 (with `Retry-After`); the same key with a different request
+	// gets 422. A 5xx response is not kept, so a retry after one is processed anew. Without the
+	// header the request is processed as usual.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// ListRequestKeysParams defines parameters for ListRequestKeys.
+type ListRequestKeysParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
+	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+
+	// Limit Page size.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from the previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// CreateRequestKeyParams defines parameters for CreateRequestKey.
+type CreateRequestKeyParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
+	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+
+	// IdempotencyKey Makes retrying this request safe (IETF draft-ietf-httpapi-idempotency-key-header). The value
+	// is a Structured Field String, e.g. `"8e03978e-40d5-43e8-bc93-6894a57f9324"`; an unquoted
+	// token of `A-Z a-z 0-9 . _ ~ : -` is accepted too; at most 255 characters once unquoted. Keys
+	// belong to the caller's tenant and to the caller (user or API key): the same value sent by
+	// another tenant or another caller is another key.
+	//
+	// The first completed response to a key is kept for `idempotency.ttl` (24 h by default). A
+	// retry with the same key and the same request (method, path and query, body) gets that
+	// response again — same status, headers and body — with the added header
+	// `Idempotent-Replayed: true`, and nothing is done twice. The same key while the first request
+	// is still being processed gets 409 (with `Retry-After`); the same key with a different request
+	// gets 422. A 5xx response is not kept, so a retry after one is processed anew. Without the
+	// header the request is processed as usual.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// RevokeRequestKeyParams defines parameters for RevokeRequestKey.
+type RevokeRequestKeyParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
+	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+}
+
+// GetRequestKeyParams defines parameters for GetRequestKey.
+type GetRequestKeyParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
+	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+}
+
+// RotateRequestKeyParams defines parameters for RotateRequestKey.
+type RotateRequestKeyParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
+	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+
+	// IdempotencyKey Makes retrying this request safe (IETF draft-ietf-httpapi-idempotency-key-header). The value
+	// is a Structured Field String, e.g. `"8e03978e-40d5-43e8-bc93-6894a57f9324"`; an unquoted
+	// token of `A-Z a-z 0-9 . _ ~ : -` is accepted too; at most 255 characters once unquoted. Keys
+	// belong to the caller's tenant and to the caller (user or API key): the same value sent by
+	// another tenant or another caller is another key.
+	//
+	// The first completed response to a key is kept for `idempotency.ttl` (24 h by default). A
+	// retry with the same key and the same request (method, path and query, body) gets that
+	// response again — same status, headers and body — with the added header
+	// `Idempotent-Replayed: true`, and nothing is done twice. The same key while the first request
+	// is still being processed gets 409 (with `Retry-After`); the same key with a different request
+	// gets 422. A 5xx response is not kept, so a retry after one is processed anew. Without the
+	// header the request is processed as usual.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // ListTenantsParams defines parameters for ListTenants.
@@ -1334,6 +1784,11 @@ type CreateTenantParams struct {
 // DeleteTenantParams defines parameters for DeleteTenant.
 type DeleteTenantParams struct {
 	Cascade *bool `form:"cascade,omitempty" json:"cascade,omitempty"`
+}
+
+// PutTenantPerimeterParams defines parameters for PutTenantPerimeter.
+type PutTenantPerimeterParams struct {
+	IfMatch *string `json:"If-Match,omitempty"`
 }
 
 // ResumeTenantParams defines parameters for ResumeTenant.
@@ -1396,8 +1851,26 @@ type ReprocessDeadLettersJSONRequestBody = DLQReprocessRequest
 // ReplayEventsJSONRequestBody defines body for ReplayEvents for application/json ContentType.
 type ReplayEventsJSONRequestBody = EventReplayRequest
 
+// CreatePolicyJSONRequestBody defines body for CreatePolicy for application/json ContentType.
+type CreatePolicyJSONRequestBody = PolicySpec
+
+// UpdatePolicyJSONRequestBody defines body for UpdatePolicy for application/json ContentType.
+type UpdatePolicyJSONRequestBody = PolicySpec
+
+// SetRateLimitOverrideJSONRequestBody defines body for SetRateLimitOverride for application/json ContentType.
+type SetRateLimitOverrideJSONRequestBody = RateLimitOverrideInput
+
+// CreateRequestKeyJSONRequestBody defines body for CreateRequestKey for application/json ContentType.
+type CreateRequestKeyJSONRequestBody = RequestKeyCreate
+
+// RotateRequestKeyJSONRequestBody defines body for RotateRequestKey for application/json ContentType.
+type RotateRequestKeyJSONRequestBody = RequestKeyRotate
+
 // CreateTenantJSONRequestBody defines body for CreateTenant for application/json ContentType.
 type CreateTenantJSONRequestBody = TenantCreate
+
+// PutTenantPerimeterJSONRequestBody defines body for PutTenantPerimeter for application/json ContentType.
+type PutTenantPerimeterJSONRequestBody = TenantPerimeterInput
 
 // AsPasswordLogin returns the union data inside the TokenRequest as a PasswordLogin
 func (t TokenRequest) AsPasswordLogin() (PasswordLogin, error) {
@@ -1544,6 +2017,48 @@ type ServerInterface interface {
 	// GetEventStats How many events of each type the caller's tenant has had, and when the last one was
 	// (GET /v1/events/stats)
 	GetEventStats(w http.ResponseWriter, r *http.Request, params GetEventStatsParams)
+	// ListPolicies List the caller's tenant's policies (SUPER_ADMIN — a named tenant's, or the global ones)
+	// (GET /v1/policies)
+	ListPolicies(w http.ResponseWriter, r *http.Request, params ListPoliciesParams)
+	// CreatePolicy Create an ABAC policy
+	// (POST /v1/policies)
+	CreatePolicy(w http.ResponseWriter, r *http.Request, params CreatePolicyParams)
+	// DeletePolicy Delete a policy
+	// (DELETE /v1/policies/{policy_id})
+	DeletePolicy(w http.ResponseWriter, r *http.Request, policyId PolicyID, params DeletePolicyParams)
+	// GetPolicy Get a policy
+	// (GET /v1/policies/{policy_id})
+	GetPolicy(w http.ResponseWriter, r *http.Request, policyId PolicyID, params GetPolicyParams)
+	// UpdatePolicy Replace a policy
+	// (PUT /v1/policies/{policy_id})
+	UpdatePolicy(w http.ResponseWriter, r *http.Request, policyId PolicyID, params UpdatePolicyParams)
+	// ListRateLimitOverrides The rate-limit overrides set through this API
+	// (GET /v1/rate-limits)
+	ListRateLimitOverrides(w http.ResponseWriter, r *http.Request)
+	// SetRateLimitOverride Create the override of a kind and target, or replace its limit, period and burst
+	// (POST /v1/rate-limits)
+	SetRateLimitOverride(w http.ResponseWriter, r *http.Request, params SetRateLimitOverrideParams)
+	// DeleteRateLimitOverride Delete a rate-limit override; the rule it replaced applies again
+	// (DELETE /v1/rate-limits/{override_id})
+	DeleteRateLimitOverride(w http.ResponseWriter, r *http.Request, overrideId OverrideID)
+	// GetRateLimitOverride Get a rate-limit override
+	// (GET /v1/rate-limits/{override_id})
+	GetRateLimitOverride(w http.ResponseWriter, r *http.Request, overrideId OverrideID)
+	// ListRequestKeys List the tenant's request-signing keys (never their secrets)
+	// (GET /v1/request-keys)
+	ListRequestKeys(w http.ResponseWriter, r *http.Request, params ListRequestKeysParams)
+	// CreateRequestKey Create a request-signing key (RFC 9421); an HMAC secret is returned once
+	// (POST /v1/request-keys)
+	CreateRequestKey(w http.ResponseWriter, r *http.Request, params CreateRequestKeyParams)
+	// RevokeRequestKey Revoke a request-signing key at once, its previous secret or public key too
+	// (DELETE /v1/request-keys/{key_id})
+	RevokeRequestKey(w http.ResponseWriter, r *http.Request, keyId KeyID, params RevokeRequestKeyParams)
+	// GetRequestKey Get a request-signing key (never its secret)
+	// (GET /v1/request-keys/{key_id})
+	GetRequestKey(w http.ResponseWriter, r *http.Request, keyId KeyID, params GetRequestKeyParams)
+	// RotateRequestKey Replace a key's secret or public key; the old one keeps verifying for a grace period
+	// (POST /v1/request-keys/{key_id}/rotate)
+	RotateRequestKey(w http.ResponseWriter, r *http.Request, keyId KeyID, params RotateRequestKeyParams)
 	// GetSystemConfig The kernel's effective configuration, secrets redacted
 	// (GET /v1/system/config)
 	GetSystemConfig(w http.ResponseWriter, r *http.Request)
@@ -1559,6 +2074,12 @@ type ServerInterface interface {
 	// GetTenant Get a tenant
 	// (GET /v1/tenants/{tenant_id})
 	GetTenant(w http.ResponseWriter, r *http.Request, tenantId TenantID)
+	// GetTenantPerimeter A tenant's perimeter settings
+	// (GET /v1/tenants/{tenant_id}/perimeter)
+	GetTenantPerimeter(w http.ResponseWriter, r *http.Request, tenantId TenantID)
+	// PutTenantPerimeter Replace a tenant's perimeter settings
+	// (PUT /v1/tenants/{tenant_id}/perimeter)
+	PutTenantPerimeter(w http.ResponseWriter, r *http.Request, tenantId TenantID, params PutTenantPerimeterParams)
 	// ResumeTenant Resume a suspended tenant
 	// (POST /v1/tenants/{tenant_id}/resume)
 	ResumeTenant(w http.ResponseWriter, r *http.Request, tenantId TenantID, params ResumeTenantParams)
@@ -2821,6 +3342,658 @@ func (siw *ServerInterfaceWrapper) GetEventStats(w http.ResponseWriter, r *http.
 	handler.ServeHTTP(w, r)
 }
 
+// ListPolicies operation middleware
+func (siw *ServerInterfaceWrapper) ListPolicies(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListPoliciesParams
+
+	// ------------- Optional query parameter "tenant" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tenant", r.URL.Query(), &params.Tenant, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "tenant"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListPolicies(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// CreatePolicy operation middleware
+func (siw *ServerInterfaceWrapper) CreatePolicy(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreatePolicyParams
+
+	// ------------- Optional query parameter "tenant" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tenant", r.URL.Query(), &params.Tenant, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "tenant"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
+		}
+		return
+	}
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.CreatePolicy(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// DeletePolicy operation middleware
+func (siw *ServerInterfaceWrapper) DeletePolicy(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "policy_id" -------------
+	var policyId PolicyID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "policy_id", r.PathValue("policy_id"), &policyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "policy_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params DeletePolicyParams
+
+	// ------------- Optional query parameter "tenant" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tenant", r.URL.Query(), &params.Tenant, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "tenant"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
+		}
+		return
+	}
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "If-Match" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("If-Match")]; found {
+		var IfMatch string
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "If-Match", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "If-Match", valueList[0], &IfMatch, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "If-Match", Err: err})
+			return
+		}
+
+		params.IfMatch = &IfMatch
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.DeletePolicy(w, r, policyId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetPolicy operation middleware
+func (siw *ServerInterfaceWrapper) GetPolicy(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "policy_id" -------------
+	var policyId PolicyID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "policy_id", r.PathValue("policy_id"), &policyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "policy_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetPolicyParams
+
+	// ------------- Optional query parameter "tenant" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tenant", r.URL.Query(), &params.Tenant, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "tenant"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetPolicy(w, r, policyId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// UpdatePolicy operation middleware
+func (siw *ServerInterfaceWrapper) UpdatePolicy(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "policy_id" -------------
+	var policyId PolicyID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "policy_id", r.PathValue("policy_id"), &policyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "policy_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params UpdatePolicyParams
+
+	// ------------- Optional query parameter "tenant" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tenant", r.URL.Query(), &params.Tenant, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "tenant"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
+		}
+		return
+	}
+
+	headers := r.Header
+
+	// ------------- Required header parameter "If-Match" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("If-Match")]; found {
+		var IfMatch string
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "If-Match", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "If-Match", valueList[0], &IfMatch, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "If-Match", Err: err})
+			return
+		}
+
+		params.IfMatch = IfMatch
+
+	} else {
+		err := fmt.Errorf("Header parameter If-Match is required, but not found")
+		siw.ErrorHandlerFunc(w, r, &RequiredHeaderError{ParamName: "If-Match", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.UpdatePolicy(w, r, policyId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ListRateLimitOverrides operation middleware
+func (siw *ServerInterfaceWrapper) ListRateLimitOverrides(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListRateLimitOverrides(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// SetRateLimitOverride operation middleware
+func (siw *ServerInterfaceWrapper) SetRateLimitOverride(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params SetRateLimitOverrideParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.SetRateLimitOverride(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// DeleteRateLimitOverride operation middleware
+func (siw *ServerInterfaceWrapper) DeleteRateLimitOverride(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "override_id" -------------
+	var overrideId OverrideID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "override_id", r.PathValue("override_id"), &overrideId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "override_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.DeleteRateLimitOverride(w, r, overrideId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetRateLimitOverride operation middleware
+func (siw *ServerInterfaceWrapper) GetRateLimitOverride(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "override_id" -------------
+	var overrideId OverrideID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "override_id", r.PathValue("override_id"), &overrideId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "override_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetRateLimitOverride(w, r, overrideId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ListRequestKeys operation middleware
+func (siw *ServerInterfaceWrapper) ListRequestKeys(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListRequestKeysParams
+
+	// ------------- Optional query parameter "tenant" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tenant", r.URL.Query(), &params.Tenant, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "tenant"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListRequestKeys(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// CreateRequestKey operation middleware
+func (siw *ServerInterfaceWrapper) CreateRequestKey(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateRequestKeyParams
+
+	// ------------- Optional query parameter "tenant" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tenant", r.URL.Query(), &params.Tenant, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "tenant"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
+		}
+		return
+	}
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.CreateRequestKey(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// RevokeRequestKey operation middleware
+func (siw *ServerInterfaceWrapper) RevokeRequestKey(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "key_id" -------------
+	var keyId KeyID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "key_id", r.PathValue("key_id"), &keyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "key_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params RevokeRequestKeyParams
+
+	// ------------- Optional query parameter "tenant" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tenant", r.URL.Query(), &params.Tenant, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "tenant"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.RevokeRequestKey(w, r, keyId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetRequestKey operation middleware
+func (siw *ServerInterfaceWrapper) GetRequestKey(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "key_id" -------------
+	var keyId KeyID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "key_id", r.PathValue("key_id"), &keyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "key_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetRequestKeyParams
+
+	// ------------- Optional query parameter "tenant" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tenant", r.URL.Query(), &params.Tenant, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "tenant"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetRequestKey(w, r, keyId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// RotateRequestKey operation middleware
+func (siw *ServerInterfaceWrapper) RotateRequestKey(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "key_id" -------------
+	var keyId KeyID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "key_id", r.PathValue("key_id"), &keyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "key_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params RotateRequestKeyParams
+
+	// ------------- Optional query parameter "tenant" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tenant", r.URL.Query(), &params.Tenant, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "tenant"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
+		}
+		return
+	}
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.RotateRequestKey(w, r, keyId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // GetSystemConfig operation middleware
 func (siw *ServerInterfaceWrapper) GetSystemConfig(w http.ResponseWriter, r *http.Request) {
 
@@ -2981,6 +4154,82 @@ func (siw *ServerInterfaceWrapper) GetTenant(w http.ResponseWriter, r *http.Requ
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.GetTenant(w, r, tenantId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetTenantPerimeter operation middleware
+func (siw *ServerInterfaceWrapper) GetTenantPerimeter(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "tenant_id" -------------
+	var tenantId TenantID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "tenant_id", r.PathValue("tenant_id"), &tenantId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetTenantPerimeter(w, r, tenantId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// PutTenantPerimeter operation middleware
+func (siw *ServerInterfaceWrapper) PutTenantPerimeter(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "tenant_id" -------------
+	var tenantId TenantID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "tenant_id", r.PathValue("tenant_id"), &tenantId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params PutTenantPerimeterParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "If-Match" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("If-Match")]; found {
+		var IfMatch string
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "If-Match", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "If-Match", valueList[0], &IfMatch, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "If-Match", Err: err})
+			return
+		}
+
+		params.IfMatch = &IfMatch
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.PutTenantPerimeter(w, r, tenantId, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -3244,6 +4493,22 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/events/replay", wrapper.ReplayEvents)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/events/stats", wrapper.GetEventStats)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/events/consumers", wrapper.ListConsumers)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/rate-limits", wrapper.ListRateLimitOverrides)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/rate-limits", wrapper.SetRateLimitOverride)
+	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/rate-limits/{override_id}", wrapper.DeleteRateLimitOverride)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/rate-limits/{override_id}", wrapper.GetRateLimitOverride)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/policies", wrapper.ListPolicies)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/policies", wrapper.CreatePolicy)
+	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/policies/{policy_id}", wrapper.DeletePolicy)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/policies/{policy_id}", wrapper.GetPolicy)
+	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/policies/{policy_id}", wrapper.UpdatePolicy)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/request-keys", wrapper.ListRequestKeys)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/request-keys", wrapper.CreateRequestKey)
+	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/request-keys/{key_id}", wrapper.RevokeRequestKey)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/request-keys/{key_id}", wrapper.GetRequestKey)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/request-keys/{key_id}/rotate", wrapper.RotateRequestKey)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/tenants/{tenant_id}/perimeter", wrapper.GetTenantPerimeter)
+	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/tenants/{tenant_id}/perimeter", wrapper.PutTenantPerimeter)
 
 	return m
 }
@@ -5822,6 +7087,1736 @@ func (response GetEventStatsdefaultApplicationProblemPlusJSONResponse) VisitGetE
 	return err
 }
 
+type ListPoliciesRequestObject struct {
+	Params ListPoliciesParams
+}
+
+type ListPoliciesResponseObject interface {
+	VisitListPoliciesResponse(w http.ResponseWriter) error
+}
+
+type ListPolicies200JSONResponse PolicyList
+
+func (response ListPolicies200JSONResponse) VisitListPoliciesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPolicies400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response ListPolicies400ApplicationProblemPlusJSONResponse) VisitListPoliciesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPolicies401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListPolicies401ApplicationProblemPlusJSONResponse) VisitListPoliciesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPolicies403ApplicationProblemPlusJSONResponse Problem
+
+func (response ListPolicies403ApplicationProblemPlusJSONResponse) VisitListPoliciesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPolicies404ApplicationProblemPlusJSONResponse Problem
+
+func (response ListPolicies404ApplicationProblemPlusJSONResponse) VisitListPoliciesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPolicies503ApplicationProblemPlusJSONResponse Problem
+
+func (response ListPolicies503ApplicationProblemPlusJSONResponse) VisitListPoliciesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPoliciesdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListPoliciesdefaultApplicationProblemPlusJSONResponse) VisitListPoliciesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreatePolicyRequestObject struct {
+	Params CreatePolicyParams
+	Body   *CreatePolicyJSONRequestBody
+}
+
+type CreatePolicyResponseObject interface {
+	VisitCreatePolicyResponse(w http.ResponseWriter) error
+}
+
+type CreatePolicy201ResponseHeaders struct {
+	ETag *string
+}
+
+type CreatePolicy201JSONResponse struct {
+	Body    Policy
+	Headers CreatePolicy201ResponseHeaders
+}
+
+func (response CreatePolicy201JSONResponse) VisitCreatePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreatePolicy400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response CreatePolicy400ApplicationProblemPlusJSONResponse) VisitCreatePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreatePolicy401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response CreatePolicy401ApplicationProblemPlusJSONResponse) VisitCreatePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreatePolicy403ApplicationProblemPlusJSONResponse Problem
+
+func (response CreatePolicy403ApplicationProblemPlusJSONResponse) VisitCreatePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreatePolicy404ApplicationProblemPlusJSONResponse Problem
+
+func (response CreatePolicy404ApplicationProblemPlusJSONResponse) VisitCreatePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreatePolicy409ApplicationProblemPlusJSONResponse Problem
+
+func (response CreatePolicy409ApplicationProblemPlusJSONResponse) VisitCreatePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreatePolicy422ApplicationProblemPlusJSONResponse Problem
+
+func (response CreatePolicy422ApplicationProblemPlusJSONResponse) VisitCreatePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreatePolicy503ApplicationProblemPlusJSONResponse Problem
+
+func (response CreatePolicy503ApplicationProblemPlusJSONResponse) VisitCreatePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreatePolicydefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response CreatePolicydefaultApplicationProblemPlusJSONResponse) VisitCreatePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeletePolicyRequestObject struct {
+	PolicyId PolicyID `json:"policy_id"`
+	Params   DeletePolicyParams
+}
+
+type DeletePolicyResponseObject interface {
+	VisitDeletePolicyResponse(w http.ResponseWriter) error
+}
+
+type DeletePolicy204Response struct {
+}
+
+func (response DeletePolicy204Response) VisitDeletePolicyResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type DeletePolicy400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response DeletePolicy400ApplicationProblemPlusJSONResponse) VisitDeletePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeletePolicy401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response DeletePolicy401ApplicationProblemPlusJSONResponse) VisitDeletePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeletePolicy403ApplicationProblemPlusJSONResponse Problem
+
+func (response DeletePolicy403ApplicationProblemPlusJSONResponse) VisitDeletePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeletePolicy404ApplicationProblemPlusJSONResponse Problem
+
+func (response DeletePolicy404ApplicationProblemPlusJSONResponse) VisitDeletePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeletePolicy409ApplicationProblemPlusJSONResponse Problem
+
+func (response DeletePolicy409ApplicationProblemPlusJSONResponse) VisitDeletePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeletePolicy412ApplicationProblemPlusJSONResponse Problem
+
+func (response DeletePolicy412ApplicationProblemPlusJSONResponse) VisitDeletePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(412)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeletePolicy503ApplicationProblemPlusJSONResponse Problem
+
+func (response DeletePolicy503ApplicationProblemPlusJSONResponse) VisitDeletePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeletePolicydefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response DeletePolicydefaultApplicationProblemPlusJSONResponse) VisitDeletePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetPolicyRequestObject struct {
+	PolicyId PolicyID `json:"policy_id"`
+	Params   GetPolicyParams
+}
+
+type GetPolicyResponseObject interface {
+	VisitGetPolicyResponse(w http.ResponseWriter) error
+}
+
+type GetPolicy200ResponseHeaders struct {
+	ETag *string
+}
+
+type GetPolicy200JSONResponse struct {
+	Body    Policy
+	Headers GetPolicy200ResponseHeaders
+}
+
+func (response GetPolicy200JSONResponse) VisitGetPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetPolicy401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetPolicy401ApplicationProblemPlusJSONResponse) VisitGetPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetPolicy403ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response GetPolicy403ApplicationProblemPlusJSONResponse) VisitGetPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetPolicy404ApplicationProblemPlusJSONResponse Problem
+
+func (response GetPolicy404ApplicationProblemPlusJSONResponse) VisitGetPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetPolicy503ApplicationProblemPlusJSONResponse Problem
+
+func (response GetPolicy503ApplicationProblemPlusJSONResponse) VisitGetPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetPolicydefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetPolicydefaultApplicationProblemPlusJSONResponse) VisitGetPolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdatePolicyRequestObject struct {
+	PolicyId PolicyID `json:"policy_id"`
+	Params   UpdatePolicyParams
+	Body     *UpdatePolicyJSONRequestBody
+}
+
+type UpdatePolicyResponseObject interface {
+	VisitUpdatePolicyResponse(w http.ResponseWriter) error
+}
+
+type UpdatePolicy200ResponseHeaders struct {
+	ETag *string
+}
+
+type UpdatePolicy200JSONResponse struct {
+	Body    Policy
+	Headers UpdatePolicy200ResponseHeaders
+}
+
+func (response UpdatePolicy200JSONResponse) VisitUpdatePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdatePolicy400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response UpdatePolicy400ApplicationProblemPlusJSONResponse) VisitUpdatePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdatePolicy401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response UpdatePolicy401ApplicationProblemPlusJSONResponse) VisitUpdatePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdatePolicy403ApplicationProblemPlusJSONResponse Problem
+
+func (response UpdatePolicy403ApplicationProblemPlusJSONResponse) VisitUpdatePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdatePolicy404ApplicationProblemPlusJSONResponse Problem
+
+func (response UpdatePolicy404ApplicationProblemPlusJSONResponse) VisitUpdatePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdatePolicy409ApplicationProblemPlusJSONResponse Problem
+
+func (response UpdatePolicy409ApplicationProblemPlusJSONResponse) VisitUpdatePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdatePolicy412ApplicationProblemPlusJSONResponse Problem
+
+func (response UpdatePolicy412ApplicationProblemPlusJSONResponse) VisitUpdatePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(412)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdatePolicy503ApplicationProblemPlusJSONResponse Problem
+
+func (response UpdatePolicy503ApplicationProblemPlusJSONResponse) VisitUpdatePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdatePolicydefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response UpdatePolicydefaultApplicationProblemPlusJSONResponse) VisitUpdatePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListRateLimitOverridesRequestObject struct {
+}
+
+type ListRateLimitOverridesResponseObject interface {
+	VisitListRateLimitOverridesResponse(w http.ResponseWriter) error
+}
+
+type ListRateLimitOverrides200JSONResponse RateLimitOverrideList
+
+func (response ListRateLimitOverrides200JSONResponse) VisitListRateLimitOverridesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListRateLimitOverrides401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListRateLimitOverrides401ApplicationProblemPlusJSONResponse) VisitListRateLimitOverridesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListRateLimitOverrides403ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response ListRateLimitOverrides403ApplicationProblemPlusJSONResponse) VisitListRateLimitOverridesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListRateLimitOverrides503ApplicationProblemPlusJSONResponse Problem
+
+func (response ListRateLimitOverrides503ApplicationProblemPlusJSONResponse) VisitListRateLimitOverridesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListRateLimitOverridesdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListRateLimitOverridesdefaultApplicationProblemPlusJSONResponse) VisitListRateLimitOverridesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetRateLimitOverrideRequestObject struct {
+	Params SetRateLimitOverrideParams
+	Body   *SetRateLimitOverrideJSONRequestBody
+}
+
+type SetRateLimitOverrideResponseObject interface {
+	VisitSetRateLimitOverrideResponse(w http.ResponseWriter) error
+}
+
+type SetRateLimitOverride200JSONResponse RateLimitOverride
+
+func (response SetRateLimitOverride200JSONResponse) VisitSetRateLimitOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetRateLimitOverride201JSONResponse RateLimitOverride
+
+func (response SetRateLimitOverride201JSONResponse) VisitSetRateLimitOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetRateLimitOverride400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response SetRateLimitOverride400ApplicationProblemPlusJSONResponse) VisitSetRateLimitOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetRateLimitOverride401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response SetRateLimitOverride401ApplicationProblemPlusJSONResponse) VisitSetRateLimitOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetRateLimitOverride403ApplicationProblemPlusJSONResponse Problem
+
+func (response SetRateLimitOverride403ApplicationProblemPlusJSONResponse) VisitSetRateLimitOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetRateLimitOverride409ApplicationProblemPlusJSONResponse Problem
+
+func (response SetRateLimitOverride409ApplicationProblemPlusJSONResponse) VisitSetRateLimitOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetRateLimitOverride422ApplicationProblemPlusJSONResponse Problem
+
+func (response SetRateLimitOverride422ApplicationProblemPlusJSONResponse) VisitSetRateLimitOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetRateLimitOverride503ApplicationProblemPlusJSONResponse Problem
+
+func (response SetRateLimitOverride503ApplicationProblemPlusJSONResponse) VisitSetRateLimitOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetRateLimitOverridedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response SetRateLimitOverridedefaultApplicationProblemPlusJSONResponse) VisitSetRateLimitOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteRateLimitOverrideRequestObject struct {
+	OverrideId OverrideID `json:"override_id"`
+}
+
+type DeleteRateLimitOverrideResponseObject interface {
+	VisitDeleteRateLimitOverrideResponse(w http.ResponseWriter) error
+}
+
+type DeleteRateLimitOverride204Response struct {
+}
+
+func (response DeleteRateLimitOverride204Response) VisitDeleteRateLimitOverrideResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type DeleteRateLimitOverride401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteRateLimitOverride401ApplicationProblemPlusJSONResponse) VisitDeleteRateLimitOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteRateLimitOverride403ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteRateLimitOverride403ApplicationProblemPlusJSONResponse) VisitDeleteRateLimitOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteRateLimitOverride404ApplicationProblemPlusJSONResponse Problem
+
+func (response DeleteRateLimitOverride404ApplicationProblemPlusJSONResponse) VisitDeleteRateLimitOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteRateLimitOverride503ApplicationProblemPlusJSONResponse Problem
+
+func (response DeleteRateLimitOverride503ApplicationProblemPlusJSONResponse) VisitDeleteRateLimitOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteRateLimitOverridedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response DeleteRateLimitOverridedefaultApplicationProblemPlusJSONResponse) VisitDeleteRateLimitOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetRateLimitOverrideRequestObject struct {
+	OverrideId OverrideID `json:"override_id"`
+}
+
+type GetRateLimitOverrideResponseObject interface {
+	VisitGetRateLimitOverrideResponse(w http.ResponseWriter) error
+}
+
+type GetRateLimitOverride200JSONResponse RateLimitOverride
+
+func (response GetRateLimitOverride200JSONResponse) VisitGetRateLimitOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetRateLimitOverride401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetRateLimitOverride401ApplicationProblemPlusJSONResponse) VisitGetRateLimitOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetRateLimitOverride403ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response GetRateLimitOverride403ApplicationProblemPlusJSONResponse) VisitGetRateLimitOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetRateLimitOverride404ApplicationProblemPlusJSONResponse Problem
+
+func (response GetRateLimitOverride404ApplicationProblemPlusJSONResponse) VisitGetRateLimitOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetRateLimitOverride503ApplicationProblemPlusJSONResponse Problem
+
+func (response GetRateLimitOverride503ApplicationProblemPlusJSONResponse) VisitGetRateLimitOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetRateLimitOverridedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetRateLimitOverridedefaultApplicationProblemPlusJSONResponse) VisitGetRateLimitOverrideResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListRequestKeysRequestObject struct {
+	Params ListRequestKeysParams
+}
+
+type ListRequestKeysResponseObject interface {
+	VisitListRequestKeysResponse(w http.ResponseWriter) error
+}
+
+type ListRequestKeys200JSONResponse RequestKeyList
+
+func (response ListRequestKeys200JSONResponse) VisitListRequestKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListRequestKeys400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response ListRequestKeys400ApplicationProblemPlusJSONResponse) VisitListRequestKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListRequestKeys401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListRequestKeys401ApplicationProblemPlusJSONResponse) VisitListRequestKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListRequestKeys403ApplicationProblemPlusJSONResponse Problem
+
+func (response ListRequestKeys403ApplicationProblemPlusJSONResponse) VisitListRequestKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListRequestKeys404ApplicationProblemPlusJSONResponse Problem
+
+func (response ListRequestKeys404ApplicationProblemPlusJSONResponse) VisitListRequestKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListRequestKeys503ApplicationProblemPlusJSONResponse Problem
+
+func (response ListRequestKeys503ApplicationProblemPlusJSONResponse) VisitListRequestKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListRequestKeysdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListRequestKeysdefaultApplicationProblemPlusJSONResponse) VisitListRequestKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateRequestKeyRequestObject struct {
+	Params CreateRequestKeyParams
+	Body   *CreateRequestKeyJSONRequestBody
+}
+
+type CreateRequestKeyResponseObject interface {
+	VisitCreateRequestKeyResponse(w http.ResponseWriter) error
+}
+
+type CreateRequestKey201JSONResponse RequestKeySecret
+
+func (response CreateRequestKey201JSONResponse) VisitCreateRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateRequestKey400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response CreateRequestKey400ApplicationProblemPlusJSONResponse) VisitCreateRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateRequestKey401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response CreateRequestKey401ApplicationProblemPlusJSONResponse) VisitCreateRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateRequestKey403ApplicationProblemPlusJSONResponse Problem
+
+func (response CreateRequestKey403ApplicationProblemPlusJSONResponse) VisitCreateRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateRequestKey404ApplicationProblemPlusJSONResponse Problem
+
+func (response CreateRequestKey404ApplicationProblemPlusJSONResponse) VisitCreateRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateRequestKey409ApplicationProblemPlusJSONResponse Problem
+
+func (response CreateRequestKey409ApplicationProblemPlusJSONResponse) VisitCreateRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateRequestKey422ApplicationProblemPlusJSONResponse Problem
+
+func (response CreateRequestKey422ApplicationProblemPlusJSONResponse) VisitCreateRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateRequestKey503ApplicationProblemPlusJSONResponse Problem
+
+func (response CreateRequestKey503ApplicationProblemPlusJSONResponse) VisitCreateRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateRequestKeydefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response CreateRequestKeydefaultApplicationProblemPlusJSONResponse) VisitCreateRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeRequestKeyRequestObject struct {
+	KeyId  KeyID `json:"key_id"`
+	Params RevokeRequestKeyParams
+}
+
+type RevokeRequestKeyResponseObject interface {
+	VisitRevokeRequestKeyResponse(w http.ResponseWriter) error
+}
+
+type RevokeRequestKey204Response struct {
+}
+
+func (response RevokeRequestKey204Response) VisitRevokeRequestKeyResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type RevokeRequestKey401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response RevokeRequestKey401ApplicationProblemPlusJSONResponse) VisitRevokeRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeRequestKey403ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response RevokeRequestKey403ApplicationProblemPlusJSONResponse) VisitRevokeRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeRequestKey404ApplicationProblemPlusJSONResponse Problem
+
+func (response RevokeRequestKey404ApplicationProblemPlusJSONResponse) VisitRevokeRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeRequestKey409ApplicationProblemPlusJSONResponse Problem
+
+func (response RevokeRequestKey409ApplicationProblemPlusJSONResponse) VisitRevokeRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeRequestKey503ApplicationProblemPlusJSONResponse Problem
+
+func (response RevokeRequestKey503ApplicationProblemPlusJSONResponse) VisitRevokeRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeRequestKeydefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response RevokeRequestKeydefaultApplicationProblemPlusJSONResponse) VisitRevokeRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetRequestKeyRequestObject struct {
+	KeyId  KeyID `json:"key_id"`
+	Params GetRequestKeyParams
+}
+
+type GetRequestKeyResponseObject interface {
+	VisitGetRequestKeyResponse(w http.ResponseWriter) error
+}
+
+type GetRequestKey200JSONResponse RequestKey
+
+func (response GetRequestKey200JSONResponse) VisitGetRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetRequestKey401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetRequestKey401ApplicationProblemPlusJSONResponse) VisitGetRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetRequestKey403ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response GetRequestKey403ApplicationProblemPlusJSONResponse) VisitGetRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetRequestKey404ApplicationProblemPlusJSONResponse Problem
+
+func (response GetRequestKey404ApplicationProblemPlusJSONResponse) VisitGetRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetRequestKey503ApplicationProblemPlusJSONResponse Problem
+
+func (response GetRequestKey503ApplicationProblemPlusJSONResponse) VisitGetRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetRequestKeydefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetRequestKeydefaultApplicationProblemPlusJSONResponse) VisitGetRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateRequestKeyRequestObject struct {
+	KeyId  KeyID `json:"key_id"`
+	Params RotateRequestKeyParams
+	Body   *RotateRequestKeyJSONRequestBody
+}
+
+type RotateRequestKeyResponseObject interface {
+	VisitRotateRequestKeyResponse(w http.ResponseWriter) error
+}
+
+type RotateRequestKey200JSONResponse RequestKeySecret
+
+func (response RotateRequestKey200JSONResponse) VisitRotateRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateRequestKey400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response RotateRequestKey400ApplicationProblemPlusJSONResponse) VisitRotateRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateRequestKey401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response RotateRequestKey401ApplicationProblemPlusJSONResponse) VisitRotateRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateRequestKey403ApplicationProblemPlusJSONResponse Problem
+
+func (response RotateRequestKey403ApplicationProblemPlusJSONResponse) VisitRotateRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateRequestKey404ApplicationProblemPlusJSONResponse Problem
+
+func (response RotateRequestKey404ApplicationProblemPlusJSONResponse) VisitRotateRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateRequestKey409ApplicationProblemPlusJSONResponse Problem
+
+func (response RotateRequestKey409ApplicationProblemPlusJSONResponse) VisitRotateRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateRequestKey422ApplicationProblemPlusJSONResponse Problem
+
+func (response RotateRequestKey422ApplicationProblemPlusJSONResponse) VisitRotateRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateRequestKey503ApplicationProblemPlusJSONResponse Problem
+
+func (response RotateRequestKey503ApplicationProblemPlusJSONResponse) VisitRotateRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateRequestKeydefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response RotateRequestKeydefaultApplicationProblemPlusJSONResponse) VisitRotateRequestKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetSystemConfigRequestObject struct {
 }
 
@@ -6271,6 +9266,274 @@ func (response GetTenantdefaultApplicationProblemPlusJSONResponse) VisitGetTenan
 	return err
 }
 
+type GetTenantPerimeterRequestObject struct {
+	TenantId TenantID `json:"tenant_id"`
+}
+
+type GetTenantPerimeterResponseObject interface {
+	VisitGetTenantPerimeterResponse(w http.ResponseWriter) error
+}
+
+type GetTenantPerimeter200ResponseHeaders struct {
+	ETag *string
+}
+
+type GetTenantPerimeter200JSONResponse struct {
+	Body    TenantPerimeter
+	Headers GetTenantPerimeter200ResponseHeaders
+}
+
+func (response GetTenantPerimeter200JSONResponse) VisitGetTenantPerimeterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetTenantPerimeter401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetTenantPerimeter401ApplicationProblemPlusJSONResponse) VisitGetTenantPerimeterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetTenantPerimeter403ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response GetTenantPerimeter403ApplicationProblemPlusJSONResponse) VisitGetTenantPerimeterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetTenantPerimeter404ApplicationProblemPlusJSONResponse Problem
+
+func (response GetTenantPerimeter404ApplicationProblemPlusJSONResponse) VisitGetTenantPerimeterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetTenantPerimeter503ApplicationProblemPlusJSONResponse Problem
+
+func (response GetTenantPerimeter503ApplicationProblemPlusJSONResponse) VisitGetTenantPerimeterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetTenantPerimeterdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetTenantPerimeterdefaultApplicationProblemPlusJSONResponse) VisitGetTenantPerimeterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutTenantPerimeterRequestObject struct {
+	TenantId TenantID `json:"tenant_id"`
+	Params   PutTenantPerimeterParams
+	Body     *PutTenantPerimeterJSONRequestBody
+}
+
+type PutTenantPerimeterResponseObject interface {
+	VisitPutTenantPerimeterResponse(w http.ResponseWriter) error
+}
+
+type PutTenantPerimeter200ResponseHeaders struct {
+	ETag *string
+}
+
+type PutTenantPerimeter200JSONResponse struct {
+	Body    TenantPerimeter
+	Headers PutTenantPerimeter200ResponseHeaders
+}
+
+func (response PutTenantPerimeter200JSONResponse) VisitPutTenantPerimeterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutTenantPerimeter400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response PutTenantPerimeter400ApplicationProblemPlusJSONResponse) VisitPutTenantPerimeterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutTenantPerimeter401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response PutTenantPerimeter401ApplicationProblemPlusJSONResponse) VisitPutTenantPerimeterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutTenantPerimeter403ApplicationProblemPlusJSONResponse Problem
+
+func (response PutTenantPerimeter403ApplicationProblemPlusJSONResponse) VisitPutTenantPerimeterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutTenantPerimeter404ApplicationProblemPlusJSONResponse Problem
+
+func (response PutTenantPerimeter404ApplicationProblemPlusJSONResponse) VisitPutTenantPerimeterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutTenantPerimeter409ApplicationProblemPlusJSONResponse Problem
+
+func (response PutTenantPerimeter409ApplicationProblemPlusJSONResponse) VisitPutTenantPerimeterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutTenantPerimeter412ApplicationProblemPlusJSONResponse Problem
+
+func (response PutTenantPerimeter412ApplicationProblemPlusJSONResponse) VisitPutTenantPerimeterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(412)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutTenantPerimeter503ApplicationProblemPlusJSONResponse Problem
+
+func (response PutTenantPerimeter503ApplicationProblemPlusJSONResponse) VisitPutTenantPerimeterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutTenantPerimeterdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response PutTenantPerimeterdefaultApplicationProblemPlusJSONResponse) VisitPutTenantPerimeterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ResumeTenantRequestObject struct {
 	TenantId TenantID `json:"tenant_id"`
 	Params   ResumeTenantParams
@@ -6588,6 +9851,48 @@ type StrictServerInterface interface {
 	// GetEventStats How many events of each type the caller's tenant has had, and when the last one was
 	// (GET /v1/events/stats)
 	GetEventStats(ctx context.Context, request GetEventStatsRequestObject) (GetEventStatsResponseObject, error)
+	// ListPolicies List the caller's tenant's policies (SUPER_ADMIN — a named tenant's, or the global ones)
+	// (GET /v1/policies)
+	ListPolicies(ctx context.Context, request ListPoliciesRequestObject) (ListPoliciesResponseObject, error)
+	// CreatePolicy Create an ABAC policy
+	// (POST /v1/policies)
+	CreatePolicy(ctx context.Context, request CreatePolicyRequestObject) (CreatePolicyResponseObject, error)
+	// DeletePolicy Delete a policy
+	// (DELETE /v1/policies/{policy_id})
+	DeletePolicy(ctx context.Context, request DeletePolicyRequestObject) (DeletePolicyResponseObject, error)
+	// GetPolicy Get a policy
+	// (GET /v1/policies/{policy_id})
+	GetPolicy(ctx context.Context, request GetPolicyRequestObject) (GetPolicyResponseObject, error)
+	// UpdatePolicy Replace a policy
+	// (PUT /v1/policies/{policy_id})
+	UpdatePolicy(ctx context.Context, request UpdatePolicyRequestObject) (UpdatePolicyResponseObject, error)
+	// ListRateLimitOverrides The rate-limit overrides set through this API
+	// (GET /v1/rate-limits)
+	ListRateLimitOverrides(ctx context.Context, request ListRateLimitOverridesRequestObject) (ListRateLimitOverridesResponseObject, error)
+	// SetRateLimitOverride Create the override of a kind and target, or replace its limit, period and burst
+	// (POST /v1/rate-limits)
+	SetRateLimitOverride(ctx context.Context, request SetRateLimitOverrideRequestObject) (SetRateLimitOverrideResponseObject, error)
+	// DeleteRateLimitOverride Delete a rate-limit override; the rule it replaced applies again
+	// (DELETE /v1/rate-limits/{override_id})
+	DeleteRateLimitOverride(ctx context.Context, request DeleteRateLimitOverrideRequestObject) (DeleteRateLimitOverrideResponseObject, error)
+	// GetRateLimitOverride Get a rate-limit override
+	// (GET /v1/rate-limits/{override_id})
+	GetRateLimitOverride(ctx context.Context, request GetRateLimitOverrideRequestObject) (GetRateLimitOverrideResponseObject, error)
+	// ListRequestKeys List the tenant's request-signing keys (never their secrets)
+	// (GET /v1/request-keys)
+	ListRequestKeys(ctx context.Context, request ListRequestKeysRequestObject) (ListRequestKeysResponseObject, error)
+	// CreateRequestKey Create a request-signing key (RFC 9421); an HMAC secret is returned once
+	// (POST /v1/request-keys)
+	CreateRequestKey(ctx context.Context, request CreateRequestKeyRequestObject) (CreateRequestKeyResponseObject, error)
+	// RevokeRequestKey Revoke a request-signing key at once, its previous secret or public key too
+	// (DELETE /v1/request-keys/{key_id})
+	RevokeRequestKey(ctx context.Context, request RevokeRequestKeyRequestObject) (RevokeRequestKeyResponseObject, error)
+	// GetRequestKey Get a request-signing key (never its secret)
+	// (GET /v1/request-keys/{key_id})
+	GetRequestKey(ctx context.Context, request GetRequestKeyRequestObject) (GetRequestKeyResponseObject, error)
+	// RotateRequestKey Replace a key's secret or public key; the old one keeps verifying for a grace period
+	// (POST /v1/request-keys/{key_id}/rotate)
+	RotateRequestKey(ctx context.Context, request RotateRequestKeyRequestObject) (RotateRequestKeyResponseObject, error)
 	// GetSystemConfig The kernel's effective configuration, secrets redacted
 	// (GET /v1/system/config)
 	GetSystemConfig(ctx context.Context, request GetSystemConfigRequestObject) (GetSystemConfigResponseObject, error)
@@ -6603,6 +9908,12 @@ type StrictServerInterface interface {
 	// GetTenant Get a tenant
 	// (GET /v1/tenants/{tenant_id})
 	GetTenant(ctx context.Context, request GetTenantRequestObject) (GetTenantResponseObject, error)
+	// GetTenantPerimeter A tenant's perimeter settings
+	// (GET /v1/tenants/{tenant_id}/perimeter)
+	GetTenantPerimeter(ctx context.Context, request GetTenantPerimeterRequestObject) (GetTenantPerimeterResponseObject, error)
+	// PutTenantPerimeter Replace a tenant's perimeter settings
+	// (PUT /v1/tenants/{tenant_id}/perimeter)
+	PutTenantPerimeter(ctx context.Context, request PutTenantPerimeterRequestObject) (PutTenantPerimeterResponseObject, error)
 	// ResumeTenant Resume a suspended tenant
 	// (POST /v1/tenants/{tenant_id}/resume)
 	ResumeTenant(ctx context.Context, request ResumeTenantRequestObject) (ResumeTenantResponseObject, error)
@@ -7407,6 +10718,412 @@ func (sh *strictHandler) GetEventStats(w http.ResponseWriter, r *http.Request, p
 	}
 }
 
+// ListPolicies operation middleware
+func (sh *strictHandler) ListPolicies(w http.ResponseWriter, r *http.Request, params ListPoliciesParams) {
+	var request ListPoliciesRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListPolicies(ctx, request.(ListPoliciesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListPolicies")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListPoliciesResponseObject); ok {
+		if err := validResponse.VisitListPoliciesResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// CreatePolicy operation middleware
+func (sh *strictHandler) CreatePolicy(w http.ResponseWriter, r *http.Request, params CreatePolicyParams) {
+	var request CreatePolicyRequestObject
+
+	request.Params = params
+
+	var body CreatePolicyJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.CreatePolicy(ctx, request.(CreatePolicyRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreatePolicy")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(CreatePolicyResponseObject); ok {
+		if err := validResponse.VisitCreatePolicyResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// DeletePolicy operation middleware
+func (sh *strictHandler) DeletePolicy(w http.ResponseWriter, r *http.Request, policyId PolicyID, params DeletePolicyParams) {
+	var request DeletePolicyRequestObject
+
+	request.PolicyId = policyId
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.DeletePolicy(ctx, request.(DeletePolicyRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeletePolicy")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(DeletePolicyResponseObject); ok {
+		if err := validResponse.VisitDeletePolicyResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetPolicy operation middleware
+func (sh *strictHandler) GetPolicy(w http.ResponseWriter, r *http.Request, policyId PolicyID, params GetPolicyParams) {
+	var request GetPolicyRequestObject
+
+	request.PolicyId = policyId
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetPolicy(ctx, request.(GetPolicyRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetPolicy")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetPolicyResponseObject); ok {
+		if err := validResponse.VisitGetPolicyResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// UpdatePolicy operation middleware
+func (sh *strictHandler) UpdatePolicy(w http.ResponseWriter, r *http.Request, policyId PolicyID, params UpdatePolicyParams) {
+	var request UpdatePolicyRequestObject
+
+	request.PolicyId = policyId
+	request.Params = params
+
+	var body UpdatePolicyJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.UpdatePolicy(ctx, request.(UpdatePolicyRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "UpdatePolicy")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(UpdatePolicyResponseObject); ok {
+		if err := validResponse.VisitUpdatePolicyResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListRateLimitOverrides operation middleware
+func (sh *strictHandler) ListRateLimitOverrides(w http.ResponseWriter, r *http.Request) {
+	var request ListRateLimitOverridesRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListRateLimitOverrides(ctx, request.(ListRateLimitOverridesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListRateLimitOverrides")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListRateLimitOverridesResponseObject); ok {
+		if err := validResponse.VisitListRateLimitOverridesResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// SetRateLimitOverride operation middleware
+func (sh *strictHandler) SetRateLimitOverride(w http.ResponseWriter, r *http.Request, params SetRateLimitOverrideParams) {
+	var request SetRateLimitOverrideRequestObject
+
+	request.Params = params
+
+	var body SetRateLimitOverrideJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.SetRateLimitOverride(ctx, request.(SetRateLimitOverrideRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "SetRateLimitOverride")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(SetRateLimitOverrideResponseObject); ok {
+		if err := validResponse.VisitSetRateLimitOverrideResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// DeleteRateLimitOverride operation middleware
+func (sh *strictHandler) DeleteRateLimitOverride(w http.ResponseWriter, r *http.Request, overrideId OverrideID) {
+	var request DeleteRateLimitOverrideRequestObject
+
+	request.OverrideId = overrideId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.DeleteRateLimitOverride(ctx, request.(DeleteRateLimitOverrideRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeleteRateLimitOverride")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(DeleteRateLimitOverrideResponseObject); ok {
+		if err := validResponse.VisitDeleteRateLimitOverrideResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetRateLimitOverride operation middleware
+func (sh *strictHandler) GetRateLimitOverride(w http.ResponseWriter, r *http.Request, overrideId OverrideID) {
+	var request GetRateLimitOverrideRequestObject
+
+	request.OverrideId = overrideId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetRateLimitOverride(ctx, request.(GetRateLimitOverrideRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetRateLimitOverride")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetRateLimitOverrideResponseObject); ok {
+		if err := validResponse.VisitGetRateLimitOverrideResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListRequestKeys operation middleware
+func (sh *strictHandler) ListRequestKeys(w http.ResponseWriter, r *http.Request, params ListRequestKeysParams) {
+	var request ListRequestKeysRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListRequestKeys(ctx, request.(ListRequestKeysRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListRequestKeys")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListRequestKeysResponseObject); ok {
+		if err := validResponse.VisitListRequestKeysResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// CreateRequestKey operation middleware
+func (sh *strictHandler) CreateRequestKey(w http.ResponseWriter, r *http.Request, params CreateRequestKeyParams) {
+	var request CreateRequestKeyRequestObject
+
+	request.Params = params
+
+	var body CreateRequestKeyJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateRequestKey(ctx, request.(CreateRequestKeyRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateRequestKey")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(CreateRequestKeyResponseObject); ok {
+		if err := validResponse.VisitCreateRequestKeyResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// RevokeRequestKey operation middleware
+func (sh *strictHandler) RevokeRequestKey(w http.ResponseWriter, r *http.Request, keyId KeyID, params RevokeRequestKeyParams) {
+	var request RevokeRequestKeyRequestObject
+
+	request.KeyId = keyId
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.RevokeRequestKey(ctx, request.(RevokeRequestKeyRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "RevokeRequestKey")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(RevokeRequestKeyResponseObject); ok {
+		if err := validResponse.VisitRevokeRequestKeyResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetRequestKey operation middleware
+func (sh *strictHandler) GetRequestKey(w http.ResponseWriter, r *http.Request, keyId KeyID, params GetRequestKeyParams) {
+	var request GetRequestKeyRequestObject
+
+	request.KeyId = keyId
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetRequestKey(ctx, request.(GetRequestKeyRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetRequestKey")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetRequestKeyResponseObject); ok {
+		if err := validResponse.VisitGetRequestKeyResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// RotateRequestKey operation middleware
+func (sh *strictHandler) RotateRequestKey(w http.ResponseWriter, r *http.Request, keyId KeyID, params RotateRequestKeyParams) {
+	var request RotateRequestKeyRequestObject
+
+	request.KeyId = keyId
+	request.Params = params
+
+	var body RotateRequestKeyJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		if !errors.Is(err, io.EOF) {
+			sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+			return
+		}
+	} else {
+		request.Body = &body
+	}
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.RotateRequestKey(ctx, request.(RotateRequestKeyRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "RotateRequestKey")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(RotateRequestKeyResponseObject); ok {
+		if err := validResponse.VisitRotateRequestKeyResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // GetSystemConfig operation middleware
 func (sh *strictHandler) GetSystemConfig(w http.ResponseWriter, r *http.Request) {
 	var request GetSystemConfigRequestObject
@@ -7536,6 +11253,66 @@ func (sh *strictHandler) GetTenant(w http.ResponseWriter, r *http.Request, tenan
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(GetTenantResponseObject); ok {
 		if err := validResponse.VisitGetTenantResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetTenantPerimeter operation middleware
+func (sh *strictHandler) GetTenantPerimeter(w http.ResponseWriter, r *http.Request, tenantId TenantID) {
+	var request GetTenantPerimeterRequestObject
+
+	request.TenantId = tenantId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetTenantPerimeter(ctx, request.(GetTenantPerimeterRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetTenantPerimeter")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetTenantPerimeterResponseObject); ok {
+		if err := validResponse.VisitGetTenantPerimeterResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// PutTenantPerimeter operation middleware
+func (sh *strictHandler) PutTenantPerimeter(w http.ResponseWriter, r *http.Request, tenantId TenantID, params PutTenantPerimeterParams) {
+	var request PutTenantPerimeterRequestObject
+
+	request.TenantId = tenantId
+	request.Params = params
+
+	var body PutTenantPerimeterJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.PutTenantPerimeter(ctx, request.(PutTenantPerimeterRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "PutTenantPerimeter")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(PutTenantPerimeterResponseObject); ok {
+		if err := validResponse.VisitPutTenantPerimeterResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

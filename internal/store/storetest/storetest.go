@@ -45,6 +45,7 @@ var migrations = []struct {
 	{10, "00010_rate_limits.sql"},
 	{11, "00011_request_keys.sql"},
 	{12, "00012_policies.sql"},
+	{13, "00013_tenant_perimeter.sql"},
 }
 
 // Run runs the suite. open must return a fresh store with every migration applied, on a database

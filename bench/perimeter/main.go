@@ -1,0 +1,469 @@
+// Command perimeter benchmarks the cost of the kernel's security perimeter on an authenticated
+// read, GET /v1/agents/{id} with X-API-Key, in one run on one machine:
+//
+//  1. bare: an http.Server on 127.0.0.1:0 whose only handler writes the agent document the
+//     kernel returned (no middleware, no database): the ceiling of the machine and the client;
+//  2. off: a kernel with the perimeter features off (no per-IP, tenant or principal limits, no
+//     policies, unsigned requests; API-key authentication, RBAC, request validation and the
+//     handler's database read remain);
+//  3. full: a kernel with the whole chain: per-IP, per-tenant and per-principal rate limits (set
+//     high enough never to refuse, so every request is counted), one deny policy and one allow
+//     policy evaluated on each request, and every request signed (RFC 9421, hmac-sha256, fresh
+//     nonce claimed in the nonce store: the database, or Redis with -redis-url);
+//  4. bare again, to show the machine's drift.
+//
+// and, apart from HTTP, the latency of reqsig.Verifier.Verify alone (key lookup in memory,
+// nonces in memory) on -verify-n signed requests.
+//
+// Usage:
+//
+//	go run ./bench/perimeter -duration 8s -warmup 2s -concurrency 16 [-redis-url redis://127.0.0.1:6379/0]
+//
+// Each phase runs -concurrency client goroutines in a closed loop; the client (signing included
+// in the full phase) runs on the same machine as the server. Latencies are those of every
+// request (nearest-rank percentiles). Ratios are against the mean of the two bare runs. It is a
+// program, not a test: nothing here asserts a timing. Results are recorded in docs/benchmarks.md.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/nops-kernel/nops/bench/internal/benchkit"
+	"github.com/nops-kernel/nops/internal/config"
+	"github.com/nops-kernel/nops/internal/kernel"
+	"github.com/nops-kernel/nops/internal/reqsig"
+)
+
+type options struct {
+	duration, warmup time.Duration
+	concurrency      int
+	redisURL         string
+	verifyN          int
+}
+
+func parse(args []string) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("perimeter", flag.ContinueOnError)
+	fs.DurationVar(&o.duration, "duration", 8*time.Second, "measured time of each phase")
+	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured time before each phase")
+	fs.IntVar(&o.concurrency, "concurrency", 16, "client goroutines")
+	fs.StringVar(&o.redisURL, "redis-url", "", "full phase: Redis for rate-limit counters and nonces (keys under a unique prefix, deleted by expiry); empty: memory counters and the SQLite nonce store")
+	fs.IntVar(&o.verifyN, "verify-n", 20000, "signatures verified in the Verify-alone measurement")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if o.concurrency < 1 || o.duration <= 0 || o.verifyN < 1 {
+		return o, errors.New("-concurrency, -duration and -verify-n must be positive")
+	}
+	return o, nil
+}
+
+func main() { benchkit.Main("perimeter", parse, run) }
+
+const password = "bench-admin-password-0123"
+
+// target is one server under load and how to make its requests.
+type target struct {
+	name string
+	url  string // of the agent
+	key  string // X-API-Key
+	sign *reqsig.SignerKey
+}
+
+type result struct {
+	name           string
+	n, errors      int
+	elapsed        time.Duration
+	p50, p95, p99  time.Duration
+	rps            float64
+	firstErrStatus string
+}
+
+func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
+	logger := slog.New(slog.DiscardHandler)
+	off, closeOff, err := startKernel(ctx, o, false, logger)
+	if err != nil {
+		return fmt.Errorf("perimeter off: %w", err)
+	}
+	defer closeOff()
+	full, closeFull, err := startKernel(ctx, o, true, logger)
+	if err != nil {
+		return fmt.Errorf("full perimeter: %w", err)
+	}
+	defer closeFull()
+	bare, closeBare, err := startBare(ctx, off)
+	if err != nil {
+		return err
+	}
+	defer closeBare()
+
+	fmt.Fprintf(stderr, "perimeter bench: %d goroutines, %s per phase after %s warm-up\n", o.concurrency, o.duration, o.warmup)
+	var results []result
+	for _, tg := range []target{bare, off, full, bare} {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		r := load(ctx, o, tg)
+		fmt.Fprintf(stderr, "  %s: %.0f req/s, p50 %s p99 %s, %d errors\n", r.name, r.rps, benchkit.Ms(r.p50), benchkit.Ms(r.p99), r.errors)
+		results = append(results, r)
+	}
+	verify, err := verifyAlone(o.verifyN)
+	if err != nil {
+		return err
+	}
+	report(stdout, o, results, verify)
+	return nil
+}
+
+// startKernel starts a kernel with the perimeter on or off, creates a tenant, an ADMIN API key,
+// an agent (and, on, a request key), and returns the target of GET /v1/agents/{id}.
+func startKernel(ctx context.Context, o options, on bool, logger *slog.Logger) (target, func(), error) {
+	dir, err := os.MkdirTemp("", "nops-bench-perimeter-")
+	if err != nil {
+		return target{}, nil, err
+	}
+	cfg := config.Default()
+	cfg.DataDir, cfg.HTTP.Addr, cfg.Auth.BootstrapAdminPassword = dir, "127.0.0.1:0", password
+	cfg.Log.Level = "error"
+	cfg.Limits.InFlightPerIP, cfg.Limits.InFlightMax, cfg.Limits.InFlightPerTenant = 100000, 100000, 100000
+	cfg.Limits.MaxConnsPerIP = 100000
+	name := "off"
+	cfg.Limits.PerIP = ""
+	if on {
+		name = "full"
+		// Never refusing, but counted on every request.
+		cfg.Limits.PerIP, cfg.Limits.PerTenant, cfg.Limits.PerPrincipal = "1000000/1s", "1000000/1s", "1000000/1s"
+		pdir := filepath.Join(dir, "policies")
+		if err := os.Mkdir(pdir, 0o700); err != nil {
+			return target{}, nil, err
+		}
+		pol := `policies:
+  - name: frozen-agents
+    effect: deny
+    expression: resource.labels.?lock.orValue("") == "frozen" && request.method != "GET"
+  - name: signed-reads
+    effect: allow
+    expression: request.signed || principal.role in ["ADMIN", "SUPER_ADMIN"]
+`
+		if err := os.WriteFile(filepath.Join(pdir, "policies.yaml"), []byte(pol), 0o600); err != nil {
+			return target{}, nil, err
+		}
+		cfg.Policy.Dir = pdir
+		if o.redisURL != "" {
+			cfg.Redis.URL = o.redisURL
+			ns := benchkit.UniqueName("bench")
+			cfg.Bus.Namespace, cfg.Limits.RedisPrefix = ns, ns+":rl:"
+		}
+	}
+	k, err := kernel.New(ctx, cfg, kernel.Options{Logger: logger, Out: io.Discard, Version: "bench", Commit: "bench", BcryptCost: bcrypt.MinCost})
+	if err != nil {
+		return target{}, nil, err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- k.Run(rctx) }()
+	closeFn := func() {
+		cancel()
+		<-done
+		_ = k.Close()
+		_ = os.RemoveAll(dir)
+	}
+	base := "http://" + k.Addr()
+	tg, err := setup(ctx, base, on)
+	if err != nil {
+		closeFn()
+		return target{}, nil, err
+	}
+	tg.name = name
+	return tg, closeFn, nil
+}
+
+// call sends one JSON request and decodes a 2xx answer into out.
+func call(ctx context.Context, method, url string, body any, out any, headers ...string) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s %s: %d %s", method, url, resp.StatusCode, b)
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+func setup(ctx context.Context, base string, on bool) (target, error) {
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := call(ctx, "POST", base+"/v1/auth/token", map[string]string{"username": "admin", "password": password}, &tok); err != nil {
+		return target{}, err
+	}
+	admin := []string{"Authorization", "Bearer " + tok.AccessToken}
+	var ten struct {
+		ID string `json:"id"`
+	}
+	if err := call(ctx, "POST", base+"/v1/tenants", map[string]string{"name": "bench", "display_name": "Bench"}, &ten, admin...); err != nil {
+		return target{}, err
+	}
+	var key struct {
+		Secret string `json:"secret"`
+	}
+	if err := call(ctx, "POST", base+"/v1/api-keys?tenant="+ten.ID, map[string]string{"name": "bench", "role": "ADMIN"}, &key, admin...); err != nil {
+		return target{}, err
+	}
+	apiKey := []string{"X-API-Key", key.Secret}
+	var agent struct {
+		ID string `json:"id"`
+	}
+	spec := map[string]any{"name": "bench", "version": "v1.0.0", "endpoint": "https://agents.example.com/bench", "criticality": "essential",
+		"labels": map[string]string{"env": "prod"}, "capabilities": []map[string]any{{"name": "text.summarize", "description": "x", "input_schema": map[string]any{"type": "object"}}}}
+	if err := call(ctx, "POST", base+"/v1/agents", spec, &agent, apiKey...); err != nil {
+		return target{}, err
+	}
+	tg := target{url: base + "/v1/agents/" + agent.ID, key: key.Secret}
+	if on {
+		var rk struct {
+			ID     string `json:"id"`
+			Secret string `json:"secret"`
+		}
+		if err := call(ctx, "POST", base+"/v1/request-keys", map[string]string{"alg": "hmac-sha256", "name": "bench"}, &rk, apiKey...); err != nil {
+			return target{}, err
+		}
+		secret, err := reqsig.DecodeSecret(rk.Secret)
+		if err != nil {
+			return target{}, err
+		}
+		tg.sign = &reqsig.SignerKey{ID: rk.ID, Alg: reqsig.AlgHMACSHA256, Secret: secret}
+	}
+	return tg, nil
+}
+
+// startBare serves, without any middleware, the agent document the kernel of tg returns.
+func startBare(ctx context.Context, tg target) (target, func(), error) {
+	req, _ := http.NewRequestWithContext(ctx, "GET", tg.url, nil)
+	req.Header.Set("X-API-Key", tg.key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return target{}, nil, err
+	}
+	doc, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return target{}, nil, err
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(doc)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	return target{name: "bare", url: "http://" + ln.Addr().String() + "/v1/agents/x", key: tg.key}, func() { _ = srv.Close() }, nil
+}
+
+// load runs o.concurrency closed-loop clients against tg for o.warmup, then o.duration measured.
+func load(ctx context.Context, o options, tg target) result {
+	tr := &http.Transport{MaxIdleConnsPerHost: o.concurrency * 2, MaxConnsPerHost: o.concurrency * 2}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	one := func() (int, error) {
+		req, err := http.NewRequestWithContext(ctx, "GET", tg.url, nil)
+		if err != nil {
+			return 0, err
+		}
+		req.Header.Set("X-API-Key", tg.key)
+		if tg.sign != nil {
+			if err := reqsig.Sign(req, nil, *tg.sign, time.Now(), ""); err != nil {
+				return 0, err
+			}
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	var (
+		mu      sync.Mutex
+		lats    []time.Duration
+		errs    int
+		firstSt string
+		wg      sync.WaitGroup
+	)
+	start := time.Now()
+	measureFrom, end := start.Add(o.warmup), start.Add(o.warmup+o.duration)
+	for range o.concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			var bad int
+			var st string
+			for ctx.Err() == nil {
+				t0 := time.Now()
+				if t0.After(end) {
+					break
+				}
+				code, err := one()
+				d := time.Since(t0)
+				if t0.Before(measureFrom) {
+					continue
+				}
+				if err != nil || code != http.StatusOK {
+					bad++
+					if st == "" {
+						st = fmt.Sprintf("%d %v", code, err)
+					}
+					continue
+				}
+				mine = append(mine, d)
+			}
+			mu.Lock()
+			lats = append(lats, mine...)
+			errs += bad
+			if firstSt == "" {
+				firstSt = st
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	slices.Sort(lats)
+	r := result{name: tg.name, n: len(lats), errors: errs, elapsed: o.duration, firstErrStatus: firstSt}
+	r.rps = float64(r.n) / o.duration.Seconds()
+	r.p50, r.p95, r.p99 = pct(lats, 50), pct(lats, 95), pct(lats, 99)
+	return r
+}
+
+func pct(s []time.Duration, p int) time.Duration {
+	if len(s) == 0 {
+		return 0
+	}
+	i := (len(s)*p + 99) / 100 // nearest rank
+	return s[max(i-1, 0)]
+}
+
+// staticKey is a KeyLookup of one key in memory.
+type staticKey struct{ m reqsig.Material }
+
+func (s staticKey) Lookup(context.Context, string) (reqsig.Material, error) { return s.m, nil }
+
+// verifyAlone times Verifier.Verify on n freshly signed GET requests (hmac-sha256, memory
+// nonces, key in memory): the cryptographic and parsing cost of a verification.
+func verifyAlone(n int) ([]time.Duration, error) {
+	secret := bytes.Repeat([]byte{7}, reqsig.SecretLen)
+	id, err := reqsig.NewID(time.Now())
+	if err != nil {
+		return nil, err
+	}
+	key := reqsig.SignerKey{ID: id, Alg: reqsig.AlgHMACSHA256, Secret: secret}
+	v, err := reqsig.NewVerifier(staticKey{reqsig.Material{Key: reqsig.Key{ID: id, TenantID: "ten_bench", Alg: reqsig.AlgHMACSHA256}, Secret: secret}},
+		&reqsig.MemoryNonces{}, reqsig.Config{})
+	if err != nil {
+		return nil, err
+	}
+	lats := make([]time.Duration, 0, n)
+	for range n {
+		req, _ := http.NewRequest("GET", "http://127.0.0.1:8080/v1/agents/agt_01jz8y3w6v6r3b5q8x9k2m4n7a", nil)
+		req.Header.Set("X-API-Key", "nops_bench")
+		if err := reqsig.Sign(req, nil, key, time.Now(), ""); err != nil {
+			return nil, err
+		}
+		req.RemoteAddr = "127.0.0.1:1"
+		t0 := time.Now()
+		_, err := v.Verify(context.Background(), req, nil)
+		lats = append(lats, time.Since(t0))
+		if err != nil {
+			return nil, fmt.Errorf("verify: %w", err)
+		}
+	}
+	slices.Sort(lats)
+	return lats, nil
+}
+
+func report(w io.Writer, o options, rs []result, verify []time.Duration) {
+	bare := (rs[0].rps + rs[len(rs)-1].rps) / 2
+	store := "SQLite nonce store, rate-limit counters in memory"
+	if o.redisURL != "" {
+		store = "Redis nonce store and rate-limit counters"
+	}
+	fmt.Fprintf(w, "Machine: %s, %d CPUs, %s/%s, %s. Full chain: %s.\n\n", benchkit.CPUModel(), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), store)
+	fmt.Fprintln(w, "| phase | requests | errors | req/s | p50 | p95 | p99 | vs bare |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
+	for i, r := range rs {
+		name := r.name
+		if i == len(rs)-1 {
+			name += " (again)"
+		}
+		fmt.Fprintf(w, "| %s | %d | %d | %.0f | %s | %s | %s | %s |\n", name, r.n, r.errors, r.rps, benchkit.Ms(r.p50), benchkit.Ms(r.p95), benchkit.Ms(r.p99), benchkit.Ratio(r.rps, bare))
+	}
+	fmt.Fprintf(w, "\nreqsig.Verifier.Verify alone (%d hmac-sha256 GETs, key and nonces in memory): p50 %s, p95 %s, p99 %s\n\n",
+		len(verify), fmtUs(pct(verify, 50)), fmtUs(pct(verify, 95)), fmtUs(pct(verify, 99)))
+	var full, off result
+	for _, r := range rs {
+		switch r.name {
+		case "full":
+			full = r
+		case "off":
+			off = r
+		}
+	}
+	verdict := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "**not met**"
+	}
+	fmt.Fprintln(w, "| goal | measured | verdict |")
+	fmt.Fprintln(w, "|---|---|---|")
+	fmt.Fprintf(w, "| signature verification p95 < 0.2 ms | %s | %s |\n", fmtUs(pct(verify, 95)), verdict(pct(verify, 95) < 200*time.Microsecond))
+	fmt.Fprintf(w, "| full chain ≥ 60 %% of the bare handler's throughput | %.0f vs %.0f req/s (%s) | %s |\n", full.rps, bare, benchkit.Ratio(full.rps, bare), verdict(full.rps >= 0.6*bare))
+	fmt.Fprintf(w, "| (for reading) full chain vs perimeter off | %.0f vs %.0f req/s (%s) | |\n", full.rps, off.rps, benchkit.Ratio(full.rps, off.rps))
+	for _, r := range rs {
+		if r.errors > 0 {
+			fmt.Fprintf(w, "\n%s: %d failed requests, first: %s\n", r.name, r.errors, r.firstErrStatus)
+		}
+	}
+}
+
+func fmtUs(d time.Duration) string {
+	return fmt.Sprintf("%.3f ms", float64(d)/float64(time.Millisecond))
+}
