@@ -51,7 +51,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
 
@@ -118,17 +117,56 @@ type Message struct {
 // too, so 8 KiB are left for the ones adapters add.
 const MaxPayload = 1<<20 - 8<<10
 
-var (
-	tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-	typeRE  = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){2}\.v[1-9][0-9]*$`)
-)
-
 // ValidToken reports whether s can be one token of a subject or key: a tenant, a consumer name,
 // a namespace.
-func ValidToken(s string) bool { return tokenRE.MatchString(s) }
+// It is written out rather than a regular expression: it runs on every publish and delivery.
+func ValidToken(s string) bool {
+	if len(s) < 1 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !isLower(c) && !(c >= 'A' && c <= 'Z') && !isDigit(c) && c != '_' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
 
 // ValidType reports whether s is an event type of the kernel's form, "nops.<domain>.<event>.v<N>".
-func ValidType(s string) bool { return typeRE.MatchString(s) }
+// Three dot-separated words of [a-z][a-z0-9_]*, then "v" and a number without leading zeros.
+func ValidType(s string) bool {
+	for range 3 {
+		n := wordLen(s)
+		if n == 0 || n >= len(s) || s[n] != '.' {
+			return false
+		}
+		s = s[n+1:]
+	}
+	if len(s) < 2 || s[0] != 'v' || s[1] < '1' || s[1] > '9' {
+		return false
+	}
+	for i := 2; i < len(s); i++ {
+		if !isDigit(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// wordLen is the length of the [a-z][a-z0-9_]* word s starts with, 0 when there is none.
+func wordLen(s string) int {
+	if len(s) == 0 || !isLower(s[0]) {
+		return 0
+	}
+	i := 1
+	for i < len(s) && (isLower(s[i]) || isDigit(s[i]) || s[i] == '_') {
+		i++
+	}
+	return i
+}
+
+func isLower(c byte) bool { return c >= 'a' && c <= 'z' }
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 // Validate checks m before it is published.
 func (m Message) Validate() error {

@@ -15,8 +15,9 @@ import (
 // maxDedupKey bounds a Redeliver dedup key (it becomes part of a Redis key).
 const maxDedupKey = 512
 
-// Publish stores msgs on the event stream in slice order: one script per message (dedup marker
-// check, XADD with trimming, marker), all pipelined in one round trip per MaxPending messages.
+// Publish stores msgs on the event stream in slice order: one script call per publishBatch
+// messages (per message a dedup marker set with NX and an XADD; one trim per call), all
+// pipelined in one round trip per MaxPending messages.
 // See bus.Publisher for the contract.
 func (b *Bus) Publish(ctx context.Context, msgs ...bus.Message) error {
 	start := time.Now()

@@ -25,7 +25,7 @@
 // keys of one namespace live in one hash slot, which the multi-key scripts require (a cluster
 // would otherwise reject them with CROSSSLOT). On a single Redis they change nothing.
 //
-//	{ns}:events                 the event stream (fields id, tenant, type, tp, ts, data)
+//	{ns}:events                 the event stream (fields id, tenant, type, tp (only when set), ts, data)
 //	{ns}:retry:<consumer>       redeliveries to one consumer (Redeliver), same fields
 //	{ns}:delay:<consumer>       sorted set of deliveries waiting for a retry; score = due time (ms)
 //	{ns}:consumer:<consumer>    hash of the consumer's filter (tenants, types), for ConsumerStats
@@ -37,9 +37,9 @@
 //
 // # Trimming
 //
-// Each XADD trims by age (MINID ~ now−Retention, the retention the replay engine promises) and
-// the same script then trims by length (XTRIM MAXLEN ~ MaxLen, the memory bound), so both limits
-// hold after every publish without a maintenance job. Both trims are approximate ("~"): Redis
+// Each publish script call, after its XADDs, trims by age (XTRIM MINID ~ now−Retention, the
+// retention the replay engine promises) and by length (XTRIM MAXLEN ~ MaxLen, the memory bound),
+// so both limits hold after every publish without a maintenance job. Both trims are approximate ("~"): Redis
 // removes whole internal nodes only, so the stream may briefly hold a node's worth more. Entries
 // trimmed away are gone for every consumer group, delivered or not.
 //
@@ -112,7 +112,7 @@ type Config struct {
 	// Namespace prefixes every key, so several kernels or tests can share one Redis database.
 	// Default bus.DefaultNamespace.
 	Namespace string
-	// Retention is how long events stay in the stream (XADD MINID ~ now−Retention): the replay
+	// Retention is how long events stay in the stream (XTRIM MINID ~ now−Retention after each publish): the replay
 	// window. Default 7 days.
 	Retention time.Duration
 	// MaxLen bounds the stream's length (XTRIM MAXLEN ~ after each XADD): the memory bound.

@@ -282,6 +282,64 @@ func TestPingWrongKeyType(t *testing.T) {
 	}
 }
 
+// TestFailedPublishLeavesNoMarker: when XADD fails inside the publish script (here the stream's
+// key holds a string), the message's dedup marker is removed again, so publishing it once the
+// key is fixed stores it; the messages of the batch before the failure are stored once.
+func TestFailedPublishLeavesNoMarker(t *testing.T) {
+	b, c := testBus(t, nil)
+	ctx := ctxT(t)
+	if err := c.Set(ctx, b.keys.events(), "oops", 0).Err(); err != nil {
+		t.Fatalf("SET: %v", err)
+	}
+	m := msg("fail-1")
+	if err := b.Publish(ctx, m); !errs.Is(err, errs.Unavailable) {
+		t.Fatalf("Publish onto a string key = %v, want unavailable", err)
+	}
+	if n := c.Exists(ctx, b.keys.dedup(m.ID)).Val(); n != 0 {
+		t.Errorf("the failed publish left its dedup marker")
+	}
+	if err := c.Del(ctx, b.keys.events()).Err(); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	if err := b.Publish(ctx, m, msg("fail-2")); err != nil {
+		t.Fatalf("Publish after the key was fixed: %v", err)
+	}
+	if err := b.Publish(ctx, m, msg("fail-2")); err != nil {
+		t.Fatalf("Publish again: %v", err)
+	}
+	if n := c.XLen(ctx, b.keys.events()).Val(); n != 2 {
+		t.Errorf("the stream holds %d entries, want 2", n)
+	}
+}
+
+// TestTraceParentStoredOnlyWhenSet: an empty traceparent is not stored as a field; a set one is,
+// and both read back as published.
+func TestTraceParentStoredOnlyWhenSet(t *testing.T) {
+	b, c := testBus(t, nil)
+	ctx := ctxT(t)
+	plain, traced := msg("tp-0"), msg("tp-1")
+	traced.TraceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	if err := b.Publish(ctx, plain, traced); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	entries, err := c.XRange(ctx, b.keys.events(), "-", "+").Result()
+	if err != nil || len(entries) != 2 {
+		t.Fatalf("XRANGE = %d entries, %v; want 2", len(entries), err)
+	}
+	if _, ok := entries[0].Values["tp"]; ok {
+		t.Errorf("the entry without a traceparent has a tp field: %v", entries[0].Values)
+	}
+	for i, want := range []bus.Message{plain, traced} {
+		got, _, err := decodeMessage(entries[i].ID, entries[i].Values)
+		if err != nil {
+			t.Fatalf("decode entry %d: %v", i, err)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("entry %d (-published +read):\n%s", i, diff)
+		}
+	}
+}
+
 // TestStopRemovesConsumer: a stopped subscription with nothing pending leaves no consumer in the
 // group; a subscription whose ctx ends stops by itself.
 func TestStopRemovesConsumer(t *testing.T) {

@@ -34,7 +34,7 @@ func (b *Bus) Replay(ctx context.Context, from, to time.Time, f bus.Filter, fn f
 	}
 	if len(first) > 0 {
 		res.Oldest = entryTime(first[0].ID)
-		if _, storedAt, err := decodeMessage(first[0].ID, valuesOf(first[0].Values)); err == nil {
+		if _, storedAt, err := decodeMessage(first[0].ID, first[0].Values); err == nil {
 			res.Oldest = storedAt
 		}
 	}
@@ -52,7 +52,7 @@ func (b *Bus) Replay(ctx context.Context, from, to time.Time, f bus.Filter, fn f
 		}
 		for _, e := range page {
 			start = "(" + e.ID
-			m, storedAt, err := decodeMessage(e.ID, valuesOf(e.Values))
+			m, storedAt, err := decodeMessage(e.ID, e.Values)
 			if err != nil || storedAt.Before(from) || !storedAt.Before(to) || !f.Match(m.Tenant, m.Type) {
 				continue
 			}

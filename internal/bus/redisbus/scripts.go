@@ -14,10 +14,14 @@ import "github.com/redis/go-redis/v9"
 //	ARGV[1] dedup window ms, ARGV[2] retention ms, ARGV[3] max length,
 //	then per message i (from 0): ARGV[4+5i..8+5i] id, tenant, type, traceparent, payload
 //
-// It returns, per message, 1 when stored and 0 for a duplicate. Each marker is written after
-// its XADD, so a failed XADD leaves no marker that would drop a retry; a script failing half
-// way leaves the messages before it stored with their markers, so retrying the whole batch
-// stores each once.
+// It returns, per message, 1 when stored and 0 for a duplicate. SET NX both checks and writes
+// a marker (one command instead of EXISTS + SET); when the XADD after it fails, the marker is
+// deleted again before the error is raised, so a failed XADD leaves no marker that would drop a
+// retry. A script failing half way leaves the messages before it stored with their markers, so
+// retrying the whole batch stores each once. An empty traceparent is not stored (decoding reads
+// a missing field as empty). Both trims run once per call rather than in every XADD: the
+// messages of a call share the server time, so trimming after the last XADD removes what
+// per-XADD trimming would have.
 var publishScript = redis.NewScript(`
 local n = #KEYS - 1
 local stream = KEYS[n + 1]
@@ -25,20 +29,27 @@ local t = redis.call('TIME')
 local us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local minid = math.floor(us / 1000) - tonumber(ARGV[2])
 if minid < 0 then minid = 0 end
-minid = string.format('%d', minid)
 local ts = string.format('%d', us)
 local out = {}
 for i = 1, n do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    out[i] = 0
-  else
+  if redis.call('SET', KEYS[i], '1', 'NX', 'PX', ARGV[1]) then
     local a = 4 + 5 * (i - 1)
-    local id = redis.call('XADD', stream, 'MINID', '~', minid, '*',
-      'id', ARGV[a], 'tenant', ARGV[a + 1], 'type', ARGV[a + 2], 'tp', ARGV[a + 3], 'ts', ts, 'data', ARGV[a + 4])
-    redis.call('SET', KEYS[i], id, 'PX', ARGV[1])
+    local r
+    if ARGV[a + 3] == '' then
+      r = redis.pcall('XADD', stream, '*', 'id', ARGV[a], 'tenant', ARGV[a + 1], 'type', ARGV[a + 2], 'ts', ts, 'data', ARGV[a + 4])
+    else
+      r = redis.pcall('XADD', stream, '*', 'id', ARGV[a], 'tenant', ARGV[a + 1], 'type', ARGV[a + 2], 'tp', ARGV[a + 3], 'ts', ts, 'data', ARGV[a + 4])
+    end
+    if type(r) == 'table' and r.err then
+      redis.call('DEL', KEYS[i])
+      return redis.error_reply(r.err)
+    end
     out[i] = 1
+  else
+    out[i] = 0
   end
 end
+redis.call('XTRIM', stream, 'MINID', '~', string.format('%d', minid))
 redis.call('XTRIM', stream, 'MAXLEN', '~', ARGV[3])
 return out
 `)
