@@ -1,28 +1,37 @@
 // Command perimeter benchmarks the cost of the kernel's security perimeter on an authenticated
-// read, GET /v1/agents/{id} with X-API-Key, in one run on one machine:
+// read, GET /v1/agents/{id} with X-API-Key, in one run on one machine. Its phases (-phases, in
+// the order given; the default runs them all and bare twice):
 //
-//  1. bare: an http.Server on 127.0.0.1:0 whose only handler writes the agent document the
-//     kernel returned (no middleware, no database): the ceiling of the machine and the client;
-//  2. off: a kernel with the perimeter features off (no per-IP, tenant or principal limits, no
-//     policies, unsigned requests; API-key authentication, RBAC, request validation and the
-//     handler's database read remain);
-//  3. full: a kernel with the whole chain: per-IP, per-tenant and per-principal rate limits (set
+//   - static: an http.Server on 127.0.0.1:0 whose only handler writes the agent document the
+//     kernel returned, as bytes kept in memory (no middleware, no database): the ceiling of the
+//     machine and the client, a reference only;
+//   - bare: "the same handler with no middleware", the baseline of the goal: an http.Server
+//     whose handler does what the kernel's GET /v1/agents/{id} handler does once the perimeter
+//     has admitted the request: the registry read (registry.Service.Get over a second handle on
+//     the off kernel's own SQLite database) and the JSON encoding of the contract's Agent
+//     document with its ETag. No authentication, validation, limits, logs, metrics or traces;
+//   - off: a kernel with the perimeter features off (no per-IP, tenant or principal limits, no
+//     policies, unsigned requests; API-key authentication, RBAC, request validation, logs,
+//     metrics, traces and the handler's database read remain);
+//   - full: a kernel with the whole chain: per-IP, per-tenant and per-principal rate limits (set
 //     high enough never to refuse, so every request is counted), one deny policy and one allow
 //     policy evaluated on each request, and every request signed (RFC 9421, hmac-sha256, fresh
-//     nonce claimed in the nonce store: the database, or Redis with -redis-url);
-//  4. bare again, to show the machine's drift.
+//     nonce claimed in the nonce store: the database, or Redis with -redis-url).
 //
-// and, apart from HTTP, the latency of reqsig.Verifier.Verify alone (key lookup in memory,
-// nonces in memory) on -verify-n signed requests.
+// The second bare run shows the machine's drift. Apart from HTTP, the program also times
+// reqsig.Verifier.Verify alone (key lookup in memory, nonces in memory) on -verify-n signed
+// requests.
 //
 // Usage:
 //
-//	go run ./bench/perimeter -duration 8s -warmup 2s -concurrency 16 [-redis-url redis://127.0.0.1:6379/0]
+//	go run ./bench/perimeter -duration 8s -warmup 2s -concurrency 16 [-redis-url redis://127.0.0.1:6379/0] [-phases off,full]
 //
 // Each phase runs -concurrency client goroutines in a closed loop; the client (signing included
 // in the full phase) runs on the same machine as the server. Latencies are those of every
-// request (nearest-rank percentiles). Ratios are against the mean of the two bare runs. It is a
-// program, not a test: nothing here asserts a timing. Results are recorded in docs/benchmarks.md.
+// request (nearest-rank percentiles). Ratios are against the mean of the bare runs. It is a
+// program, not a test: nothing here asserts a timing. NOPS_BENCH_CPUPROFILE=<file> writes a CPU
+// profile of the whole run (run one phase with -phases to profile it alone). Results are recorded
+// in docs/benchmarks.md.
 package main
 
 import (
@@ -34,12 +43,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,8 +58,11 @@ import (
 
 	"github.com/nops-kernel/nops/bench/internal/benchkit"
 	"github.com/nops-kernel/nops/internal/config"
+	"github.com/nops-kernel/nops/internal/httpapi/gen"
 	"github.com/nops-kernel/nops/internal/kernel"
+	"github.com/nops-kernel/nops/internal/registry"
 	"github.com/nops-kernel/nops/internal/reqsig"
+	"github.com/nops-kernel/nops/internal/store/sqlite"
 )
 
 type options struct {
@@ -56,7 +70,10 @@ type options struct {
 	concurrency      int
 	redisURL         string
 	verifyN          int
+	phases           []string
 }
+
+var knownPhases = []string{"static", "bare", "off", "full"}
 
 func parse(args []string) (options, error) {
 	var o options
@@ -66,11 +83,18 @@ func parse(args []string) (options, error) {
 	fs.IntVar(&o.concurrency, "concurrency", 16, "client goroutines")
 	fs.StringVar(&o.redisURL, "redis-url", "", "full phase: Redis for rate-limit counters and nonces (keys under a unique prefix, deleted by expiry); empty: memory counters and the SQLite nonce store")
 	fs.IntVar(&o.verifyN, "verify-n", 20000, "signatures verified in the Verify-alone measurement")
+	phases := fs.String("phases", "static,bare,off,full,bare", "phases to run, in order: static, bare, off, full")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	if o.concurrency < 1 || o.duration <= 0 || o.verifyN < 1 {
 		return o, errors.New("-concurrency, -duration and -verify-n must be positive")
+	}
+	for p := range strings.SplitSeq(*phases, ",") {
+		if !slices.Contains(knownPhases, p) {
+			return o, fmt.Errorf("-phases: unknown phase %q (known: %s)", p, strings.Join(knownPhases, ", "))
+		}
+		o.phases = append(o.phases, p)
 	}
 	return o, nil
 }
@@ -81,10 +105,12 @@ const password = "bench-admin-password-0123"
 
 // target is one server under load and how to make its requests.
 type target struct {
-	name string
-	url  string // of the agent
-	key  string // X-API-Key
-	sign *reqsig.SignerKey
+	name   string
+	url    string // of the agent
+	key    string // X-API-Key
+	sign   *reqsig.SignerKey
+	dir    string // the kernel's data directory
+	tenant string // of the agent
 }
 
 type result struct {
@@ -98,29 +124,45 @@ type result struct {
 
 func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	logger := slog.New(slog.DiscardHandler)
+	// The off kernel always runs: the static and bare phases serve its agent.
 	off, closeOff, err := startKernel(ctx, o, false, logger)
 	if err != nil {
 		return fmt.Errorf("perimeter off: %w", err)
 	}
 	defer closeOff()
-	full, closeFull, err := startKernel(ctx, o, true, logger)
-	if err != nil {
-		return fmt.Errorf("full perimeter: %w", err)
+	targets := map[string]target{"off": off}
+	if slices.Contains(o.phases, "full") {
+		full, closeFull, err := startKernel(ctx, o, true, logger)
+		if err != nil {
+			return fmt.Errorf("full perimeter: %w", err)
+		}
+		defer closeFull()
+		targets["full"] = full
 	}
-	defer closeFull()
-	bare, closeBare, err := startBare(ctx, off)
-	if err != nil {
-		return err
+	if slices.Contains(o.phases, "static") {
+		static, closeStatic, err := startStatic(ctx, off)
+		if err != nil {
+			return err
+		}
+		defer closeStatic()
+		targets["static"] = static
 	}
-	defer closeBare()
+	if slices.Contains(o.phases, "bare") {
+		bare, closeBare, err := startBare(ctx, off)
+		if err != nil {
+			return fmt.Errorf("bare handler: %w", err)
+		}
+		defer closeBare()
+		targets["bare"] = bare
+	}
 
 	fmt.Fprintf(stderr, "perimeter bench: %d goroutines, %s per phase after %s warm-up\n", o.concurrency, o.duration, o.warmup)
 	var results []result
-	for _, tg := range []target{bare, off, full, bare} {
+	for _, p := range o.phases {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		r := load(ctx, o, tg)
+		r := load(ctx, o, targets[p])
 		fmt.Fprintf(stderr, "  %s: %.0f req/s, p50 %s p99 %s, %d errors\n", r.name, r.rps, benchkit.Ms(r.p50), benchkit.Ms(r.p99), r.errors)
 		results = append(results, r)
 	}
@@ -191,7 +233,7 @@ func startKernel(ctx context.Context, o options, on bool, logger *slog.Logger) (
 		closeFn()
 		return target{}, nil, err
 	}
-	tg.name = name
+	tg.name, tg.dir = name, dir
 	return tg, closeFn, nil
 }
 
@@ -257,7 +299,7 @@ func setup(ctx context.Context, base string, on bool) (target, error) {
 	if err := call(ctx, "POST", base+"/v1/agents", spec, &agent, apiKey...); err != nil {
 		return target{}, err
 	}
-	tg := target{url: base + "/v1/agents/" + agent.ID, key: key.Secret}
+	tg := target{url: base + "/v1/agents/" + agent.ID, key: key.Secret, tenant: ten.ID}
 	if on {
 		var rk struct {
 			ID     string `json:"id"`
@@ -275,8 +317,9 @@ func setup(ctx context.Context, base string, on bool) (target, error) {
 	return tg, nil
 }
 
-// startBare serves, without any middleware, the agent document the kernel of tg returns.
-func startBare(ctx context.Context, tg target) (target, func(), error) {
+// startStatic serves, without any middleware, the agent document the kernel of tg returns, as
+// bytes kept in memory.
+func startStatic(ctx context.Context, tg target) (target, func(), error) {
 	req, _ := http.NewRequestWithContext(ctx, "GET", tg.url, nil)
 	req.Header.Set("X-API-Key", tg.key)
 	resp, err := http.DefaultClient.Do(req)
@@ -285,16 +328,106 @@ func startBare(ctx context.Context, tg target) (target, func(), error) {
 	}
 	doc, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	url, closeFn, err := serve(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(doc)
+	}))
 	if err != nil {
 		return target{}, nil, err
 	}
-	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	return target{name: "static", url: url + "/v1/agents/x", key: tg.key}, closeFn, nil
+}
+
+// startBare serves GET /v1/agents/{agent_id} the way the kernel's handler does once the request
+// is admitted, without any middleware: registry.Service.Get over the kernel's own SQLite
+// database (a second handle on its file, as a second process would open it), then the contract's
+// Agent document encoded as JSON with its ETag. The tenant is tg's, as the kernel takes it from
+// the authenticated principal.
+func startBare(ctx context.Context, tg target) (target, func(), error) {
+	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(tg.dir, kernel.SQLiteFile)}, nil)
+	if err != nil {
+		return target{}, nil, err
+	}
+	agents, err := registry.NewService(st, registry.Config{})
+	if err != nil {
+		_ = st.Close()
+		return target{}, nil, err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/agents/{agent_id}", func(w http.ResponseWriter, r *http.Request) {
+		a, err := agents.Get(r.Context(), tg.tenant, r.PathValue("agent_id"))
+		if err != nil {
+			http.Error(w, "agent not found", http.StatusNotFound)
+			return
+		}
+		doc, err := agentDoc(a)
+		if err != nil {
+			http.Error(w, "internal error", http.StatusInternalServerError)
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(doc)
-	})}
+		w.Header().Set("ETag", a.ETag())
+		w.WriteHeader(http.StatusOK)
+		_ = json.NewEncoder(w).Encode(doc)
+	})
+	url, closeFn, err := serve(mux)
+	if err != nil {
+		_ = st.Close()
+		return target{}, nil, err
+	}
+	agentID := tg.url[strings.LastIndex(tg.url, "/")+1:]
+	return target{name: "bare", url: url + "/v1/agents/" + agentID, key: tg.key}, func() { closeFn(); _ = st.Close() }, nil
+}
+
+// agentDoc renders an agent as the kernel's handler does (internal/httpapi agentOut): labels,
+// metadata and load always objects, capabilities always an array, schemas decoded.
+func agentDoc(a registry.Agent) (gen.Agent, error) {
+	out := gen.Agent{
+		Id: a.ID, Tenant: a.TenantID, Name: a.Name, Version: a.Version,
+		Capabilities: make([]gen.Capability, 0, len(a.Capabilities)),
+		Endpoint:     a.Endpoint, Labels: map[string]string{}, Metadata: map[string]any{},
+		Criticality: gen.AgentCriticality(a.Criticality), Status: gen.AgentStatus(a.Status),
+		HeartbeatAt: a.HeartbeatAt.UTC(),
+		Load: gen.Load{InFlight: a.Load.InFlight, P50Ms: a.Load.P50Ms, P95Ms: a.Load.P95Ms,
+			ErrorRate: a.Load.ErrorRate, FreeCapacity: a.Load.FreeCapacity},
+		CreatedAt: a.CreatedAt.UTC(), UpdatedAt: a.UpdatedAt.UTC(), Revision: a.Revision,
+	}
+	maps.Copy(out.Labels, a.Labels)
+	maps.Copy(out.Metadata, a.Metadata)
+	for _, c := range a.Capabilities {
+		gc := gen.Capability{Name: c.Name}
+		if c.Description != "" {
+			gc.Description = &c.Description
+		}
+		for _, s := range []struct {
+			raw json.RawMessage
+			to  **map[string]any
+		}{{c.InputSchema, &gc.InputSchema}, {c.OutputSchema, &gc.OutputSchema}} {
+			if len(s.raw) == 0 {
+				continue
+			}
+			var m map[string]any
+			if err := json.Unmarshal(s.raw, &m); err != nil {
+				return gen.Agent{}, err
+			}
+			if m != nil {
+				*s.to = &m
+			}
+		}
+		out.Capabilities = append(out.Capabilities, gc)
+	}
+	return out, nil
+}
+
+// serve runs h on 127.0.0.1:0 and returns its base URL and how to stop it.
+func serve(h http.Handler) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: h}
 	go func() { _ = srv.Serve(ln) }()
-	return target{name: "bare", url: "http://" + ln.Addr().String() + "/v1/agents/x", key: tg.key}, func() { _ = srv.Close() }, nil
+	return "http://" + ln.Addr().String(), func() { _ = srv.Close() }, nil
 }
 
 // load runs o.concurrency closed-loop clients against tg for o.warmup, then o.duration measured.
@@ -420,7 +553,17 @@ func verifyAlone(n int) ([]time.Duration, error) {
 }
 
 func report(w io.Writer, o options, rs []result, verify []time.Duration) {
-	bare := (rs[0].rps + rs[len(rs)-1].rps) / 2
+	var bare float64
+	var bares int
+	for _, r := range rs {
+		if r.name == "bare" {
+			bare += r.rps
+			bares++
+		}
+	}
+	if bares > 0 {
+		bare /= float64(bares)
+	}
 	store := "SQLite nonce store, rate-limit counters in memory"
 	if o.redisURL != "" {
 		store = "Redis nonce store and rate-limit counters"
@@ -428,11 +571,13 @@ func report(w io.Writer, o options, rs []result, verify []time.Duration) {
 	fmt.Fprintf(w, "Machine: %s, %d CPUs, %s/%s, %s. Full chain: %s.\n\n", benchkit.CPUModel(), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), store)
 	fmt.Fprintln(w, "| phase | requests | errors | req/s | p50 | p95 | p99 | vs bare |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
-	for i, r := range rs {
+	seen := map[string]bool{}
+	for _, r := range rs {
 		name := r.name
-		if i == len(rs)-1 {
+		if seen[name] {
 			name += " (again)"
 		}
+		seen[r.name] = true
 		fmt.Fprintf(w, "| %s | %d | %d | %.0f | %s | %s | %s | %s |\n", name, r.n, r.errors, r.rps, benchkit.Ms(r.p50), benchkit.Ms(r.p95), benchkit.Ms(r.p99), benchkit.Ratio(r.rps, bare))
 	}
 	fmt.Fprintf(w, "\nreqsig.Verifier.Verify alone (%d hmac-sha256 GETs, key and nonces in memory): p50 %s, p95 %s, p99 %s\n\n",
@@ -455,8 +600,15 @@ func report(w io.Writer, o options, rs []result, verify []time.Duration) {
 	fmt.Fprintln(w, "| goal | measured | verdict |")
 	fmt.Fprintln(w, "|---|---|---|")
 	fmt.Fprintf(w, "| signature verification p95 < 0.2 ms | %s | %s |\n", fmtUs(pct(verify, 95)), verdict(pct(verify, 95) < 200*time.Microsecond))
-	fmt.Fprintf(w, "| full chain ≥ 60 %% of the bare handler's throughput | %.0f vs %.0f req/s (%s) | %s |\n", full.rps, bare, benchkit.Ratio(full.rps, bare), verdict(full.rps >= 0.6*bare))
-	fmt.Fprintf(w, "| (for reading) full chain vs perimeter off | %.0f vs %.0f req/s (%s) | |\n", full.rps, off.rps, benchkit.Ratio(full.rps, off.rps))
+	if full.n > 0 && bare > 0 {
+		fmt.Fprintf(w, "| full chain ≥ 60 %% of the bare handler's throughput | %.0f vs %.0f req/s (%s) | %s |\n", full.rps, bare, benchkit.Ratio(full.rps, bare), verdict(full.rps >= 0.6*bare))
+	}
+	if off.n > 0 && bare > 0 {
+		fmt.Fprintf(w, "| (for reading) perimeter off vs the bare handler | %.0f vs %.0f req/s (%s) | |\n", off.rps, bare, benchkit.Ratio(off.rps, bare))
+	}
+	if full.n > 0 && off.n > 0 {
+		fmt.Fprintf(w, "| (for reading) full chain vs perimeter off | %.0f vs %.0f req/s (%s) | |\n", full.rps, off.rps, benchkit.Ratio(full.rps, off.rps))
+	}
 	for _, r := range rs {
 		if r.errors > 0 {
 			fmt.Fprintf(w, "\n%s: %d failed requests, first: %s\n", r.name, r.errors, r.firstErrStatus)

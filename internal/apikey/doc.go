@@ -57,6 +57,18 @@
 // attacker could use to guess a secret. Malformed input is refused before any digest: the format
 // is public. A store failure other than "not found" is returned as it is (unavailable, not 401).
 //
+// # Verified-key cache
+//
+// Verify keeps the keys it verified in memory for Options.CacheTTL (DefaultCacheTTL, 1 s; at most
+// MaxCacheTTL, 2 s; negative: off), per key ID with a SHA-256 of the raw key that verified (never
+// the key). The same raw key within the TTL is accepted without a store read or digest, after
+// checking revocation time, expiry and the rotation's grace against the clock; any other raw key
+// takes the full path above, so refusals cost what they did. Revoke and Rotate through this
+// Service drop the entry and keep the ID out of the cache for a TTL (a read that raced the change,
+// or ran before its transaction committed, is never served). A revocation or rotation made by
+// another replica, or in the database, takes effect within CacheTTL. A hit is faster than a miss:
+// that tells only that this very raw key verified in the last second, which its holder knows.
+//
 // # Principals and roles
 //
 // A key carries an explicit role (ADMIN, OPERATOR or VIEWER) as well as scopes: the kernel's
@@ -82,7 +94,8 @@
 //
 // # Concurrency
 //
-// Service is safe for concurrent use and holds no mutable state. Rotation is optimistic: the
+// Service is safe for concurrent use; its only mutable state is the verified-key cache, guarded
+// by a mutex held only for map operations, never across I/O. Rotation is optimistic: the
 // store replaces the digest only if it is still the one read, so two concurrent rotations of one
 // key yield one winner and one errs.Conflict. UsageRecorder's Record never waits on I/O: it takes
 // a mutex held only to update a map; flushes are serialised among themselves by a second mutex.

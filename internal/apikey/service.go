@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"golang.org/x/crypto/blake2b"
@@ -34,6 +35,14 @@ type UsageSink interface {
 type Options struct {
 	Usage        UsageSink     // nil: last use is not recorded
 	DefaultGrace time.Duration // grace of Rotate(…, 0); 0: DefaultGrace
+	// CacheTTL is how long Verify serves a key it verified from memory, without reading the
+	// store or computing digests again, when the same raw key comes back: 0 means
+	// DefaultCacheTTL, a negative value turns the cache off, at most MaxCacheTTL. Revoke and
+	// Rotate through this Service take effect at once; a revocation or rotation made by another
+	// replica, or in the database, within CacheTTL. Expiry and the end of a rotation's grace are
+	// checked against the clock on every hit.
+	CacheTTL  time.Duration
+	CacheSize int // keys cached at most; 0: DefaultCacheSize
 }
 
 // Service creates, verifies, rotates and revokes API keys. Create it with NewService.
@@ -49,6 +58,7 @@ type Service struct {
 	dummy []byte
 	// digest is Pepper.digest; tests wrap it to count the digests each path computes.
 	digest func(p Pepper, id, secret string) []byte
+	cache  *verifiedCache // nil: off
 }
 
 // NewService returns a Service. now is the clock (nil: time.Now); a nil logger discards logs.
@@ -72,9 +82,22 @@ func NewService(store Store, peppers Peppers, now func() time.Time, logger *slog
 	if opts.DefaultGrace < 0 || opts.DefaultGrace > MaxGrace {
 		return nil, fmt.Errorf("new api key service: default grace %s outside 0..%s", opts.DefaultGrace, MaxGrace)
 	}
+	if opts.CacheTTL == 0 {
+		opts.CacheTTL = DefaultCacheTTL
+	}
+	if opts.CacheTTL > MaxCacheTTL {
+		return nil, fmt.Errorf("new api key service: cache ttl %s above %s", opts.CacheTTL, MaxCacheTTL)
+	}
+	if opts.CacheSize < 0 {
+		return nil, fmt.Errorf("new api key service: negative cache size %d", opts.CacheSize)
+	}
+	if opts.CacheSize == 0 {
+		opts.CacheSize = DefaultCacheSize
+	}
 	return &Service{
 		store: store, peppers: peppers, now: now, logger: logger, usage: opts.Usage,
 		defaultGrace: opts.DefaultGrace, dummy: make([]byte, blake2b.Size256), digest: Pepper.digest,
+		cache: newVerifiedCache(opts.CacheTTL, opts.CacheSize),
 	}, nil
 }
 
@@ -219,6 +242,14 @@ func (s *Service) Verify(ctx context.Context, raw string) (Key, error) {
 		s.logger.InfoContext(ctx, "api key refused", "reason", "malformed")
 		return Key{}, err
 	}
+	var epoch uint64
+	if s.cache != nil {
+		e, hit, ep := s.cache.get(id, raw, s.now())
+		if hit {
+			return s.verifiedAgain(ctx, e)
+		}
+		epoch = ep
+	}
 	k, err := s.store.APIKey(ctx, id)
 	if errs.Is(err, errs.NotFound) {
 		// Spend what a known key costs, so the time taken does not tell the ID is unknown.
@@ -246,10 +277,31 @@ func (s *Service) Verify(ctx context.Context, raw string) (Key, error) {
 	case !currentOK && !now.Before(k.PrevValidUntil):
 		return Key{}, s.refuse(ctx, id, "rotated_out")
 	}
+	if s.cache != nil {
+		s.cache.put(raw, cloneForCaller(k), currentOK, s.now(), epoch)
+	}
 	if s.usage != nil {
 		s.usage.Record(k.ID, now)
 	}
 	return k, nil
+}
+
+// verifiedAgain accepts a raw key that verified within the cache's TTL, unless the key has
+// since passed its revocation time, its expiry or, for a previous secret, its grace period.
+func (s *Service) verifiedAgain(ctx context.Context, e verifiedEntry) (Key, error) {
+	k, now := e.key, s.clock()
+	switch {
+	case k.Revoked(now):
+		return Key{}, s.refuse(ctx, k.ID, "revoked")
+	case k.Expired(now):
+		return Key{}, s.refuse(ctx, k.ID, "expired")
+	case !e.current && !now.Before(k.PrevValidUntil):
+		return Key{}, s.refuse(ctx, k.ID, "rotated_out")
+	}
+	if s.usage != nil {
+		s.usage.Record(k.ID, now)
+	}
+	return cloneForCaller(k), nil
 }
 
 // matchCurrent compares secret with the current digest, and reports whether its pepper is known.
@@ -322,9 +374,11 @@ func (s *Service) Rotate(ctx context.Context, id string, grace time.Duration) (K
 		Hash: s.digest(pep, k.ID, secret), PepperVersion: pep.Version,
 		PrevHash: k.Hash, PrevPepperVersion: k.PepperVersion, PrevValidUntil: now.Add(grace),
 	}
+	s.forget(k.ID)
 	if err := s.store.RotateAPIKey(ctx, k.ID, k.Hash, r); err != nil {
 		return Key{}, "", fmt.Errorf("rotate api key %s: %w", k.ID, err)
 	}
+	s.forget(k.ID)
 	k.Hash, k.PepperVersion = r.Hash, r.PepperVersion
 	k.PrevHash, k.PrevPepperVersion, k.PrevValidUntil = r.PrevHash, r.PrevPepperVersion, r.PrevValidUntil
 	s.logger.InfoContext(ctx, "api key rotated", "key", k, "by", p.Subject, "previous_valid_until", r.PrevValidUntil)
@@ -346,10 +400,30 @@ func (s *Service) Revoke(ctx context.Context, id string) (Key, error) {
 		return Key{}, errs.New(errs.Conflict, "api key is already revoked")
 	}
 	now := s.clock()
+	s.forget(k.ID)
 	if err := s.store.RevokeAPIKey(ctx, k.ID, now); err != nil {
 		return Key{}, fmt.Errorf("revoke api key %s: %w", k.ID, err)
 	}
+	s.forget(k.ID)
 	k.RevokedAt = now
 	s.logger.InfoContext(ctx, "api key revoked", "key", k, "by", p.Subject)
 	return k, nil
+}
+
+// forget drops id from the verified-key cache and keeps it out for the cache's TTL. Rotate and
+// Revoke call it before their write and again after it: the write may belong to a transaction
+// that commits later (internal/control), and until then a Verify still reads the old row.
+func (s *Service) forget(id string) {
+	if s.cache != nil {
+		s.cache.forget(id, s.now())
+	}
+}
+
+// cloneForCaller copies the slices of a cached key, so that a caller changing what it got does
+// not change the cache.
+func cloneForCaller(k Key) Key {
+	k.Scopes = slices.Clone(k.Scopes)
+	k.Hash = slices.Clone(k.Hash)
+	k.PrevHash = slices.Clone(k.PrevHash)
+	return k
 }

@@ -42,9 +42,11 @@ type KeyVerifier interface {
 	Verify(ctx context.Context, raw string) (apikey.Key, error)
 }
 
-// TenantLookup reads a tenant; *tenant.Service implements it.
+// TenantLookup reads the caller's tenant on every authenticated request; *tenant.Service
+// implements it. Cached may answer from memory: a suspension takes effect within the tenant
+// service's cache TTL (tenant.MaxCacheTTL at most), at once when made through this process.
 type TenantLookup interface {
-	Get(ctx context.Context, id string) (tenant.Tenant, error)
+	Cached(ctx context.Context, id string) (tenant.Tenant, error)
 }
 
 // Auditor records refused requests; *control.Control implements it.
@@ -151,7 +153,7 @@ func (d *dispatcher) admit(r *http.Request, op *operation) (*http.Request, error
 		ctx = principal.NewContext(ctx, p)
 		r = r.WithContext(ctx)
 		if p.Tenant != "" {
-			t, err := d.tenants.Get(ctx, p.Tenant)
+			t, err := d.tenants.Cached(ctx, p.Tenant)
 			if err != nil && !errs.Is(err, errs.NotFound) {
 				return r, fmt.Errorf("tenant of the caller: %w", err)
 			}

@@ -85,7 +85,10 @@
 //
 // # Concurrency
 //
-// Keys, Verifier and MemoryNonces are safe for concurrent use. Keys guards its cache with a
+// Keys, Verifier, MemoryNonces and GroupCommitNonces are safe for concurrent use. A NonceStore
+// that runs transactions (TxRunner: the SQL stores) is wrapped by NewVerifier in
+// GroupCommitNonces, so the claims of concurrent requests share one commit (one fsync) instead of
+// one each; a claim is accepted only once its transaction committed. Keys guards its cache with a
 // mutex held only for map operations, never across I/O. Each NonceStore claims atomically
 // (SQL upsert, Redis SET NX), so of concurrent requests with one nonce exactly one is accepted,
 // on one replica or several sharing the store.

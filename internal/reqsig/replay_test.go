@@ -3,10 +3,14 @@ package reqsig_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nops-kernel/nops/internal/redisconn"
 	"github.com/nops-kernel/nops/internal/reqsig"
@@ -110,4 +114,48 @@ func replay(t testing.TB, r *http.Request, body []byte) (*http.Request, []byte) 
 	c := r.Clone(context.Background())
 	c.Body = io.NopCloser(bytes.NewReader(body))
 	return c, bytes.Clone(body)
+}
+
+// TestGroupCommitSQLite: concurrent claims on the SQLite store, grouped into shared
+// transactions, accept each nonce exactly once, and what they accepted is refused after a
+// restart.
+func TestGroupCommitSQLite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nops.db")
+	st := openSQLite(t, path)
+	g := reqsig.NewGroupCommitNonces(st, st)
+	const claimers, nonces = 32, 8
+	var (
+		wg       sync.WaitGroup
+		accepted [nonces]atomic.Int64
+	)
+	for i := range claimers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n := i % nonces
+			ok, err := g.ClaimNonce(context.Background(), "key_A", fmt.Sprint("n", n), t0.Add(time.Minute), t0)
+			if err != nil {
+				t.Error(err)
+			}
+			if ok {
+				accepted[n].Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	for n := range nonces {
+		if got := accepted[n].Load(); got != 1 {
+			t.Fatalf("nonce n%d claimed %d times concurrently: accepted %d times, want 1", n, claimers/nonces, got)
+		}
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again := openSQLite(t, path)
+	g = reqsig.NewGroupCommitNonces(again, again)
+	for n := range nonces {
+		if ok, err := g.ClaimNonce(context.Background(), "key_A", fmt.Sprint("n", n), t0.Add(time.Minute), t0); ok || err != nil {
+			t.Fatalf("nonce n%d after a restart: ok %v err %v", n, ok, err)
+		}
+	}
 }

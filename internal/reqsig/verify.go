@@ -86,7 +86,9 @@ type Verifier struct {
 	outcome metric.Int64Counter
 }
 
-// NewVerifier returns a Verifier looking keys up in keys and claiming nonces in nonces.
+// NewVerifier returns a Verifier looking keys up in keys and claiming nonces in nonces. A
+// nonces that is also a TxRunner (the SQL stores) has its claims committed in groups
+// (GroupCommitNonces): concurrent signed requests share one commit.
 func NewVerifier(keys KeyLookup, nonces NonceStore, cfg Config) (*Verifier, error) {
 	switch {
 	case keys == nil:
@@ -122,6 +124,9 @@ func NewVerifier(keys KeyLookup, nonces NonceStore, cfg Config) (*Verifier, erro
 		metric.WithDescription("Request signature verifications by outcome (accepted, refused, error) and refusal reason."))
 	if err != nil {
 		return nil, fmt.Errorf("new request verifier: %w", err)
+	}
+	if tx, ok := nonces.(TxRunner); ok {
+		nonces = NewGroupCommitNonces(nonces, tx)
 	}
 	return &Verifier{keys: keys, nonces: nonces, cfg: cfg, outcome: outcome}, nil
 }

@@ -28,5 +28,10 @@
 //
 // # Concurrency
 //
-// A Service holds no mutable state and is safe for concurrent use. It starts no goroutine.
+// A Service is safe for concurrent use. It starts no goroutine. Its only mutable state is the
+// cache behind Cached (the perimeter's per-request status check): tenants kept for
+// Config.CacheTTL (DefaultCacheTTL, 1 s; at most MaxCacheTTL, 2 s; negative: off), guarded by a
+// mutex held only for map operations. Suspend, Resume and Delete of this Service drop the tenant
+// and keep it out of the cache for a TTL; a change made by another replica is seen within the
+// TTL. Get never uses the cache.
 package tenant

@@ -53,12 +53,17 @@ type Store interface {
 // Config configures a Service. The zero value works.
 type Config struct {
 	Now func() time.Time // the clock; nil means time.Now
+	// CacheTTL is how long Cached may serve a tenant from memory: 0 means DefaultCacheTTL, a
+	// negative value turns the cache off (Cached reads the store), at most MaxCacheTTL.
+	CacheTTL  time.Duration
+	CacheSize int // tenants cached at most; 0: DefaultCacheSize
 }
 
 // Service applies the tenant rules over a Store. Create it with NewService.
 type Service struct {
 	store Store
 	now   func() time.Time
+	cache *tenantCache // nil: off
 }
 
 // Transition is the outcome of Suspend or Resume. Changed is false when the tenant already had
@@ -90,7 +95,22 @@ func NewService(store Store, cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Service{store: store, now: cfg.Now}, nil
+	if cfg.CacheTTL == 0 {
+		cfg.CacheTTL = DefaultCacheTTL
+	}
+	switch {
+	case cfg.CacheTTL > MaxCacheTTL:
+		return nil, fmt.Errorf("new tenant service: cache ttl %s above %s", cfg.CacheTTL, MaxCacheTTL)
+	case cfg.CacheSize < 0:
+		return nil, fmt.Errorf("new tenant service: negative cache size %d", cfg.CacheSize)
+	case cfg.CacheSize == 0:
+		cfg.CacheSize = DefaultCacheSize
+	}
+	s := &Service{store: store, now: cfg.Now}
+	if cfg.CacheTTL > 0 {
+		s.cache = &tenantCache{ttl: cfg.CacheTTL, size: cfg.CacheSize, entries: map[string]cachedTenant{}, bypass: map[string]time.Time{}}
+	}
+	return s, nil
 }
 
 // clock returns now in UTC truncated to microseconds: PostgreSQL keeps no more, and a time that
@@ -194,6 +214,7 @@ func (s *Service) setStatus(ctx context.Context, id string, to Status) (Transiti
 		after.Version = before.Version + 1
 		err = s.store.UpdateTenant(ctx, after, before.Version)
 		if err == nil {
+			s.forget(id, after.UpdatedAt)
 			return Transition{Before: before, After: after, Changed: true}, nil
 		}
 		if !errors.Is(err, ErrVersionConflict) {
@@ -236,6 +257,9 @@ func (s *Service) Delete(ctx context.Context, id string, cascade bool) (Deletion
 			return Deletion{}, errs.Wrap(errs.Conflict, err, "tenant %s gained agents while being deleted; retry", id)
 		}
 		return Deletion{}, fmt.Errorf("delete tenant %s: %w", id, err)
+	}
+	if s.cache != nil {
+		s.forget(id, s.now())
 	}
 	return d, nil
 }

@@ -5,8 +5,9 @@
 // UPDATEs. ClaimNonce is one upsert that inserts a nonce or replaces a dead row of the same key
 // and nonce, and changes nothing while the row is live: the row count it reports is the answer,
 // and SQLite's single writer makes concurrent claims of one nonce take turns. Each claim is a
-// write, so it costs a commit (an fsync under synchronous=FULL): with SQLite, the rate of signed
-// requests is bounded by the disk's fsync rate (see docs/request-signing.md).
+// write, so it costs a commit (an fsync under synchronous=FULL); reqsig.GroupCommitNonces
+// commits the claims that wait meanwhile in one transaction, so the rate of signed requests is
+// not bounded by the disk's fsync rate (see docs/request-signing.md).
 
 package sqlite
 
