@@ -332,13 +332,17 @@ func (d *dispatcher) authorizePolicy(ctx context.Context, r *http.Request, p pri
 	}
 	if id := r.PathValue("agent_id"); id != "" {
 		in.Resource.ID = id
-		// The agent's labels and criticality, for policies that look at them; a missing agent
-		// is the handler's 404 to give.
-		if a, err := d.agents.Get(ctx, in.Resource.Tenant, id); err == nil {
-			in.Resource.Labels = a.Labels
-			in.Resource.Criticality = string(a.Criticality)
-		} else if !errs.Is(err, errs.NotFound) && !errs.Is(err, errs.Invalid) {
-			return fmt.Errorf("load the agent for policies: %w", err)
+		// The agent's labels and criticality, read only when a policy looks at them; a missing
+		// agent is the handler's 404 to give.
+		if d.guards.Policies.NeedsResourceAttributes(p.Tenant) {
+			a, err := d.agents.Get(ctx, in.Resource.Tenant, id)
+			switch {
+			case err == nil:
+				in.Resource.Labels = a.Labels
+				in.Resource.Criticality = string(a.Criticality)
+			case !errs.Is(err, errs.NotFound) && !errs.Is(err, errs.Invalid):
+				return fmt.Errorf("load the agent for policies: %w", err)
+			}
 		}
 	} else {
 		for _, name := range []string{"tenant_id", "key_id", "policy_id", "override_id"} {

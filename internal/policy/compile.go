@@ -38,6 +38,10 @@ type program struct {
 	// evaluated without the context, which spares them a cancellable context per evaluation
 	// (about 0.5 µs).
 	loops bool
+	// resourceAttrs is whether the expression may read resource.labels or
+	// resource.criticality (or uses resource as a whole): only then must the perimeter load the
+	// resource to fill them in.
+	resourceAttrs bool
 }
 
 // compiler turns expressions into programs. It is immutable after newCompiler and safe for
@@ -114,8 +118,25 @@ func (c *compiler) compile(expr string) (*program, error) {
 		// regular expression or CIDR: the author's error, not ours.
 		return nil, &CompileError{Messages: []string{err.Error()}}
 	}
-	loops := len(celast.MatchDescendants(celast.NavigateAST(ast.NativeRep()), celast.KindMatcher(celast.ComprehensionKind))) > 0
-	return &program{prg: prg, loops: loops}, nil
+	root := celast.NavigateAST(ast.NativeRep())
+	loops := len(celast.MatchDescendants(root, celast.KindMatcher(celast.ComprehensionKind))) > 0
+	attrs := len(celast.MatchDescendants(root, readsResourceAttrs)) > 0
+	return &program{prg: prg, loops: loops, resourceAttrs: attrs}, nil
+}
+
+// readsResourceAttrs matches a reference to the resource variable that is not a selection of a
+// field other than labels and criticality: resource.labels, resource.criticality, or resource
+// passed whole (to a macro or function, which might read anything).
+func readsResourceAttrs(e celast.NavigableExpr) bool {
+	if e.Kind() != celast.IdentKind || e.AsIdent() != "resource" {
+		return false
+	}
+	p, ok := e.Parent()
+	if !ok || p.Kind() != celast.SelectKind {
+		return true
+	}
+	f := p.AsSelect().FieldName()
+	return f == "labels" || f == "criticality"
 }
 
 func costString(c uint64) string {

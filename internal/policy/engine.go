@@ -211,6 +211,26 @@ func (e *Engine) Applies(tenant string) bool {
 	return !s.ready || !ps.empty()
 }
 
+// NeedsResourceAttributes reports whether a policy applying to the principals of tenant may read
+// resource.labels or resource.criticality, which the caller must then load (an agent's, for
+// instance); when none does, the caller may leave them empty and save the read. A policy that no
+// longer compiles counts as needing them.
+func (e *Engine) NeedsResourceAttributes(tenant string) bool {
+	s := e.snap.Load()
+	ps := s.global
+	if t, ok := s.tenants[tenant]; ok && tenant != "" {
+		ps = t
+	}
+	for _, list := range [][]*compiled{ps.deny, ps.allow} {
+		for _, p := range list {
+			if p.prog == nil || p.prog.resourceAttrs {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // evaluate applies ps to in: deny policies first, then allow policies.
 func (e *Engine) evaluate(ctx context.Context, ps *set, in Input) Decision {
 	act := &activation{in: &in}

@@ -330,3 +330,37 @@ func TestEvaluateDuringRefresh(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+// The perimeter loads a resource's labels and criticality only for tenants whose policies may
+// read them.
+func TestNeedsResourceAttributes(t *testing.T) {
+	for _, c := range []struct {
+		expr string
+		want bool
+	}{
+		{`resource.labels["env"] == "prod"`, true},
+		{`resource.criticality == "critical"`, true},
+		{`has(resource.labels.env)`, true},
+		{`resource.type == "agent" && action == "agents.delete"`, false},
+		{`principal.role == "VIEWER"`, false},
+		{`resource.tenant != principal.tenant`, false},
+	} {
+		e, err := policy.NewEngine(nil, policy.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.SetFilePolicies([]policy.FilePolicy{{Policy: policy.Policy{ID: "file:p", Name: "p", Effect: policy.EffectDeny, Expression: c.expr, Enabled: true}}}); err != nil {
+			t.Fatalf("%s: %v", c.expr, err)
+		}
+		if got := e.NeedsResourceAttributes("ten_a"); got != c.want {
+			t.Errorf("NeedsResourceAttributes with %q = %v, want %v", c.expr, got, c.want)
+		}
+	}
+	e, err := policy.NewEngine(nil, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.NeedsResourceAttributes("ten_a") {
+		t.Error("NeedsResourceAttributes without policies = true")
+	}
+}
