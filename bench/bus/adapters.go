@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/nops-kernel/nops/bench/internal/benchkit"
 	"github.com/nops-kernel/nops/internal/bus/natsbus"
 	"github.com/nops-kernel/nops/internal/bus/redisbus"
 )
@@ -31,7 +32,7 @@ func redisKeyPrefix(ns string) string { return "{" + ns + "}" }
 // openRedisOurs opens redisbus in namespace ns on the benchmark's client and subscribes the
 // consumer. Closing deletes the namespace's keys; the client stays open.
 func (e *env) openRedisOurs(ctx context.Context, ns string, rec *recorder) (phaseSystem, error) {
-	cleanup := func() error { return deleteRedisKeys(ctx, e.rdb, redisKeyPrefix(ns)) }
+	cleanup := func() error { return benchkit.DeleteRedisKeys(ctx, e.rdb, redisKeyPrefix(ns)) }
 	rb, err := redisbus.Open(ctx, redisbus.Config{Client: e.rdb, Namespace: ns, Logger: e.logger})
 	if err != nil {
 		return phaseSystem{}, errors.Join(fmt.Errorf("open redis bus: %w", err), cleanup())

@@ -112,24 +112,3 @@ func (r *redisRaw) close() error {
 	return r.err
 }
 
-// deleteRedisKeys deletes every key under prefix (prefix + ":*").
-func deleteRedisKeys(ctx context.Context, rdb redis.UniversalClient, prefix string) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-	defer cancel()
-	var cursor uint64
-	for {
-		keys, next, err := rdb.Scan(ctx, cursor, prefix+":*", 1000).Result()
-		if err != nil {
-			return fmt.Errorf("clean up redis keys %s:*: %w", prefix, err)
-		}
-		if len(keys) > 0 {
-			if err := rdb.Del(ctx, keys...).Err(); err != nil {
-				return fmt.Errorf("clean up redis keys %s:*: %w", prefix, err)
-			}
-		}
-		if next == 0 {
-			return nil
-		}
-		cursor = next
-	}
-}

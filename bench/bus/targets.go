@@ -139,9 +139,9 @@ func (e *env) open(ctx context.Context, a, impl string, rec *recorder) (phaseSys
 		}
 		r, err := openRedisRaw(ctx, e.rdb, ns, redisbus.DefaultRetention, e.payload, rec)
 		if err != nil {
-			return phaseSystem{}, errors.Join(err, deleteRedisKeys(ctx, e.rdb, ns))
+			return phaseSystem{}, errors.Join(err, benchkit.DeleteRedisKeys(ctx, e.rdb, ns))
 		}
-		return phaseSystem{pub: r, close: func() error { return errors.Join(r.close(), deleteRedisKeys(ctx, e.rdb, ns)) }}, nil
+		return phaseSystem{pub: r, close: func() error { return errors.Join(r.close(), benchkit.DeleteRedisKeys(ctx, e.rdb, ns)) }}, nil
 	}
 	return phaseSystem{}, fmt.Errorf("unknown adapter %q", a)
 }

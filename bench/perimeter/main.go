@@ -41,6 +41,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/redis/go-redis/v9"
 	"io"
 	"log/slog"
 	"maps"
@@ -182,6 +183,7 @@ func startKernel(ctx context.Context, o options, on bool, logger *slog.Logger) (
 		return target{}, nil, err
 	}
 	cfg := config.Default()
+	var ns string // the Redis namespace of this target, "" without Redis
 	cfg.DataDir, cfg.HTTP.Addr, cfg.Auth.BootstrapAdminPassword = dir, "127.0.0.1:0", password
 	cfg.Log.Level = "error"
 	cfg.Limits.InFlightPerIP, cfg.Limits.InFlightMax, cfg.Limits.InFlightPerTenant = 100000, 100000, 100000
@@ -210,7 +212,7 @@ func startKernel(ctx context.Context, o options, on bool, logger *slog.Logger) (
 		cfg.Policy.Dir = pdir
 		if o.redisURL != "" {
 			cfg.Redis.URL = o.redisURL
-			ns := benchkit.UniqueName("bench")
+			ns = benchkit.UniqueName("bench")
 			cfg.Bus.Namespace, cfg.Limits.RedisPrefix = ns, ns+":rl:"
 		}
 	}
@@ -226,6 +228,15 @@ func startKernel(ctx context.Context, o options, on bool, logger *slog.Logger) (
 		<-done
 		_ = k.Close()
 		_ = os.RemoveAll(dir)
+		if ns != "" {
+			// The nonces and counters the run left in the shared Redis (they would expire, but
+			// a benchmark cleans up after itself).
+			if opt, err := redis.ParseURL(o.redisURL); err == nil {
+				rdb := redis.NewClient(opt)
+				_ = benchkit.DeleteRedisKeys(ctx, rdb, ns)
+				_ = rdb.Close()
+			}
+		}
 	}
 	base := "http://" + k.Addr()
 	tg, err := setup(ctx, base, on)

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/redis/go-redis/v9"
 	"io"
 	"os"
 	"os/signal"
@@ -102,4 +103,26 @@ func UniqueName(prefix string) string {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	return prefix + hex.EncodeToString(b)
+}
+
+// DeleteRedisKeys deletes every key under prefix (prefix + ":*").
+func DeleteRedisKeys(ctx context.Context, rdb redis.UniversalClient, prefix string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	var cursor uint64
+	for {
+		keys, next, err := rdb.Scan(ctx, cursor, prefix+":*", 1000).Result()
+		if err != nil {
+			return fmt.Errorf("clean up redis keys %s:*: %w", prefix, err)
+		}
+		if len(keys) > 0 {
+			if err := rdb.Del(ctx, keys...).Err(); err != nil {
+				return fmt.Errorf("clean up redis keys %s:*: %w", prefix, err)
+			}
+		}
+		if next == 0 {
+			return nil
+		}
+		cursor = next
+	}
 }
