@@ -111,4 +111,3 @@ func (r *redisRaw) close() error {
 	defer r.errMu.Unlock()
 	return r.err
 }
-
