@@ -6,10 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/nops-kernel/nops/internal/keyfile"
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -163,52 +163,16 @@ func (pf pepperFile) peppers() (Peppers, error) {
 	return NewPeppers(*current, older...)
 }
 
-// writePepperFile writes pf to a temporary file in path's directory, then moves it to path:
-// with replace, by renaming over path; without, by linking, which fails with fs.ErrExist when
-// path exists.
+// writePepperFile writes pf durably and atomically (internal/keyfile): with replace over path,
+// without only when path does not exist yet (fs.ErrExist otherwise). Losing the pepper loses
+// every key hashed with it.
 func writePepperFile(path string, pf pepperFile, replace bool) error {
 	b, err := json.MarshalIndent(pf, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode pepper file: %w", err)
 	}
-	b = append(b, '\n')
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, ".pepper-*.tmp") // created with mode 0600
-	if err != nil {
-		return fmt.Errorf("create pepper file in %s: %w", dir, err)
-	}
-	defer os.Remove(tmp.Name()) // after a link or rename this only drops the temporary name
-	if err := tmp.Chmod(pepperFileMode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("chmod pepper file: %w", err)
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
+	if err := keyfile.Write(path, append(b, '\n'), pepperFileMode, replace); err != nil {
 		return fmt.Errorf("write pepper file: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("sync pepper file: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("close pepper file: %w", err)
-	}
-	if replace {
-		err = os.Rename(tmp.Name(), path)
-	} else {
-		err = os.Link(tmp.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("install pepper file %s: %w", path, err)
-	}
-	// Make the new directory entry durable: losing the pepper loses every key hashed with it.
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open pepper directory: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync pepper directory: %w", err)
 	}
 	return nil
 }

@@ -6,10 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/nops-kernel/nops/internal/keyfile"
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -159,51 +159,16 @@ func (kf keyFile) box() (*Box, error) {
 	return New(*current, older...)
 }
 
-// writeFile writes kf to a temporary file in path's directory, then moves it to path: with
-// replace by renaming over path, without by linking, which fails with fs.ErrExist when path
-// exists. The directory is synced: losing the file loses every value sealed under it.
+// writeFile writes kf durably and atomically (internal/keyfile): with replace over path, without
+// only when path does not exist yet (fs.ErrExist otherwise). Losing the file loses every value
+// sealed under it.
 func writeFile(path string, kf keyFile, replace bool) error {
 	raw, err := json.MarshalIndent(kf, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode key file: %w", err)
 	}
-	raw = append(raw, '\n')
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, ".kek-*.tmp") // created with mode 0600
-	if err != nil {
-		return fmt.Errorf("create key file in %s: %w", dir, err)
-	}
-	defer os.Remove(tmp.Name()) // after a link or rename this only drops the temporary name
-	if err := tmp.Chmod(fileMode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("chmod key file: %w", err)
-	}
-	if _, err := tmp.Write(raw); err != nil {
-		tmp.Close()
+	if err := keyfile.Write(path, append(raw, '\n'), fileMode, replace); err != nil {
 		return fmt.Errorf("write key file: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("sync key file: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("close key file: %w", err)
-	}
-	if replace {
-		err = os.Rename(tmp.Name(), path)
-	} else {
-		err = os.Link(tmp.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("install key file %s: %w", path, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open key file directory: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync key file directory: %w", err)
 	}
 	return nil
 }
