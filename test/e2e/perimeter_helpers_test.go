@@ -89,8 +89,10 @@ type signed struct {
 	method, path string
 	body         []byte
 	headers      []string // "Name: value", set before signing
-	created      time.Time
-	nonce        string
+	// skew moves the created parameter away from the moment of signing (a fixed created time
+	// taken earlier would drift towards the window on a slow machine).
+	skew  time.Duration
+	nonce string
 	// alter, when set, changes the request after it was signed; it returns the body to send.
 	alter func(r *http.Request, body []byte) []byte
 }
@@ -110,11 +112,7 @@ func sendSigned(t *testing.T, k *kerneltest.Kernel, key reqsig.SignerKey, s sign
 		name, value, _ := strings.Cut(h, ":")
 		req.Header.Set(strings.TrimSpace(name), strings.TrimSpace(value))
 	}
-	created := s.created
-	if created.IsZero() {
-		created = time.Now()
-	}
-	if err := reqsig.Sign(req, s.body, key, created, s.nonce); err != nil {
+	if err := reqsig.Sign(req, s.body, key, time.Now().Add(s.skew), s.nonce); err != nil {
 		t.Fatalf("sign: %v", err)
 	}
 	body := s.body
