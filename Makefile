@@ -6,7 +6,7 @@ COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS   := -X github.com/nops-kernel/nops/internal/buildinfo.version=$(VERSION) -X github.com/nops-kernel/nops/internal/buildinfo.commit=$(COMMIT)
 TESTFLAGS ?=
 
-.PHONY: run build test generate check-generated lint fmt
+.PHONY: run build test generate check-generated lint fmt alerts-test
 
 run: build
 	./$(BIN) server
@@ -31,3 +31,8 @@ lint:
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
+
+# Checks and unit-tests the Prometheus alert and recording rules (promtool) and the Grafana
+# dashboard's queries; installs Debian's prometheus package when promtool is missing.
+alerts-test:
+	bash scripts/promtool-test.sh

@@ -36,6 +36,48 @@ type Config struct {
 	Limits      LimitsConfig      `yaml:"limits"`
 	Policy      PolicyConfig      `yaml:"policy"`
 	Signing     SigningConfig     `yaml:"signing"`
+	Invoke      InvokeConfig      `yaml:"invoke"`
+	Egress      EgressConfig      `yaml:"egress"`
+}
+
+// InvokeConfig tunes the invoke API's routing and resilience; see docs/routing.md.
+type InvokeConfig struct {
+	Timeout          Duration `yaml:"timeout" env:"NOPS_INVOKE_TIMEOUT" doc:"Deadline of an invocation when neither its routing table nor the caller (Nops-Timeout-Ms) sets a shorter one."`
+	MaxTimeout       Duration `yaml:"max_timeout" env:"NOPS_INVOKE_MAX_TIMEOUT" doc:"The longest deadline a routing table may set."`
+	AttemptTimeout   Duration `yaml:"attempt_timeout" env:"NOPS_INVOKE_ATTEMPT_TIMEOUT" doc:"How long one attempt waits for an agent's response headers before it counts as failed (and may be retried elsewhere)."`
+	MaxAttempts      int      `yaml:"max_attempts" env:"NOPS_INVOKE_MAX_ATTEMPTS" doc:"Attempts per invocation at most (first + retries), for retryable calls."`
+	BackoffBase      Duration `yaml:"backoff_base" env:"NOPS_INVOKE_BACKOFF_BASE" doc:"Retry backoff: the first retry waits a random time up to this (full jitter), doubling per retry."`
+	BackoffMax       Duration `yaml:"backoff_max" env:"NOPS_INVOKE_BACKOFF_MAX" doc:"Retry backoff ceiling."`
+	RetryBudget      float64  `yaml:"retry_budget" env:"NOPS_INVOKE_RETRY_BUDGET" doc:"Retries and hedges allowed per first attempt over the last 10 s (0.1: at most 10 % extra load), plus retry_budget_floor per second."`
+	RetryBudgetFloor float64  `yaml:"retry_budget_floor" env:"NOPS_INVOKE_RETRY_BUDGET_FLOOR" doc:"Retries per second always allowed by the retry budget."`
+	BreakerFailures  int      `yaml:"breaker_failures" env:"NOPS_INVOKE_BREAKER_FAILURES" doc:"Consecutive failures of an agent that open its circuit breaker."`
+	BreakerDelay     Duration `yaml:"breaker_delay" env:"NOPS_INVOKE_BREAKER_DELAY" doc:"How long an open breaker refuses calls before letting probes through (half-open)."`
+	BreakerSuccesses int      `yaml:"breaker_successes" env:"NOPS_INVOKE_BREAKER_SUCCESSES" doc:"Successful probes that close a half-open breaker."`
+	AgentInFlight    int      `yaml:"agent_in_flight" env:"NOPS_INVOKE_AGENT_IN_FLIGHT" doc:"Bulkhead: concurrent calls one kernel sends one agent at most."`
+	EjectAfter       int      `yaml:"eject_after" env:"NOPS_INVOKE_EJECT_AFTER" doc:"Consecutive failures after which the balancer ejects an agent (outlier ejection; re-admitted gradually)."`
+	EjectFor         Duration `yaml:"eject_for" env:"NOPS_INVOKE_EJECT_FOR" doc:"First ejection's length; it doubles on each re-ejection, up to 5 minutes."`
+	Balancing        string   `yaml:"balancing" env:"NOPS_INVOKE_BALANCING" doc:"dynamic (health score × static weight, power of two choices) or static (static weights only)."`
+	CandidatesTTL    Duration `yaml:"candidates_ttl" env:"NOPS_INVOKE_CANDIDATES_TTL" doc:"How long a replica caches a capability's routable agents."`
+}
+
+// EgressConfig says which addresses the kernel may call agents at; see docs/egress.md.
+type EgressConfig struct {
+	AllowLoopback string `yaml:"allow_loopback" env:"NOPS_EGRESS_ALLOW_LOOPBACK" doc:"Agents on loopback addresses: true, false, or auto (allowed with the embedded database — the laptop setup of make run — refused with database.url)."`
+	AllowPrivate  bool   `yaml:"allow_private" env:"NOPS_EGRESS_ALLOW_PRIVATE" doc:"Agents on private addresses (RFC 1918, fc00::/7, 100.64.0.0/10); cloud metadata addresses stay refused."`
+	Allow         string `yaml:"allow" env:"NOPS_EGRESS_ALLOW" doc:"Comma-separated CIDRs agents may be at even when loopback/private ranges are refused (never opens link-local or metadata addresses)."`
+	Deny          string `yaml:"deny" env:"NOPS_EGRESS_DENY" doc:"Comma-separated CIDRs agents may never be at."`
+}
+
+// LoopbackAllowed resolves egress.allow_loopback's auto.
+func (c Config) LoopbackAllowed() bool {
+	switch c.Egress.AllowLoopback {
+	case "true":
+		return true
+	case "false":
+		return false
+	default:
+		return c.Database.URL == ""
+	}
 }
 
 // SigningConfig configures RFC 9421 request signatures (docs/request-signing.md).
@@ -318,6 +360,25 @@ func Default() Config {
 			HeartbeatBatch: 64,
 		},
 		APIKeys: APIKeysConfig{PepperVersion: "v1", UsageFlush: Duration(30 * time.Second)},
+		Invoke: InvokeConfig{
+			Timeout:          Duration(30 * time.Second),
+			MaxTimeout:       Duration(10 * time.Minute),
+			AttemptTimeout:   Duration(10 * time.Second),
+			MaxAttempts:      3,
+			BackoffBase:      Duration(25 * time.Millisecond),
+			BackoffMax:       Duration(time.Second),
+			RetryBudget:      0.1,
+			RetryBudgetFloor: 1,
+			BreakerFailures:  5,
+			BreakerDelay:     Duration(10 * time.Second),
+			BreakerSuccesses: 2,
+			AgentInFlight:    256,
+			EjectAfter:       5,
+			EjectFor:         Duration(10 * time.Second),
+			Balancing:        "dynamic",
+			CandidatesTTL:    Duration(time.Second),
+		},
+		Egress: EgressConfig{AllowLoopback: "auto"},
 		Audit: AuditConfig{
 			KeyName:            "nops-kernel",
 			CheckpointEvery:    1000,
@@ -540,6 +601,7 @@ func (c Config) Validate() error {
 	if strings.TrimSpace(c.Telemetry.ServiceName) == "" {
 		v.add("telemetry.service_name", "must not be empty")
 	}
+	c.validateInvoke(&v)
 	v.positive("registry.stale_after", c.Registry.StaleAfter)
 	if c.Registry.ZombieAfter <= c.Registry.StaleAfter {
 		v.add("registry.zombie_after", fmt.Sprintf("must be longer than registry.stale_after (%s), got %s", c.Registry.StaleAfter, c.Registry.ZombieAfter))

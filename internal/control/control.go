@@ -26,6 +26,7 @@ import (
 	"github.com/nops-kernel/nops/internal/ratelimit"
 	"github.com/nops-kernel/nops/internal/registry"
 	"github.com/nops-kernel/nops/internal/reqsig"
+	"github.com/nops-kernel/nops/internal/routing"
 	"github.com/nops-kernel/nops/internal/tenant"
 )
 
@@ -49,6 +50,9 @@ type Options struct {
 	// share one transaction (one fsync), and each caller returns once the commit covering its
 	// heartbeat is durable. RunHeartbeats must then be running.
 	HeartbeatBatch int
+	// OnStatusChange is told every agent status change after its transaction committed (the
+	// nops_agent_status_changes_total metric). It must not block. Default: nothing.
+	OnStatusChange func(tenantID, agentID string, to registry.Status)
 }
 
 // Control runs the audited use cases.
@@ -62,6 +66,7 @@ type Control struct {
 	RequestKeys *reqsig.Keys         // request-signing keys (RFC 9421)
 	Policies    *policy.Service      // ABAC policies
 	Perimeter   *perimeter.Service   // per-tenant perimeter settings
+	Routes      *routing.Service     // routing tables of the invoke path
 	opts        Options
 	beats       chan heartbeatReq // nil: every heartbeat commits alone
 }
@@ -79,6 +84,9 @@ func New(store Store, tenants *tenant.Service, agents *registry.Service, keys *a
 	}
 	if opts.Enqueued == nil {
 		opts.Enqueued = func() {}
+	}
+	if opts.OnStatusChange == nil {
+		opts.OnStatusChange = func(string, string, registry.Status) {}
 	}
 	c := &Control{store: store, Tenants: tenants, Agents: agents, Keys: keys, opts: opts}
 	if opts.HeartbeatBatch > 0 {

@@ -53,6 +53,7 @@ func (c *Control) Heartbeat(ctx context.Context, tenantID, id string, in registr
 			c.opts.Enqueued()
 			if appended {
 				c.notifyTree(ctx, tenantID)
+				c.opts.OnStatusChange(tenantID, id, res.Current)
 			}
 		}
 		return res, err
@@ -146,10 +147,12 @@ func (c *Control) applyBatch(ctx context.Context, batch []heartbeatReq) {
 	var (
 		resps []heartbeatResp
 		trees []string
-		err   error
+		// the heartbeats of the batch that changed their agent's status
+		statusChanges []registry.HeartbeatResult
+		err           error
 	)
 	for range batchAttempts {
-		resps, trees = make([]heartbeatResp, len(batch)), nil
+		resps, trees, statusChanges = make([]heartbeatResp, len(batch)), nil, nil
 		err = c.store.InTx(context.WithoutCancel(ctx), func(tx context.Context) error {
 			var changed []int
 			for i, r := range batch {
@@ -175,6 +178,7 @@ func (c *Control) applyBatch(ctx context.Context, batch []heartbeatReq) {
 					return err
 				}
 				trees = append(trees, batch[i].tenantID)
+				statusChanges = append(statusChanges, resps[i].res)
 			}
 			return nil
 		})
@@ -193,6 +197,9 @@ func (c *Control) applyBatch(ctx context.Context, batch []heartbeatReq) {
 		c.opts.Enqueued()
 		for _, t := range slices.Compact(trees) {
 			c.notifyTree(ctx, t)
+		}
+		for _, res := range statusChanges {
+			c.opts.OnStatusChange(res.TenantID, res.AgentID, res.Current)
 		}
 	}
 }

@@ -26,6 +26,8 @@ const (
 	ActionAuthenticate    = "auth.authenticate"
 	ActionAuthorize       = "auth.authorize"
 	ActionLogin           = "auth.login"
+	// ActionEgressRefused records an invocation the egress policy kept from an agent's address.
+	ActionEgressRefused = "invoke.egress_refused"
 )
 
 // CreateTenant creates a tenant; recorded in the global tree.
@@ -188,6 +190,7 @@ func (c *Control) Sweep(ctx context.Context, limit int) ([]registry.StatusChange
 		c.opts.Enqueued()
 		for _, ch := range changes {
 			c.notifyTree(ctx, ch.TenantID)
+			c.opts.OnStatusChange(ch.TenantID, ch.AgentID, ch.To)
 		}
 	}
 	return changes, err

@@ -28,6 +28,8 @@ const (
 	Unprocessable        Code = "unprocessable"
 	RateLimited          Code = "rate_limited"
 	Unavailable          Code = "unavailable"
+	BadGateway           Code = "bad_gateway"     // an upstream agent failed or could not be reached
+	GatewayTimeout       Code = "gateway_timeout" // an upstream agent did not answer in time
 	Internal             Code = "internal"
 )
 

@@ -160,6 +160,11 @@ func TestPayloadValidate(t *testing.T) {
 		f(&k)
 		return events.APIKeyCreated{Key: k}
 	}
+	route := func(f func(*events.RouteSnapshot)) events.Payload {
+		r := routeFull()
+		f(&r)
+		return events.RouteUpdated{Route: r}
+	}
 	beat := func(l events.AgentLoad) events.Payload {
 		return events.AgentHeartbeat{AgentID: agentID, Tenant: tenantA, HeartbeatAt: base, Load: &l}
 	}
@@ -208,6 +213,22 @@ func TestPayloadValidate(t *testing.T) {
 		{"suspended but active", events.TenantSuspended{Tenant: tenantSnap("active")}, "data.tenant.status"},
 		{"resumed but suspended", events.TenantResumed{Tenant: tenantSnap("suspended")}, "data.tenant.status"},
 		{"deleted without time", events.TenantDeleted{Tenant: tenantSnap("active")}, "data.deleted_at"},
+		{"route without tenant", route(func(r *events.RouteSnapshot) { r.Tenant = "" }), "data.route.tenant"},
+		{"route capability with a space", route(func(r *events.RouteSnapshot) { r.Capability = "a b" }), "data.route.capability"},
+		{"route without targets", route(func(r *events.RouteSnapshot) { r.Targets = nil }), "data.route.targets"},
+		{"route target with neither", route(func(r *events.RouteSnapshot) { r.Targets[1].Version = "" }), "data.route.targets[1]"},
+		{"route target with both", route(func(r *events.RouteSnapshot) { r.Targets[1].AgentID = agentID }), "data.route.targets[1]"},
+		{"route target with a bad agent", route(func(r *events.RouteSnapshot) { r.Targets[0].AgentID = "agt.1" }), "data.route.targets[0].agent_id"},
+		{"route target with a spaced version", route(func(r *events.RouteSnapshot) { r.Targets[1].Version = "1 2" }), "data.route.targets[1].version"},
+		{"route weight too big", route(func(r *events.RouteSnapshot) { r.Targets[2].Weight = 10001 }), "data.route.targets[2].weight"},
+		{"route priority too big", route(func(r *events.RouteSnapshot) { r.Targets[2].Priority = 16 }), "data.route.targets[2].priority"},
+		{"route sticky header not a token", route(func(r *events.RouteSnapshot) { r.StickyHeader = "X:Y" }), "data.route.sticky_header"},
+		{"route timeout too long", route(func(r *events.RouteSnapshot) { r.TimeoutMs = 600001 }), "data.route.timeout_ms"},
+		{"route hedge without delay", route(func(r *events.RouteSnapshot) { r.Hedge.DelayMs = 0 }), "data.route.hedge.delay_ms"},
+		{"route hedge of none", route(func(r *events.RouteSnapshot) { r.Hedge.MaxExtra = 0 }), "data.route.hedge.max_extra"},
+		{"route revision 0", route(func(r *events.RouteSnapshot) { r.Revision = 0 }), "data.route.revision"},
+		{"route without updated_at", route(func(r *events.RouteSnapshot) { r.UpdatedAt = time.Time{} }), "data.route.updated_at"},
+		{"route deleted without time", events.RouteDeleted{Route: routeFull()}, "data.deleted_at"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

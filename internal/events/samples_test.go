@@ -39,6 +39,28 @@ func agentMinimal() events.AgentSnapshot {
 	}
 }
 
+func routeFull() events.RouteSnapshot {
+	return events.RouteSnapshot{
+		Tenant: tenantA, Capability: "text.summarize",
+		Targets: []events.RouteTarget{
+			{AgentID: agentID, Weight: 0},
+			{Version: "1.2", Weight: 90},
+			{Version: "1.3.0-rc.1", Weight: 10},
+			{Version: "1", Weight: 10000, Priority: 15},
+		},
+		StickyHeader: "X-Session-Id", TimeoutMs: 2500, Retryable: true,
+		Hedge:    &events.RouteHedge{DelayMs: 150, MaxExtra: 2},
+		Revision: 3, CreatedAt: base.Add(-time.Hour), UpdatedAt: base,
+	}
+}
+
+func routeMinimal() events.RouteSnapshot {
+	return events.RouteSnapshot{
+		Tenant: tenantA, Capability: "a", Targets: []events.RouteTarget{{Version: "2", Weight: 1}},
+		Revision: 1, CreatedAt: base, UpdatedAt: base,
+	}
+}
+
 func keyFull() events.APIKeySnapshot {
 	return events.APIKeySnapshot{
 		ID: keyID, Tenant: tenantA, AgentID: agentID, Name: "ci",
@@ -69,6 +91,7 @@ type sample struct {
 func samples() []sample {
 	as, ks, ts := events.AgentSubject(agentID), events.APIKeySubject(keyID), events.TenantSubject(tenantA)
 	us := events.UsageSubject(tenantA)
+	rs, rms := events.RouteSubject("text.summarize"), events.RouteSubject("a")
 	revoked := keyMinimal()
 	revoked.RevokedAt = ptr(base)
 	return []sample{
@@ -121,6 +144,10 @@ func samples() []sample {
 		{"billing usage invocation minimal", events.TypeBillingUsage, tenantA, us, &events.BillingUsage{
 			Tenant: tenantA, Source: "invocation", Capability: "text.summarize", Status: 500, StartedAt: base,
 		}},
+		{"route updated full", events.TypeRouteUpdated, tenantA, rs, events.RouteUpdated{Route: routeFull()}},
+		{"route updated minimal", events.TypeRouteUpdated, tenantA, rms, &events.RouteUpdated{Route: routeMinimal()}},
+		{"route deleted full", events.TypeRouteDeleted, tenantA, rs, events.RouteDeleted{Route: routeFull(), DeletedAt: base}},
+		{"route deleted minimal", events.TypeRouteDeleted, tenantA, rms, events.RouteDeleted{Route: routeMinimal(), DeletedAt: base}},
 	}
 }
 

@@ -73,8 +73,8 @@ func TestSchemaFilesMatchCatalogue(t *testing.T) {
 
 func TestCatalogue(t *testing.T) {
 	types := events.Catalogue()
-	if len(types) != 14 {
-		t.Errorf("catalogue has %d types, want the 13 of issue 3 and nops.billing.usage.v1", len(types))
+	if len(types) != 16 {
+		t.Errorf("catalogue has %d types, want the 13 of issue 3, nops.billing.usage.v1 and the two route events of issue 6", len(types))
 	}
 	covered := map[events.Type]bool{}
 	for _, s := range samples() {
@@ -133,6 +133,7 @@ func TestNamingConventions(t *testing.T) {
 		{events.APIKeySubject("key_1"), "api-keys/key_1"},
 		{events.TenantSubject("ten_1"), "tenants/ten_1"},
 		{events.UsageSubject("ten_1"), "tenants/ten_1/usage"},
+		{events.RouteSubject("text.summarize"), "routes/text.summarize"},
 	} {
 		if tt.got != tt.want {
 			t.Errorf("got %q, want %q", tt.got, tt.want)
@@ -251,6 +252,7 @@ func TestMissingRequiredFieldFailsValidation(t *testing.T) {
 // as a valid payload; only the schemas refuse it.
 var zeroDecodable = map[string]bool{
 	"cascade": true, "request_bytes": true, "response_bytes": true, "duration_ms": true,
+	"retryable": true,
 }
 
 // envelopeWith wraps data in a valid envelope of type typ for the samples' tenant and subjects.
@@ -312,6 +314,25 @@ func TestSchemasRejectWhatGoRejects(t *testing.T) {
 		{"negative duration", events.TypeBillingUsage, func(d map[string]any) { d["duration_ms"] = -0.5 }},
 		{"usage start with an offset", events.TypeBillingUsage, func(d map[string]any) { d["started_at"] = "2025-03-14T16:09:26+01:00" }},
 		{"usage secret", events.TypeBillingUsage, func(d map[string]any) { d["authorization"] = "Bearer x" }},
+		{"route without targets", events.TypeRouteUpdated, func(d map[string]any) { d["route"].(map[string]any)["targets"] = []any{} }},
+		{"route target with agent and version", events.TypeRouteUpdated, func(d map[string]any) {
+			d["route"].(map[string]any)["targets"].([]any)[1].(map[string]any)["agent_id"] = "agt_x"
+		}},
+		{"route target with neither", events.TypeRouteUpdated, func(d map[string]any) {
+			delete(d["route"].(map[string]any)["targets"].([]any)[0].(map[string]any), "agent_id")
+		}},
+		{"route weight too big", events.TypeRouteUpdated, func(d map[string]any) {
+			d["route"].(map[string]any)["targets"].([]any)[1].(map[string]any)["weight"] = 10001
+		}},
+		{"route priority negative", events.TypeRouteDeleted, func(d map[string]any) {
+			d["route"].(map[string]any)["targets"].([]any)[1].(map[string]any)["priority"] = -1
+		}},
+		{"route sticky header with a space", events.TypeRouteUpdated, func(d map[string]any) { d["route"].(map[string]any)["sticky_header"] = "X Y" }},
+		{"route timeout zero", events.TypeRouteUpdated, func(d map[string]any) { d["route"].(map[string]any)["timeout_ms"] = 0 }},
+		{"route hedge of three", events.TypeRouteUpdated, func(d map[string]any) {
+			d["route"].(map[string]any)["hedge"].(map[string]any)["max_extra"] = 3
+		}},
+		{"route revision zero", events.TypeRouteDeleted, func(d map[string]any) { d["route"].(map[string]any)["revision"] = 0 }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -13,7 +13,7 @@ import (
 // Type is a CloudEvents type of the form "nops.<domain>.<event>.v<N>".
 type Type string
 
-// The catalogue. Each has a payload struct (payloads.go, billing.go), a schema file
+// The catalogue. Each has a payload struct (payloads.go, billing.go, routes.go), a schema file
 // api/events/<type>.json and a case in decodePayload; the tests keep the three in step.
 const (
 	TypeAgentRegistered    Type = "nops.agent.registered.v1"
@@ -30,6 +30,8 @@ const (
 	TypeTenantResumed      Type = "nops.tenant.resumed.v1"
 	TypeTenantDeleted      Type = "nops.tenant.deleted.v1"
 	TypeBillingUsage       Type = "nops.billing.usage.v1"
+	TypeRouteUpdated       Type = "nops.route.updated.v1"
+	TypeRouteDeleted       Type = "nops.route.deleted.v1"
 )
 
 // Catalogue returns every event type the kernel emits, in a stable order. The slice is the
@@ -42,6 +44,7 @@ func Catalogue() []Type {
 		TypeTenantCreated, TypeTenantUpdated, TypeTenantSuspended, TypeTenantResumed,
 		TypeTenantDeleted,
 		TypeBillingUsage,
+		TypeRouteUpdated, TypeRouteDeleted,
 	}
 }
 
@@ -156,6 +159,10 @@ func decodePayload(t Type, data []byte) (Payload, error) {
 		return decodeAs[TenantDeleted](data)
 	case TypeBillingUsage:
 		return decodeAs[BillingUsage](data)
+	case TypeRouteUpdated:
+		return decodeAs[RouteUpdated](data)
+	case TypeRouteDeleted:
+		return decodeAs[RouteDeleted](data)
 	}
 	return nil, errs.Field("type", "not a catalogue event type")
 }

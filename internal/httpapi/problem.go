@@ -27,6 +27,8 @@ var statusOf = map[errs.Code]int{
 	errs.Unprocessable:        http.StatusUnprocessableEntity,
 	errs.RateLimited:          http.StatusTooManyRequests,
 	errs.Unavailable:          http.StatusServiceUnavailable,
+	errs.BadGateway:           http.StatusBadGateway,
+	errs.GatewayTimeout:       http.StatusGatewayTimeout,
 	errs.Internal:             http.StatusInternalServerError,
 }
 

@@ -52,6 +52,9 @@ type Deps struct {
 	EventStats EventStatsReader // the event-stats projection
 	Consumers  []string         // names of the consumers the kernel runs: the replay targets
 
+	// Invoke runs POST /v1/invoke/{capability}; nil answers 503.
+	Invoke Invoker
+
 	// Guards are the perimeter's rate limits, in-flight gates, policies and HSTS; the zero
 	// value turns them off.
 	Guards Guards
@@ -93,7 +96,8 @@ func NewHandler(deps Deps) (http.Handler, error) {
 	d := &dispatcher{mux: mux, ops: ops, verifier: deps.Verifier, keys: deps.APIKeys, usage: deps.Usage,
 		tenants: deps.Control.Tenants, auditor: deps.Control, agents: deps.Control.Agents, guards: deps.Guards,
 		now: deps.now, errw: errw}
-	strict := gen.NewStrictHandlerWithOptions(&handlers{deps: deps}, nil, gen.StrictHTTPServerOptions{
+	hs := &handlers{deps: deps}
+	strict := gen.NewStrictHandlerWithOptions(hs, nil, gen.StrictHTTPServerOptions{
 		RequestErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
 			var mbe *http.MaxBytesError
 			if !errors.As(err, &mbe) && errs.As(err) == nil {
@@ -120,6 +124,7 @@ func NewHandler(deps Deps) (http.Handler, error) {
 		},
 	})
 	mux.Handle("GET /metrics", d.admission(deps.Metrics))
+	mux.Handle("POST /v1/invoke/{capability}", d.admission(d.invokeHandler(hs)))
 	mux.Handle("GET /openapi.json", d.admission(serveBytes("application/json", spec)))
 	for pattern := range ops {
 		if _, registered := muxHas(mux, pattern); !registered {

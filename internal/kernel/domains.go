@@ -6,11 +6,15 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
 	"github.com/nops-kernel/nops/internal/apikey"
 	"github.com/nops-kernel/nops/internal/audit"
 	"github.com/nops-kernel/nops/internal/config"
 	"github.com/nops-kernel/nops/internal/control"
 	"github.com/nops-kernel/nops/internal/registry"
+	"github.com/nops-kernel/nops/internal/routing"
 	"github.com/nops-kernel/nops/internal/tenant"
 )
 
@@ -22,12 +26,20 @@ type domains struct {
 	signer      *audit.Signer
 	verifierKey string
 	checkpoints *audit.Checkpointer
+	// routes serves the routing tables to the invoke path; control invalidates it after its own
+	// writes, and other replicas' writes show within its TTL.
+	routes *routing.Cache
 }
 
-// buildDomains assembles the tenant, registry, API key and audit services over st; enqueued is
-// called after each commit that added events to the outbox.
-func buildDomains(cfg config.Config, st Store, enqueued func(), logger *slog.Logger) (*domains, error) {
+// buildDomains assembles the tenant, registry, API key, audit and routing services over st;
+// enqueued is called after each commit that added events to the outbox.
+func buildDomains(cfg config.Config, st Store, enqueued func(), meter metric.Meter, logger *slog.Logger) (*domains, error) {
 	d := &domains{}
+	statusChanges, err := meter.Int64Counter("nops_agent_status_changes_total",
+		metric.WithDescription("Agent status changes (healthy, stale, zombie) per agent, by the status entered."))
+	if err != nil {
+		return nil, fmt.Errorf("registry metrics: %w", err)
+	}
 	peppers, err := loadPeppers(cfg)
 	if err != nil {
 		return nil, err
@@ -53,7 +65,15 @@ func buildDomains(cfg config.Config, st Store, enqueued func(), logger *slog.Log
 	if err != nil {
 		return nil, fmt.Errorf("audit checkpoints: %w", err)
 	}
-	d.control = control.New(st, tenants, agents, d.keys, control.Options{Logger: logger, Appended: d.checkpoints.Appended, Enqueued: enqueued, HeartbeatBatch: cfg.Registry.HeartbeatBatch})
+	d.control = control.New(st, tenants, agents, d.keys, control.Options{Logger: logger, Appended: d.checkpoints.Appended, Enqueued: enqueued, HeartbeatBatch: cfg.Registry.HeartbeatBatch,
+		OnStatusChange: func(tenantID, agentID string, to registry.Status) {
+			statusChanges.Add(context.Background(), 1, metric.WithAttributes(
+				attribute.String("tenant", tenantID), attribute.String("agent", agentID), attribute.String("to", string(to))))
+		}})
+	d.routes = routing.NewCache(st, routing.DefaultCacheTTL, routing.CacheOptions{Logger: logger})
+	if d.control.Routes, err = routing.NewService(st, routing.ServiceOptions{Cache: d.routes, Logger: logger}); err != nil {
+		return nil, fmt.Errorf("routing service: %w", err)
+	}
 	return d, nil
 }
 

@@ -31,6 +31,7 @@ import (
 	"github.com/nops-kernel/nops/internal/httpapi"
 	"github.com/nops-kernel/nops/internal/idempotency"
 	"github.com/nops-kernel/nops/internal/idempotency/redisstore"
+	"github.com/nops-kernel/nops/internal/invoke"
 	"github.com/nops-kernel/nops/internal/redisconn"
 	"github.com/nops-kernel/nops/internal/relay"
 	"github.com/nops-kernel/nops/internal/telemetry"
@@ -59,6 +60,7 @@ type Kernel struct {
 	st     Store
 	dom    *domains
 	perim  *edge
+	invoke *invoke.Service
 
 	bus       bus.Bus
 	idem      idempotency.Store // Idempotency-Key records: st, or Redis
@@ -178,7 +180,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 	if err := auth.Bootstrap(ctx, st, cfg.Auth.BootstrapAdminPassword, opts.BcryptCost, opts.Out, k.logger, time.Now()); err != nil {
 		return nil, err
 	}
-	k.dom, err = buildDomains(cfg, st, k.relay.Notify, k.logger)
+	k.dom, err = buildDomains(cfg, st, k.relay.Notify, k.tel.MeterProvider().Meter("nops/registry"), k.logger)
 	if err != nil {
 		return nil, err
 	}
@@ -192,6 +194,10 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 		return nil, err
 	}
 	k.perim = perim
+	k.invoke, err = buildInvoke(cfg, k.dom.control, k.dom.routes, perim.usage, k.tel.MeterProvider(), k.tel.Propagator(), k.logger)
+	if err != nil {
+		return nil, fmt.Errorf("invoke: %w", err)
+	}
 	logins, err := auth.New(st, tokens, auth.Options{Logger: k.logger, Meter: k.tel.MeterProvider().Meter("nops/auth"), BcryptCost: opts.BcryptCost, APIKeys: k.dom.keys})
 	if err != nil {
 		return nil, fmt.Errorf("login service: %w", err)
@@ -211,6 +217,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 		AuditKeys:   note.VerifierList(k.dom.signer.Verifier()),
 		AuditKey:    k.dom.verifierKey,
 		Idempotency: k.idem,
+		Invoke:      k.invoke,
 		Bus:         k.bus,
 		EventStats:  st,
 		Consumers:   consumerNames(k.consumers),
@@ -290,6 +297,9 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 	}
 	return k, nil
 }
+
+// Invoker returns the invoke engine (tests look at its balancer).
+func (k *Kernel) Invoker() *invoke.Service { return k.invoke }
 
 // GatewayAddr returns the address of the Zero Agent Gateway listener, "" when it is off.
 func (k *Kernel) GatewayAddr() string {

@@ -18,6 +18,7 @@ import (
 	"github.com/nops-kernel/nops/internal/registry"
 	"github.com/nops-kernel/nops/internal/relay"
 	"github.com/nops-kernel/nops/internal/reqsig"
+	"github.com/nops-kernel/nops/internal/routing"
 	"github.com/nops-kernel/nops/internal/store"
 	"github.com/nops-kernel/nops/internal/store/postgres"
 	"github.com/nops-kernel/nops/internal/store/sqlite"
@@ -46,6 +47,7 @@ type Store interface {
 	reqsig.NonceStore
 	reqsig.NoncePurger
 	perimeter.Store
+	routing.Store
 	AuditRecords(ctx context.Context, tree string, f store.AuditFilter) ([]audit.Entry, error)
 	InTx(ctx context.Context, fn func(ctx context.Context) error) error
 	Ping(ctx context.Context) error

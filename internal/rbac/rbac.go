@@ -22,6 +22,7 @@ const (
 	ScopeAgentsRead      = "agents:read"
 	ScopeAgentsWrite     = "agents:write"
 	ScopeAgentsHeartbeat = "agents:heartbeat"
+	ScopeAgentsInvoke    = "agents:invoke" // call agents' capabilities through the kernel
 	ScopeAPIKeysRead     = "apikeys:read"
 	ScopeAPIKeysWrite    = "apikeys:write"
 	ScopeAuditRead       = "audit:read"
@@ -39,11 +40,11 @@ var Roles = []string{user.RoleSuperAdmin, user.RoleAdmin, user.RoleOperator, use
 // matrix is what each role grants. Later domains add their scopes here; docs/rbac.md follows.
 var matrix = map[string][]string{
 	user.RoleSuperAdmin: {ScopeSystemRead, ScopeSystemWrite, ScopeTenantsRead, ScopeTenantsWrite,
-		ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead, ScopeAPIKeysWrite, ScopeAuditRead,
+		ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAgentsInvoke, ScopeAPIKeysRead, ScopeAPIKeysWrite, ScopeAuditRead,
 		ScopeEventsRead, ScopeEventsWrite, ScopePoliciesRead, ScopePoliciesWrite, ScopePerimeterRead, ScopePerimeterWrite},
-	user.RoleAdmin: {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead, ScopeAPIKeysWrite, ScopeAuditRead,
+	user.RoleAdmin: {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAgentsInvoke, ScopeAPIKeysRead, ScopeAPIKeysWrite, ScopeAuditRead,
 		ScopeEventsRead, ScopeEventsWrite, ScopePoliciesRead, ScopePoliciesWrite, ScopePerimeterRead, ScopePerimeterWrite},
-	user.RoleOperator: {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead, ScopeEventsRead,
+	user.RoleOperator: {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAgentsInvoke, ScopeAPIKeysRead, ScopeEventsRead,
 		ScopePoliciesRead},
 	user.RoleViewer: {ScopeAgentsRead},
 }

@@ -13,14 +13,14 @@ import (
 // TestMatrixCells checks every role × scope cell against the documented expectation.
 func TestMatrixCells(t *testing.T) {
 	all := []string{ScopeSystemRead, ScopeSystemWrite, ScopeTenantsRead, ScopeTenantsWrite, ScopeAgentsRead,
-		ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead, ScopeAPIKeysWrite, ScopeAuditRead,
+		ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAgentsInvoke, ScopeAPIKeysRead, ScopeAPIKeysWrite, ScopeAuditRead,
 		ScopeEventsRead, ScopeEventsWrite, ScopePoliciesRead, ScopePoliciesWrite, ScopePerimeterRead, ScopePerimeterWrite}
 	// The documented matrix, cell by cell: what each role is granted; every other cell is denied.
 	granted := map[string][]string{
 		user.RoleSuperAdmin: all,
-		user.RoleAdmin: {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead, ScopeAPIKeysWrite, ScopeAuditRead,
+		user.RoleAdmin: {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAgentsInvoke, ScopeAPIKeysRead, ScopeAPIKeysWrite, ScopeAuditRead,
 			ScopeEventsRead, ScopeEventsWrite, ScopePoliciesRead, ScopePoliciesWrite, ScopePerimeterRead, ScopePerimeterWrite},
-		user.RoleOperator: {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAPIKeysRead, ScopeEventsRead, ScopePoliciesRead},
+		user.RoleOperator: {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAgentsInvoke, ScopeAPIKeysRead, ScopeEventsRead, ScopePoliciesRead},
 		user.RoleViewer:   {ScopeAgentsRead},
 	}
 	want := map[string]map[string]bool{}
@@ -43,7 +43,7 @@ func TestMatrixCells(t *testing.T) {
 }
 
 func TestScopesFor(t *testing.T) {
-	if diff := cmp.Diff([]string{ScopeAgentsHeartbeat, ScopeAgentsRead, ScopeAgentsWrite, ScopeAPIKeysRead, ScopeEventsRead, ScopePoliciesRead}, ScopesFor([]string{user.RoleViewer, user.RoleOperator, user.RoleOperator})); diff != "" {
+	if diff := cmp.Diff([]string{ScopeAgentsHeartbeat, ScopeAgentsInvoke, ScopeAgentsRead, ScopeAgentsWrite, ScopeAPIKeysRead, ScopeEventsRead, ScopePoliciesRead}, ScopesFor([]string{user.RoleViewer, user.RoleOperator, user.RoleOperator})); diff != "" {
 		t.Fatal(diff)
 	}
 	if got := ScopesFor(nil); got != nil {

@@ -14,6 +14,10 @@ type matrixManaged struct {
 	reqKeyA, reqKeyB string
 }
 
+// matrixCapabilityB is the capability tenant B has a routing table for (and A has nothing of):
+// the {capability} of /v1/routes/{capability} and /v1/invoke/{capability} in the matrices.
+const matrixCapabilityB = "matrix.routed"
+
 // matrixOverrideID is an override ID of the right shape: the override operations are the
 // operator's only, so every role of the matrix gets 403 before the ID is looked at.
 const matrixOverrideID = "rlo_01jz8y3w6v6r3b5q8x9k2m4n7a"
@@ -27,6 +31,8 @@ func newMatrixManaged(t *testing.T, w *world) matrixManaged {
 	m.policyB = matrixCreate(t, w, "/v1/policies", w.otherKeys["ADMIN"], matrixPolicy("secret-globex-policy"))
 	m.reqKeyA = matrixCreate(t, w, "/v1/request-keys", w.keys["ADMIN"], map[string]any{"alg": "hmac-sha256", "name": "alpha-signer"})
 	m.reqKeyB = matrixCreate(t, w, "/v1/request-keys", w.otherKeys["ADMIN"], map[string]any{"alg": "hmac-sha256", "name": "secret-globex-signer"})
+	resp, out := w.k.Do(t, "PUT", "/v1/routes/"+matrixCapabilityB, matrixRoute(), w.otherKeys["ADMIN"])
+	mustStatus(t, resp, out, http.StatusCreated)
 	w.secretsOfB = append(w.secretsOfB, "secret-globex-policy", "secret-globex-signer")
 	return m
 }
@@ -56,7 +62,12 @@ func (m matrixManaged) fill(path string, tenantB bool) string {
 	if strings.HasPrefix(path, "/v1/request-keys/") {
 		path = strings.ReplaceAll(path, "{key_id}", reqKey)
 	}
-	return strings.NewReplacer("{policy_id}", policy, "{override_id}", matrixOverrideID).Replace(path)
+	return strings.NewReplacer("{policy_id}", policy, "{override_id}", matrixOverrideID, "{capability}", matrixCapabilityB).Replace(path)
+}
+
+// matrixRoute is a routing table sending every 1.x agent the capability.
+func matrixRoute() map[string]any {
+	return map[string]any{"targets": []any{map[string]any{"version": "1", "weight": 1}}}
 }
 
 // matrixSampleBody is a valid body for the managed-state operations that take one, nil for others.
@@ -68,6 +79,8 @@ func matrixSampleBody(method, path string) any {
 		return map[string]any{"alg": "hmac-sha256", "name": "matrix-sample"}
 	case method == "POST" && path == "/v1/rate-limits":
 		return map[string]any{"kind": "cidr", "target": "198.51.100.0/24", "limit": 1000, "period": "1m"}
+	case method == "PUT" && path == "/v1/routes/{capability}":
+		return matrixRoute()
 	case method == "PUT" && path == "/v1/tenants/{tenant_id}/perimeter":
 		// Never require signatures here: the matrix's keys sign nothing.
 		return map[string]any{"require_signatures": false, "gateway_origins": []string{"198.51.100.0/24"}}

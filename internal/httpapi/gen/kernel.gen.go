@@ -311,8 +311,10 @@ func (e PolicyEffect) Valid() bool {
 
 // Defines values for ProblemCode.
 const (
+	ProblemCodeBadGateway           ProblemCode = "bad_gateway"
 	ProblemCodeConflict             ProblemCode = "conflict"
 	ProblemCodeForbidden            ProblemCode = "forbidden"
+	ProblemCodeGatewayTimeout       ProblemCode = "gateway_timeout"
 	ProblemCodeInternal             ProblemCode = "internal"
 	ProblemCodeInvalid              ProblemCode = "invalid"
 	ProblemCodeMethodNotAllowed     ProblemCode = "method_not_allowed"
@@ -329,9 +331,13 @@ const (
 // Valid indicates whether the value is a known member of the ProblemCode enum.
 func (e ProblemCode) Valid() bool {
 	switch e {
+	case ProblemCodeBadGateway:
+		return true
 	case ProblemCodeConflict:
 		return true
 	case ProblemCodeForbidden:
+		return true
+	case ProblemCodeGatewayTimeout:
 		return true
 	case ProblemCodeInternal:
 		return true
@@ -1224,6 +1230,79 @@ type RequestKeySecret struct {
 // RequestKeyStatus defines model for RequestKeyStatus.
 type RequestKeyStatus string
 
+// Route defines model for Route.
+type Route struct {
+	Capability string    `json:"capability"`
+	CreatedAt  time.Time `json:"created_at"`
+
+	// Hedge Hedged requests for stragglers. Only calls that may be sent twice (retryable, or with an Idempotency-Key) are hedged.
+	Hedge     *RouteHedge `json:"hedge,omitempty"`
+	Retryable bool        `json:"retryable"`
+
+	// Revision 1 at creation, +1 on every change; the ETag derives from it.
+	Revision int64 `json:"revision"`
+
+	// StickyHeader Canonical form (`X-Session-Id`); absent when sticky routing is off.
+	StickyHeader *string       `json:"sticky_header,omitempty"`
+	Targets      []RouteTarget `json:"targets"`
+	Tenant       string        `json:"tenant"`
+
+	// TimeoutMs Absent for the kernel's default.
+	TimeoutMs *int      `json:"timeout_ms,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// RouteHedge Hedged requests for stragglers. Only calls that may be sent twice (retryable, or with an Idempotency-Key) are hedged.
+type RouteHedge struct {
+	// DelayMs Milliseconds without a response before more attempts go to other agents; less than `timeout_ms` when that is set.
+	DelayMs int `json:"delay_ms"`
+
+	// MaxExtra Further attempts at most.
+	MaxExtra int `json:"max_extra"`
+}
+
+// RouteList defines model for RouteList.
+type RouteList struct {
+	Items []Route `json:"items"`
+
+	// NextCursor Pass as `cursor` to get the next page; absent on the last page.
+	NextCursor *string `json:"next_cursor,omitempty"`
+}
+
+// RouteSpec defines model for RouteSpec.
+type RouteSpec struct {
+	// Hedge Hedged requests for stragglers. Only calls that may be sent twice (retryable, or with an Idempotency-Key) are hedged.
+	Hedge *RouteHedge `json:"hedge,omitempty"`
+
+	// Retryable Calls may be retried on another agent without an Idempotency-Key (the agent declared the capability idempotent).
+	Retryable *bool `json:"retryable,omitempty"`
+
+	// StickyHeader Calls with the same value of this request header go to the same agent while it is available. A header name; never a credential header (`Authorization`, `Proxy-Authorization`, `Cookie`, `X-API-Key`, `Signature`, `Signature-Input`).
+	StickyHeader *string       `json:"sticky_header,omitempty"`
+	Targets      []RouteTarget `json:"targets"`
+
+	// TimeoutMs Per-call timeout in milliseconds; 0 for the kernel's default.
+	TimeoutMs *int `json:"timeout_ms,omitempty"`
+}
+
+// RouteTarget One target of a route: exactly one of `agent_id` and `version`. Each routable agent takes
+// the first target it matches. Limits, checked by the kernel so that problems name the target
+// (`body.targets[1].weight`): `weight` 0..10000, `priority` 0..15, `version` an exact
+// semantic version or a `MAJOR` / `MAJOR.MINOR` prefix (an optional `v` is dropped).
+type RouteTarget struct {
+	// AgentId An agent of the tenant (`agt_…`).
+	AgentId *string `json:"agent_id,omitempty"`
+
+	// Priority The tier. 0 is primary; 1, 2, … are fallbacks, used in order only when no agent of a better tier is available.
+	Priority *int `json:"priority,omitempty"`
+
+	// Version An exact semantic version (`1.2.3`) or a prefix at a dot boundary: `1` matches 1.x.y, `1.2` matches 1.2.y.
+	Version *string `json:"version,omitempty"`
+
+	// Weight The target's share of its tier, split evenly among the agents it matches; 0 drains it (they receive nothing).
+	Weight int `json:"weight"`
+}
+
 // Tenant defines model for Tenant.
 type Tenant struct {
 	CreatedAt   time.Time    `json:"created_at"`
@@ -1332,6 +1411,9 @@ type OverrideID = string
 
 // PolicyID defines model for PolicyID.
 type PolicyID = string
+
+// RouteCapability defines model for RouteCapability.
+type RouteCapability = string
 
 // SinceQuery defines model for SinceQuery.
 type SinceQuery = time.Time
@@ -1754,6 +1836,39 @@ type RotateRequestKeyParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// ListRoutesParams defines parameters for ListRoutes.
+type ListRoutesParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
+	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+
+	// Limit Page size.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from the previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// DeleteRouteParams defines parameters for DeleteRoute.
+type DeleteRouteParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
+	Tenant  *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+	IfMatch *string      `json:"If-Match,omitempty"`
+}
+
+// GetRouteParams defines parameters for GetRoute.
+type GetRouteParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
+	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+}
+
+// PutRouteParams defines parameters for PutRoute.
+type PutRouteParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
+	Tenant      *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+	IfMatch     *string      `json:"If-Match,omitempty"`
+	IfNoneMatch *string      `json:"If-None-Match,omitempty"`
+}
+
 // ListTenantsParams defines parameters for ListTenants.
 type ListTenantsParams struct {
 	// Limit Page size.
@@ -1865,6 +1980,9 @@ type CreateRequestKeyJSONRequestBody = RequestKeyCreate
 
 // RotateRequestKeyJSONRequestBody defines body for RotateRequestKey for application/json ContentType.
 type RotateRequestKeyJSONRequestBody = RequestKeyRotate
+
+// PutRouteJSONRequestBody defines body for PutRoute for application/json ContentType.
+type PutRouteJSONRequestBody = RouteSpec
 
 // CreateTenantJSONRequestBody defines body for CreateTenant for application/json ContentType.
 type CreateTenantJSONRequestBody = TenantCreate
@@ -2059,6 +2177,18 @@ type ServerInterface interface {
 	// RotateRequestKey Replace a key's secret or public key; the old one keeps verifying for a grace period
 	// (POST /v1/request-keys/{key_id}/rotate)
 	RotateRequestKey(w http.ResponseWriter, r *http.Request, keyId KeyID, params RotateRequestKeyParams)
+	// ListRoutes List the tenant's routing tables
+	// (GET /v1/routes)
+	ListRoutes(w http.ResponseWriter, r *http.Request, params ListRoutesParams)
+	// DeleteRoute Delete the routing table of a capability
+	// (DELETE /v1/routes/{capability})
+	DeleteRoute(w http.ResponseWriter, r *http.Request, capability RouteCapability, params DeleteRouteParams)
+	// GetRoute Get the routing table of a capability
+	// (GET /v1/routes/{capability})
+	GetRoute(w http.ResponseWriter, r *http.Request, capability RouteCapability, params GetRouteParams)
+	// PutRoute Create or replace the routing table of a capability
+	// (PUT /v1/routes/{capability})
+	PutRoute(w http.ResponseWriter, r *http.Request, capability RouteCapability, params PutRouteParams)
 	// GetSystemConfig The kernel's effective configuration, secrets redacted
 	// (GET /v1/system/config)
 	GetSystemConfig(w http.ResponseWriter, r *http.Request)
@@ -3994,6 +4124,252 @@ func (siw *ServerInterfaceWrapper) RotateRequestKey(w http.ResponseWriter, r *ht
 	handler.ServeHTTP(w, r)
 }
 
+// ListRoutes operation middleware
+func (siw *ServerInterfaceWrapper) ListRoutes(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListRoutesParams
+
+	// ------------- Optional query parameter "tenant" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tenant", r.URL.Query(), &params.Tenant, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "tenant"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListRoutes(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// DeleteRoute operation middleware
+func (siw *ServerInterfaceWrapper) DeleteRoute(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "capability" -------------
+	var capability RouteCapability
+
+	err = runtime.BindStyledParameterWithOptions("simple", "capability", r.PathValue("capability"), &capability, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "capability", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params DeleteRouteParams
+
+	// ------------- Optional query parameter "tenant" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tenant", r.URL.Query(), &params.Tenant, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "tenant"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
+		}
+		return
+	}
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "If-Match" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("If-Match")]; found {
+		var IfMatch string
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "If-Match", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "If-Match", valueList[0], &IfMatch, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "If-Match", Err: err})
+			return
+		}
+
+		params.IfMatch = &IfMatch
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.DeleteRoute(w, r, capability, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetRoute operation middleware
+func (siw *ServerInterfaceWrapper) GetRoute(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "capability" -------------
+	var capability RouteCapability
+
+	err = runtime.BindStyledParameterWithOptions("simple", "capability", r.PathValue("capability"), &capability, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "capability", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetRouteParams
+
+	// ------------- Optional query parameter "tenant" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tenant", r.URL.Query(), &params.Tenant, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "tenant"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetRoute(w, r, capability, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// PutRoute operation middleware
+func (siw *ServerInterfaceWrapper) PutRoute(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "capability" -------------
+	var capability RouteCapability
+
+	err = runtime.BindStyledParameterWithOptions("simple", "capability", r.PathValue("capability"), &capability, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "capability", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params PutRouteParams
+
+	// ------------- Optional query parameter "tenant" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tenant", r.URL.Query(), &params.Tenant, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "tenant"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
+		}
+		return
+	}
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "If-Match" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("If-Match")]; found {
+		var IfMatch string
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "If-Match", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "If-Match", valueList[0], &IfMatch, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "If-Match", Err: err})
+			return
+		}
+
+		params.IfMatch = &IfMatch
+
+	}
+
+	// ------------- Optional header parameter "If-None-Match" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("If-None-Match")]; found {
+		var IfNoneMatch string
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "If-None-Match", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "If-None-Match", valueList[0], &IfNoneMatch, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "If-None-Match", Err: err})
+			return
+		}
+
+		params.IfNoneMatch = &IfNoneMatch
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.PutRoute(w, r, capability, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // GetSystemConfig operation middleware
 func (siw *ServerInterfaceWrapper) GetSystemConfig(w http.ResponseWriter, r *http.Request) {
 
@@ -4509,6 +4885,10 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/request-keys/{key_id}/rotate", wrapper.RotateRequestKey)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/tenants/{tenant_id}/perimeter", wrapper.GetTenantPerimeter)
 	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/tenants/{tenant_id}/perimeter", wrapper.PutTenantPerimeter)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/routes", wrapper.ListRoutes)
+	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/routes/{capability}", wrapper.DeleteRoute)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/routes/{capability}", wrapper.GetRoute)
+	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/routes/{capability}", wrapper.PutRoute)
 
 	return m
 }
@@ -8817,6 +9197,568 @@ func (response RotateRequestKeydefaultApplicationProblemPlusJSONResponse) VisitR
 	return err
 }
 
+type ListRoutesRequestObject struct {
+	Params ListRoutesParams
+}
+
+type ListRoutesResponseObject interface {
+	VisitListRoutesResponse(w http.ResponseWriter) error
+}
+
+type ListRoutes200JSONResponse RouteList
+
+func (response ListRoutes200JSONResponse) VisitListRoutesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListRoutes400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response ListRoutes400ApplicationProblemPlusJSONResponse) VisitListRoutesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListRoutes401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListRoutes401ApplicationProblemPlusJSONResponse) VisitListRoutesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListRoutes403ApplicationProblemPlusJSONResponse Problem
+
+func (response ListRoutes403ApplicationProblemPlusJSONResponse) VisitListRoutesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListRoutes404ApplicationProblemPlusJSONResponse Problem
+
+func (response ListRoutes404ApplicationProblemPlusJSONResponse) VisitListRoutesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListRoutes503ApplicationProblemPlusJSONResponse Problem
+
+func (response ListRoutes503ApplicationProblemPlusJSONResponse) VisitListRoutesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListRoutesdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListRoutesdefaultApplicationProblemPlusJSONResponse) VisitListRoutesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteRouteRequestObject struct {
+	Capability RouteCapability `json:"capability"`
+	Params     DeleteRouteParams
+}
+
+type DeleteRouteResponseObject interface {
+	VisitDeleteRouteResponse(w http.ResponseWriter) error
+}
+
+type DeleteRoute204Response struct {
+}
+
+func (response DeleteRoute204Response) VisitDeleteRouteResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type DeleteRoute400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteRoute400ApplicationProblemPlusJSONResponse) VisitDeleteRouteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteRoute401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteRoute401ApplicationProblemPlusJSONResponse) VisitDeleteRouteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteRoute403ApplicationProblemPlusJSONResponse Problem
+
+func (response DeleteRoute403ApplicationProblemPlusJSONResponse) VisitDeleteRouteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteRoute404ApplicationProblemPlusJSONResponse Problem
+
+func (response DeleteRoute404ApplicationProblemPlusJSONResponse) VisitDeleteRouteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteRoute409ApplicationProblemPlusJSONResponse Problem
+
+func (response DeleteRoute409ApplicationProblemPlusJSONResponse) VisitDeleteRouteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteRoute412ApplicationProblemPlusJSONResponse Problem
+
+func (response DeleteRoute412ApplicationProblemPlusJSONResponse) VisitDeleteRouteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(412)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteRoute503ApplicationProblemPlusJSONResponse Problem
+
+func (response DeleteRoute503ApplicationProblemPlusJSONResponse) VisitDeleteRouteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteRoutedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response DeleteRoutedefaultApplicationProblemPlusJSONResponse) VisitDeleteRouteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetRouteRequestObject struct {
+	Capability RouteCapability `json:"capability"`
+	Params     GetRouteParams
+}
+
+type GetRouteResponseObject interface {
+	VisitGetRouteResponse(w http.ResponseWriter) error
+}
+
+type GetRoute200ResponseHeaders struct {
+	ETag *string
+}
+
+type GetRoute200JSONResponse struct {
+	Body    Route
+	Headers GetRoute200ResponseHeaders
+}
+
+func (response GetRoute200JSONResponse) VisitGetRouteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetRoute400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response GetRoute400ApplicationProblemPlusJSONResponse) VisitGetRouteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetRoute401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetRoute401ApplicationProblemPlusJSONResponse) VisitGetRouteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetRoute403ApplicationProblemPlusJSONResponse Problem
+
+func (response GetRoute403ApplicationProblemPlusJSONResponse) VisitGetRouteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetRoute404ApplicationProblemPlusJSONResponse Problem
+
+func (response GetRoute404ApplicationProblemPlusJSONResponse) VisitGetRouteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetRoute503ApplicationProblemPlusJSONResponse Problem
+
+func (response GetRoute503ApplicationProblemPlusJSONResponse) VisitGetRouteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetRoutedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetRoutedefaultApplicationProblemPlusJSONResponse) VisitGetRouteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutRouteRequestObject struct {
+	Capability RouteCapability `json:"capability"`
+	Params     PutRouteParams
+	Body       *PutRouteJSONRequestBody
+}
+
+type PutRouteResponseObject interface {
+	VisitPutRouteResponse(w http.ResponseWriter) error
+}
+
+type PutRoute200ResponseHeaders struct {
+	ETag *string
+}
+
+type PutRoute200JSONResponse struct {
+	Body    Route
+	Headers PutRoute200ResponseHeaders
+}
+
+func (response PutRoute200JSONResponse) VisitPutRouteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutRoute201ResponseHeaders struct {
+	ETag *string
+}
+
+type PutRoute201JSONResponse struct {
+	Body    Route
+	Headers PutRoute201ResponseHeaders
+}
+
+func (response PutRoute201JSONResponse) VisitPutRouteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutRoute400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response PutRoute400ApplicationProblemPlusJSONResponse) VisitPutRouteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutRoute401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response PutRoute401ApplicationProblemPlusJSONResponse) VisitPutRouteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutRoute403ApplicationProblemPlusJSONResponse Problem
+
+func (response PutRoute403ApplicationProblemPlusJSONResponse) VisitPutRouteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutRoute404ApplicationProblemPlusJSONResponse Problem
+
+func (response PutRoute404ApplicationProblemPlusJSONResponse) VisitPutRouteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutRoute409ApplicationProblemPlusJSONResponse Problem
+
+func (response PutRoute409ApplicationProblemPlusJSONResponse) VisitPutRouteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutRoute412ApplicationProblemPlusJSONResponse Problem
+
+func (response PutRoute412ApplicationProblemPlusJSONResponse) VisitPutRouteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(412)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutRoute503ApplicationProblemPlusJSONResponse Problem
+
+func (response PutRoute503ApplicationProblemPlusJSONResponse) VisitPutRouteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutRoutedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response PutRoutedefaultApplicationProblemPlusJSONResponse) VisitPutRouteResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetSystemConfigRequestObject struct {
 }
 
@@ -9893,6 +10835,18 @@ type StrictServerInterface interface {
 	// RotateRequestKey Replace a key's secret or public key; the old one keeps verifying for a grace period
 	// (POST /v1/request-keys/{key_id}/rotate)
 	RotateRequestKey(ctx context.Context, request RotateRequestKeyRequestObject) (RotateRequestKeyResponseObject, error)
+	// ListRoutes List the tenant's routing tables
+	// (GET /v1/routes)
+	ListRoutes(ctx context.Context, request ListRoutesRequestObject) (ListRoutesResponseObject, error)
+	// DeleteRoute Delete the routing table of a capability
+	// (DELETE /v1/routes/{capability})
+	DeleteRoute(ctx context.Context, request DeleteRouteRequestObject) (DeleteRouteResponseObject, error)
+	// GetRoute Get the routing table of a capability
+	// (GET /v1/routes/{capability})
+	GetRoute(ctx context.Context, request GetRouteRequestObject) (GetRouteResponseObject, error)
+	// PutRoute Create or replace the routing table of a capability
+	// (PUT /v1/routes/{capability})
+	PutRoute(ctx context.Context, request PutRouteRequestObject) (PutRouteResponseObject, error)
 	// GetSystemConfig The kernel's effective configuration, secrets redacted
 	// (GET /v1/system/config)
 	GetSystemConfig(ctx context.Context, request GetSystemConfigRequestObject) (GetSystemConfigResponseObject, error)
@@ -11117,6 +12071,120 @@ func (sh *strictHandler) RotateRequestKey(w http.ResponseWriter, r *http.Request
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(RotateRequestKeyResponseObject); ok {
 		if err := validResponse.VisitRotateRequestKeyResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListRoutes operation middleware
+func (sh *strictHandler) ListRoutes(w http.ResponseWriter, r *http.Request, params ListRoutesParams) {
+	var request ListRoutesRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListRoutes(ctx, request.(ListRoutesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListRoutes")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListRoutesResponseObject); ok {
+		if err := validResponse.VisitListRoutesResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// DeleteRoute operation middleware
+func (sh *strictHandler) DeleteRoute(w http.ResponseWriter, r *http.Request, capability RouteCapability, params DeleteRouteParams) {
+	var request DeleteRouteRequestObject
+
+	request.Capability = capability
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.DeleteRoute(ctx, request.(DeleteRouteRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeleteRoute")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(DeleteRouteResponseObject); ok {
+		if err := validResponse.VisitDeleteRouteResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetRoute operation middleware
+func (sh *strictHandler) GetRoute(w http.ResponseWriter, r *http.Request, capability RouteCapability, params GetRouteParams) {
+	var request GetRouteRequestObject
+
+	request.Capability = capability
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetRoute(ctx, request.(GetRouteRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetRoute")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetRouteResponseObject); ok {
+		if err := validResponse.VisitGetRouteResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// PutRoute operation middleware
+func (sh *strictHandler) PutRoute(w http.ResponseWriter, r *http.Request, capability RouteCapability, params PutRouteParams) {
+	var request PutRouteRequestObject
+
+	request.Capability = capability
+	request.Params = params
+
+	var body PutRouteJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.PutRoute(ctx, request.(PutRouteRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "PutRoute")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(PutRouteResponseObject); ok {
+		if err := validResponse.VisitPutRouteResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

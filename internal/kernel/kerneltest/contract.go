@@ -105,6 +105,13 @@ func (ct *ContractTransport) check(req *http.Request, reqBody []byte, resp *http
 	if req.Method == http.MethodHead {
 		return nil // no body to check
 	}
+	if relay, _ := route.Operation.Extensions["x-nops-relay"].(bool); relay {
+		// The answer is an agent's, relayed as it is: only the kernel's own problems are checked.
+		if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt == "application/problem+json" && resp.Header.Get("Nops-Agent-Id") == "" {
+			return ct.checkProblem(resp, respBody)
+		}
+		return nil
+	}
 	out := &openapi3filter.ResponseValidationInput{
 		RequestValidationInput: in,
 		Status:                 resp.StatusCode,

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/nops-kernel/nops/internal/store/storetest"
@@ -22,3 +23,16 @@ func TestTenants(t *testing.T) { storetest.RunTenants(t, openDomains) }
 func TestAgents(t *testing.T) { storetest.RunAgents(t, openDomains) }
 
 func TestAPIKeys(t *testing.T) { storetest.RunAPIKeys(t, openDomains) }
+
+func TestRoutes(t *testing.T) {
+	storetest.RunRoutes(t, func(t *testing.T) storetest.RouteStore { return openDomains(t).(*Store) })
+}
+
+// ListRoutes pages through the primary key, without a sort.
+func TestRoutesListPlan(t *testing.T) {
+	s := openDomains(t).(*Store)
+	plan := queryPlan(t, s, listRoutesQuery, "ten_a", "", 10)
+	if !strings.Contains(plan, "routes_pkey") || strings.Contains(plan, "Sort") {
+		t.Fatalf("plan of ListRoutes:\n%s", plan)
+	}
+}

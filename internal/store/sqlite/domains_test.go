@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/nops-kernel/nops/internal/store/storetest"
@@ -13,3 +14,16 @@ func TestTenants(t *testing.T) { storetest.RunTenants(t, openDomains) }
 func TestAgents(t *testing.T) { storetest.RunAgents(t, openDomains) }
 
 func TestAPIKeys(t *testing.T) { storetest.RunAPIKeys(t, openDomains) }
+
+func TestRoutes(t *testing.T) {
+	storetest.RunRoutes(t, func(t *testing.T) storetest.RouteStore { return openMigrated(t, Config{}) })
+}
+
+// ListRoutes pages through the primary key, without a sort.
+func TestRoutesListPlan(t *testing.T) {
+	s := openMigrated(t, Config{})
+	plan := strings.Join(queryPlan(t, s, listRoutesQuery, "ten_a", "", 10), "\n")
+	if !strings.Contains(plan, "USING INDEX sqlite_autoindex_routes_1") || strings.Contains(plan, "TEMP B-TREE") {
+		t.Fatalf("plan of ListRoutes:\n%s", plan)
+	}
+}

@@ -46,6 +46,7 @@ var migrations = []struct {
 	{11, "00011_request_keys.sql"},
 	{12, "00012_policies.sql"},
 	{13, "00013_tenant_perimeter.sql"},
+	{14, "00014_routes.sql"},
 }
 
 // Run runs the suite. open must return a fresh store with every migration applied, on a database
