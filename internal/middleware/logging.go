@@ -18,8 +18,8 @@ import (
 func Logging(logger *slog.Logger) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ow, state := observeOnce(r, w)
 			start := time.Now()
-			var state responseState
 			completed := false
 			defer func() {
 				status := state.statusOr(http.StatusOK)
@@ -49,7 +49,7 @@ func Logging(logger *slog.Logger) func(http.Handler) http.Handler {
 				}
 				logger.LogAttrs(ctx, level, "http request", attrs...)
 			}()
-			next.ServeHTTP(observe(w, &state), r)
+			next.ServeHTTP(ow, r)
 			completed = true
 		})
 	}

@@ -3,6 +3,7 @@ package middleware
 import (
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -41,14 +42,30 @@ func Metrics(mp metric.MeterProvider) func(http.Handler) http.Handler {
 	if err != nil {
 		panic(fmt.Sprintf("middleware: create active requests counter: %v", err))
 	}
+	// The attribute sets, built once per combination: building one sorts and allocates, on
+	// every request otherwise. Methods are normalised, routes are the mux's patterns, statuses
+	// three digits: the combinations are bounded.
+	var sets sync.Map // metricKey → metric.MeasurementOption
+	attrs := func(k metricKey) metric.MeasurementOption {
+		if o, ok := sets.Load(k); ok {
+			return o.(metric.MeasurementOption)
+		}
+		kvs := []attribute.KeyValue{semconv.HTTPRequestMethodKey.String(k.method)}
+		if k.route != "" {
+			kvs = append(kvs, semconv.HTTPRoute(k.route), semconv.HTTPResponseStatusCode(k.status))
+		}
+		o := metric.WithAttributeSet(attribute.NewSet(kvs...))
+		sets.Store(k, o)
+		return o
+	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ow, state := observeOnce(r, w)
 			start := time.Now()
 			ctx := r.Context()
-			method := semconv.HTTPRequestMethodKey.String(normalizeMethod(r.Method))
-			activeAttrs := metric.WithAttributeSet(attribute.NewSet(method))
+			method := normalizeMethod(r.Method)
+			activeAttrs := attrs(metricKey{method: method})
 			active.Add(ctx, 1, activeAttrs)
-			var state responseState
 			completed := false
 			defer func() {
 				active.Add(ctx, -1, activeAttrs)
@@ -56,16 +73,19 @@ func Metrics(mp metric.MeterProvider) func(http.Handler) http.Handler {
 				if !completed && !state.started() {
 					status = http.StatusInternalServerError
 				}
-				duration.Record(ctx, time.Since(start).Seconds(), metric.WithAttributeSet(attribute.NewSet(
-					method,
-					semconv.HTTPRoute(routeOrUnmatched(r)),
-					semconv.HTTPResponseStatusCode(status),
-				)))
+				duration.Record(ctx, time.Since(start).Seconds(), attrs(metricKey{method, routeOrUnmatched(r), status}))
 			}()
-			next.ServeHTTP(observe(w, &state), r)
+			next.ServeHTTP(ow, r)
 			completed = true
 		})
 	}
+}
+
+// metricKey names an attribute set of Metrics: the method alone (active requests), or with the
+// route, never empty then, and the status (durations).
+type metricKey struct {
+	method, route string
+	status        int
 }
 
 // normalizeMethod maps methods outside RFC 9110's set (plus PATCH) to "_OTHER", as the

@@ -21,7 +21,7 @@ import (
 func Recover(logger *slog.Logger, onError ErrorWriter) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			var state responseState
+			ow, state := observeOnce(r, w)
 			defer func() {
 				v := recover()
 				if v == nil {
@@ -49,7 +49,7 @@ func Recover(logger *slog.Logger, onError ErrorWriter) func(http.Handler) http.H
 				}
 				onError(w, r, errs.New(errs.Internal, "internal error"))
 			}()
-			next.ServeHTTP(observe(w, &state), r)
+			next.ServeHTTP(ow, r)
 		})
 	}
 }

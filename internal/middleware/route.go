@@ -17,8 +17,14 @@ const Unmatched = "unmatched"
 // http.ServeMux on the innermost request is invisible to the outer middleware that log, measure
 // and name spans after the handler returns. A pointer placed in the context by an outer
 // middleware is shared by all those clones, so a write at the bottom is seen at the top.
+//
+// The holder also carries the response writer observeOnce made for the request and its state,
+// set and read only by the middleware on the request's own goroutine before the handler runs.
 type routeHolder struct {
 	route atomic.Pointer[string] // atomic: a handler may set it from a goroutine of its own
+
+	observed      http.ResponseWriter
+	observedState *responseState
 }
 
 type routeHolderKey struct{}

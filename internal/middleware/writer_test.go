@@ -2,6 +2,7 @@ package middleware
 
 import (
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -88,5 +89,74 @@ func TestObserveHijack(t *testing.T) {
 	s := <-result
 	if !s.hijacked || !s.started() {
 		t.Errorf("state %+v: want hijacked and started", s)
+	}
+}
+
+// In one request under a route holder, Metrics, Logging and Recover wrap the writer once: the
+// handler writes to the very writer the first of them made, and all three see its writes.
+func TestObserveOnceSharesOneWrapper(t *testing.T) {
+	var seen []http.ResponseWriter
+	probe := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			seen = append(seen, w)
+			next.ServeHTTP(w, r)
+		})
+	}
+	var got responseState
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = append(seen, w)
+		w.WriteHeader(http.StatusTeapot)
+		_, _ = io.WriteString(w, "short and stout")
+		h, _ := r.Context().Value(routeHolderKey{}).(*routeHolder)
+		got = *h.observedState
+	})
+	first := func(next http.Handler) http.Handler { // the first observer, as Metrics is
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ow, _ := observeOnce(r, w)
+			next.ServeHTTP(ow, r)
+		})
+	}
+	h := Chain(handler, WithRouteHolder(), first, probe, Logging(slog.New(slog.DiscardHandler)), probe, Recover(slog.New(slog.DiscardHandler), nil))
+	h.ServeHTTP(readerFromRecorder{httptest.NewRecorder()}, httptest.NewRequest(http.MethodGet, "/", nil))
+	if len(seen) != 3 || seen[0] != seen[1] || seen[1] != seen[2] {
+		t.Fatalf("the writer was wrapped again after the first observer (%d writers seen)", len(seen))
+	}
+	if want := (responseState{status: http.StatusTeapot, bytes: 15}); got != want {
+		t.Fatalf("shared state %+v, want %+v", got, want)
+	}
+}
+
+// A writer other than the recorded wrapper (a middleware in between wrapped it), or no holder,
+// is wrapped anew, so each observer still sees what reaches it.
+func TestObserveOnceWrapsAForeignWriter(t *testing.T) {
+	rewrap := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			next.ServeHTTP(struct{ http.ResponseWriter }{w}, r)
+		})
+	}
+	for _, withHolder := range []bool{true, false} {
+		var outer, inner *responseState
+		var outerW, innerW http.ResponseWriter
+		obs := func(dst *http.ResponseWriter, st **responseState) func(http.Handler) http.Handler {
+			return func(next http.Handler) http.Handler {
+				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					ow, s := observeOnce(r, w)
+					*dst, *st = ow, s
+					next.ServeHTTP(ow, r)
+				})
+			}
+		}
+		mws := []func(http.Handler) http.Handler{obs(&outerW, &outer), rewrap, obs(&innerW, &inner)}
+		if withHolder {
+			mws = append([]func(http.Handler) http.Handler{WithRouteHolder()}, mws...)
+		}
+		h := Chain(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusAccepted) }), mws...)
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil))
+		if outer == inner || outerW == innerW {
+			t.Fatalf("holder %v: a foreign writer shared the first wrapper", withHolder)
+		}
+		if outer.status != http.StatusAccepted || inner.status != http.StatusAccepted {
+			t.Fatalf("holder %v: statuses %d and %d, want 202 both", withHolder, outer.status, inner.status)
+		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -142,5 +143,22 @@ func TestDerivedComponents(t *testing.T) {
 				t.Errorf("server base:\n%s\nclient base:\n%s", server, client)
 			}
 		})
+	}
+}
+
+// joined hands the library the request's own header when every field has one line (no copy per
+// verification), and a joined copy, leaving the request alone, when a field has several.
+func TestJoinedCopiesOnlyMultiLineHeaders(t *testing.T) {
+	single := http.Header{"Content-Type": {"application/json"}, "X-Api-Key": {"k"}}
+	if got := joined(single); reflect.ValueOf(got).Pointer() != reflect.ValueOf(single).Pointer() {
+		t.Fatal("a header of single-line fields was copied")
+	}
+	multi := http.Header{"Accept": {"a/b", "c/d"}, "X-Api-Key": {"k"}}
+	got := joined(multi)
+	if reflect.ValueOf(got).Pointer() == reflect.ValueOf(multi).Pointer() {
+		t.Fatal("a multi-line header was joined in place")
+	}
+	if got.Get("Accept") != "a/b, c/d" || len(multi["Accept"]) != 2 || got.Get("X-Api-Key") != "k" {
+		t.Fatalf("joined %v from %v", got, multi)
 	}
 }

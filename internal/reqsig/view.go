@@ -95,8 +95,20 @@ func authority(host, scheme string) string {
 	return h
 }
 
-// joined returns a copy of h with the lines of every field joined by ", ".
+// joined returns h with the lines of every field joined by ", ": h itself when no field has
+// several lines (the common case, which so costs no copy of every header; the library only
+// reads the view's header), otherwise a copy.
 func joined(h http.Header) http.Header {
+	multi := false
+	for _, vs := range h {
+		if len(vs) > 1 {
+			multi = true
+			break
+		}
+	}
+	if !multi {
+		return h
+	}
 	out := make(http.Header, len(h))
 	for k, vs := range h {
 		if len(vs) > 1 {

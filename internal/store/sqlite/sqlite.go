@@ -12,7 +12,8 @@
 // spent. So every statement that writes, every transaction and every migration goes through a
 // writer pool of exactly one connection, where database/sql queues callers in process instead;
 // reads go through a separate pool of query_only connections, which WAL lets run alongside the
-// writer and see every committed write.
+// writer and see every committed write. Each pool prepares a query text once per connection and
+// keeps it (stmtcache.go), so SQLite does not parse and plan it again on every call.
 package sqlite
 
 import (
@@ -64,6 +65,10 @@ type Store struct {
 	reader   *sql.DB // query_only connections for reads
 	migrator *migrate.Migrator
 	path     string
+
+	// The statements of the methods, prepared once per text and connection (stmtcache.go).
+	writeStmts, readStmts *stmtCache
+	writePool, readPool   *pool
 }
 
 var (
@@ -125,7 +130,11 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Store, error) 
 		return nil, err
 	}
 	logger.InfoContext(ctx, "sqlite store opened", slog.String("path", cfg.Path), slog.String("busy_timeout", busy.String()))
-	return &Store{writer: writer, reader: reader, migrator: m, path: cfg.Path}, nil
+	s := &Store{writer: writer, reader: reader, migrator: m, path: cfg.Path,
+		writeStmts: newStmtCache(writer), readStmts: newStmtCache(reader)}
+	s.writePool = &pool{db: writer, stmts: s.writeStmts}
+	s.readPool = &pool{db: reader, stmts: s.readStmts}
+	return s, nil
 }
 
 func validate(cfg Config) error {
@@ -190,6 +199,8 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // Close closes every connection. The last one to close checkpoints the WAL into the file.
 func (s *Store) Close() error {
+	s.readStmts.close()
+	s.writeStmts.close()
 	if err := errors.Join(s.reader.Close(), s.writer.Close()); err != nil {
 		return fmt.Errorf("close sqlite %s: %w", s.path, err)
 	}

@@ -27,7 +27,7 @@ type txKey struct{ s *Store }
 // Concurrency: the writer pool has one connection, held by the transaction until it ends; calls
 // made inside fn with a context other than the one it received would wait for it forever.
 func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context) error) (err error) {
-	if _, ok := ctx.Value(txKey{s}).(*sql.Tx); ok {
+	if _, ok := ctx.Value(txKey{s}).(*txConn); ok {
 		return fn(ctx)
 	}
 	tx, err := s.writer.BeginTx(ctx, nil)
@@ -40,31 +40,38 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context) error) (e
 			panic(p)
 		}
 	}()
-	if err := fn(context.WithValue(ctx, txKey{s}, tx)); err != nil {
+	tc := &txConn{tx: tx, stmts: s.writeStmts}
+	if err := fn(context.WithValue(ctx, txKey{s}, tc)); err != nil {
 		if rerr := tx.Rollback(); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
 			return errors.Join(err, fmt.Errorf("roll back sqlite transaction: %w", rerr))
 		}
+		tc.prepareLater(ctx)
 		return err
 	}
-	if err := tx.Commit(); err != nil {
+	err = tx.Commit()
+	// Only now that the transaction has released the writer connection: the texts it ran
+	// unprepared (never in a deferred call, which a panic would run before the rollback above).
+	tc.prepareLater(ctx)
+	if err != nil {
 		return fmt.Errorf("commit sqlite transaction: %w", err)
 	}
 	return nil
 }
 
-// w returns where a write runs: the caller's transaction, or the writer connection.
+// w returns where a write runs: the caller's transaction, or the writer connection (through the
+// prepared statements of stmtcache.go).
 func (s *Store) w(ctx context.Context) querier {
-	if tx, ok := ctx.Value(txKey{s}).(*sql.Tx); ok {
+	if tx, ok := ctx.Value(txKey{s}).(*txConn); ok {
 		return tx
 	}
-	return s.writer
+	return s.writePool
 }
 
 // r returns where a read runs: the caller's transaction (which must see its own writes), or the
-// read-only pool.
+// read-only pool (through the prepared statements of stmtcache.go).
 func (s *Store) r(ctx context.Context) querier {
-	if tx, ok := ctx.Value(txKey{s}).(*sql.Tx); ok {
+	if tx, ok := ctx.Value(txKey{s}).(*txConn); ok {
 		return tx
 	}
-	return s.reader
+	return s.readPool
 }
