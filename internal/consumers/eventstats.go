@@ -41,13 +41,15 @@ type EventStatsStore interface {
 }
 
 // EventStatsHandler is the event-stats consumer's handler: it parses the delivery strictly and,
-// through Once, counts the event in its tenant and type, so every distinct event is counted
-// exactly once whatever the redeliveries.
+// through a Batcher (Once with group commit), counts the event in its tenant and type, so every
+// distinct event is counted exactly once whatever the redeliveries.
 //
 // A payload events.Parse rejects, or whose id, tenant or type disagree with the message's (the
 // attributes the bus routed it by), is a bus.Terminal error: no retry can fix it. A store
 // failure is an ordinary error, retried with backoff.
 func EventStatsHandler(st EventStatsStore) bus.Handler {
+	// Counting is one small write per event: the handlers running at once share a commit.
+	once := NewBatcher(st, st, EventStatsName, DefaultBatch)
 	return func(ctx context.Context, d bus.Delivery) error {
 		e, err := events.Parse(d.Payload)
 		if err != nil {
@@ -57,7 +59,7 @@ func EventStatsHandler(st EventStatsStore) bus.Handler {
 			return bus.Terminal(fmt.Errorf("%s: event %q (tenant %q, type %q) delivered as %q (tenant %q, type %q)",
 				EventStatsName, e.ID, e.Tenant, e.Type, d.ID, d.Tenant, d.Type))
 		}
-		_, err = Once(ctx, st, st, EventStatsName, e.ID, func(ctx context.Context) error {
+		err = once.Once(ctx, e.ID, func(ctx context.Context) error {
 			return st.IncrementEventStats(ctx, e.Tenant, string(e.Type), e.Time)
 		})
 		if err != nil {
