@@ -41,8 +41,12 @@
 //     keeps up with); the rate is the events consumed divided by the time from the start to the
 //     last consumption.
 //
+// Before each embedded phase the program syncs the file systems (sync(2)), so that a phase does
+// not pay for the writeback of what ran before it.
+//
 // The report is Markdown: the machine, the fsync rate, one table of every phase with ours ÷ raw
-// ratios, and the goals stated as met or not met.
+// ratios, the CPU time per event of the closed-loop phases (see cpuCost), and the goals
+// stated as met or not met.
 package main
 
 import (
@@ -284,6 +288,7 @@ type result struct {
 	adapter, impl string
 	rate          int // 0: closed loop
 	st            phaseStats
+	cpu           cpuCost
 	err           error
 }
 
@@ -297,6 +302,15 @@ func (e *env) phase(ctx context.Context, a, impl string, rate int) result {
 		capacity = max(int(e.o.Duration.Seconds()*200_000), 10_000)
 	}
 	rec := newRecorder(benchkit.UniqueName("e"), capacity)
+	var rdb redis.UniversalClient
+	switch a {
+	case adRedis:
+		rdb = e.rdb
+	case adEmbeddedSync, adEmbeddedAsync:
+		// Start on a disk with nothing left to write back, from the phase before or otherwise.
+		syncDisks()
+	}
+	meter := startCPU(ctx, rdb)
 	sys, err := e.open(ctx, a, impl, rec)
 	if err != nil {
 		res.err = err
@@ -308,6 +322,7 @@ func (e *env) phase(ctx context.Context, a, impl string, rate int) result {
 		res.st, err = closedLoop(ctx, rec, sys.pub, ls)
 	}
 	res.err = errors.Join(err, sys.close())
+	res.cpu = meter.stop(ctx, rec.consumed.Load()+rec.warm.Load())
 	if res.err == nil && res.st.consumed == 0 {
 		res.err = errors.New("no event was consumed")
 	}

@@ -53,7 +53,8 @@ func TestRunEmbedded(t *testing.T) {
 		t.Errorf("the run left %d entries in its data directory", len(entries))
 	}
 	for _, want := range []string{"Machine: ", "Embedded NATS: nats-server ", "#### Physical limit", "#### Publish → consume", "#### Goals (issue 4)",
-		"power-loss-safe maximum rate above the disk's fsync rate", "crash-safe (embedded-async)", "our layer keeps ≥ 70 %"} {
+		"power-loss-safe maximum rate above the disk's fsync rate", "crash-safe (embedded-async)", "our layer keeps ≥ 70 %",
+		"| process µs/event | Redis µs/event | total µs/event | ÷ raw total |"} {
 		if !strings.Contains(report, want) {
 			t.Errorf("report lacks %q", want)
 		}
@@ -66,6 +67,15 @@ func TestRunEmbedded(t *testing.T) {
 				if !row.MatchString(report) {
 					t.Errorf("no row with numbers for %s / %s / %s", a, impl, load)
 				}
+			}
+		}
+	}
+	// Every closed-loop phase has a CPU-per-event row (process CPU is measured on Linux).
+	for _, a := range o.Adapters {
+		for _, impl := range o.Impls {
+			row := regexp.MustCompile(`(?m)^\| ` + regexp.QuoteMeta(a) + ` \| ` + regexp.QuoteMeta(implLabel(a, impl)) + ` \| [1-9][0-9]* \| [0-9]+\.[0-9] \|  \| [0-9]+\.[0-9] \|`)
+			if !row.MatchString(report) {
+				t.Errorf("no CPU row for %s / %s", a, impl)
 			}
 		}
 	}

@@ -95,12 +95,42 @@ func (rep report) write(w io.Writer) {
 	if maxLag > 0 {
 		fmt.Fprintf(w, "Load generator: the worst p99 of its lag (due → handed to the publisher) over the sustained open-loop phases was %s.\n", benchkit.Ms(maxLag))
 	}
+	rep.writeCPU(w)
 	for _, r := range rep.results {
 		if r.err == nil && r.st.firstErr != nil {
 			fmt.Fprintf(w, "First publish error of %s/%s/%s: %s\n", r.adapter, r.impl, loadLabel(o, r.impl, r.adapter, r.rate), oneLine(r.st.firstErr))
 		}
 	}
 	rep.writeGoals(w)
+}
+
+// writeCPU writes the CPU time per event of the closed-loop phases (see cpuCost).
+func (rep report) writeCPU(w io.Writer) {
+	var rows []string
+	for _, r := range rep.results {
+		if r.err != nil || r.rate != 0 || !r.cpu.ok || r.cpu.events == 0 {
+			continue
+		}
+		total := r.cpu.perEvent(r.cpu.process + r.cpu.redis)
+		redisCol, ratio := "", ""
+		if r.adapter == adRedis {
+			redisCol = fmt.Sprintf("%.1f", r.cpu.perEvent(r.cpu.redis))
+		}
+		if base, ok := rep.find(r.adapter, implRaw, 0); ok && r.impl != implRaw && base.cpu.ok && base.cpu.events > 0 {
+			ratio = benchkit.Ratio(total, base.cpu.perEvent(base.cpu.process+base.cpu.redis))
+		}
+		rows = append(rows, fmt.Sprintf("| %s | %s | %d | %.1f | %s | %.1f | %s |",
+			r.adapter, implLabel(r.adapter, r.impl), r.cpu.events, r.cpu.perEvent(r.cpu.process), redisCol, total, ratio))
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nCPU time per event of the closed-loop phases, warm-up and drain included (µs): this process (load generator, client, our layer, the embedded broker) and the Redis server (INFO cpu). On a shared machine events/s follow the CPU other tenants leave; CPU per event much less.")
+	fmt.Fprintln(w, "\n| adapter | implementation | events | process µs/event | Redis µs/event | total µs/event | ÷ raw total |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|")
+	for _, row := range rows {
+		fmt.Fprintln(w, row)
+	}
 }
 
 // writeGoals states each of the goals that this run measured as met or not met.

@@ -72,14 +72,16 @@ func Dispatch(ctx context.Context, d Delivery, s Settler, h Handler, cfg Consume
 	defer span.End()
 
 	var herr error
+	handled := start
 	if d.Attempt > cfg.MaxDeliveries {
 		herr = fmt.Errorf("delivered %d times without being settled (max deliveries %d): the handler crashed or exceeded ack wait %s", d.Attempt, cfg.MaxDeliveries, cfg.AckWait)
 	} else {
-		hctx, cancel := context.WithTimeout(ctx, cfg.AckWait)
+		hctx, stop := withDeadline(ctx, start.Add(cfg.AckWait))
 		herr = safeCall(hctx, h, d)
-		cancel()
+		handled = time.Now()
+		stop(handled)
 	}
-	outcome := settle(ctx, d, s, herr, cfg, dlq, ins)
+	outcome, end := settle(ctx, handled, d, s, herr, cfg, dlq, ins)
 	if herr != nil {
 		span.RecordError(herr)
 		span.SetStatus(codes.Error, string(outcome))
@@ -87,13 +89,23 @@ func Dispatch(ctx context.Context, d Delivery, s Settler, h Handler, cfg Consume
 	if span.IsRecording() {
 		span.SetAttributes(attribute.String("nops.bus.outcome", string(outcome)))
 	}
-	ins.processed(ctx, d.Consumer, outcome, time.Since(start))
+	ins.processed(ctx, d.Consumer, outcome, end.Sub(start))
 	return outcome
 }
 
-func settle(ctx context.Context, d Delivery, s Settler, herr error, cfg ConsumerConfig, dlq DeadLetterWriter, ins *Instruments) Outcome {
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
-	defer cancel()
+// settle settles d after its handler returned herr at now, and returns the outcome and when
+// settling ended (the clock is read once per step: it is a noticeable part of a fast
+// consumer's cost on some virtual machines).
+func settle(ctx context.Context, now time.Time, d Delivery, s Settler, herr error, cfg ConsumerConfig, dlq DeadLetterWriter, ins *Instruments) (Outcome, time.Time) {
+	sctx, stop := withDeadline(context.WithoutCancel(ctx), now.Add(settleTimeout))
+	o := settleWith(sctx, d, s, herr, cfg, dlq, ins)
+	end := time.Now()
+	stop(end)
+	return o, end
+}
+
+// settleWith is settle's decision, with the settlement context sctx.
+func settleWith(sctx context.Context, d Delivery, s Settler, herr error, cfg ConsumerConfig, dlq DeadLetterWriter, ins *Instruments) Outcome {
 	if herr == nil {
 		if err := s.Ack(sctx); err != nil {
 			ins.logSettle(d, "ack", err)

@@ -16,7 +16,8 @@ type Places struct {
 	prefetch int // most places beyond size
 	extra    int // places beyond size granted now, ≤ prefetch
 	used     int
-	freed    chan struct{} // closed (and replaced) whenever places are given back
+	freed    chan struct{} // closed (and replaced) when places are given back while armed
+	armed    bool          // freed was handed to a waiter since it was made
 }
 
 // NewPlaces returns size places for handlers and up to prefetch for fetching ahead.
@@ -34,6 +35,7 @@ func (p *Places) Take() (<-chan struct{}, bool) {
 		p.used++
 		return nil, true
 	}
+	p.armed = true
 	return p.freed, false
 }
 
@@ -66,6 +68,7 @@ func (p *Places) Wait(done <-chan struct{}, take bool) (int, bool) {
 			return n, true
 		}
 		freed := p.freed
+		p.armed = true
 		p.mu.Unlock()
 		select {
 		case <-freed:
@@ -107,7 +110,13 @@ func (p *Places) Progress(ok bool) {
 	p.extra = 0
 }
 
+// signal wakes whoever waits for a place. A new channel is made only when one was handed out
+// since the last: places are given back once per message, and nobody waits most of the time.
 func (p *Places) signal() {
+	if !p.armed {
+		return
+	}
 	close(p.freed)
 	p.freed = make(chan struct{})
+	p.armed = false
 }

@@ -39,6 +39,7 @@ type Queue[M any] struct {
 	mu     sync.Mutex
 	ring   []stamped[M] // the last cap(ch) pushes, in order: the queued ones are the newest len(ch)
 	pushed int          // pushes so far; the next goes to ring[pushed%len(ring)]
+	ticks  int64        // HoldEvery intervals passed so far
 
 	stop    chan struct{}
 	stopped sync.Once
@@ -46,9 +47,12 @@ type Queue[M any] struct {
 	holder  sync.WaitGroup
 }
 
+// stamped is a pushed message and the number of hold intervals that had passed when it was
+// pushed: counting intervals instead of reading the clock keeps time.Now off every push, and
+// tells holdLoop the same thing (see waiting).
 type stamped[M any] struct {
-	m  M
-	at time.Time
+	m    M
+	tick int64
 }
 
 // QueueOptions configure NewQueue. Handle is required; the other funcs may be nil.
@@ -81,7 +85,7 @@ func NewQueue[M any](o QueueOptions[M]) *Queue[M] {
 // Push queues m for a worker. The caller holds a place for it (at most capacity are queued).
 func (q *Queue[M]) Push(m M) {
 	q.mu.Lock()
-	q.ring[q.pushed%len(q.ring)] = stamped[M]{m: m, at: time.Now()}
+	q.ring[q.pushed%len(q.ring)] = stamped[M]{m: m, tick: q.ticks}
 	q.pushed++
 	q.mu.Unlock()
 	q.ch <- m
@@ -145,7 +149,11 @@ func (q *Queue[M]) holdLoop() {
 		select {
 		case <-q.stop:
 			return
-		case now := <-t.C:
+		case <-t.C:
+			q.mu.Lock()
+			q.ticks++
+			tick := q.ticks
+			q.mu.Unlock()
 			done := q.done.Load()
 			progress := done != lastDone || q.running.Load() == 0
 			lastDone = done
@@ -155,24 +163,26 @@ func (q *Queue[M]) holdLoop() {
 			if !progress || q.hold == nil {
 				continue
 			}
-			if waiting := q.waiting(now.Add(-q.holdEvery)); len(waiting) > 0 {
+			if waiting := q.waiting(tick - 2); len(waiting) > 0 {
 				q.hold(waiting)
 			}
 		}
 	}
 }
 
-// waiting returns the queued messages pushed before cutoff. It may include a message a worker
+// waiting returns the queued messages pushed when at most upTo hold intervals had passed. At the
+// k-th tick, upTo k−2 means pushed before the previous tick: they have waited at least
+// HoldEvery, and every message is held by the time it has waited twice that. It may include a message a worker
 // took meanwhile, or miss one pushed during the call: holding a message that is running or
 // settled is harmless, and a missed one is held at the next tick, well within AckWait.
-func (q *Queue[M]) waiting(cutoff time.Time) []M {
+func (q *Queue[M]) waiting(upTo int64) []M {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	n := min(len(q.ch), q.pushed, len(q.ring))
 	var out []M
 	for i := q.pushed - n; i < q.pushed; i++ {
 		s := q.ring[i%len(q.ring)]
-		if !s.at.Before(cutoff) {
+		if s.tick > upTo {
 			break // later pushes are newer still
 		}
 		out = append(out, s.m)

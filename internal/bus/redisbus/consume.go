@@ -602,19 +602,44 @@ func (st *settler) Nak(ctx context.Context, delay time.Duration) error {
 // only queues the acknowledgement.
 func (st *settler) Term(ctx context.Context) error { return st.Ack(ctx) }
 
+// encodeMeta is the meta field of m's entry without the time the publish script puts first:
+// tenant, type and traceparent (none of which holds a newline: bus.Message.Validate) and the id,
+// last because it may hold anything.
+func encodeMeta(m bus.Message) string {
+	return m.Tenant + "\n" + m.Type + "\n" + m.TraceParent + "\n" + m.ID
+}
+
 // decodeMessage reads a message from an entry's fields as go-redis returns them (string
 // values; anything else reads as missing). It reads go-redis's map directly rather than a
-// converted copy: one map less per delivered entry.
+// converted copy: one map less per delivered entry. Entries have the fields meta
+// ("<µs>\n<tenant>\n<type>\n<traceparent>\n<id>") and data; entries written before meta
+// existed have the fields id, tenant, type, tp (when set), ts and data, and still decode.
 func decodeMessage(id string, f map[string]any) (bus.Message, time.Time, error) {
 	str := func(k string) string {
 		v, _ := f[k].(string)
 		return v
 	}
-	m := bus.Message{ID: str("id"), Tenant: str("tenant"), Type: str("type"), TraceParent: str("tp"), Payload: []byte(str("data"))}
+	var m bus.Message
+	var ts string
+	if meta, ok := f["meta"].(string); ok {
+		var rest string
+		var ok1, ok2, ok3, ok4 bool
+		ts, rest, ok1 = strings.Cut(meta, "\n")
+		m.Tenant, rest, ok2 = strings.Cut(rest, "\n")
+		m.Type, rest, ok3 = strings.Cut(rest, "\n")
+		m.TraceParent, m.ID, ok4 = strings.Cut(rest, "\n")
+		if !ok1 || !ok2 || !ok3 || !ok4 {
+			return bus.Message{}, time.Time{}, errors.New("the entry's meta field has fewer than five lines")
+		}
+	} else {
+		m = bus.Message{ID: str("id"), Tenant: str("tenant"), Type: str("type"), TraceParent: str("tp")}
+		ts = str("ts")
+	}
 	if m.ID == "" || m.Tenant == "" || m.Type == "" {
 		return bus.Message{}, time.Time{}, errors.New("the entry has no id, tenant or type")
 	}
-	return m, storedTime(id, str("ts")), nil
+	m.Payload = []byte(str("data"))
+	return m, storedTime(id, ts), nil
 }
 
 // storedTime is when an entry was stored: the entry id's millisecond refined by the ts field's

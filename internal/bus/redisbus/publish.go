@@ -16,7 +16,7 @@ import (
 const maxDedupKey = 512
 
 // Publish stores msgs on the event stream in slice order: one script call per publishBatch
-// messages (per message a dedup marker set with NX and an XADD; one trim per call), all
+// messages (the dedup check of the batch's ids, an XADD per new message, one trim per call), all
 // pipelined in one round trip per MaxPending messages.
 // See bus.Publisher for the contract.
 func (b *Bus) Publish(ctx context.Context, msgs ...bus.Message) error {
@@ -37,10 +37,10 @@ func (b *Bus) publish(ctx context.Context, msgs []bus.Message) error {
 	}
 	items := make([]item, len(msgs))
 	for i, m := range msgs {
-		items[i] = item{dedupKey: b.keys.dedup(m.ID), msg: m}
+		items[i] = item{dedupKey: m.ID, msg: m}
 	}
 	for start := 0; start < len(items); start += b.cfg.MaxPending {
-		if err := b.store(ctx, b.keys.events(), items[start:min(start+b.cfg.MaxPending, len(items))]); err != nil {
+		if err := b.store(ctx, b.keys.events(), b.keys.dedup(), items[start:min(start+b.cfg.MaxPending, len(items))]); err != nil {
 			return err
 		}
 	}
@@ -61,39 +61,37 @@ func (b *Bus) Redeliver(ctx context.Context, consumer string, m bus.Message, ded
 	if err := m.Validate(); err != nil {
 		return fmt.Errorf("redeliver to %s: %w", consumer, err)
 	}
-	return b.store(ctx, b.keys.retry(consumer), []item{{dedupKey: b.keys.redeliverDedup(consumer, dedupKey), msg: m}})
+	return b.store(ctx, b.keys.retry(consumer), b.keys.redeliverDedup(consumer), []item{{dedupKey: dedupKey, msg: m}})
 }
 
-// item is one message to store and the key of its dedup marker.
+// item is one message to store and its dedup key.
 type item struct {
 	dedupKey string
 	msg      bus.Message
 }
 
-// store publishes at most MaxPending items to stream in one pipeline, once it has room for them
-// in the publish window.
-func (b *Bus) store(ctx context.Context, stream string, items []item) error {
+// store publishes at most MaxPending items to stream in one pipeline, deduplicated in the
+// dedup buckets whose keys start with buckets, once it has room for them in the publish window.
+func (b *Bus) store(ctx context.Context, stream, buckets string, items []item) error {
 	n := int64(len(items))
 	if err := b.acquire(ctx, n); err != nil {
 		return err
 	}
 	defer b.window.Release(n)
 
-	window, retention := b.cfg.DedupWindow.Milliseconds(), b.cfg.Retention.Milliseconds()
+	width, retention := bucketWidth(b.cfg.DedupWindow), b.cfg.Retention.Milliseconds()
 	var wait *redis.Cmd
 	calls := (len(items) + publishBatch - 1) / publishBatch
+	keys := []string{stream}
 	cmds, err := b.pipeline(ctx, func(p redis.Pipeliner) {
 		for start := 0; start < len(items); start += publishBatch {
 			batch := items[start:min(start+publishBatch, len(items))]
-			keys := make([]string, 0, len(batch)+1)
-			args := make([]any, 0, 3+5*len(batch))
-			args = append(args, window, retention, b.cfg.MaxLen)
+			args := make([]any, 0, 4+3*len(batch))
+			args = append(args, buckets, width, retention, b.cfg.MaxLen)
 			for _, it := range batch {
-				m := it.msg
-				keys = append(keys, it.dedupKey)
-				args = append(args, m.ID, m.Tenant, m.Type, m.TraceParent, m.Payload)
+				args = append(args, it.dedupKey, encodeMeta(it.msg), it.msg.Payload)
 			}
-			publishScript.EvalSha(ctx, p, append(keys, stream), args...)
+			publishScript.EvalSha(ctx, p, keys, args...)
 		}
 		if b.cfg.MinReplicas > 0 {
 			wait = p.Do(ctx, "WAIT", b.cfg.MinReplicas, b.cfg.ReplicaTimeout.Milliseconds())
@@ -101,7 +99,7 @@ func (b *Bus) store(ctx context.Context, stream string, items []item) error {
 	})
 	if err != nil {
 		// The first failed batch: the messages before it are stored, the caller retries all of
-		// them and the dedup markers keep the stored ones from being stored twice.
+		// them and the dedup buckets keep the stored ones from being stored twice.
 		for i, c := range cmds {
 			if c.Err() != nil && i < calls {
 				first := i * publishBatch
@@ -118,6 +116,13 @@ func (b *Bus) store(ctx context.Context, stream string, items []item) error {
 		}
 	}
 	return nil
+}
+
+// bucketWidth is the width of a dedup bucket for a dedup window: the window, rounded up to the
+// millisecond, so that a key is remembered for at least the window and less than twice it (see
+// publishScript).
+func bucketWidth(window time.Duration) int64 {
+	return max((window + time.Millisecond - 1).Milliseconds(), 1)
 }
 
 // acquire takes n places in the publish window, waiting up to PublishTimeout (or ctx's
@@ -140,7 +145,7 @@ func (b *Bus) acquire(ctx context.Context, n int64) error {
 
 // pipeline runs the commands build adds in one round trip. Scripts run by EVALSHA; when Redis
 // lost its script cache (a restart, a failover, SCRIPT FLUSH) the scripts are loaded again and
-// the pipeline is run once more: the scripts are idempotent (dedup markers, claims), so what ran
+// the pipeline is run once more: the scripts are idempotent (dedup buckets, claims), so what ran
 // before the failure is not done twice.
 func (b *Bus) pipeline(ctx context.Context, build func(redis.Pipeliner)) ([]redis.Cmder, error) {
 	for attempt := 0; ; attempt++ {

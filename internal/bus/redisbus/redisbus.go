@@ -1,7 +1,7 @@
 // Package redisbus is the Redis Streams adapter of the kernel's event bus (bus.Bus): one stream
 // holds every event, consumer groups are the durable consumers, a per-consumer retry stream takes
 // redeliveries, a sorted set per consumer paces retries, and a stream per tenant is the
-// dead-letter queue. Every change that must be atomic (dedup marker + XADD + trimming, claim +
+// dead-letter queue. Every change that must be atomic (dedup check + XADD + trimming, claim +
 // delivery counter, dead letter + its tenant) is one Lua script, so it is atomic in Redis and
 // costs one round trip; a batch of publishes is one pipeline of such scripts.
 //
@@ -25,12 +25,14 @@
 // keys of one namespace live in one hash slot, which the multi-key scripts require (a cluster
 // would otherwise reject them with CROSSSLOT). On a single Redis they change nothing.
 //
-//	{ns}:events                 the event stream (fields id, tenant, type, tp (only when set), ts, data)
+//	{ns}:events                 the event stream: fields meta ("<µs>\n<tenant>\n<type>\n<traceparent>\n<id>",
+//	                            the time the server stored it first) and data (the payload)
 //	{ns}:retry:<consumer>       redeliveries to one consumer (Redeliver), same fields
 //	{ns}:delay:<consumer>       sorted set of deliveries waiting for a retry; score = due time (ms)
 //	{ns}:consumer:<consumer>    hash of the consumer's filter (tenants, types), for ConsumerStats
-//	{ns}:dedup:<message id>     publish dedup marker, expires after DedupWindow
-//	{ns}:rdedup:<consumer>:<k>  Redeliver dedup marker of dedup key k, expires after DedupWindow
+//	{ns}:ids:<n>                set of the message ids published in the n-th DedupWindow of
+//	                            server time (Unix ms ÷ DedupWindow ms): the publish dedup buckets
+//	{ns}:rids:<consumer>:<n>    the same for the Redeliver dedup keys of one consumer
 //	{ns}:dlq:<tenant>           dead letters of a tenant (a stream, never trimmed)
 //	{ns}:dlqtenants             set of the tenants that have a DLQ stream
 //	{ns}:dlqdedup:<id>@<source> AddDeadLetter dedup marker, expires after DedupWindow
@@ -119,7 +121,10 @@ type Config struct {
 	// Default 1,000,000 entries.
 	MaxLen int64
 	// DedupWindow is how long a message id (and a redelivery's or dead letter's dedup key) is
-	// remembered: publishing it again within the window stores nothing. Default 2 minutes.
+	// remembered: publishing it again within the window stores nothing. Message ids and
+	// redelivery keys are kept in sets per window-long bucket of server time, so they are
+	// remembered for at least the window and less than twice it (Redis memory: about 90 bytes per
+	// id, for up to two windows of publishes). Default 2 minutes.
 	DedupWindow time.Duration
 	// PublishTimeout bounds the wait for room when MaxPending messages are in flight; then
 	// Publish fails with bus.ErrBackpressure. Default 5 s. The round trip to Redis itself is
@@ -376,12 +381,12 @@ func (k keys) events() string                 { return k.prefix + "events" }
 func (k keys) retry(consumer string) string   { return k.prefix + "retry:" + consumer }
 func (k keys) delay(consumer string) string   { return k.prefix + "delay:" + consumer }
 func (k keys) consumer(name string) string    { return k.prefix + "consumer:" + name }
-func (k keys) dedup(id string) string         { return k.prefix + "dedup:" + id }
+func (k keys) dedup() string                  { return k.prefix + "ids:" }
 func (k keys) dlq(tenant string) string       { return k.prefix + "dlq:" + tenant }
 func (k keys) dlqTenants() string             { return k.prefix + "dlqtenants" }
 func (k keys) dlqDedup(id, src string) string { return k.prefix + "dlqdedup:" + id + "@" + src }
-func (k keys) redeliverDedup(consumer, key string) string {
-	return k.prefix + "rdedup:" + consumer + ":" + key
+func (k keys) redeliverDedup(consumer string) string {
+	return k.prefix + "rids:" + consumer + ":"
 }
 
 // Stream kinds, the first part of a delivery's Position ("events/<entry id>").

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -181,10 +182,13 @@ func TestTrimming(t *testing.T) {
 	})
 }
 
-// TestDedupWindow: a message id published again within the window is not stored again; after
-// the window it is. Redeliver dedups per consumer.
+// TestDedupWindow: a message id published again within the window is not stored again; from
+// twice the window on it is (the dedup buckets remember an id for at least the window and less
+// than twice it). Times are the Redis server's, whose clock the buckets follow.
+// Redeliver dedups per consumer.
 func TestDedupWindow(t *testing.T) {
-	b, c := testBus(t, func(c *Config) { c.DedupWindow = 300 * time.Millisecond })
+	const window = 300 * time.Millisecond
+	b, c := testBus(t, func(c *Config) { c.DedupWindow = window })
 	ctx := ctxT(t)
 	m := msg("dedup-1")
 	xlen := func(key string) int64 {
@@ -195,20 +199,42 @@ func TestDedupWindow(t *testing.T) {
 		}
 		return n
 	}
-	for range 3 {
-		if err := b.Publish(ctx, m); err != nil {
-			t.Fatalf("Publish: %v", err)
+	serverNow := func() time.Time {
+		t.Helper()
+		now, err := c.Time(ctx).Result()
+		if err != nil {
+			t.Fatalf("TIME: %v", err)
 		}
+		return now
 	}
-	if n := xlen(b.keys.events()); n != 1 {
-		t.Fatalf("after 3 publishes of one id within the window the stream holds %d entries, want 1", n)
-	}
-	eventually(t, "the dedup marker to expire", func() bool { return c.Exists(ctx, b.keys.dedup(m.ID)).Val() == 0 })
+	before := serverNow()
 	if err := b.Publish(ctx, m); err != nil {
 		t.Fatalf("Publish: %v", err)
 	}
-	if n := xlen(b.keys.events()); n != 2 {
-		t.Errorf("after the window the stream holds %d entries, want 2", n)
+	stored := serverNow()
+	// Every publish that ended less than the window after the first one began was within the
+	// window: deduplicated. Later ones prove nothing either way; stop there.
+	republished := 0
+	for {
+		if err := b.Publish(ctx, m); err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+		if serverNow().Sub(before) >= window {
+			break
+		}
+		republished++
+		if n := xlen(b.keys.events()); n != 1 {
+			t.Fatalf("after %d publishes of one id within the window the stream holds %d entries, want 1", republished+1, n)
+		}
+	}
+	t.Logf("%d publishes within the window deduplicated", republished)
+	eventually(t, "twice the window to pass", func() bool { return serverNow().Sub(stored) >= 2*window })
+	n0 := xlen(b.keys.events())
+	if err := b.Publish(ctx, m); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	if n := xlen(b.keys.events()); n != n0+1 {
+		t.Errorf("two windows later the stream holds %d entries, want %d", n, n0+1)
 	}
 
 	for _, consumer := range []string{"a", "b", "a"} {
@@ -295,7 +321,7 @@ func TestFailedPublishLeavesNoMarker(t *testing.T) {
 	if err := b.Publish(ctx, m); !errs.Is(err, errs.Unavailable) {
 		t.Fatalf("Publish onto a string key = %v, want unavailable", err)
 	}
-	if n := c.Exists(ctx, b.keys.dedup(m.ID)).Val(); n != 0 {
+	if dedupMarked(t, c, b.keys.dedup(), m.ID) {
 		t.Errorf("the failed publish left its dedup marker")
 	}
 	if err := c.Del(ctx, b.keys.events()).Err(); err != nil {
@@ -312,13 +338,110 @@ func TestFailedPublishLeavesNoMarker(t *testing.T) {
 	}
 }
 
-// TestTraceParentStoredOnlyWhenSet: an empty traceparent is not stored as a field; a set one is,
-// and both read back as published.
-func TestTraceParentStoredOnlyWhenSet(t *testing.T) {
+// dedupMarked reports whether a dedup bucket whose key starts with prefix holds key.
+func dedupMarked(t *testing.T, c redis.UniversalClient, prefix, key string) bool {
+	t.Helper()
+	iter := c.Scan(ctxT(t), 0, prefix+"*", 100).Iterator()
+	for iter.Next(ctxT(t)) {
+		ok, err := c.SIsMember(ctxT(t), iter.Val(), key).Result()
+		if err != nil {
+			t.Fatalf("SISMEMBER %s: %v", iter.Val(), err)
+		}
+		if ok {
+			return true
+		}
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatalf("SCAN %s*: %v", prefix, err)
+	}
+	return false
+}
+
+// TestPublishScriptBuckets runs the publish script with a bucket width so large (10^12 ms) that
+// the server's time is in bucket 1 until the year 2286, so the buckets around it can be laid out
+// beforehand: keys in the current bucket and the one before it are duplicates, keys in an older
+// one are not and that bucket is deleted; new keys go to the current bucket, which expires three
+// widths after its start; a key repeated within a call is stored once; the dedup key, not the
+// id, decides.
+func TestPublishScriptBuckets(t *testing.T) {
 	b, c := testBus(t, nil)
 	ctx := ctxT(t)
-	plain, traced := msg("tp-0"), msg("tp-1")
+	const width = int64(1e12)
+	prefix := b.keys.dedup()
+	for bucket, id := range map[int]string{1: "in-now", 0: "in-prev", -1: "in-old"} {
+		key := prefix + strconv.Itoa(bucket)
+		if err := c.SAdd(ctx, key, id).Err(); err != nil {
+			t.Fatalf("SADD %s: %v", key, err)
+		}
+	}
+	stream := b.keys.events()
+	args := []any{prefix, width, DefaultRetention.Milliseconds(), DefaultMaxLen}
+	for _, m := range []struct{ dedupKey, id string }{
+		{"in-now", "in-now"}, {"in-prev", "in-prev"}, {"in-old", "in-old"}, {"new-1", "new-1"}, {"new-1", "new-1"},
+		{"in-now", "other-id"}, {"k-1", "in-now"},
+	} {
+		args = append(args, m.dedupKey, encodeMeta(msg(m.id)), "{}")
+	}
+	got, err := publishScript.Run(ctx, c, []string{stream}, args...).Int64Slice()
+	if err != nil {
+		t.Fatalf("publish script: %v", err)
+	}
+	if want := []int64{0, 0, 1, 1, 0, 0, 1}; !slices.Equal(got, want) {
+		t.Errorf("stored = %v, want %v", got, want)
+	}
+	entries, err := c.XRange(ctx, stream, "-", "+").Result()
+	if err != nil {
+		t.Fatalf("XRANGE: %v", err)
+	}
+	var ids []string
+	for _, e := range entries {
+		m, _, err := decodeMessage(e.ID, e.Values)
+		if err != nil {
+			t.Fatalf("decode %s: %v", e.ID, err)
+		}
+		ids = append(ids, m.ID)
+	}
+	if want := []string{"in-old", "new-1", "in-now"}; !slices.Equal(ids, want) {
+		t.Errorf("stream ids = %v, want %v", ids, want)
+	}
+	if n := c.Exists(ctx, prefix+"-1").Val(); n != 0 {
+		t.Errorf("bucket -1 (no longer read) still exists")
+	}
+	members, err := c.SMembers(ctx, prefix+"1").Result()
+	if err != nil {
+		t.Fatalf("SMEMBERS: %v", err)
+	}
+	slices.Sort(members)
+	if want := []string{"in-now", "in-old", "k-1", "new-1"}; !slices.Equal(members, want) {
+		t.Errorf("current bucket = %v, want %v", members, want)
+	}
+	ttl, err := c.PTTL(ctx, prefix+"1").Result()
+	if err != nil {
+		t.Fatalf("PTTL: %v", err)
+	}
+	now, err := c.Time(ctx).Result()
+	if err != nil {
+		t.Fatalf("TIME: %v", err)
+	}
+	// PEXPIRETIME would say it exactly, but needs Redis 7; the bus supports 6.2.
+	if want := time.UnixMilli(4 * width).Sub(now); (ttl - want).Abs() > time.Minute {
+		t.Errorf("current bucket expires in %v, want about %v (three widths after its start)", ttl, want)
+	}
+}
+
+// TestEntryFormat: an entry has two fields, meta ("<µs>\n<tenant>\n<type>\n<traceparent>\n<id>",
+// the server's time first) and data, and reads back as published, traceparent or not and
+// whatever the id holds. Entries in the format of earlier versions (a field each, tp only when
+// set) still decode, are delivered and are counted by a filtered consumer's lag.
+func TestEntryFormat(t *testing.T) {
+	b, c := testBus(t, nil)
+	ctx := ctxT(t)
+	plain, traced := msg("tp-0"), msg("tp-1\nwith a newline")
 	traced.TraceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	before, err := c.Time(ctx).Result()
+	if err != nil {
+		t.Fatalf("TIME: %v", err)
+	}
 	if err := b.Publish(ctx, plain, traced); err != nil {
 		t.Fatalf("Publish: %v", err)
 	}
@@ -326,17 +449,70 @@ func TestTraceParentStoredOnlyWhenSet(t *testing.T) {
 	if err != nil || len(entries) != 2 {
 		t.Fatalf("XRANGE = %d entries, %v; want 2", len(entries), err)
 	}
-	if _, ok := entries[0].Values["tp"]; ok {
-		t.Errorf("the entry without a traceparent has a tp field: %v", entries[0].Values)
-	}
 	for i, want := range []bus.Message{plain, traced} {
-		got, _, err := decodeMessage(entries[i].ID, entries[i].Values)
+		e := entries[i]
+		meta, _ := e.Values["meta"].(string)
+		ts, rest, _ := strings.Cut(meta, "\n")
+		if len(e.Values) != 2 || e.Values["data"] != string(want.Payload) || rest != encodeMeta(want) {
+			t.Errorf("entry %d = %q, want meta \"<µs>\\n%s\" and data", i, e.Values, encodeMeta(want))
+		}
+		got, storedAt, err := decodeMessage(e.ID, e.Values)
 		if err != nil {
 			t.Fatalf("decode entry %d: %v", i, err)
 		}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("entry %d (-published +read):\n%s", i, diff)
 		}
+		if us, _ := strconv.ParseInt(ts, 10, 64); storedAt.Before(before.Truncate(time.Microsecond)) || storedAt.UnixMicro() != us {
+			t.Errorf("entry %d stored at %s (meta %q), want the server's time of the publish, after %s", i, storedAt, ts, before)
+		}
+	}
+
+	legacy := msg("legacy-1")
+	legacy.TraceParent = traced.TraceParent
+	legacyID, err := c.XAdd(ctx, &redis.XAddArgs{Stream: b.keys.events(), Values: []any{
+		"id", legacy.ID, "tenant", legacy.Tenant, "type", legacy.Type, "tp", legacy.TraceParent, "ts", "1", "data", legacy.Payload,
+	}}).Result()
+	if err != nil {
+		t.Fatalf("XADD a legacy entry: %v", err)
+	}
+	other := msg("other-type")
+	other.Type = "nops.test.beta.v1"
+	if err := b.Publish(ctx, other); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	// A filtered consumer that has read nothing yet lags by the matching entries, legacy included.
+	cfg := bus.ConsumerConfig{Name: "format", Filter: bus.Filter{Types: []string{legacy.Type}}}
+	rec := &deliveries{}
+	sub := subscribe(t, b, cfg, func(_ context.Context, d bus.Delivery) error {
+		rec.add(d)
+		return nil
+	})
+	eventually(t, "three deliveries", func() bool { return rec.count(plain.ID)+rec.count(traced.ID)+rec.count(legacy.ID) == 3 })
+	rec.mu.Lock()
+	for _, d := range rec.all {
+		if d.ID == legacy.ID {
+			if diff := cmp.Diff(legacy, d.Message); diff != "" {
+				t.Errorf("legacy entry delivered (-published +read):\n%s", diff)
+			}
+			if !d.StoredAt.Equal(entryTime(legacyID)) {
+				t.Errorf("legacy entry StoredAt %s, want its entry id's time %s", d.StoredAt, entryTime(legacyID))
+			}
+		}
+	}
+	rec.mu.Unlock()
+	if err := sub.Stop(ctx); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if err := c.XGroupSetID(ctx, b.keys.events(), cfg.Name, "0").Err(); err != nil {
+		t.Fatalf("XGROUP SETID: %v", err)
+	}
+	st, err := b.ConsumerStats(ctx, cfg.Name)
+	if err != nil {
+		t.Fatalf("ConsumerStats: %v", err)
+	}
+	if st.Pending != 3 {
+		t.Errorf("lag of the filtered consumer rewound to the start = %d, want 3 (two entries and a legacy one of its type)", st.Pending)
 	}
 }
 

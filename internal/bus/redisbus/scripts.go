@@ -6,51 +6,80 @@ import "github.com/redis/go-redis/v9"
 // kernel replica compares due times and retention against the same clock. string.format('%d')
 // keeps large numbers out of Lua's %.14g float formatting.
 
-// publishScript stores messages unless their dedup markers exist, in one script call for a
-// batch (one TIME, one trim; the per-call overhead of a script is most of the cost of a small
-// message).
+// publishScript stores messages unless their dedup keys were seen within the dedup window, in
+// one script call for a batch (one TIME, one trim; the per-call overhead of a script is most of
+// the cost of a small message).
 //
-//	KEYS[1..n] dedup markers, KEYS[n+1] stream
-//	ARGV[1] dedup window ms, ARGV[2] retention ms, ARGV[3] max length,
-//	then per message i (from 0): ARGV[4+5i..8+5i] id, tenant, type, traceparent, payload
+//	KEYS[1] stream
+//	ARGV[1] prefix of the dedup buckets' keys, ARGV[2] bucket width ms (the dedup window),
+//	ARGV[3] retention ms, ARGV[4] max length,
+//	then per message i (from 0): ARGV[5+3i..7+3i] dedup key, the entry's meta field without its
+//	time ("<tenant>\n<type>\n<traceparent>\n<id>", see encodeMeta), payload
 //
-// It returns, per message, 1 when stored and 0 for a duplicate. SET NX both checks and writes
-// a marker (one command instead of EXISTS + SET); when the XADD after it fails, the marker is
-// deleted again before the error is raised, so a failed XADD leaves no marker that would drop a
-// retry. A script failing half way leaves the messages before it stored with their markers, so
-// retrying the whole batch stores each once. An empty traceparent is not stored (decoding reads
-// a missing field as empty). Both trims run once per call rather than in every XADD: the
-// messages of a call share the server time, so trimming after the last XADD removes what
-// per-XADD trimming would have.
+// It returns, per message, 1 when stored and 0 for a duplicate. An entry has two fields, meta
+// ("<server time µs>\n" and the meta given) and data: every field costs Redis on each XADD and
+// on each read, and Redis's CPU per event is what limits this adapter.
+//
+// Dedup keys live in sets, one per bucket of server time as wide as the dedup window: a key is
+// added to the bucket of now and is seen while it is in the bucket of now or the one before,
+// i.e. for at least the window and less than twice it. Two SMISMEMBER and one SADD per call
+// replace a marker key per message (SET NX PX): each command a script makes costs about as much
+// again as the command itself. The bucket no longer read (now−2) is deleted with UNLINK, which
+// frees a large set on a background thread; each bucket also expires one width after that, in
+// case no publish comes to unlink it. Bucket keys are built here from the server's clock, so
+// every kernel replica uses the same buckets whatever its own clock; they share the stream key's
+// hash tag, so a cluster finds them on the stream's slot.
+//
+// The batch's new keys are added before its XADDs and removed again from the first XADD that
+// fails (SREM works when Redis is out of memory; SADD after the failure might not): the messages
+// before it stay stored and marked, so retrying the whole batch stores each once, and the failed
+// ones are stored by the retry. A key repeated within the batch is a duplicate of its first
+// occurrence. Both trims run once per call rather than in every XADD: the messages of a call
+// share the server time, so trimming after the last XADD removes what per-XADD trimming would
+// have.
 var publishScript = redis.NewScript(`
-local n = #KEYS - 1
-local stream = KEYS[n + 1]
+local stream = KEYS[1]
+local prefix, width = ARGV[1], tonumber(ARGV[2])
+local n = (#ARGV - 4) / 3
 local t = redis.call('TIME')
 local us = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local minid = math.floor(us / 1000) - tonumber(ARGV[2])
+local ms = math.floor(us / 1000)
+local minid = ms - tonumber(ARGV[3])
 if minid < 0 then minid = 0 end
-local ts = string.format('%d', us)
-local out = {}
+local ts = string.format('%d', us) .. '\n'
+local bucket = math.floor(ms / width)
+local function bkey(b) return prefix .. string.format('%d', b) end
+local dk = {}
+for i = 1, n do dk[i] = ARGV[2 + 3 * i] end
+local s0 = redis.call('SMISMEMBER', bkey(bucket), unpack(dk))
+local s1 = redis.call('SMISMEMBER', bkey(bucket - 1), unpack(dk))
+local out, new, idx, seen = {}, {}, {}, {}
 for i = 1, n do
-  if redis.call('SET', KEYS[i], '1', 'NX', 'PX', ARGV[1]) then
-    local a = 4 + 5 * (i - 1)
-    local r
-    if ARGV[a + 3] == '' then
-      r = redis.pcall('XADD', stream, '*', 'id', ARGV[a], 'tenant', ARGV[a + 1], 'type', ARGV[a + 2], 'ts', ts, 'data', ARGV[a + 4])
-    else
-      r = redis.pcall('XADD', stream, '*', 'id', ARGV[a], 'tenant', ARGV[a + 1], 'type', ARGV[a + 2], 'tp', ARGV[a + 3], 'ts', ts, 'data', ARGV[a + 4])
-    end
-    if type(r) == 'table' and r.err then
-      redis.call('DEL', KEYS[i])
-      return redis.error_reply(r.err)
-    end
-    out[i] = 1
-  else
+  if s0[i] == 1 or s1[i] == 1 or seen[dk[i]] then
     out[i] = 0
+  else
+    seen[dk[i]] = true
+    new[#new + 1] = dk[i]
+    idx[#idx + 1] = i
+    out[i] = 1
   end
 end
+local cur = bkey(bucket)
+if #new > 0 then
+  redis.call('SADD', cur, unpack(new))
+  redis.call('PEXPIREAT', cur, string.format('%d', (bucket + 3) * width))
+end
+for j, i in ipairs(idx) do
+  local a = 2 + 3 * i
+  local r = redis.pcall('XADD', stream, '*', 'meta', ts .. ARGV[a + 1], 'data', ARGV[a + 2])
+  if type(r) == 'table' and r.err then
+    redis.call('SREM', cur, unpack(new, j))
+    return redis.error_reply(r.err)
+  end
+end
+redis.call('UNLINK', bkey(bucket - 2))
 redis.call('XTRIM', stream, 'MINID', '~', string.format('%d', minid))
-redis.call('XTRIM', stream, 'MAXLEN', '~', ARGV[3])
+redis.call('XTRIM', stream, 'MAXLEN', '~', ARGV[4])
 return out
 `)
 
@@ -180,7 +209,9 @@ return n
 // lagScript counts, among up to ARGV[2] entries after ARGV[1], those a consumer's filter
 // matches: the lag of a filtered consumer (a consumer group's lag counts every entry) or of any
 // consumer when the server does not report lag (Redis < 7, or deletions inside the stream).
-// Callers scan a long backlog in several calls, so Redis is never blocked for long.
+// Callers scan a long backlog in several calls, so Redis is never blocked for long. Tenant and
+// type are the meta field's second and third lines (publishScript), or, in entries written
+// before that field existed, fields of their own.
 //
 //	KEYS[1] stream; ARGV[1] id to start after, ARGV[2] max entries to scan,
 //	ARGV[3] tenants ("," separated, "" any), ARGV[4] types (same)
@@ -199,7 +230,9 @@ local matched = 0
 for _, e in ipairs(r) do
   local f, tenant, typ = e[2], nil, nil
   for i = 1, #f, 2 do
-    if f[i] == 'tenant' then tenant = f[i + 1] elseif f[i] == 'type' then typ = f[i + 1] end
+    if f[i] == 'meta' then
+      tenant, typ = string.match(f[i + 1], '^[^\n]*\n([^\n]*)\n([^\n]*)\n')
+    elseif f[i] == 'tenant' then tenant = f[i + 1] elseif f[i] == 'type' then typ = f[i + 1] end
   end
   if (tenants == nil or tenants[tenant]) and (types == nil or types[typ]) then matched = matched + 1 end
 end

@@ -56,12 +56,18 @@ func newAckBatcher(s *subscription) *ackBatcher {
 // settleQueueMax acknowledgements are queued, and returns ctx's error if that wait ends first.
 // After close it returns false: the caller acknowledges synchronously.
 func (a *ackBatcher) enqueue(ctx context.Context, st *settler) (bool, error) {
+	// Room first without looking at ctx: ctx.Done would start the timer of Dispatch's settle
+	// context, which an Ack that only queues does not need (see bus.Dispatch).
 	select {
 	case a.room <- struct{}{}:
-	case <-a.stop:
-		return false, nil
-	case <-ctx.Done():
-		return true, context.Cause(ctx)
+	default:
+		select {
+		case a.room <- struct{}{}:
+		case <-a.stop:
+			return false, nil
+		case <-ctx.Done():
+			return true, context.Cause(ctx)
+		}
 	}
 	a.mu.Lock()
 	select {
