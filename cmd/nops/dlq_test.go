@@ -226,7 +226,7 @@ func TestEventsReplayCommand(t *testing.T) {
 	}
 
 	_, errOut = fails(t, tenant, "events", "replay", "--from", "1h", "--to", "0s", "--consumer", "nobody")
-	if !regexp.MustCompile(`\(body\.consumer: not a consumer of this kernel; one of: event-stats\)`).MatchString(errOut) {
+	if !regexp.MustCompile(`\(body\.consumer: not a consumer of this kernel; one of: event-stats, invocations\)`).MatchString(errOut) {
 		t.Fatalf("unknown consumer: %q", errOut)
 	}
 	_, errOut = fails(t, tenant, "events", "replay", "--from", "1h", "--to", "0s")

@@ -2,6 +2,9 @@
 // Gateway call (issue 5) or completed invocation (issue 6) on the request path, without
 // blocking, and writes each as one nops.billing.usage.v1 event to the transactional outbox, in
 // batches, from where the outbox relay publishes them for add-on billing and scorecard services.
+// RecordEvents takes other metering events the caller built — the nops.invocation.completed.v1
+// of each synchronous invocation — into the same queue and batches; everything below holds for
+// them too, and the metrics count them with the usage records.
 //
 // Only the composition root (internal/kernel) constructs a Recorder; the HTTP layer and the
 // invoke path receive it (or an interface with its Record method) and call Record. billing
@@ -14,6 +17,7 @@
 //	go rec.Run(ctx)  // until ctx ends; then it writes what is queued and returns
 //	…
 //	rec.Record(billing.Usage{Tenant: t, Source: billing.SourceGateway, Route: "POST /v1/…", …})
+//	rec.RecordEvents(completedEvent, usageEvent)  // events.Event values, queued in order
 //
 // # What Record does
 //

@@ -241,19 +241,54 @@ func (r *Recorder) Record(u Usage) bool {
 		r.drop(ReasonInvalid, 1, err)
 		return false
 	}
+	return r.enqueue(rec)
+}
+
+// RecordEvents queues evs — events the caller built, such as the nops.invocation.completed.v1
+// of a synchronous invocation — to be written in the same batches as the usage records, in
+// order, and reports whether all of them were queued. Like Record it never blocks and counts what
+// it drops in nops_billing_usage_dropped_total: every event when one of them is not a valid
+// outbox record (reason invalid) or when the queue has no room for all of them (queue_full). A
+// queue that fills up part way — other callers took the last places between the check and the
+// sends — keeps the events already queued and drops the rest: each event stands alone for its
+// consumers, so a partial write loses records without making any wrong.
+func (r *Recorder) RecordEvents(evs ...events.Event) bool {
+	if len(evs) == 0 {
+		return true
+	}
+	if cap(r.queue)-len(r.queue) < len(evs) {
+		r.drop(ReasonQueueFull, len(evs), nil)
+		return false
+	}
+	recs := make([]events.OutboxRecord, 0, len(evs))
+	for _, e := range evs {
+		rec, err := e.Outbox()
+		if err != nil {
+			r.drop(ReasonInvalid, len(evs), err)
+			return false
+		}
+		recs = append(recs, rec)
+	}
+	return r.enqueue(recs...)
+}
+
+// enqueue puts recs on the queue without blocking; see Record and RecordEvents.
+func (r *Recorder) enqueue(recs ...events.OutboxRecord) bool {
 	r.inRecord.Add(1)
 	defer r.inRecord.Add(-1)
 	if r.stopped.Load() {
-		r.drop(ReasonStopped, 1, nil)
+		r.drop(ReasonStopped, len(recs), nil)
 		return false
 	}
-	select {
-	case r.queue <- rec:
-		return true
-	default:
-		r.drop(ReasonQueueFull, 1, nil)
-		return false
+	for i, rec := range recs {
+		select {
+		case r.queue <- rec:
+		default:
+			r.drop(ReasonQueueFull, len(recs)-i, nil)
+			return false
+		}
 	}
+	return true
 }
 
 // Queued returns how many records wait to be written (not counting a batch in hand).

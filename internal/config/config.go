@@ -58,6 +58,7 @@ type InvokeConfig struct {
 	EjectFor         Duration `yaml:"eject_for" env:"NOPS_INVOKE_EJECT_FOR" doc:"First ejection's length; it doubles on each re-ejection, up to 5 minutes."`
 	Balancing        string   `yaml:"balancing" env:"NOPS_INVOKE_BALANCING" doc:"dynamic (health score × static weight, power of two choices) or static (static weights only)."`
 	CandidatesTTL    Duration `yaml:"candidates_ttl" env:"NOPS_INVOKE_CANDIDATES_TTL" doc:"How long a replica caches a capability's routable agents."`
+	ResultTTL        Duration `yaml:"result_ttl" env:"NOPS_INVOKE_RESULT_TTL" doc:"How long an async invocation (Prefer: respond-async) and its result stay readable at GET /v1/invocations/{id} after it was accepted and after it finished; then it is purged."`
 }
 
 // EgressConfig says which addresses the kernel may call agents at; see docs/egress.md.
@@ -377,6 +378,7 @@ func Default() Config {
 			EjectFor:         Duration(10 * time.Second),
 			Balancing:        "dynamic",
 			CandidatesTTL:    Duration(time.Second),
+			ResultTTL:        Duration(24 * time.Hour),
 		},
 		Egress: EgressConfig{AllowLoopback: "auto"},
 		Audit: AuditConfig{

@@ -12,6 +12,7 @@ func (c Config) validateInvoke(v *validator) {
 	v.positive("invoke.backoff_max", in.BackoffMax)
 	v.positive("invoke.breaker_delay", in.BreakerDelay)
 	v.positive("invoke.eject_for", in.EjectFor)
+	v.positive("invoke.result_ttl", in.ResultTTL)
 	if in.Timeout > in.MaxTimeout {
 		v.add("invoke.timeout", fmt.Sprintf("must not exceed invoke.max_timeout (%s), got %s", in.MaxTimeout, in.Timeout))
 	}

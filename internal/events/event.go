@@ -52,7 +52,7 @@ type Event struct {
 	ID              string          // unique per event; consumers dedupe on it
 	Source          string          // URI-reference; TenantSource(Tenant) for catalogue types
 	Type            Type            // "nops.<domain>.<event>.v<N>"
-	Subject         string          // the resource: "agents/<id>", "api-keys/<id>", "tenants/<id>", "tenants/<id>/usage", "routes/<capability>"
+	Subject         string          // the resource: "agents/<id>", "api-keys/<id>", "tenants/<id>", "tenants/<id>/usage", "tenants/<id>/invocations", "routes/<capability>"
 	Time            time.Time       // UTC
 	DataContentType string          // always ContentTypeJSON
 	DataSchema      string          // DataSchemaURI(Type)

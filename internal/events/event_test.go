@@ -165,6 +165,11 @@ func TestPayloadValidate(t *testing.T) {
 		f(&r)
 		return events.RouteUpdated{Route: r}
 	}
+	completed := func(f func(*events.InvocationCompleted)) events.Payload {
+		c := events.InvocationCompleted{InvocationID: invocationID, Tenant: tenantA, Capability: "a", Status: 200, Outcome: "ok", StartedAt: base}
+		f(&c)
+		return c
+	}
 	beat := func(l events.AgentLoad) events.Payload {
 		return events.AgentHeartbeat{AgentID: agentID, Tenant: tenantA, HeartbeatAt: base, Load: &l}
 	}
@@ -229,6 +234,22 @@ func TestPayloadValidate(t *testing.T) {
 		{"route revision 0", route(func(r *events.RouteSnapshot) { r.Revision = 0 }), "data.route.revision"},
 		{"route without updated_at", route(func(r *events.RouteSnapshot) { r.UpdatedAt = time.Time{} }), "data.route.updated_at"},
 		{"route deleted without time", events.RouteDeleted{Route: routeFull()}, "data.deleted_at"},
+		{"requested without id", events.InvocationRequested{Tenant: tenantA, Capability: "a", CreatedAt: base}, "data.invocation_id"},
+		{"requested capability with a space", events.InvocationRequested{InvocationID: invocationID, Tenant: tenantA, Capability: "a b", CreatedAt: base}, "data.capability"},
+		{"requested not UTC", events.InvocationRequested{InvocationID: invocationID, Tenant: tenantA, Capability: "a", CreatedAt: local}, "data.created_at"},
+		{"completed without tenant", completed(func(c *events.InvocationCompleted) { c.Tenant = "" }), "data.tenant"},
+		{"breaker unknown state", events.AgentBreakerChanged{AgentID: agentID, Tenant: tenantA, From: "closed", To: "ajar", ChangedAt: base}, "data.to"},
+		{"breaker to its own state", events.AgentBreakerChanged{AgentID: agentID, Tenant: tenantA, From: "open", To: "open", ChangedAt: base}, "data.to"},
+		{"breaker from nothing", events.AgentBreakerChanged{AgentID: agentID, Tenant: tenantA, To: "open", ChangedAt: base}, "data.from"},
+		{"breaker kernel with a space", events.AgentBreakerChanged{AgentID: agentID, Tenant: tenantA, From: "closed", To: "open", Kernel: "a b", ChangedAt: base}, "data.kernel"},
+		{"completed bad agent", completed(func(c *events.InvocationCompleted) { c.AgentID = "agt.1" }), "data.agent_id"},
+		{"completed status 0", completed(func(c *events.InvocationCompleted) { c.Status = 0 }), "data.status"},
+		{"completed unknown outcome", completed(func(c *events.InvocationCompleted) { c.Outcome = "fine" }), "data.outcome"},
+		{"completed negative attempts", completed(func(c *events.InvocationCompleted) { c.Attempts = -1 }), "data.attempts"},
+		{"completed negative bytes", completed(func(c *events.InvocationCompleted) { c.ResponseBytes = -1 }), "data.response_bytes"},
+		{"completed infinite duration", completed(func(c *events.InvocationCompleted) { c.DurationMs = math.Inf(1) }), "data.duration_ms"},
+		{"completed request id with a slash", completed(func(c *events.InvocationCompleted) { c.RequestID = "a/b" }), "data.request_id"},
+		{"completed without start", completed(func(c *events.InvocationCompleted) { c.StartedAt = time.Time{} }), "data.started_at"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -11,10 +11,12 @@ import (
 var base = time.Date(2025, 3, 14, 15, 9, 26, 535897932, time.UTC)
 
 const (
-	tenantA    = "ten_01jq7x3k9m2v8w4y6z0a1b2c3d"
-	agentID    = "agt_01jq7x3k9m2v8w4y6z0a1b2c3e"
-	keyID      = "key_01jq7x3k9m2v8w4y6z0a1b2c3f"
-	traceparnt = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	tenantA = "ten_01jq7x3k9m2v8w4y6z0a1b2c3d"
+	agentID = "agt_01jq7x3k9m2v8w4y6z0a1b2c3e"
+	keyID   = "key_01jq7x3k9m2v8w4y6z0a1b2c3f"
+	// invocationID names the invocation of the invocation samples.
+	invocationID = "inv_01jq7x3k9m2v8w4y6z0a1b2c42"
+	traceparnt   = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -92,6 +94,7 @@ func samples() []sample {
 	as, ks, ts := events.AgentSubject(agentID), events.APIKeySubject(keyID), events.TenantSubject(tenantA)
 	us := events.UsageSubject(tenantA)
 	rs, rms := events.RouteSubject("text.summarize"), events.RouteSubject("a")
+	is := events.InvocationSubject(tenantA)
 	revoked := keyMinimal()
 	revoked.RevokedAt = ptr(base)
 	return []sample{
@@ -148,6 +151,23 @@ func samples() []sample {
 		{"route updated minimal", events.TypeRouteUpdated, tenantA, rms, &events.RouteUpdated{Route: routeMinimal()}},
 		{"route deleted full", events.TypeRouteDeleted, tenantA, rs, events.RouteDeleted{Route: routeFull(), DeletedAt: base}},
 		{"route deleted minimal", events.TypeRouteDeleted, tenantA, rms, events.RouteDeleted{Route: routeMinimal(), DeletedAt: base}},
+		{"invocation requested", events.TypeInvocationRequested, tenantA, is, events.InvocationRequested{
+			InvocationID: invocationID, Tenant: tenantA, Capability: "text.summarize", CreatedAt: base,
+		}},
+		{"invocation completed full", events.TypeInvocationCompleted, tenantA, is, events.InvocationCompleted{
+			InvocationID: invocationID, Tenant: tenantA, Capability: "text.summarize", AgentID: agentID,
+			Status: 200, Outcome: "ok", Attempts: 2, RequestBytes: 512, ResponseBytes: 2048, DurationMs: 12.5,
+			StartedAt: base.Add(-time.Second), Async: true, RequestID: "req_01jq7x3k9m2v8w4y6z0a1b2c40",
+		}},
+		{"invocation completed minimal", events.TypeInvocationCompleted, tenantA, is, &events.InvocationCompleted{
+			InvocationID: invocationID, Tenant: tenantA, Capability: "a", Status: 503, Outcome: "rejected", StartedAt: base,
+		}},
+		{"agent breaker changed", events.TypeAgentBreakerChanged, tenantA, events.AgentSubject(agentID), events.AgentBreakerChanged{
+			AgentID: agentID, Tenant: tenantA, From: "closed", To: "open", Kernel: "kernel-1.example", ChangedAt: base,
+		}},
+		{"agent breaker changed minimal", events.TypeAgentBreakerChanged, tenantA, events.AgentSubject(agentID), &events.AgentBreakerChanged{
+			AgentID: agentID, Tenant: tenantA, From: "open", To: "half_open", ChangedAt: base,
+		}},
 	}
 }
 

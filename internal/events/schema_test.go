@@ -73,8 +73,8 @@ func TestSchemaFilesMatchCatalogue(t *testing.T) {
 
 func TestCatalogue(t *testing.T) {
 	types := events.Catalogue()
-	if len(types) != 16 {
-		t.Errorf("catalogue has %d types, want the 13 of issue 3, nops.billing.usage.v1 and the two route events of issue 6", len(types))
+	if len(types) != 19 {
+		t.Errorf("catalogue has %d types, want the 13 of issue 3, nops.billing.usage.v1, and the two route, two invocation and the breaker events of issue 6", len(types))
 	}
 	covered := map[events.Type]bool{}
 	for _, s := range samples() {
@@ -134,6 +134,7 @@ func TestNamingConventions(t *testing.T) {
 		{events.TenantSubject("ten_1"), "tenants/ten_1"},
 		{events.UsageSubject("ten_1"), "tenants/ten_1/usage"},
 		{events.RouteSubject("text.summarize"), "routes/text.summarize"},
+		{events.InvocationSubject("ten_1"), "tenants/ten_1/invocations"},
 	} {
 		if tt.got != tt.want {
 			t.Errorf("got %q, want %q", tt.got, tt.want)
@@ -252,7 +253,7 @@ func TestMissingRequiredFieldFailsValidation(t *testing.T) {
 // as a valid payload; only the schemas refuse it.
 var zeroDecodable = map[string]bool{
 	"cascade": true, "request_bytes": true, "response_bytes": true, "duration_ms": true,
-	"retryable": true,
+	"retryable": true, "attempts": true, "async": true,
 }
 
 // envelopeWith wraps data in a valid envelope of type typ for the samples' tenant and subjects.
@@ -333,6 +334,15 @@ func TestSchemasRejectWhatGoRejects(t *testing.T) {
 			d["route"].(map[string]any)["hedge"].(map[string]any)["max_extra"] = 3
 		}},
 		{"route revision zero", events.TypeRouteDeleted, func(d map[string]any) { d["route"].(map[string]any)["revision"] = 0 }},
+		{"requested without capability", events.TypeInvocationRequested, func(d map[string]any) { delete(d, "capability") }},
+		{"requested id with a slash", events.TypeInvocationRequested, func(d map[string]any) { d["invocation_id"] = "inv/1" }},
+		{"requested with a body", events.TypeInvocationRequested, func(d map[string]any) { d["body"] = "secret input" }},
+		{"completed outcome outside the enum", events.TypeInvocationCompleted, func(d map[string]any) { d["outcome"] = "maybe" }},
+		{"completed negative attempts", events.TypeInvocationCompleted, func(d map[string]any) { d["attempts"] = -1 }},
+		{"completed status above 599", events.TypeInvocationCompleted, func(d map[string]any) { d["status"] = 600 }},
+		{"completed async not a boolean", events.TypeInvocationCompleted, func(d map[string]any) { d["async"] = "yes" }},
+		{"completed without async", events.TypeInvocationCompleted, func(d map[string]any) { delete(d, "async") }},
+		{"completed with headers", events.TypeInvocationCompleted, func(d map[string]any) { d["headers"] = map[string]any{"authorization": "Bearer x"} }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

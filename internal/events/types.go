@@ -13,7 +13,7 @@ import (
 // Type is a CloudEvents type of the form "nops.<domain>.<event>.v<N>".
 type Type string
 
-// The catalogue. Each has a payload struct (payloads.go, billing.go, routes.go), a schema file
+// The catalogue. Each has a payload struct (payloads.go, billing.go, routes.go, invocations.go), a schema file
 // api/events/<type>.json and a case in decodePayload; the tests keep the three in step.
 const (
 	TypeAgentRegistered    Type = "nops.agent.registered.v1"
@@ -21,17 +21,22 @@ const (
 	TypeAgentHeartbeat     Type = "nops.agent.heartbeat.v1"
 	TypeAgentStatusChanged Type = "nops.agent.status_changed.v1"
 	TypeAgentDeregistered  Type = "nops.agent.deregistered.v1"
-	TypeAPIKeyCreated      Type = "nops.apikey.created.v1"
-	TypeAPIKeyRotated      Type = "nops.apikey.rotated.v1"
-	TypeAPIKeyRevoked      Type = "nops.apikey.revoked.v1"
-	TypeTenantCreated      Type = "nops.tenant.created.v1"
-	TypeTenantUpdated      Type = "nops.tenant.updated.v1"
-	TypeTenantSuspended    Type = "nops.tenant.suspended.v1"
-	TypeTenantResumed      Type = "nops.tenant.resumed.v1"
-	TypeTenantDeleted      Type = "nops.tenant.deleted.v1"
-	TypeBillingUsage       Type = "nops.billing.usage.v1"
-	TypeRouteUpdated       Type = "nops.route.updated.v1"
-	TypeRouteDeleted       Type = "nops.route.deleted.v1"
+	// TypeAgentBreakerChanged is a replica's circuit breaker for an agent changing state (breaker.go).
+	TypeAgentBreakerChanged Type = "nops.agent.breaker_changed.v1"
+	TypeAPIKeyCreated       Type = "nops.apikey.created.v1"
+	TypeAPIKeyRotated       Type = "nops.apikey.rotated.v1"
+	TypeAPIKeyRevoked       Type = "nops.apikey.revoked.v1"
+	TypeTenantCreated       Type = "nops.tenant.created.v1"
+	TypeTenantUpdated       Type = "nops.tenant.updated.v1"
+	TypeTenantSuspended     Type = "nops.tenant.suspended.v1"
+	TypeTenantResumed       Type = "nops.tenant.resumed.v1"
+	TypeTenantDeleted       Type = "nops.tenant.deleted.v1"
+	TypeBillingUsage        Type = "nops.billing.usage.v1"
+	TypeRouteUpdated        Type = "nops.route.updated.v1"
+	TypeRouteDeleted        Type = "nops.route.deleted.v1"
+	// The invocation events (invocations.go).
+	TypeInvocationRequested Type = "nops.invocation.requested.v1"
+	TypeInvocationCompleted Type = "nops.invocation.completed.v1"
 )
 
 // Catalogue returns every event type the kernel emits, in a stable order. The slice is the
@@ -39,12 +44,13 @@ const (
 func Catalogue() []Type {
 	return []Type{
 		TypeAgentRegistered, TypeAgentUpdated, TypeAgentHeartbeat, TypeAgentStatusChanged,
-		TypeAgentDeregistered,
+		TypeAgentDeregistered, TypeAgentBreakerChanged,
 		TypeAPIKeyCreated, TypeAPIKeyRotated, TypeAPIKeyRevoked,
 		TypeTenantCreated, TypeTenantUpdated, TypeTenantSuspended, TypeTenantResumed,
 		TypeTenantDeleted,
 		TypeBillingUsage,
 		TypeRouteUpdated, TypeRouteDeleted,
+		TypeInvocationRequested, TypeInvocationCompleted,
 	}
 }
 
@@ -163,6 +169,12 @@ func decodePayload(t Type, data []byte) (Payload, error) {
 		return decodeAs[RouteUpdated](data)
 	case TypeRouteDeleted:
 		return decodeAs[RouteDeleted](data)
+	case TypeInvocationRequested:
+		return decodeAs[InvocationRequested](data)
+	case TypeInvocationCompleted:
+		return decodeAs[InvocationCompleted](data)
+	case TypeAgentBreakerChanged:
+		return decodeAs[AgentBreakerChanged](data)
 	}
 	return nil, errs.Field("type", "not a catalogue event type")
 }

@@ -28,5 +28,16 @@
 // A call therefore ends in one of two ways before its deadline: the agent's response, or a
 // definite RFC 9457 error (503 no agent, 502 agent failed or egress refused, 504 timeout).
 //
-// Only internal/kernel and internal/httpapi import invoke.
+// # Async invocations
+//
+// Async (async.go) runs calls for which the caller asked Prefer: respond-async: Submit stores the
+// request with its nops.invocation.requested.v1 event; the "invocations" consumer (Handler) and
+// Run's sweeper claim an invocation with a compare-and-set and a lease, run it through Do, and
+// store the result with its nops.invocation.completed.v1 and nops.billing.usage.v1 events in one
+// transaction, so each invocation has exactly one result whatever the redeliveries (the Async
+// type's documentation has the argument). AsyncStore (asyncstore.go) is what it needs of the
+// database.
+//
+// Only internal/kernel and internal/httpapi import invoke, and the storage adapters for
+// AsyncStore's types.
 package invoke

@@ -903,7 +903,8 @@ func (c *call) complete(status int, respBytes int64, err error) {
 	outcome := outcomeOf(status, err, win != nil)
 	dur := s.now().Sub(c.started)
 	s.m.finished(c.req.TenantID, c.req.Capability, agentID, outcome, dur)
-	if s.deps.OnComplete == nil {
+	sink, _ := c.ctx.Value(completionSinkKey{}).(*Completion) // async runs keep theirs (async.go)
+	if s.deps.OnComplete == nil && sink == nil {
 		return
 	}
 	comp := Completion{
@@ -918,7 +919,12 @@ func (c *call) complete(status int, respBytes int64, err error) {
 	if e := errs.As(err); e != nil && win == nil {
 		comp.Error = e.Message
 	}
-	s.deps.OnComplete(context.WithoutCancel(c.ctx), comp)
+	if sink != nil {
+		*sink = comp
+	}
+	if s.deps.OnComplete != nil {
+		s.deps.OnComplete(context.WithoutCancel(c.ctx), comp)
+	}
 }
 
 func outcomeOf(status int, err error, answered bool) string {

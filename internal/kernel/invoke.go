@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
@@ -11,9 +12,12 @@ import (
 
 	"github.com/nops-kernel/nops/internal/balancer"
 	"github.com/nops-kernel/nops/internal/billing"
+	"github.com/nops-kernel/nops/internal/bus"
 	"github.com/nops-kernel/nops/internal/config"
+	"github.com/nops-kernel/nops/internal/consumers"
 	"github.com/nops-kernel/nops/internal/control"
 	"github.com/nops-kernel/nops/internal/egress"
+	"github.com/nops-kernel/nops/internal/events"
 	"github.com/nops-kernel/nops/internal/invoke"
 )
 
@@ -31,11 +35,16 @@ func egressPolicy(cfg config.Config) (egress.Policy, error) {
 }
 
 // buildInvoke assembles the invoke engine: the safe egress transport, routing tables, balancer,
-// breakers and the usage events of completed calls.
+// breakers and the invocation.completed and billing.usage events of completed calls.
 func buildInvoke(cfg config.Config, ctl *control.Control, routes invoke.Routes, usage *billing.Recorder, mp metric.MeterProvider, prop propagation.TextMapPropagator, logger *slog.Logger) (*invoke.Service, error) {
 	pol, err := egressPolicy(cfg)
 	if err != nil {
 		return nil, err
+	}
+	// The replica named in breaker events: breakers are per replica.
+	node, _ := os.Hostname()
+	if !events.ValidKernelName(node) {
+		node = ""
 	}
 	transport := egress.NewTransport(pol, egress.TransportOptions{
 		MaxIdleConnsPerHost: 256,
@@ -72,12 +81,62 @@ func buildInvoke(cfg config.Config, ctl *control.Control, routes invoke.Routes, 
 				logger.ErrorContext(ctx, "audit a refused egress", "agent", agentID, "error", err)
 			}
 		},
-		OnComplete: func(_ context.Context, c invoke.Completion) {
-			usage.Record(billing.Usage{
-				Tenant: c.Tenant, AgentID: c.AgentID, Source: billing.SourceInvocation, Capability: c.Capability,
-				RequestID: c.RequestID, Status: c.Status, RequestBytes: c.RequestBytes, ResponseBytes: c.ResponseBytes,
-				StartedAt: c.StartedAt, Duration: c.Duration, TraceParent: c.TraceParent,
-			})
+		// A synchronous call's invocation.completed and billing.usage go through the batching
+		// recorder, off the request path; an async call's are written by invoke.Async in the
+		// transaction that stores its result.
+		OnBreaker: func(tenant, agentID, from, to string) {
+			e, err := events.New(events.TypeAgentBreakerChanged, tenant, events.AgentSubject(agentID),
+				events.AgentBreakerChanged{AgentID: agentID, Tenant: tenant, From: from, To: to, Kernel: node, ChangedAt: time.Now().UTC()}, time.Now(), "")
+			if err != nil {
+				logger.Error("breaker event", "agent", agentID, "error", err)
+				return
+			}
+			usage.RecordEvents(e)
+		},
+		OnComplete: func(ctx context.Context, c invoke.Completion) {
+			if c.Async {
+				return
+			}
+			evs, err := invoke.CompletionEvents(c)
+			if err != nil {
+				logger.ErrorContext(ctx, "events of a completed invocation", "invocation", c.InvocationID, "error", err)
+				return
+			}
+			usage.RecordEvents(evs...)
 		},
 	})
+}
+
+// buildAsync assembles the async invocations over the invoke engine and the store.
+func buildAsync(cfg config.Config, svc *invoke.Service, st invoke.AsyncStore, enqueued func(), logger *slog.Logger) (*invoke.Async, error) {
+	return invoke.NewAsync(svc, st, invoke.AsyncOptions{
+		ResultTTL:       cfg.Invoke.ResultTTL.D(),
+		MaxRequestBytes: cfg.HTTP.MaxBodyBytes,
+		DrainTimeout:    cfg.HTTP.ShutdownTimeout.D(),
+		Logger:          logger,
+		Enqueued:        enqueued,
+	})
+}
+
+// asyncConsumer is the "invocations" consumer: nops.invocation.requested.v1 of every tenant. Its
+// handler only claims and starts a call, so several run at once to keep claims flowing.
+func asyncConsumer(o consumers.Options, a *invoke.Async) consumers.Spec {
+	return consumers.Spec{
+		Config: bus.ConsumerConfig{
+			Name:          invoke.AsyncConsumer,
+			Filter:        bus.Filter{Types: []string{string(events.TypeInvocationRequested)}},
+			MaxDeliveries: o.MaxDeliveries,
+			Backoff:       o.Backoff,
+			AckWait:       o.AckWait,
+			Concurrency:   max(o.Concurrency, 16),
+			OnDeadLetter:  o.OnDeadLetter,
+		}.WithDefaults(),
+		Handler: a.Handler(),
+	}
+}
+
+// invoker is what the HTTP API invokes through: the synchronous engine and the async one.
+type invoker struct {
+	*invoke.Service
+	*invoke.Async
 }

@@ -61,6 +61,7 @@ type Kernel struct {
 	dom    *domains
 	perim  *edge
 	invoke *invoke.Service
+	async  *invoke.Async // async invocations (Prefer: respond-async)
 
 	bus       bus.Bus
 	idem      idempotency.Store // Idempotency-Key records: st, or Redis
@@ -198,6 +199,10 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 	if err != nil {
 		return nil, fmt.Errorf("invoke: %w", err)
 	}
+	if k.async, err = buildAsync(cfg, k.invoke, st, k.relay.Notify, k.logger); err != nil {
+		return nil, fmt.Errorf("async invocations: %w", err)
+	}
+	k.consumers = append(k.consumers, asyncConsumer(consumerOptions(cfg, k.dom.control, k.logger), k.async))
 	logins, err := auth.New(st, tokens, auth.Options{Logger: k.logger, Meter: k.tel.MeterProvider().Meter("nops/auth"), BcryptCost: opts.BcryptCost, APIKeys: k.dom.keys})
 	if err != nil {
 		return nil, fmt.Errorf("login service: %w", err)
@@ -217,7 +222,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 		AuditKeys:   note.VerifierList(k.dom.signer.Verifier()),
 		AuditKey:    k.dom.verifierKey,
 		Idempotency: k.idem,
-		Invoke:      k.invoke,
+		Invoke:      invoker{k.invoke, k.async},
 		Bus:         k.bus,
 		EventStats:  st,
 		Consumers:   consumerNames(k.consumers),
@@ -340,7 +345,8 @@ func (k *Kernel) Run(ctx context.Context) error {
 		"heartbeats": func(ctx context.Context) error {
 			return k.dom.control.RunHeartbeats(ctx, heartbeatWriters(k.cfg))
 		},
-		"outbox relay": k.relay.Run,
+		"outbox relay":      k.relay.Run,
+		"async invocations": k.async.Run,
 		"idempotency purge": func(ctx context.Context) error {
 			return idempotency.RunPurger(ctx, k.idem, idempotency.PurgeOptions{Logger: k.logger})
 		},

@@ -12,6 +12,7 @@ import (
 	"github.com/nops-kernel/nops/internal/consumers"
 	"github.com/nops-kernel/nops/internal/events"
 	"github.com/nops-kernel/nops/internal/idempotency"
+	"github.com/nops-kernel/nops/internal/invoke"
 	"github.com/nops-kernel/nops/internal/perimeter"
 	"github.com/nops-kernel/nops/internal/policy"
 	"github.com/nops-kernel/nops/internal/ratelimit"
@@ -48,6 +49,7 @@ type Store interface {
 	reqsig.NoncePurger
 	perimeter.Store
 	routing.Store
+	invoke.AsyncStore
 	AuditRecords(ctx context.Context, tree string, f store.AuditFilter) ([]audit.Entry, error)
 	InTx(ctx context.Context, fn func(ctx context.Context) error) error
 	Ping(ctx context.Context) error

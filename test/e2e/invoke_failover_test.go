@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nops-kernel/nops/internal/config"
+	"github.com/nops-kernel/nops/internal/events"
+	"github.com/nops-kernel/nops/internal/kernel/kerneltest"
 )
 
 // Failover tests measure time under load, so they do not run in parallel with other tests.
@@ -438,4 +440,27 @@ func TestInvokeBreakerHalfOpenProbes(t *testing.T) {
 	if v := metricValue(t, k, "nops_invoke_breaker_state", `agent="`+agent.id+`"`); v != 0 {
 		t.Errorf("breaker state gauge %v after the recovery, want 0 (closed)", v)
 	}
+	// Every change is also an event on the bus (written in batches: poll for the last ones).
+	want := []string{"closed>open", "open>half_open", "half_open>open", "half_open>closed"}
+	seen := map[string]bool{}
+	kerneltest.WaitFor(t, 10*time.Second, "the breaker events on the bus", func() bool {
+		for _, e := range streamEvents(t, k) {
+			if e.Type != events.TypeAgentBreakerChanged {
+				continue
+			}
+			p, err := e.Payload()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b := p.(events.AgentBreakerChanged); b.AgentID == agent.id {
+				seen[b.From+">"+b.To] = true
+			}
+		}
+		for _, change := range want {
+			if !seen[change] {
+				return false
+			}
+		}
+		return true
+	})
 }

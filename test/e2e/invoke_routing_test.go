@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/nops-kernel/nops/internal/config"
 	"github.com/nops-kernel/nops/internal/kernel/kerneltest"
+	"github.com/nops-kernel/nops/internal/testutil/services"
 )
 
 // Routing tables split traffic by static weight: with the static balancer (no health score in
@@ -353,5 +355,42 @@ func TestInvokePolicyDeniesByCapability(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no auth.authorize denial naming %s on POST /v1/invoke/secret.op in the audit trail", policyID)
+	}
+}
+
+// A routing table written through one replica governs the calls of another within a second
+// (the routing cache's TTL is 0.5 s).
+func TestInvokeRouteReachesEveryReplica(t *testing.T) {
+	dbURL := services.Postgres(t)
+	pepper := filepath.Join(t.TempDir(), "pepper.json")
+	shared := func(c *config.Config) {
+		c.Database.URL, c.APIKeys.PepperFile = dbURL, pepper
+		c.Egress.AllowLoopback = "true" // the test's agents listen on loopback
+	}
+	f := newFixture(t, shared)
+	b := kerneltest.Start(t, shared)
+	admin := f.keys["ADMIN"]
+	one := newFleetAgent(t, f.k, admin, "replica-one", "replica.cap")
+	two := newFleetAgent(t, f.k, admin, "replica-two", "replica.cap")
+	onB := newInvokeClient(t, b, admin)
+	// B has read the capability's (absent) table and cached that.
+	for i := range 20 {
+		if r := onB.call("replica.cap"); r.status != http.StatusOK {
+			t.Fatalf("call %d on B before the table: %v", i, r)
+		}
+	}
+	if one.hits.Load() == 0 || two.hits.Load() == 0 {
+		t.Fatalf("without a table both agents serve: %d / %d", one.hits.Load(), two.hits.Load())
+	}
+	putRoute(t, f.k, admin, "replica.cap", map[string]any{"targets": []any{target(one.id, 1, 0), target(two.id, 0, 0)}})
+	time.Sleep(time.Second) // the requirement's bound, not a wait for a condition
+	before := two.hits.Load()
+	for i := range 30 {
+		if r := onB.call("replica.cap"); r.status != http.StatusOK || r.agent != one.id {
+			t.Fatalf("call %d on B one second after the table changed on A: %v (want agent %s)", i, r, one.id)
+		}
+	}
+	if two.hits.Load() != before {
+		t.Errorf("the drained agent got %d calls on B", two.hits.Load()-before)
 	}
 }

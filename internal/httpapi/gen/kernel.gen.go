@@ -219,6 +219,45 @@ func (e HeartbeatResultStatus) Valid() bool {
 	}
 }
 
+// Defines values for InvocationResponseBodyEncoding.
+const (
+	Base64 InvocationResponseBodyEncoding = "base64"
+)
+
+// Valid indicates whether the value is a known member of the InvocationResponseBodyEncoding enum.
+func (e InvocationResponseBodyEncoding) Valid() bool {
+	switch e {
+	case Base64:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for InvocationStatus.
+const (
+	Completed InvocationStatus = "completed"
+	Failed    InvocationStatus = "failed"
+	Pending   InvocationStatus = "pending"
+	Running   InvocationStatus = "running"
+)
+
+// Valid indicates whether the value is a known member of the InvocationStatus enum.
+func (e InvocationStatus) Valid() bool {
+	switch e {
+	case Completed:
+		return true
+	case Failed:
+		return true
+	case Pending:
+		return true
+	case Running:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for JWKAlg.
 const (
 	ES256 JWKAlg = "ES256"
@@ -953,6 +992,63 @@ type HeartbeatResultPreviousStatus string
 
 // HeartbeatResultStatus defines model for HeartbeatResult.Status.
 type HeartbeatResultStatus string
+
+// Invocation defines model for Invocation.
+type Invocation struct {
+	// AgentId The agent that answered; absent until one did.
+	AgentId *string `json:"agent_id,omitempty"`
+
+	// Attempts Runs started (1 normally; more when a kernel worker stopped during the call and another took it over).
+	Attempts    int        `json:"attempts"`
+	Capability  string     `json:"capability"`
+	CompletedAt *time.Time `json:"completed_at,omitempty"`
+	CreatedAt   time.Time  `json:"created_at"`
+
+	// Error Why a failed invocation failed.
+	Error *InvocationError `json:"error,omitempty"`
+
+	// ExpiresAt When the invocation and its result are deleted.
+	ExpiresAt time.Time `json:"expires_at"`
+	Id        string    `json:"id"`
+
+	// Response The agent's answer (at most 1 MiB of body).
+	Response *InvocationResponse `json:"response,omitempty"`
+
+	// StartedAt When the latest run started.
+	StartedAt *time.Time `json:"started_at,omitempty"`
+
+	// Status pending (waiting for a worker), running (calling an agent), completed (an agent answered 1xx–4xx), failed (the agent answered 5xx, or no agent answered in time).
+	Status InvocationStatus `json:"status"`
+}
+
+// InvocationError Why a failed invocation failed.
+type InvocationError struct {
+	Detail string `json:"detail"`
+
+	// Status The HTTP status of the failure: the agent's 5xx; 502 agent unreachable or refused by the egress policy; 503 no agent available; 504 no answer in time; 404 no live agent offers the capability any more.
+	Status int `json:"status"`
+}
+
+// InvocationResponse The agent's answer (at most 1 MiB of body).
+type InvocationResponse struct {
+	// Body The answer's body, absent when empty: the JSON value itself for a JSON content type whose
+	// body parses, a string for a body of valid UTF-8, otherwise the bytes in base64 (see
+	// `body_encoding`).
+	Body interface{} `json:"body,omitempty"`
+
+	// BodyEncoding Present when `body` is base64.
+	BodyEncoding *InvocationResponseBodyEncoding `json:"body_encoding,omitempty"`
+
+	// ContentType The answer's Content-Type; absent when the agent sent none.
+	ContentType *string `json:"content_type,omitempty"`
+	Status      int     `json:"status"`
+}
+
+// InvocationResponseBodyEncoding Present when `body` is base64.
+type InvocationResponseBodyEncoding string
+
+// InvocationStatus pending (waiting for a worker), running (calling an agent), completed (an agent answered 1xx–4xx), failed (the agent answered 5xx, or no agent answered in time).
+type InvocationStatus string
 
 // JWK defines model for JWK.
 type JWK struct {
@@ -1699,6 +1795,12 @@ type GetEventStatsParams struct {
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 }
 
+// GetInvocationParams defines parameters for GetInvocation.
+type GetInvocationParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
+	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+}
+
 // ListPoliciesParams defines parameters for ListPolicies.
 type ListPoliciesParams struct {
 	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
@@ -2135,6 +2237,9 @@ type ServerInterface interface {
 	// GetEventStats How many events of each type the caller's tenant has had, and when the last one was
 	// (GET /v1/events/stats)
 	GetEventStats(w http.ResponseWriter, r *http.Request, params GetEventStatsParams)
+	// GetInvocation Status and result of an async invocation
+	// (GET /v1/invocations/{invocation_id})
+	GetInvocation(w http.ResponseWriter, r *http.Request, invocationId string, params GetInvocationParams)
 	// ListPolicies List the caller's tenant's policies (SUPER_ADMIN — a named tenant's, or the global ones)
 	// (GET /v1/policies)
 	ListPolicies(w http.ResponseWriter, r *http.Request, params ListPoliciesParams)
@@ -3463,6 +3568,48 @@ func (siw *ServerInterfaceWrapper) GetEventStats(w http.ResponseWriter, r *http.
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.GetEventStats(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetInvocation operation middleware
+func (siw *ServerInterfaceWrapper) GetInvocation(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "invocation_id" -------------
+	var invocationId string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "invocation_id", r.PathValue("invocation_id"), &invocationId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "invocation_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetInvocationParams
+
+	// ------------- Optional query parameter "tenant" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tenant", r.URL.Query(), &params.Tenant, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "tenant"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetInvocation(w, r, invocationId, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -4854,6 +5001,7 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/agents/{agent_id}", wrapper.GetAgent)
 	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/agents/{agent_id}", wrapper.UpdateAgent)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/agents/{agent_id}/heartbeat", wrapper.HeartbeatAgent)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/invocations/{invocation_id}", wrapper.GetInvocation)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/api-keys", wrapper.ListApiKeys)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/api-keys", wrapper.CreateApiKey)
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/api-keys/{key_id}", wrapper.RevokeApiKey)
@@ -7456,6 +7604,123 @@ type GetEventStatsdefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response GetEventStatsdefaultApplicationProblemPlusJSONResponse) VisitGetEventStatsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetInvocationRequestObject struct {
+	InvocationId string `json:"invocation_id"`
+	Params       GetInvocationParams
+}
+
+type GetInvocationResponseObject interface {
+	VisitGetInvocationResponse(w http.ResponseWriter) error
+}
+
+type GetInvocation200JSONResponse Invocation
+
+func (response GetInvocation200JSONResponse) VisitGetInvocationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetInvocation400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response GetInvocation400ApplicationProblemPlusJSONResponse) VisitGetInvocationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetInvocation401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetInvocation401ApplicationProblemPlusJSONResponse) VisitGetInvocationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetInvocation403ApplicationProblemPlusJSONResponse Problem
+
+func (response GetInvocation403ApplicationProblemPlusJSONResponse) VisitGetInvocationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetInvocation404ApplicationProblemPlusJSONResponse Problem
+
+func (response GetInvocation404ApplicationProblemPlusJSONResponse) VisitGetInvocationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetInvocation503ApplicationProblemPlusJSONResponse Problem
+
+func (response GetInvocation503ApplicationProblemPlusJSONResponse) VisitGetInvocationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetInvocationdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetInvocationdefaultApplicationProblemPlusJSONResponse) VisitGetInvocationResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -10793,6 +11058,9 @@ type StrictServerInterface interface {
 	// GetEventStats How many events of each type the caller's tenant has had, and when the last one was
 	// (GET /v1/events/stats)
 	GetEventStats(ctx context.Context, request GetEventStatsRequestObject) (GetEventStatsResponseObject, error)
+	// GetInvocation Status and result of an async invocation
+	// (GET /v1/invocations/{invocation_id})
+	GetInvocation(ctx context.Context, request GetInvocationRequestObject) (GetInvocationResponseObject, error)
 	// ListPolicies List the caller's tenant's policies (SUPER_ADMIN — a named tenant's, or the global ones)
 	// (GET /v1/policies)
 	ListPolicies(ctx context.Context, request ListPoliciesRequestObject) (ListPoliciesResponseObject, error)
@@ -11665,6 +11933,33 @@ func (sh *strictHandler) GetEventStats(w http.ResponseWriter, r *http.Request, p
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(GetEventStatsResponseObject); ok {
 		if err := validResponse.VisitGetEventStatsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetInvocation operation middleware
+func (sh *strictHandler) GetInvocation(w http.ResponseWriter, r *http.Request, invocationId string, params GetInvocationParams) {
+	var request GetInvocationRequestObject
+
+	request.InvocationId = invocationId
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetInvocation(ctx, request.(GetInvocationRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetInvocation")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetInvocationResponseObject); ok {
+		if err := validResponse.VisitGetInvocationResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

@@ -47,6 +47,7 @@ var migrations = []struct {
 	{12, "00012_policies.sql"},
 	{13, "00013_tenant_perimeter.sql"},
 	{14, "00014_routes.sql"},
+	{15, "00015_invocations.sql"},
 }
 
 // Run runs the suite. open must return a fresh store with every migration applied, on a database
