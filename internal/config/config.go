@@ -38,6 +38,7 @@ type Config struct {
 	Signing     SigningConfig     `yaml:"signing"`
 	Invoke      InvokeConfig      `yaml:"invoke"`
 	Egress      EgressConfig      `yaml:"egress"`
+	Identity    IdentityConfig    `yaml:"identity"`
 }
 
 // InvokeConfig tunes the invoke API's routing and resilience; see docs/routing.md.
@@ -380,7 +381,8 @@ func Default() Config {
 			CandidatesTTL:    Duration(time.Second),
 			ResultTTL:        Duration(24 * time.Hour),
 		},
-		Egress: EgressConfig{AllowLoopback: "auto"},
+		Egress:   EgressConfig{AllowLoopback: "auto"},
+		Identity: defaultIdentity(),
 		Audit: AuditConfig{
 			KeyName:            "nops-kernel",
 			CheckpointEvery:    1000,
@@ -604,6 +606,7 @@ func (c Config) Validate() error {
 		v.add("telemetry.service_name", "must not be empty")
 	}
 	c.validateInvoke(&v)
+	c.validateIdentity(&v)
 	v.positive("registry.stale_after", c.Registry.StaleAfter)
 	if c.Registry.ZombieAfter <= c.Registry.StaleAfter {
 		v.add("registry.zombie_after", fmt.Sprintf("must be longer than registry.stale_after (%s), got %s", c.Registry.StaleAfter, c.Registry.ZombieAfter))

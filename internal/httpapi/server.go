@@ -55,6 +55,9 @@ type Deps struct {
 	// Invoke runs POST /v1/invoke/{capability}; nil answers 503.
 	Invoke Invoker
 
+	// Identity is the built-in CA of /v1/identity/*; nil answers 503.
+	Identity IdentityCA
+
 	// Guards are the perimeter's rate limits, in-flight gates, policies and HSTS; the zero
 	// value turns them off.
 	Guards Guards

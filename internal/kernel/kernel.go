@@ -31,6 +31,7 @@ import (
 	"github.com/nops-kernel/nops/internal/httpapi"
 	"github.com/nops-kernel/nops/internal/idempotency"
 	"github.com/nops-kernel/nops/internal/idempotency/redisstore"
+	"github.com/nops-kernel/nops/internal/identity"
 	"github.com/nops-kernel/nops/internal/invoke"
 	"github.com/nops-kernel/nops/internal/redisconn"
 	"github.com/nops-kernel/nops/internal/relay"
@@ -62,6 +63,7 @@ type Kernel struct {
 	perim  *edge
 	invoke *invoke.Service
 	async  *invoke.Async // async invocations (Prefer: respond-async)
+	ca     *identity.CA  // the built-in CA of workload identity
 
 	bus       bus.Bus
 	idem      idempotency.Store // Idempotency-Key records: st, or Redis
@@ -203,6 +205,9 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 		return nil, fmt.Errorf("async invocations: %w", err)
 	}
 	k.consumers = append(k.consumers, asyncConsumer(consumerOptions(cfg, k.dom.control, k.logger), k.async))
+	if k.ca, err = buildIdentity(ctx, cfg, st, k.tel.MeterProvider(), k.logger); err != nil {
+		return nil, fmt.Errorf("identity ca: %w", err)
+	}
 	logins, err := auth.New(st, tokens, auth.Options{Logger: k.logger, Meter: k.tel.MeterProvider().Meter("nops/auth"), BcryptCost: opts.BcryptCost, APIKeys: k.dom.keys})
 	if err != nil {
 		return nil, fmt.Errorf("login service: %w", err)
@@ -223,6 +228,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 		AuditKey:    k.dom.verifierKey,
 		Idempotency: k.idem,
 		Invoke:      invoker{k.invoke, k.async},
+		Identity:    k.ca,
 		Bus:         k.bus,
 		EventStats:  st,
 		Consumers:   consumerNames(k.consumers),
@@ -347,6 +353,7 @@ func (k *Kernel) Run(ctx context.Context) error {
 		},
 		"outbox relay":      k.relay.Run,
 		"async invocations": k.async.Run,
+		"identity ca":       k.ca.Run,
 		"idempotency purge": func(ctx context.Context) error {
 			return idempotency.RunPurger(ctx, k.idem, idempotency.PurgeOptions{Logger: k.logger})
 		},

@@ -504,6 +504,21 @@ func (e RequestKeyStatus) Valid() bool {
 	}
 }
 
+// Defines values for SPIFFEBundleKeysUse.
+const (
+	X509Svid SPIFFEBundleKeysUse = "x509-svid"
+)
+
+// Valid indicates whether the value is a known member of the SPIFFEBundleKeysUse enum.
+func (e SPIFFEBundleKeysUse) Valid() bool {
+	switch e {
+	case X509Svid:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for TenantStatus.
 const (
 	Active    TenantStatus = "active"
@@ -1399,6 +1414,55 @@ type RouteTarget struct {
 	Weight int `json:"weight"`
 }
 
+// SPIFFEBundle A SPIFFE trust bundle (SPIFFE Trust Domain and Bundle specification) - a JWK Set.
+type SPIFFEBundle struct {
+	Keys []struct {
+		Crv *string             `json:"crv,omitempty"`
+		E   *string             `json:"e,omitempty"`
+		Kty string              `json:"kty"`
+		N   *string             `json:"n,omitempty"`
+		Use SPIFFEBundleKeysUse `json:"use"`
+		X   *string             `json:"x,omitempty"`
+		X5c []string            `json:"x5c"`
+		Y   *string             `json:"y,omitempty"`
+	} `json:"keys"`
+
+	// SpiffeRefreshHint Seconds.
+	SpiffeRefreshHint *int64 `json:"spiffe_refresh_hint,omitempty"`
+	SpiffeSequence    *int64 `json:"spiffe_sequence,omitempty"`
+}
+
+// SPIFFEBundleKeysUse defines model for SPIFFEBundle.Keys.Use.
+type SPIFFEBundleKeysUse string
+
+// SVID defines model for SVID.
+type SVID struct {
+	// Bundle PEM certificates of the roots to trust (the trust bundle).
+	Bundle    string    `json:"bundle"`
+	ExpiresAt time.Time `json:"expires_at"`
+
+	// Serial The leaf's serial number, lower-case hex without leading zeros (revocations name it).
+	Serial string `json:"serial"`
+
+	// SpiffeId Example: spiffe://nops.local/tenant/ten_01jz0000000000000000000000/agent/agt_01jz0000000000000000000000
+	SpiffeId string `json:"spiffe_id"`
+
+	// SvidChain PEM certificates, the leaf first, then the intermediate that signed it.
+	SvidChain string `json:"svid_chain"`
+}
+
+// SVIDRequest defines model for SVIDRequest.
+type SVIDRequest struct {
+	// AgentId Only for an ADMIN or SUPER_ADMIN that is no agent itself - the agent of its tenant to issue for.
+	AgentId *string `json:"agent_id,omitempty"`
+
+	// Csr A PKCS#10 certificate signing request, PEM (`-----BEGIN CERTIFICATE REQUEST-----`) or base64 of its DER.
+	Csr string `json:"csr"`
+
+	// TtlSeconds A lifetime shorter than identity.svid_ttl; longer ones are cut to it.
+	TtlSeconds *int `json:"ttl_seconds,omitempty"`
+}
+
 // Tenant defines model for Tenant.
 type Tenant struct {
 	CreatedAt   time.Time    `json:"created_at"`
@@ -1795,6 +1859,17 @@ type GetEventStatsParams struct {
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 }
 
+// GetTrustBundleParams defines parameters for GetTrustBundle.
+type GetTrustBundleParams struct {
+	IfNoneMatch *string `json:"If-None-Match,omitempty"`
+}
+
+// IssueSVIDParams defines parameters for IssueSVID.
+type IssueSVIDParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
+	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+}
+
 // GetInvocationParams defines parameters for GetInvocation.
 type GetInvocationParams struct {
 	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
@@ -2068,6 +2143,9 @@ type ReprocessDeadLettersJSONRequestBody = DLQReprocessRequest
 // ReplayEventsJSONRequestBody defines body for ReplayEvents for application/json ContentType.
 type ReplayEventsJSONRequestBody = EventReplayRequest
 
+// IssueSVIDJSONRequestBody defines body for IssueSVID for application/json ContentType.
+type IssueSVIDJSONRequestBody = SVIDRequest
+
 // CreatePolicyJSONRequestBody defines body for CreatePolicy for application/json ContentType.
 type CreatePolicyJSONRequestBody = PolicySpec
 
@@ -2237,6 +2315,12 @@ type ServerInterface interface {
 	// GetEventStats How many events of each type the caller's tenant has had, and when the last one was
 	// (GET /v1/events/stats)
 	GetEventStats(w http.ResponseWriter, r *http.Request, params GetEventStatsParams)
+	// GetTrustBundle The trust bundle, in the SPIFFE bundle format
+	// (GET /v1/identity/bundle)
+	GetTrustBundle(w http.ResponseWriter, r *http.Request, params GetTrustBundleParams)
+	// IssueSVID Issue an X.509-SVID for a certificate signing request
+	// (POST /v1/identity/svid)
+	IssueSVID(w http.ResponseWriter, r *http.Request, params IssueSVIDParams)
 	// GetInvocation Status and result of an async invocation
 	// (GET /v1/invocations/{invocation_id})
 	GetInvocation(w http.ResponseWriter, r *http.Request, invocationId string, params GetInvocationParams)
@@ -3568,6 +3652,80 @@ func (siw *ServerInterfaceWrapper) GetEventStats(w http.ResponseWriter, r *http.
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.GetEventStats(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetTrustBundle operation middleware
+func (siw *ServerInterfaceWrapper) GetTrustBundle(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetTrustBundleParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "If-None-Match" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("If-None-Match")]; found {
+		var IfNoneMatch string
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "If-None-Match", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "If-None-Match", valueList[0], &IfNoneMatch, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "If-None-Match", Err: err})
+			return
+		}
+
+		params.IfNoneMatch = &IfNoneMatch
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetTrustBundle(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// IssueSVID operation middleware
+func (siw *ServerInterfaceWrapper) IssueSVID(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params IssueSVIDParams
+
+	// ------------- Optional query parameter "tenant" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tenant", r.URL.Query(), &params.Tenant, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "tenant"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.IssueSVID(w, r, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -5037,6 +5195,8 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/routes/{capability}", wrapper.DeleteRoute)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/routes/{capability}", wrapper.GetRoute)
 	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/routes/{capability}", wrapper.PutRoute)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/identity/svid", wrapper.IssueSVID)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/identity/bundle", wrapper.GetTrustBundle)
 
 	return m
 }
@@ -7604,6 +7764,212 @@ type GetEventStatsdefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response GetEventStatsdefaultApplicationProblemPlusJSONResponse) VisitGetEventStatsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetTrustBundleRequestObject struct {
+	Params GetTrustBundleParams
+}
+
+type GetTrustBundleResponseObject interface {
+	VisitGetTrustBundleResponse(w http.ResponseWriter) error
+}
+
+type GetTrustBundle200ResponseHeaders struct {
+	CacheControl *string
+	ETag         *string
+}
+
+type GetTrustBundle200JSONResponse struct {
+	Body    SPIFFEBundle
+	Headers GetTrustBundle200ResponseHeaders
+}
+
+func (response GetTrustBundle200JSONResponse) VisitGetTrustBundleResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.CacheControl != nil {
+		w.Header().Set("Cache-Control", fmt.Sprint(*response.Headers.CacheControl))
+	}
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetTrustBundle304ResponseHeaders struct {
+	CacheControl *string
+	ETag         *string
+}
+
+type GetTrustBundle304Response struct {
+	Headers GetTrustBundle304ResponseHeaders
+}
+
+func (response GetTrustBundle304Response) VisitGetTrustBundleResponse(w http.ResponseWriter) error {
+	if response.Headers.CacheControl != nil {
+		w.Header().Set("Cache-Control", fmt.Sprint(*response.Headers.CacheControl))
+	}
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	w.WriteHeader(304)
+	return nil
+}
+
+type GetTrustBundle503ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response GetTrustBundle503ApplicationProblemPlusJSONResponse) VisitGetTrustBundleResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetTrustBundledefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetTrustBundledefaultApplicationProblemPlusJSONResponse) VisitGetTrustBundleResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type IssueSVIDRequestObject struct {
+	Params IssueSVIDParams
+	Body   *IssueSVIDJSONRequestBody
+}
+
+type IssueSVIDResponseObject interface {
+	VisitIssueSVIDResponse(w http.ResponseWriter) error
+}
+
+type IssueSVID200JSONResponse SVID
+
+func (response IssueSVID200JSONResponse) VisitIssueSVIDResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type IssueSVID400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response IssueSVID400ApplicationProblemPlusJSONResponse) VisitIssueSVIDResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type IssueSVID401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response IssueSVID401ApplicationProblemPlusJSONResponse) VisitIssueSVIDResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type IssueSVID403ApplicationProblemPlusJSONResponse Problem
+
+func (response IssueSVID403ApplicationProblemPlusJSONResponse) VisitIssueSVIDResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type IssueSVID404ApplicationProblemPlusJSONResponse Problem
+
+func (response IssueSVID404ApplicationProblemPlusJSONResponse) VisitIssueSVIDResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type IssueSVID503ApplicationProblemPlusJSONResponse Problem
+
+func (response IssueSVID503ApplicationProblemPlusJSONResponse) VisitIssueSVIDResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type IssueSVIDdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response IssueSVIDdefaultApplicationProblemPlusJSONResponse) VisitIssueSVIDResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -11058,6 +11424,12 @@ type StrictServerInterface interface {
 	// GetEventStats How many events of each type the caller's tenant has had, and when the last one was
 	// (GET /v1/events/stats)
 	GetEventStats(ctx context.Context, request GetEventStatsRequestObject) (GetEventStatsResponseObject, error)
+	// GetTrustBundle The trust bundle, in the SPIFFE bundle format
+	// (GET /v1/identity/bundle)
+	GetTrustBundle(ctx context.Context, request GetTrustBundleRequestObject) (GetTrustBundleResponseObject, error)
+	// IssueSVID Issue an X.509-SVID for a certificate signing request
+	// (POST /v1/identity/svid)
+	IssueSVID(ctx context.Context, request IssueSVIDRequestObject) (IssueSVIDResponseObject, error)
 	// GetInvocation Status and result of an async invocation
 	// (GET /v1/invocations/{invocation_id})
 	GetInvocation(ctx context.Context, request GetInvocationRequestObject) (GetInvocationResponseObject, error)
@@ -11933,6 +12305,65 @@ func (sh *strictHandler) GetEventStats(w http.ResponseWriter, r *http.Request, p
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(GetEventStatsResponseObject); ok {
 		if err := validResponse.VisitGetEventStatsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetTrustBundle operation middleware
+func (sh *strictHandler) GetTrustBundle(w http.ResponseWriter, r *http.Request, params GetTrustBundleParams) {
+	var request GetTrustBundleRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetTrustBundle(ctx, request.(GetTrustBundleRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetTrustBundle")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetTrustBundleResponseObject); ok {
+		if err := validResponse.VisitGetTrustBundleResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// IssueSVID operation middleware
+func (sh *strictHandler) IssueSVID(w http.ResponseWriter, r *http.Request, params IssueSVIDParams) {
+	var request IssueSVIDRequestObject
+
+	request.Params = params
+
+	var body IssueSVIDJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.IssueSVID(ctx, request.(IssueSVIDRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "IssueSVID")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(IssueSVIDResponseObject); ok {
+		if err := validResponse.VisitIssueSVIDResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

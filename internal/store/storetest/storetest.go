@@ -48,6 +48,7 @@ var migrations = []struct {
 	{13, "00013_tenant_perimeter.sql"},
 	{14, "00014_routes.sql"},
 	{15, "00015_invocations.sql"},
+	{16, "00016_identity.sql"},
 }
 
 // Run runs the suite. open must return a fresh store with every migration applied, on a database

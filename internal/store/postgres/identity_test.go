@@ -1,0 +1,11 @@
+package postgres
+
+import (
+	"testing"
+
+	"github.com/nops-kernel/nops/internal/store/storetest"
+)
+
+func TestIdentity(t *testing.T) {
+	storetest.RunIdentity(t, func(t *testing.T) storetest.IdentityStore { return openDomains(t).(*Store) })
+}

@@ -1,0 +1,113 @@
+// The built-in CA of workload identity (identity.Store), tables identity_cas and
+// identity_authorities of migration 00016.
+//
+// CAAuthorities reads the sequence and the authorities in one statement, so they agree. Writes are
+// a compare-and-set on the sequence followed by plain inserts; the caller runs them in one
+// transaction.
+
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/nops-kernel/nops/internal/errs"
+	"github.com/nops-kernel/nops/internal/identity"
+)
+
+var _ identity.Store = (*Store)(nil)
+
+// caAuthoritiesQuery lists a CA's authorities in the order they were added; a CA without any yet
+// still yields one row (its sequence) through the outer join.
+const caAuthoritiesQuery = `SELECT c.sequence, a.id, a.kind, a.parent_id, a.cert_der, a.sealed_key, a.not_after, a.created_at
+	FROM identity_cas c LEFT JOIN identity_authorities a ON a.trust_domain = c.trust_domain
+	WHERE c.trust_domain = ? ORDER BY a.created_at, a.id`
+
+// CAAuthorities returns the sequence and the authorities of the CA of trustDomain: 0 and none
+// when it does not exist.
+func (s *Store) CAAuthorities(ctx context.Context, trustDomain string) (int64, []identity.Authority, error) {
+	what := fmt.Sprintf("read identity ca %s", trustDomain)
+	rows, err := s.r(ctx).QueryContext(ctx, caAuthoritiesQuery, trustDomain)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%s: %w", what, err)
+	}
+	defer rows.Close()
+	var (
+		seq   int64
+		auths []identity.Authority
+	)
+	for rows.Next() {
+		var (
+			id, kind, notAfter, createdAt sql.NullString
+			parent                        sql.NullString
+			a                             identity.Authority
+		)
+		if err := rows.Scan(&seq, &id, &kind, &parent, &a.CertDER, &a.SealedKey, &notAfter, &createdAt); err != nil {
+			return 0, nil, fmt.Errorf("%s: %w", what, err)
+		}
+		if !id.Valid {
+			continue // the CA row of a CA without authorities
+		}
+		a.ID, a.Kind, a.ParentID = id.String, identity.Kind(kind.String), parent.String
+		if a.NotAfter, err = parseTime(notAfter.String); err != nil {
+			return 0, nil, fmt.Errorf("%s: authority %s not_after: %w", what, a.ID, err)
+		}
+		if a.CreatedAt, err = parseTime(createdAt.String); err != nil {
+			return 0, nil, fmt.Errorf("%s: authority %s created_at: %w", what, a.ID, err)
+		}
+		auths = append(auths, a)
+	}
+	if err := rows.Err(); err != nil {
+		return 0, nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return seq, auths, nil
+}
+
+// AddCAAuthorities moves the CA's sequence from prevSeq to prevSeq+1 (prevSeq 0: creates the CA)
+// and inserts auths: an errs.Conflict when the sequence is no longer prevSeq or an ID is taken.
+// The caller's transaction makes the two one change.
+func (s *Store) AddCAAuthorities(ctx context.Context, trustDomain string, prevSeq int64, auths []identity.Authority) error {
+	if len(auths) == 0 {
+		return errors.New("add identity ca authorities: none given")
+	}
+	what := fmt.Sprintf("add authorities to identity ca %s", trustDomain)
+	at := formatTime(auths[0].CreatedAt)
+	var (
+		res sql.Result
+		err error
+	)
+	if prevSeq == 0 {
+		res, err = s.w(ctx).ExecContext(ctx,
+			`INSERT INTO identity_cas (trust_domain, sequence, updated_at) VALUES (?, 1, ?) ON CONFLICT (trust_domain) DO NOTHING`,
+			trustDomain, at)
+	} else {
+		res, err = s.w(ctx).ExecContext(ctx,
+			`UPDATE identity_cas SET sequence = sequence + 1, updated_at = ? WHERE trust_domain = ? AND sequence = ?`,
+			at, trustDomain, prevSeq)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if n == 0 {
+		return errs.New(errs.Conflict, "identity ca %s changed since sequence %d", trustDomain, prevSeq)
+	}
+	for _, a := range auths {
+		_, err := s.w(ctx).ExecContext(ctx,
+			`INSERT INTO identity_authorities (id, trust_domain, kind, parent_id, cert_der, sealed_key, not_after, created_at)
+			 VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			a.ID, trustDomain, string(a.Kind), nullString(a.ParentID), a.CertDER, a.SealedKey, formatTime(a.NotAfter), formatTime(a.CreatedAt))
+		switch {
+		case isUniqueViolation(err):
+			return errs.Wrap(errs.Conflict, err, "identity ca authority %s already exists", a.ID)
+		case err != nil:
+			return fmt.Errorf("%s: authority %s: %w", what, a.ID, err)
+		}
+	}
+	return nil
+}
