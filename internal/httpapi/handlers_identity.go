@@ -28,9 +28,10 @@ type IdentityCA interface {
 	BundlePEM() []byte
 }
 
-// bundleCacheControl lets clients and proxies reuse the bundle for a minute: well within
-// identity.BundleRefreshHint, which is what a new root waits before it signs anything.
-const bundleCacheControl = "public, max-age=60"
+// bundleCacheControl follows the kernel's policy for every response (no-store, see
+// middleware.SecurityHeaders): SPIFFE clients poll the bundle at its refresh hint anyway, and
+// conditional requests (If-None-Match → 304) keep the polls cheap.
+const bundleCacheControl = "no-store"
 
 func (h *handlers) identityCA() (IdentityCA, error) {
 	if h.deps.Identity == nil {

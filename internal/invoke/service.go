@@ -612,9 +612,12 @@ func (c *call) attempt(exec failsafe.Execution[*attempt]) (*attempt, error) {
 	case exec.IsRetry():
 		kind = "retry"
 	}
+	// Retries draw from the retry budget. Hedges do not: hedging is opted into per capability
+	// and bounded per call by its max_extra, and a hedge refused would leave the call waiting on
+	// the straggler it exists to route around (until the ejection of that agent).
 	if kind == "first" {
 		s.budget.deposit()
-	} else if !s.budget.withdraw() {
+	} else if kind == "retry" && !s.budget.withdraw() {
 		s.m.budgetExhausted(c.req.TenantID, c.req.Capability)
 		c.mu.Lock()
 		err := c.lastErr

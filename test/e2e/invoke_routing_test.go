@@ -362,9 +362,10 @@ func TestInvokePolicyDeniesByCapability(t *testing.T) {
 // (the routing cache's TTL is 0.5 s).
 func TestInvokeRouteReachesEveryReplica(t *testing.T) {
 	dbURL := services.Postgres(t)
-	pepper := filepath.Join(t.TempDir(), "pepper.json")
+	secrets := t.TempDir()
 	shared := func(c *config.Config) {
-		c.Database.URL, c.APIKeys.PepperFile = dbURL, pepper
+		c.Database.URL = dbURL
+		c.APIKeys.PepperFile, c.Signing.KEKFile = filepath.Join(secrets, "pepper.json"), filepath.Join(secrets, "kek.json")
 		c.Egress.AllowLoopback = "true" // the test's agents listen on loopback
 	}
 	f := newFixture(t, shared)

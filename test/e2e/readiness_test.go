@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"net/http"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -118,7 +119,9 @@ func TestReadinessFollowsDependencyOutages(t *testing.T) {
 // replica is accepted by the other.
 func TestReplicasShareKeysAndUsers(t *testing.T) {
 	dbURL := services.Postgres(t)
-	shared := func(c *config.Config) { c.Database.URL = dbURL }
+	// Replicas share the key-encryption key: the CA's keys in the database are sealed with it.
+	kek := filepath.Join(t.TempDir(), "kek.json")
+	shared := func(c *config.Config) { c.Database.URL, c.Signing.KEKFile = dbURL, kek }
 	a := kerneltest.Start(t, shared)
 	b := kerneltest.Start(t, shared)
 	for _, pair := range []struct{ issuer, verifier *kerneltest.Kernel }{{a, b}, {b, a}} {
