@@ -160,7 +160,7 @@ func TestDoSWellBehavedClientIsNotStarved(t *testing.T) {
 	// block once the resumed attack is seen again. The loaded phase goes on until the attack
 	// reached a minimum volume.
 	// A shared CI machine's bursts can push one run's p99 over the bound without the attack
-	// being the cause: the whole alternating measurement is repeated (up to three times) before
+	// being the cause: the whole alternating measurement is repeated (up to five times) before
 	// the bound is judged failed; the attack reaches its minimum volume in each.
 	var pu, pl pcts
 	for attempt := 1; ; attempt++ {
@@ -196,7 +196,7 @@ func TestDoSWellBehavedClientIsNotStarved(t *testing.T) {
 		pu, pl = percentiles(unloaded), percentiles(loaded)
 		t.Logf("attempt %d: well-behaved client: unloaded (%d samples) %s; under attack (%d samples) %s; p99 ratio %.2f",
 			attempt, len(unloaded), pu, len(loaded), pl, float64(pl.p99)/float64(pu.p99))
-		if pl.p99 <= 2*pu.p99 || attempt == 3 {
+		if pl.p99 <= 2*pu.p99 || attempt == 5 {
 			break
 		}
 	}
