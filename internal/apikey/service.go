@@ -12,6 +12,7 @@ import (
 	"golang.org/x/crypto/blake2b"
 
 	"github.com/nops-kernel/nops/internal/errs"
+	"github.com/nops-kernel/nops/internal/pagecursor"
 	"github.com/nops-kernel/nops/internal/principal"
 )
 
@@ -213,12 +214,9 @@ func (s *Service) List(ctx context.Context, in ListInput) (Page, error) {
 	if in.Cursor != "" && !ValidID(in.Cursor) {
 		return Page{}, errs.Field("query.cursor", "not a cursor returned by this API")
 	}
-	limit := in.Limit
-	if limit == 0 {
-		limit = DefaultListLimit
-	}
-	if limit < 1 || limit > MaxListLimit {
-		return Page{}, errs.Field("query.limit", fmt.Sprintf("must be between 1 and %d", MaxListLimit))
+	limit, err := pagecursor.Limit(in.Limit, DefaultListLimit, MaxListLimit)
+	if err != nil {
+		return Page{}, err
 	}
 	// One more than asked tells whether a next page exists without a second query.
 	keys, err := s.store.ListAPIKeys(ctx, tenant, in.Cursor, limit+1)

@@ -1,6 +1,7 @@
-// Package pagecursor encodes the opaque cursors of the API's keyset pagination: a position
-// (CreatedAt, ID) in a list ordered that way. Domain packages (tenant, registry) wrap it with
-// their own ID check; it imports only errs.
+// Package pagecursor holds the API's pagination rules: the opaque cursors of keyset pagination
+// (a position (CreatedAt, ID) in a list ordered that way; domain packages such as tenant and
+// registry wrap them with their own ID check), the page-size rule (Limit) and the read-one-more
+// trim of a page (Trim). It imports only errs.
 package pagecursor
 
 import (

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nops-kernel/nops/internal/errs"
+	"github.com/nops-kernel/nops/internal/pagecursor"
 	"github.com/nops-kernel/nops/internal/principal"
 	"github.com/nops-kernel/nops/internal/tenant"
 )
@@ -208,12 +209,9 @@ func (s *Service) List(ctx context.Context, in ListInput) (Page, error) {
 	if in.Cursor != "" && !ValidID(in.Cursor) {
 		return Page{}, errs.Field("query.cursor", "not a cursor returned by this API")
 	}
-	limit := in.Limit
-	if limit == 0 {
-		limit = DefaultListLimit
-	}
-	if limit < 1 || limit > MaxListLimit {
-		return Page{}, errs.Field("query.limit", fmt.Sprintf("must be between 1 and %d", MaxListLimit))
+	limit, err := pagecursor.Limit(in.Limit, DefaultListLimit, MaxListLimit)
+	if err != nil {
+		return Page{}, err
 	}
 	// One more than asked tells whether a next page exists without a second query.
 	ps, err := s.store.ListPolicies(ctx, tenantID, in.Cursor, limit+1)
@@ -226,10 +224,7 @@ func (s *Service) List(ctx context.Context, in ListInput) (Page, error) {
 			page.Policies = append(page.Policies, pol)
 		}
 	}
-	if len(page.Policies) > limit {
-		page.Policies = page.Policies[:limit]
-		page.NextCursor = page.Policies[limit-1].ID
-	}
+	page.Policies, page.NextCursor = pagecursor.Trim(page.Policies, limit, func(p Policy) string { return p.ID })
 	return page, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nops-kernel/nops/internal/errs"
+	"github.com/nops-kernel/nops/internal/pagecursor"
 	"github.com/nops-kernel/nops/internal/principal"
 )
 
@@ -229,12 +230,9 @@ func (s *Keys) List(ctx context.Context, in ListInput) (Page, error) {
 	if in.Cursor != "" && !ValidID(in.Cursor) {
 		return Page{}, errs.Field("query.cursor", "not a cursor returned by this API")
 	}
-	limit := in.Limit
-	if limit == 0 {
-		limit = DefaultListLimit
-	}
-	if limit < 1 || limit > MaxListLimit {
-		return Page{}, errs.Field("query.limit", fmt.Sprintf("must be between 1 and %d", MaxListLimit))
+	limit, err := pagecursor.Limit(in.Limit, DefaultListLimit, MaxListLimit)
+	if err != nil {
+		return Page{}, err
 	}
 	keys, err := s.store.ListRequestKeys(ctx, tenantID, in.Cursor, limit+1)
 	if err != nil {

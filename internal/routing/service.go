@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nops-kernel/nops/internal/errs"
+	"github.com/nops-kernel/nops/internal/pagecursor"
 	"github.com/nops-kernel/nops/internal/registry"
 	"github.com/nops-kernel/nops/internal/tenant"
 )
@@ -136,12 +137,9 @@ func (s *Service) List(ctx context.Context, tenantID string, in ListInput) (Page
 	if in.Cursor != "" && !registry.ValidCapabilityName(in.Cursor) {
 		return Page{}, errs.Field("query.cursor", "not a cursor returned by this API")
 	}
-	limit := in.Limit
-	if limit == 0 {
-		limit = DefaultListLimit
-	}
-	if limit < 1 || limit > MaxListLimit {
-		return Page{}, errs.Field("query.limit", fmt.Sprintf("must be between 1 and %d", MaxListLimit))
+	limit, err := pagecursor.Limit(in.Limit, DefaultListLimit, MaxListLimit)
+	if err != nil {
+		return Page{}, err
 	}
 	// One more than asked tells whether a next page exists without a second query.
 	rs, err := s.store.ListRoutes(ctx, tenantID, in.Cursor, limit+1)
@@ -154,10 +152,7 @@ func (s *Service) List(ctx context.Context, tenantID string, in ListInput) (Page
 			page.Routes = append(page.Routes, r)
 		}
 	}
-	if len(page.Routes) > limit {
-		page.Routes = page.Routes[:limit]
-		page.NextCursor = page.Routes[limit-1].Capability
-	}
+	page.Routes, page.NextCursor = pagecursor.Trim(page.Routes, limit, func(r Route) string { return r.Capability })
 	return page, nil
 }
 
