@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/nops-kernel/nops/internal/config"
@@ -52,12 +51,17 @@ func identityNode(cfg config.Config) (string, error) {
 // CA returns the kernel's built-in identity CA: the trust bundle source of the mTLS listener.
 func (k *Kernel) CA() *identity.CA { return k.ca }
 
-// KernelSVID issues a new X.509-SVID for this kernel, spiffe://<trust-domain>/kernel/<node>, with a
-// key generated in the process: the identity it serves mTLS with and presents to agents.
-func (k *Kernel) KernelSVID() (*x509svid.SVID, error) {
-	node, err := identityNode(k.cfg)
+// buildWorkloadSource returns where this kernel takes its own SVID and the trust bundle from: with
+// the built-in CA, an SVID of spiffe://<trust-domain>/kernel/<node> renewed at half-life (run by
+// the "kernel svid" job).
+func buildWorkloadSource(cfg config.Config, ca *identity.CA, logger *slog.Logger) (*identity.KernelSource, error) {
+	node, err := identityNode(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return k.ca.IssueKernelSVID(node)
+	return identity.NewKernelSource(ca, node, logger)
 }
+
+// Workload returns where this kernel takes its own X.509-SVID and trust bundle: the identity it
+// serves mTLS with and presents to agents.
+func (k *Kernel) Workload() identity.Source { return k.wid }

@@ -62,8 +62,10 @@ type Kernel struct {
 	dom    *domains
 	perim  *edge
 	invoke *invoke.Service
-	async  *invoke.Async // async invocations (Prefer: respond-async)
-	ca     *identity.CA  // the built-in CA of workload identity
+	async  *invoke.Async               // async invocations (Prefer: respond-async)
+	ca     *identity.CA                // the built-in CA of workload identity
+	wid    identity.Source             // this kernel's own SVID and trust bundle
+	widRun func(context.Context) error // renews wid; nil when its provider renews by itself
 
 	bus       bus.Bus
 	idem      idempotency.Store // Idempotency-Key records: st, or Redis
@@ -208,6 +210,12 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 	if k.ca, err = buildIdentity(ctx, cfg, st, k.tel.MeterProvider(), k.logger); err != nil {
 		return nil, fmt.Errorf("identity ca: %w", err)
 	}
+	ks, err := buildWorkloadSource(cfg, k.ca, k.logger)
+	if err != nil {
+		return nil, fmt.Errorf("kernel svid: %w", err)
+	}
+	k.wid = ks
+	k.widRun = func(ctx context.Context) error { return ks.Run(ctx, time.Second) }
 	logins, err := auth.New(st, tokens, auth.Options{Logger: k.logger, Meter: k.tel.MeterProvider().Meter("nops/auth"), BcryptCost: opts.BcryptCost, APIKeys: k.dom.keys})
 	if err != nil {
 		return nil, fmt.Errorf("login service: %w", err)
@@ -360,6 +368,9 @@ func (k *Kernel) Run(ctx context.Context) error {
 		"consumers": func(ctx context.Context) error {
 			return runConsumers(ctx, k.bus, k.consumers, k.cfg.HTTP.ShutdownTimeout.D(), k.logger)
 		},
+	}
+	if k.widRun != nil {
+		jobs["kernel svid"] = k.widRun
 	}
 	maps.Copy(jobs, k.perim.jobs(k.cfg))
 	for name, job := range jobs {
