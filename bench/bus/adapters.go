@@ -37,7 +37,7 @@ func (e *env) openRedisOurs(ctx context.Context, ns string, rec *recorder) (phas
 	if err != nil {
 		return phaseSystem{}, errors.Join(fmt.Errorf("open redis bus: %w", err), cleanup())
 	}
-	s, err := startOurs(ctx, rb, e.o.ConsumerConcurrency, e.payload, rec)
+	s, err := startOurs(ctx, rb, e.o.ConsumerConcurrency, redisReadCount, e.payload, rec)
 	if err != nil {
 		return phaseSystem{}, errors.Join(err, rb.Close(), cleanup())
 	}

@@ -25,9 +25,15 @@ type ours struct {
 
 var _ publisher = (*ours)(nil)
 
-// startOurs subscribes a consumer to b that records every delivery into rec.
-func startOurs(ctx context.Context, b bus.Bus, concurrency int, payload []byte, rec *recorder) (*ours, error) {
-	sub, err := b.Subscribe(context.WithoutCancel(ctx), bus.ConsumerConfig{Name: "bench", Concurrency: concurrency},
+// startOurs subscribes a consumer to b that records every delivery into rec, with concurrency
+// handlers and as many messages in hand (running plus fetched ahead) as window: the raw client's
+// read window, so that both consumers hold as many unacknowledged messages.
+func startOurs(ctx context.Context, b bus.Bus, concurrency, window int, payload []byte, rec *recorder) (*ours, error) {
+	prefetch := window - concurrency
+	if prefetch <= 0 {
+		prefetch = bus.NoPrefetch
+	}
+	sub, err := b.Subscribe(context.WithoutCancel(ctx), bus.ConsumerConfig{Name: "bench", Concurrency: concurrency, Prefetch: prefetch},
 		func(_ context.Context, d bus.Delivery) error {
 			rec.consumedID(d.ID)
 			return nil

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nops-kernel/nops/bench/internal/benchkit"
+	"github.com/nops-kernel/nops/internal/bus"
 	"github.com/nops-kernel/nops/internal/bus/natsbus"
 	"github.com/nops-kernel/nops/internal/bus/redisbus"
 )
@@ -102,7 +103,7 @@ func (e *env) open(ctx context.Context, a, impl string, rec *recorder) (phaseSys
 		}
 		closeBus := func() error { return errors.Join(nb.Close(), os.RemoveAll(dir)) }
 		if impl == implOurs {
-			s, err := startOurs(ctx, nb, e.o.ConsumerConcurrency, e.payload, rec)
+			s, err := startOurs(ctx, nb, e.o.ConsumerConcurrency, e.o.ConsumerConcurrency+bus.DefaultPrefetch, e.payload, rec)
 			if err != nil {
 				return phaseSystem{}, errors.Join(err, closeBus())
 			}
@@ -121,7 +122,7 @@ func (e *env) open(ctx context.Context, a, impl string, rec *recorder) (phaseSys
 			if err != nil {
 				return phaseSystem{}, errors.Join(fmt.Errorf("open nats bus: %w", err), deleteNATSStreams(e.nc, ns))
 			}
-			s, err := startOurs(ctx, nb, e.o.ConsumerConcurrency, e.payload, rec)
+			s, err := startOurs(ctx, nb, e.o.ConsumerConcurrency, e.o.ConsumerConcurrency+bus.DefaultPrefetch, e.payload, rec)
 			if err != nil {
 				return phaseSystem{}, errors.Join(err, nb.Close(), deleteNATSStreams(e.nc, ns))
 			}
