@@ -1,8 +1,6 @@
 package perimeter
 
 import (
-	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -12,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nops-kernel/nops/internal/errs"
+	"github.com/nops-kernel/nops/internal/etag"
 )
 
 // MaxGatewayOrigins bounds a tenant's origin allow-list.
@@ -19,9 +18,6 @@ const MaxGatewayOrigins = 256
 
 // maxOriginLen bounds the text of one origin; the longest IPv6 prefix is 43 characters.
 const maxOriginLen = 64
-
-// maxIfMatchLen bounds the If-Match value CheckIfMatch reads.
-const maxIfMatchLen = 1024
 
 // ErrVersionConflict is wrapped by every error that means "the settings changed since the caller
 // read them": a stale If-Match (inside an errs.PreconditionFailed) or a compare-and-set write
@@ -47,8 +43,7 @@ type Settings struct {
 // tenant and the version only, so it is opaque and the same on every replica; the defaults
 // (version 0) have one too, so a client can make the first write conditional.
 func (s Settings) ETag() string {
-	sum := sha256.Sum256([]byte("perimeter\x00" + s.TenantID + "\x00" + strconv.FormatInt(s.Version, 10)))
-	return `"` + base64.RawURLEncoding.EncodeToString(sum[:16]) + `"`
+	return etag.New("perimeter", s.TenantID, strconv.FormatInt(s.Version, 10))
 }
 
 // AllowsOrigin reports whether a gateway request from addr may pass the origin allow-list: when
@@ -152,22 +147,15 @@ func comparePrefixes(a, b netip.Prefix) int {
 
 // CheckIfMatch evaluates an optional If-Match field value (RFC 9110 §13.1.1) against s: empty
 // and "*" pass (the settings always exist, as defaults at least), as does a list holding s's
-// ETag; anything else is an errs.PreconditionFailed wrapping ErrVersionConflict. Weak tags never
-// match.
+// ETag; a malformed value is an errs.Field naming header.If-Match, anything else an
+// errs.PreconditionFailed wrapping ErrVersionConflict. Weak tags never match.
 func CheckIfMatch(header string, s Settings) error {
-	h := strings.Trim(header, " \t")
-	switch {
-	case h == "" || h == "*":
+	if etag.Empty(header) {
 		return nil
-	case len(h) > maxIfMatchLen:
-		return errs.Field("header.If-Match", "too long")
 	}
-	want := s.ETag()
-	// Our tags hold no comma, so splitting on commas finds ours if it is listed.
-	for tag := range strings.SplitSeq(h, ",") {
-		if strings.Trim(tag, " \t") == want {
-			return nil
-		}
+	ok, err := etag.Match("header.If-Match", header, s.ETag())
+	if err != nil || ok {
+		return err
 	}
 	return errs.Wrap(errs.PreconditionFailed, ErrVersionConflict, "the perimeter settings were changed since they were read; get them again and retry")
 }

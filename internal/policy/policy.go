@@ -1,8 +1,6 @@
 package policy
 
 import (
-	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"strconv"
@@ -14,6 +12,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/nops-kernel/nops/internal/errs"
+	"github.com/nops-kernel/nops/internal/etag"
 )
 
 // IDPrefix starts the ID of every policy stored through the API.
@@ -54,40 +53,24 @@ type Policy struct {
 
 // ETag returns the strong entity tag of p's current version, quoted as HTTP wants it. It derives
 // from the ID and Version only, so it is opaque and stable across replicas.
-func (p Policy) ETag() string {
-	sum := sha256.Sum256([]byte(p.ID + "\x00" + strconv.FormatInt(p.Version, 10)))
-	return `"` + base64.RawURLEncoding.EncodeToString(sum[:16]) + `"`
-}
+func (p Policy) ETag() string { return etag.New(p.ID, strconv.FormatInt(p.Version, 10)) }
 
 // ErrVersionConflict is wrapped by every error that means "the policy changed since the caller
 // read it": a stale If-Match (inside an errs.PreconditionFailed) or a compare-and-set write that
 // lost (stores return it inside an errs.Conflict).
 var ErrVersionConflict = errors.New("policy version changed")
 
-// maxIfMatchLen bounds the If-Match value CheckIfMatch reads.
-const maxIfMatchLen = 4096
-
 // CheckIfMatch evaluates an If-Match field value (RFC 9110 §13.1.1) against p: "*" or a list
 // holding p's ETag passes, weak tags never match. An empty value is an errs.Invalid naming
-// "header.If-Match" (required), anything else an errs.PreconditionFailed wrapping
-// ErrVersionConflict.
+// "header.If-Match" (required), so is a malformed one; anything else is an errs.PreconditionFailed
+// wrapping ErrVersionConflict.
 func CheckIfMatch(header string, p Policy) error {
-	h := strings.Trim(header, " \t")
-	switch {
-	case h == "":
+	if etag.Empty(header) {
 		return errs.Field("header.If-Match", "required: send the ETag of the policy as last read")
-	case len(h) > maxIfMatchLen:
-		return errs.Field("header.If-Match", "too long")
-	case h == "*":
-		return nil
 	}
-	want := p.ETag()
-	// Our tags hold no comma, so splitting on commas finds ours if it is listed; a tag that
-	// holds one is someone else's and cannot match anyway.
-	for tag := range strings.SplitSeq(h, ",") {
-		if strings.Trim(tag, " \t") == want {
-			return nil
-		}
+	ok, err := etag.Match("header.If-Match", header, p.ETag())
+	if err != nil || ok {
+		return err
 	}
 	return errs.Wrap(errs.PreconditionFailed, ErrVersionConflict, "the policy was changed since it was read; get it again and retry")
 }

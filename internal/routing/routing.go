@@ -1,8 +1,6 @@
 package routing
 
 import (
-	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
@@ -12,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nops-kernel/nops/internal/errs"
+	"github.com/nops-kernel/nops/internal/etag"
 	"github.com/nops-kernel/nops/internal/registry"
 )
 
@@ -114,18 +113,13 @@ func (s Spec) equal(o Spec) bool {
 // from the key, the creation time and the revision, so it is opaque, the same on every replica,
 // and a route deleted and created again (revision 1 again) does not get its predecessor's tag.
 func (r Route) ETag() string {
-	sum := sha256.Sum256([]byte("route\x00" + r.TenantID + "\x00" + r.Capability + "\x00" +
-		strconv.FormatInt(r.CreatedAt.UnixMicro(), 10) + "\x00" + strconv.FormatInt(r.Revision, 10)))
-	return `"` + base64.RawURLEncoding.EncodeToString(sum[:16]) + `"`
+	return etag.New("route", r.TenantID, r.Capability, strconv.FormatInt(r.CreatedAt.UnixMicro(), 10), strconv.FormatInt(r.Revision, 10))
 }
 
 // ErrRevisionConflict is wrapped by every error that means "the route changed since the caller
 // read it": a precondition that failed (inside an errs.PreconditionFailed) or a compare-and-set
 // write that lost, a create included (stores return it inside an errs.Conflict).
 var ErrRevisionConflict = errors.New("route revision changed")
-
-// maxPreconditionLen bounds the If-Match / If-None-Match values read.
-const maxPreconditionLen = 1024
 
 // Preconditions are a write's conditional request headers (RFC 9110 §13.1); empty fields set no
 // condition.
@@ -145,28 +139,16 @@ func (p Preconditions) Check(cur *Route) error {
 }
 
 func checkCondition(field, header string, cur *Route, mustMatch bool) error {
-	h := strings.Trim(header, " \t")
-	if h == "" {
+	if etag.Empty(header) {
 		return nil
 	}
-	if len(h) > maxPreconditionLen {
-		return errs.Field(field, "too long")
+	current := ""
+	if cur != nil {
+		current = cur.ETag()
 	}
-	matched := false
-	switch {
-	case cur == nil:
-	case h == "*":
-		matched = true
-	default:
-		want := cur.ETag()
-		// Our tags hold no comma, so splitting on commas finds ours if it is listed; a tag that
-		// holds one is someone else's and cannot match anyway.
-		for tag := range strings.SplitSeq(h, ",") {
-			if strings.Trim(tag, " \t") == want {
-				matched = true
-				break
-			}
-		}
+	matched, err := etag.Match(field, header, current)
+	if err != nil {
+		return err
 	}
 	if matched == mustMatch {
 		return nil
