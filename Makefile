@@ -6,7 +6,7 @@ COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS   := -X github.com/nops-kernel/nops/internal/buildinfo.version=$(VERSION) -X github.com/nops-kernel/nops/internal/buildinfo.commit=$(COMMIT)
 TESTFLAGS ?=
 
-.PHONY: run build test generate check-generated lint fmt alerts-test
+.PHONY: run build test generate check-generated lint fmt alerts-test api-baseline
 
 run: build
 	./$(BIN) server
@@ -38,6 +38,11 @@ lint:
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
+
+# Makes the current API document the baseline the evolution gate compares with (api/compat_test.go):
+# run it when a version is released, never to silence the gate.
+api-baseline:
+	cp api/kernel.yaml api/baseline/kernel.yaml
 
 # Checks and unit-tests the Prometheus alert and recording rules (promtool) and the Grafana
 # dashboard's queries; installs Debian's prometheus package when promtool is missing.
