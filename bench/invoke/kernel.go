@@ -49,7 +49,9 @@ type agentSpec struct {
 // runKernel is the -role kernel process: a kernel with the embedded defaults on a fresh data
 // directory (removed at exit) and o.balancing, on 127.0.0.1:0. It prints "listening <addr>"
 // once it serves, and shuts down when ctx ends or its stdin reaches EOF. With o.cpuprofile it
-// writes a CPU profile of the kernel alone (no load generator in this process).
+// writes a CPU profile of the kernel alone (no load generator in this process) there, and at
+// exit the allocation profile of its whole life to o.cpuprofile + ".allocs" (go tool pprof
+// -sample_index=alloc_space or alloc_objects).
 func runKernel(ctx context.Context, o options, stdout io.Writer) (err error) {
 	if o.cpuprofile != "" {
 		f, err := os.Create(o.cpuprofile)
@@ -62,7 +64,7 @@ func runKernel(ctx context.Context, o options, stdout io.Writer) (err error) {
 		}
 		defer func() {
 			pprof.StopCPUProfile()
-			err = errors.Join(err, f.Close())
+			err = errors.Join(err, f.Close(), writeAllocs(o.cpuprofile+".allocs"))
 		}()
 	}
 	dir, err := os.MkdirTemp("", "nops-bench-invoke-")
@@ -101,6 +103,16 @@ func runKernel(ctx context.Context, o options, stdout io.Writer) (err error) {
 	}
 	cancel()
 	return errors.Join(<-done, k.Close())
+}
+
+// writeAllocs writes the process's allocation profile to path.
+func writeAllocs(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("allocation profile: %w", err)
+	}
+	err = pprof.Lookup("allocs").WriteTo(f, 0)
+	return errors.Join(err, f.Close())
 }
 
 // kernelRun is a kernel process started by the bench, with a tenant, an ADMIN API key, one
@@ -253,6 +265,59 @@ func (k *kernelRun) heartbeat(ctx context.Context, ids []string, stderr io.Write
 			}
 		}
 	}
+}
+
+// usageCount returns the event-stats consumer's count of the tenant's billing.usage events.
+func (k *kernelRun) usageCount(ctx context.Context) (int64, error) {
+	var out struct {
+		Items []struct {
+			Type  string `json:"type"`
+			Count int64  `json:"count"`
+		} `json:"items"`
+	}
+	if err := k.call(ctx, "GET", k.base+"/v1/events/stats", nil, &out, "X-API-Key", k.key); err != nil {
+		return 0, err
+	}
+	for _, it := range out.Items {
+		if it.Type == "nops.billing.usage.v1" {
+			return it.Count, nil
+		}
+	}
+	return 0, nil
+}
+
+// drainFor bounds drain.
+const drainFor = 2 * time.Minute
+
+// drain waits until the event-stats consumer's count of billing.usage events has not moved for
+// a second, and returns the count and when it last moved, from drain's call: how long the event
+// work the load left behind (each call's two events through the outbox, the relay, the bus and
+// the consumer) ran on after the load. Waiting for it also puts all of that work into the
+// kernel's CPU profile.
+func (k *kernelRun) drain(ctx context.Context) (int64, time.Duration, error) {
+	start := time.Now()
+	last, err := k.usageCount(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	moved := start
+	for time.Since(start) < drainFor {
+		select {
+		case <-ctx.Done():
+			return last, 0, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+		n, err := k.usageCount(ctx)
+		if err != nil {
+			return last, 0, err
+		}
+		if n != last {
+			last, moved = n, time.Now()
+		} else if time.Since(moved) >= time.Second {
+			return last, moved.Sub(start), nil
+		}
+	}
+	return last, time.Since(start), fmt.Errorf("billing.usage events still being counted %s after the load", drainFor)
 }
 
 // waitInvoke polls the capability through the kernel until it answers 200.

@@ -7,8 +7,9 @@
 //
 //	go build -o /tmp/invoke ./bench/invoke
 //	/tmp/invoke -duration 8s -warmup 2s -rate 1000 -concurrency 32 [-phases direct,nginx,kernel,weights,e2e] [-require-nginx]
-//	NOPS_BENCH_CPUPROFILE=/tmp/inv.prof /tmp/invoke -phases kernel   # kernel's profile: /tmp/inv.prof.kernel
+//	NOPS_BENCH_CPUPROFILE=/tmp/inv.prof /tmp/invoke -phases kernel   # kernel's profiles: /tmp/inv.prof.kernel{,.allocs}
 //	go tool pprof -top -cum /tmp/invoke /tmp/inv.prof.kernel
+//	go tool pprof -top -sample_index=alloc_space /tmp/invoke /tmp/inv.prof.kernel.allocs
 //
 // Every server is a process of its own, so that none shares the Go runtime (scheduler, GC) of
 // another or of the load generator, which runs in this process: the agents and the kernels
@@ -49,7 +50,8 @@
 // window; -warmup runs before each window unmeasured. All processes share the machine's CPUs.
 // It is a program, not a test: nothing here asserts a timing. NOPS_BENCH_CPUPROFILE=<file>
 // writes a CPU profile of this process (the load generator) to <file> and of each kernel to
-// <file>.<phase> (kernel, weights-static, weights-dynamic, e2e). Results are recorded in
+// <file>.<phase> (kernel, weights-static, weights-dynamic, e2e), with each kernel's allocation
+// profile in <file>.<phase>.allocs. Results are recorded in
 // docs/benchmarks.md.
 package main
 
@@ -259,6 +261,7 @@ func (b *bench) overhead(ctx context.Context, name string) error {
 		return err
 	}
 	tg := target{name: name}
+	var k *kernelRun // the kernel phase's
 	switch name {
 	case "direct":
 		tg.urls = []string{b.cs[0].URL() + "/invoke/" + capEcho}
@@ -281,7 +284,8 @@ func (b *bench) overhead(ctx context.Context, name string) error {
 		}
 		tg.urls = []string{b.ngx.url + "/invoke/" + capEcho}
 	case "kernel":
-		k, err := startKernel(ctx, "dynamic", []agentSpec{{name: "echo", endpoint: b.cs[0].URL(), capability: capEcho}}, b.kernelProfile("kernel"), b.stderr)
+		var err error
+		k, err = startKernel(ctx, "dynamic", []agentSpec{{name: "echo", endpoint: b.cs[0].URL(), capability: capEcho}}, b.kernelProfile("kernel"), b.stderr)
 		if err != nil {
 			return err
 		}
@@ -289,10 +293,18 @@ func (b *bench) overhead(ctx context.Context, name string) error {
 		tg.urls, tg.header = []string{k.invokeURL(capEcho)}, apiKeyHeader(k.key)
 	}
 	open := openLoop(ctx, tg, b.o.rate, b.o.warmup, b.o.duration, b.o.clients)
-	fmt.Fprintf(b.stderr, "  %s open loop %.0f req/s: %.0f done/s, p50 %s p99 %s, %d errors\n", name, b.o.rate, open.rps(), benchkit.Ms(open.pct(50)), benchkit.Ms(open.pct(99)), open.errors)
+	fmt.Fprintf(b.stderr, "  %s open loop %.0f req/s: %.0f done/s, p50 %s p99 %s, %d errors (load average %s)\n", name, b.o.rate, open.rps(), benchkit.Ms(open.pct(50)), benchkit.Ms(open.pct(99)), open.errors, loadAvg())
 	closed := closedLoop(ctx, tg, b.o.concurrency, b.o.warmup, b.o.duration)
-	fmt.Fprintf(b.stderr, "  %s closed loop x%d: %.0f req/s, p50 %s p99 %s, %d errors\n", name, b.o.concurrency, closed.rps(), benchkit.Ms(closed.pct(50)), benchkit.Ms(closed.pct(99)), closed.errors)
-	b.rep.overhead = append(b.rep.overhead, overheadRun{name: name, open: open, closed: closed})
+	fmt.Fprintf(b.stderr, "  %s closed loop x%d: %.0f req/s, p50 %s p99 %s, %d errors (load average %s)\n", name, b.o.concurrency, closed.rps(), benchkit.Ms(closed.pct(50)), benchkit.Ms(closed.pct(99)), closed.errors, loadAvg())
+	run := overheadRun{name: name, open: open, closed: closed}
+	if k != nil {
+		var err error
+		if run.usage, run.drained, err = k.drain(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintf(b.stderr, "  %s: %d billing.usage events counted, the last %s after the load\n", name, run.usage, benchkit.Ms(run.drained))
+	}
+	b.rep.overhead = append(b.rep.overhead, run)
 	return nil
 }
 

@@ -307,7 +307,7 @@ func TestRunSmoke(t *testing.T) {
 	}
 	report := out.String()
 	wants := []string{
-		"| direct | ", "| kernel | ", "kernel-added latency at 200 req/s",
+		"| direct | ", "| kernel | ", "kernel-added latency at 200 req/s", "billing.usage events counted by the event-stats consumer",
 		"| static | ", "| dynamic | ", "p95 improvement of dynamic over static",
 		"| base | kernel | ", "| peak | direct | ", "kernel-added p95 < 2 ms",
 	}
@@ -329,8 +329,9 @@ func TestRunSmoke(t *testing.T) {
 	}
 }
 
-// TestKernelChildProfile: a kernel child with a profile path writes its own CPU profile, and
-// enforces the allow policy the setup created (a capability outside bench.* is refused).
+// TestKernelChildProfile: a kernel child with a profile path writes its own CPU and allocation
+// profiles, and enforces the allow policy the setup created (a capability outside bench.* is
+// refused).
 func TestKernelChildProfile(t *testing.T) {
 	prof := t.TempDir() + "/k.prof"
 	k, err := startKernel(t.Context(), "static", nil, prof, os.Stderr)
@@ -341,7 +342,9 @@ func TestKernelChildProfile(t *testing.T) {
 		t.Error(err)
 	}
 	k.close()
-	if st, err := os.Stat(prof); err != nil || st.Size() == 0 {
-		t.Errorf("kernel profile: %v", err)
+	for _, p := range []string{prof, prof + ".allocs"} {
+		if st, err := os.Stat(p); err != nil || st.Size() == 0 {
+			t.Errorf("kernel profile %s: %v", p, err)
+		}
 	}
 }

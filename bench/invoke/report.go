@@ -17,6 +17,10 @@ import (
 type overheadRun struct {
 	name         string
 	open, closed result
+	// The kernel's: billing.usage events counted, and when the count last moved after the
+	// load (the event backlog's drain time).
+	usage   int64
+	drained time.Duration
 }
 
 // weightsRun is one balancing mode of the weights phase.
@@ -178,6 +182,11 @@ func (rep *report) writeOverhead(w io.Writer) {
 		seen[r.name] = true
 	}
 	kern, haveKernel := rep.last("kernel")
+	if haveKernel {
+		fmt.Fprintf(w, "\nKernel events: %d billing.usage events counted by the event-stats consumer, the last %s after the load stopped "+
+			"(each call's billing.usage and invocation.completed go through the outbox, the relay, the bus and the consumer).\n",
+			kern.usage, benchkit.Ms(kern.drained))
+	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| goal (issue 6) | measured | verdict |")
 	fmt.Fprintln(w, "|---|---|---|")

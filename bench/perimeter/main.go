@@ -16,15 +16,28 @@
 //   - full: a kernel with the whole chain: per-IP, per-tenant and per-principal rate limits (set
 //     high enough never to refuse, so every request is counted), one deny policy and one allow
 //     policy evaluated on each request, and every request signed (RFC 9421, hmac-sha256, fresh
-//     nonce claimed in the nonce store: the database, or Redis with -redis-url).
+//     nonce claimed in the nonce store: the database with signing.nonce_durability full, the
+//     default, or Redis with -redis-url);
+//   - full-process: the same with signing.nonce_durability process (the database nonce store
+//     commits its claims without waiting for the fsync; with -redis-url the counters stay in
+//     Redis and the nonces go to the database, where the setting applies).
 //
 // The second bare run shows the machine's drift. Apart from HTTP, the program also times
 // reqsig.Verifier.Verify alone (key lookup in memory, nonces in memory) on -verify-n signed
 // requests.
 //
+// For every phase the report gives the process's CPU time per request over the measured window
+// (kernel and load generator share the process: a figure that drifts less with the machine's
+// load than throughput does), and for the kernel phases the means of the kernel's own stage
+// histograms over the window, scraped from its /metrics: the whole request in the server
+// (http.server.request.duration), the nonce claim (nops.reqsig.nonce_claim.duration: for the
+// database, the wait for the group commit and the commit) and the two rate-limit checks
+// (nops_ratelimit_check_duration_seconds, by stage). -profile <prefix> writes CPU, block and
+// mutex profiles of each phase's measured window (and the allocations so far).
+//
 // Usage:
 //
-//	go run ./bench/perimeter -duration 8s -warmup 2s -concurrency 16 [-redis-url redis://127.0.0.1:6379/0] [-phases off,full]
+//	go run ./bench/perimeter -duration 8s -warmup 2s -concurrency 16 [-redis-url redis://127.0.0.1:6379/0] [-phases off,full] [-profile /tmp/perim]
 //
 // Each phase runs -concurrency client goroutines in a closed loop; the client runs on the same
 // machine as the server. The full phase's signatures (one fresh nonce each) are made before its
@@ -38,8 +51,8 @@
 //
 // Latencies are those of every request (nearest-rank percentiles). Ratios are against the mean
 // of the bare runs. It is a program, not a test: nothing here asserts a timing.
-// NOPS_BENCH_CPUPROFILE=<file> writes a CPU profile of the whole run (run one phase with -phases
-// to profile it alone). Results are recorded in docs/benchmarks.md.
+// NOPS_BENCH_CPUPROFILE=<file> writes a CPU profile of the whole run. Results are recorded in
+// docs/benchmarks.md.
 package main
 
 import (
@@ -83,9 +96,10 @@ type options struct {
 	verifyN          int
 	presign          bool
 	phases           []string
+	profile          string // file prefix of the per-phase CPU, block and mutex profiles; "" none
 }
 
-var knownPhases = []string{"static", "bare", "off", "full"}
+var knownPhases = []string{"static", "bare", "off", "full", "full-process"}
 
 func parse(args []string) (options, error) {
 	var o options
@@ -96,7 +110,8 @@ func parse(args []string) (options, error) {
 	fs.StringVar(&o.redisURL, "redis-url", "", "full phase: Redis for rate-limit counters and nonces (keys under a unique prefix, deleted by expiry); empty: memory counters and the SQLite nonce store")
 	fs.IntVar(&o.verifyN, "verify-n", 20000, "signatures verified in the Verify-alone measurement")
 	fs.BoolVar(&o.presign, "presign", true, "full phase: sign the requests before the phase's clock starts (false: sign each request inline)")
-	phases := fs.String("phases", "static,bare,off,full,bare", "phases to run, in order: static, bare, off, full")
+	fs.StringVar(&o.profile, "profile", "", "write CPU, block and mutex profiles of each phase's measured window to <prefix>.<phase>.{cpu,block,mutex}, and the allocations so far to <prefix>.<phase>.allocs (block, mutex and allocation profiles accumulate over the phases: profile one phase at a time with -phases, or compare with pprof -base)")
+	phases := fs.String("phases", "static,bare,off,full,full-process,bare", "phases to run, in order: static, bare, off, full, full-process")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -125,6 +140,7 @@ type target struct {
 	presigned *signatures // of GET url, made before the phase, one nonce each
 	dir       string      // the kernel's data directory
 	tenant    string      // of the agent
+	metrics   string      // the kernel's /metrics; "" for the static and bare servers
 }
 
 type result struct {
@@ -135,24 +151,28 @@ type result struct {
 	p50, p95, p99  time.Duration
 	rps            float64
 	firstErrStatus string
+	window         window // CPU and stage times of the measured window
 }
 
 func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	logger := slog.New(slog.DiscardHandler)
 	// The off kernel always runs: the static and bare phases serve its agent.
-	off, closeOff, err := startKernel(ctx, o, false, logger)
+	off, closeOff, err := startKernel(ctx, o, "off", logger)
 	if err != nil {
 		return fmt.Errorf("perimeter off: %w", err)
 	}
 	defer closeOff()
 	targets := map[string]target{"off": off}
-	if slices.Contains(o.phases, "full") {
-		full, closeFull, err := startKernel(ctx, o, true, logger)
+	for _, mode := range []string{"full", "full-process"} {
+		if !slices.Contains(o.phases, mode) {
+			continue
+		}
+		full, closeFull, err := startKernel(ctx, o, mode, logger)
 		if err != nil {
-			return fmt.Errorf("full perimeter: %w", err)
+			return fmt.Errorf("%s perimeter: %w", mode, err)
 		}
 		defer closeFull()
-		targets["full"] = full
+		targets[mode] = full
 	}
 	if slices.Contains(o.phases, "static") {
 		static, closeStatic, err := startStatic(ctx, off)
@@ -209,9 +229,11 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// startKernel starts a kernel with the perimeter on or off, creates a tenant, an ADMIN API key,
-// an agent (and, on, a request key), and returns the target of GET /v1/agents/{id}.
-func startKernel(ctx context.Context, o options, on bool, logger *slog.Logger) (target, func(), error) {
+// startKernel starts a kernel with the perimeter off, or on ("full"; "full-process": with
+// signing.nonce_durability process), creates a tenant, an ADMIN API key, an agent (and, on, a
+// request key), and returns the target of GET /v1/agents/{id}.
+func startKernel(ctx context.Context, o options, mode string, logger *slog.Logger) (target, func(), error) {
+	on := mode != "off"
 	dir, err := os.MkdirTemp("", "nops-bench-perimeter-")
 	if err != nil {
 		return target{}, nil, err
@@ -222,10 +244,12 @@ func startKernel(ctx context.Context, o options, on bool, logger *slog.Logger) (
 	cfg.Log.Level = "error"
 	cfg.Limits.InFlightPerIP, cfg.Limits.InFlightMax, cfg.Limits.InFlightPerTenant = 100000, 100000, 100000
 	cfg.Limits.MaxConnsPerIP = 100000
-	name := "off"
+	name := mode
 	cfg.Limits.PerIP = ""
+	if mode == "full-process" {
+		cfg.Signing.NonceDurability = "process"
+	}
 	if on {
-		name = "full"
 		// Never refusing, but counted on every request.
 		cfg.Limits.PerIP, cfg.Limits.PerTenant, cfg.Limits.PerPrincipal = "1000000/1s", "1000000/1s", "1000000/1s"
 		pdir := filepath.Join(dir, "policies")
@@ -244,6 +268,10 @@ func startKernel(ctx context.Context, o options, on bool, logger *slog.Logger) (
 			return target{}, nil, err
 		}
 		cfg.Policy.Dir = pdir
+		if o.redisURL != "" && mode == "full-process" {
+			// Process durability is of the database nonce store: the counters alone in Redis.
+			cfg.Signing.NonceStore = "sql"
+		}
 		if o.redisURL != "" {
 			cfg.Redis.URL = o.redisURL
 			ns = benchkit.UniqueName("bench")
@@ -278,7 +306,7 @@ func startKernel(ctx context.Context, o options, on bool, logger *slog.Logger) (
 		closeFn()
 		return target{}, nil, err
 	}
-	tg.name, tg.dir = name, dir
+	tg.name, tg.dir, tg.metrics = name, dir, base+"/metrics"
 	return tg, closeFn, nil
 }
 
@@ -515,6 +543,37 @@ func load(ctx context.Context, o options, tg target) result {
 	)
 	start := time.Now()
 	measureFrom, end := start.Add(o.warmup), start.Add(o.warmup+o.duration)
+	// At the start of the measured window: the first snapshot (CPU, stage histograms) and the
+	// profiles; at its end (after the clients stopped), the second.
+	var (
+		winMu    sync.Mutex
+		first    snapshot
+		started  bool
+		prof     *phaseProfile
+		profErr  error
+		winTimer = time.AfterFunc(o.warmup, func() {
+			winMu.Lock()
+			defer winMu.Unlock()
+			first, started = takeSnapshot(ctx, tg.metrics), true
+			if o.profile != "" {
+				prof, profErr = startPhaseProfile(o.profile + "." + tg.name)
+			}
+		})
+	)
+	var win window
+	defer func() {
+		if err := errors.Join(profErr, prof.stop()); err != nil {
+			fmt.Fprintf(os.Stderr, "perimeter bench: profile of %s: %v\n", tg.name, err)
+		}
+	}()
+	closeWindow := func() {
+		winTimer.Stop()
+		winMu.Lock()
+		defer winMu.Unlock()
+		if started {
+			win = between(first, takeSnapshot(ctx, tg.metrics))
+		}
+	}
 	for range o.concurrency {
 		wg.Add(1)
 		go func() {
@@ -551,8 +610,9 @@ func load(ctx context.Context, o options, tg target) result {
 		}()
 	}
 	wg.Wait()
+	closeWindow()
 	slices.Sort(lats)
-	r := result{name: tg.name, n: len(lats), errors: errs, elapsed: o.duration, firstErrStatus: firstSt, inlineSigned: int(inline.Load())}
+	r := result{name: tg.name, n: len(lats), errors: errs, elapsed: o.duration, firstErrStatus: firstSt, inlineSigned: int(inline.Load()), window: win}
 	if tg.presigned == nil && tg.sign != nil {
 		r.inlineSigned = -1 // every request: -presign=false
 	}
@@ -697,8 +757,8 @@ func report(w io.Writer, o options, rs []result, verify []time.Duration) {
 		store = "Redis nonce store and rate-limit counters"
 	}
 	fmt.Fprintf(w, "Machine: %s, %d CPUs, %s/%s, %s. Full chain: %s.\n\n", benchkit.CPUModel(), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), store)
-	fmt.Fprintln(w, "| phase | requests | errors | req/s | p50 | p95 | p99 | vs bare |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| phase | requests | errors | req/s | p50 | p95 | p99 | vs bare | CPU/request |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|")
 	seen := map[string]bool{}
 	for _, r := range rs {
 		name := r.name
@@ -706,15 +766,35 @@ func report(w io.Writer, o options, rs []result, verify []time.Duration) {
 			name += " (again)"
 		}
 		seen[r.name] = true
-		fmt.Fprintf(w, "| %s | %d | %d | %.0f | %s | %s | %s | %s |\n", name, r.n, r.errors, r.rps, benchkit.Ms(r.p50), benchkit.Ms(r.p95), benchkit.Ms(r.p99), benchkit.Ratio(r.rps, bare))
+		fmt.Fprintf(w, "| %s | %d | %d | %.0f | %s | %s | %s | %s | %s |\n", name, r.n, r.errors, r.rps, benchkit.Ms(r.p50), benchkit.Ms(r.p95), benchkit.Ms(r.p99), benchkit.Ratio(r.rps, bare), cpuPer(r))
 	}
+	fmt.Fprintln(w, "\nCPU/request: CPU time of the whole process (kernel and load generator: one process) over the measured window, per request.")
+	fmt.Fprintln(w, "\nStage times of the kernel phases, means over the measured window from the kernel's own histograms:")
+	fmt.Fprintln(w, "\n| phase | request in the server | nonce claim | rate limit, IP stage | rate limit, caller stage |")
+	fmt.Fprintln(w, "|---|---|---|---|---|")
+	for _, r := range rs {
+		if len(r.window.stages) == 0 {
+			continue
+		}
+		st := func(series string) string {
+			v, ok := r.window.stages[series]
+			if !ok {
+				return "–"
+			}
+			return fmtUs(v.mean())
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", r.name, st(seriesRequest), st(seriesNonceClaim), st(seriesLimitIP), st(seriesLimitCaller))
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "\nreqsig.Verifier.Verify alone (%d hmac-sha256 GETs, key and nonces in memory): p50 %s, p95 %s, p99 %s\n\n",
 		len(verify), fmtUs(pct(verify, 50)), fmtUs(pct(verify, 95)), fmtUs(pct(verify, 99)))
-	var full, off result
+	var full, fullProcess, off result
 	for _, r := range rs {
 		switch r.name {
 		case "full":
 			full = r
+		case "full-process":
+			fullProcess = r
 		case "off":
 			off = r
 		}
@@ -729,7 +809,10 @@ func report(w io.Writer, o options, rs []result, verify []time.Duration) {
 	fmt.Fprintln(w, "|---|---|---|")
 	fmt.Fprintf(w, "| signature verification p95 < 0.2 ms | %s | %s |\n", fmtUs(pct(verify, 95)), verdict(pct(verify, 95) < 200*time.Microsecond))
 	if full.n > 0 && bare > 0 {
-		fmt.Fprintf(w, "| full chain ≥ 60 %% of the bare handler's throughput | %.0f vs %.0f req/s (%s) | %s |\n", full.rps, bare, benchkit.Ratio(full.rps, bare), verdict(full.rps >= 0.6*bare))
+		fmt.Fprintf(w, "| full chain ≥ 60 %% of the bare handler's throughput (nonce durability full, the default) | %.0f vs %.0f req/s (%s) | %s |\n", full.rps, bare, benchkit.Ratio(full.rps, bare), verdict(full.rps >= 0.6*bare))
+	}
+	if fullProcess.n > 0 && bare > 0 {
+		fmt.Fprintf(w, "| full chain ≥ 60 %% of the bare handler's throughput (nonce durability process) | %.0f vs %.0f req/s (%s) | %s |\n", fullProcess.rps, bare, benchkit.Ratio(fullProcess.rps, bare), verdict(fullProcess.rps >= 0.6*bare))
 	}
 	if off.n > 0 && bare > 0 {
 		fmt.Fprintf(w, "| (for reading) perimeter off vs the bare handler | %.0f vs %.0f req/s (%s) | |\n", off.rps, bare, benchkit.Ratio(off.rps, bare))
@@ -750,6 +833,14 @@ func report(w io.Writer, o options, rs []result, verify []time.Duration) {
 			fmt.Fprintf(w, "\n%s: %d failed requests, first: %s\n", r.name, r.errors, r.firstErrStatus)
 		}
 	}
+}
+
+// cpuPer is the process's CPU time per request of r's measured window.
+func cpuPer(r result) string {
+	if r.n == 0 || r.window.cpu == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.0f µs", float64(r.window.cpu)/float64(r.n)/float64(time.Microsecond))
 }
 
 func fmtUs(d time.Duration) string {

@@ -28,6 +28,7 @@ func TestAuditVerifyOffline(t *testing.T) {
 		name, sql string
 		seq       int
 	}{
+		// seq 2 is a tenant.create (the kernel writes identity.ca.create first); tamper fails loudly if not.
 		{"edit", `UPDATE audit_records SET canonical = CAST(replace(CAST(canonical AS TEXT), '"action":"tenant.create"', '"action":"tenant.resume"') AS BLOB) WHERE tree = 'global' AND seq = 2`, 2},
 		{"delete", `DELETE FROM audit_records WHERE tree = 'global' AND seq = 1`, 1},
 		{"truncate the tail", `DELETE FROM audit_records WHERE tree = 'global' AND seq >= 3`, 3},
@@ -48,8 +49,9 @@ func TestAuditVerifyOffline(t *testing.T) {
 	}
 }
 
-// auditedKernel starts a kernel, writes four records to the global audit tree (seq 0..3) and
-// waits for a signed checkpoint covering them.
+// auditedKernel starts a kernel, writes four more records to the global audit tree (after those
+// the kernel writes at its first start, such as identity.ca.create) and waits for a signed
+// checkpoint covering the whole tree.
 func auditedKernel(t *testing.T) (*kerneltest.Kernel, map[string]string) {
 	t.Helper()
 	k := kerneltest.Start(t, func(c *config.Config) {
@@ -63,9 +65,21 @@ func auditedKernel(t *testing.T) (*kerneltest.Kernel, map[string]string) {
 			t.Fatalf("create tenant: %d %s", resp.StatusCode, body)
 		}
 	}
+	var size int
+	db, err := sql.Open("sqlite", filepath.Join(k.Config.DataDir, kernel.SQLiteFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.QueryRowContext(t.Context(), `SELECT count(*) FROM audit_records WHERE tree = 'global'`).Scan(&size); err != nil {
+		t.Fatal(err)
+	}
+	if size < 4 {
+		t.Fatalf("the global tree holds %d records, want at least the 4 written", size)
+	}
 	kerneltest.WaitFor(t, 10*time.Second, "a checkpoint of the whole global tree", func() bool {
 		resp, body := k.Do(t, "GET", "/v1/audit/checkpoint", nil, admin)
-		return resp.StatusCode == http.StatusOK && strings.Contains(string(body), `"size":4,`)
+		return resp.StatusCode == http.StatusOK && strings.Contains(string(body), fmt.Sprintf(`"size":%d,`, size))
 	})
 	return k, map[string]string{"NOPS_DATA_DIR": k.Config.DataDir}
 }

@@ -46,6 +46,9 @@ func newRootCmd(env func(string) (string, bool), signals func(chan<- os.Signal) 
 	// The perimeter's managed state (policies.go, ratelimits.go, requestkeys.go).
 	root.AddCommand(c.policiesCmd(), c.rateLimitsCmd(), c.requestKeysCmd())
 	root.AddCommand(c.identityCmd()) // workload identity: SVIDs and the trust bundle (identity.go)
+	root.AddCommand(c.secretsCmd())  // rotation of the API-key pepper and the key-encryption key (secrets.go)
+	// Rotation of the token signing keys (admin_signingkeys.go).
+	root.AddCommand(c.signingKeysCmd())
 	return root
 }
 
@@ -115,14 +118,15 @@ func (c *cli) serverCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			// SIGHUP reloads what can change without a restart: the TLS certificate files.
+			// SIGHUP reloads what can change without a restart: the TLS certificate files, the
+			// API-key pepper file and the key-encryption key file.
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
 			go func() {
 				for range hup {
 					if err := k.Reload(ctx); err != nil {
-						log.Warn("reload on SIGHUP failed; the previous certificate stays in use", "error", err.Error())
+						log.Warn("reload on SIGHUP failed; what the refused file would replace stays in use", "error", err.Error())
 					} else {
 						log.Info("reloaded on SIGHUP")
 					}

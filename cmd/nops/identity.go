@@ -40,7 +40,7 @@ func (c *cli) identityCmd() *cobra.Command {
 	var f clientFlags
 	id := &cobra.Command{
 		Use:   "identity",
-		Short: "Workload identity: issue X.509-SVIDs of the kernel's CA, fetch its trust bundle",
+		Short: "Workload identity: issue X.509-SVIDs of the kernel's CA, fetch its trust bundle, revoke SVIDs",
 	}
 	f.bind(id.PersistentFlags(), true, true)
 
@@ -171,6 +171,8 @@ func (c *cli) identityCmd() *cobra.Command {
 	}
 	bundle.Flags().StringVar(&format, "format", "spiffe", "spiffe (the SPIFFE bundle, JSON) or pem (the roots)")
 	id.AddCommand(issue, bundle)
+	id.AddCommand(c.identityRotateCACmd(&f))       // identity_rotate.go
+	id.AddCommand(c.identityRevocationCmds(&f)...) // identity_revoke.go
 	return id
 }
 

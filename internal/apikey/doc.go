@@ -41,7 +41,22 @@
 //	  ]
 //	}
 //
-// RotatePepperFile adds a generated pepper to the file and makes it current.
+// RotatePepperFile adds a generated pepper to the file and makes it current. With several
+// replicas the rotation is staged instead (pepperfile_stage.go; docs/operations.md, "Rotating
+// keys"): AddPepper adds a pending pepper (verifies, hashes nothing), PromotePepper makes it
+// current, RetirePepper removes an older one once CheckRetirePepper finds no live key using it.
+// The list's order is the order of introduction: a pepper after the current one is pending.
+// A PepperFile re-reads the file (every interval, on SIGHUP) and hands a changed set to
+// Service.SetPeppers; a broken file keeps the set in use. PeppersFromConfig reads the pepper of
+// the configuration with api_keys.previous_peppers.
+//
+// # Re-digest
+//
+// A key that verifies with a digest made under an older pepper (neither current nor pending) is
+// handed, with a digest under the current pepper made while the secret is at hand, to
+// Options.Redigest; a Redigester writes such digests in batches off the request path,
+// compare-and-set on the old digest (redigest.go). PepperStatusOf counts the digests per version
+// (status.go).
 //
 // # Verification
 //
@@ -94,8 +109,9 @@
 //
 // # Concurrency
 //
-// Service is safe for concurrent use; its only mutable state is the verified-key cache, guarded
-// by a mutex held only for map operations, never across I/O. Rotation is optimistic: the
+// Service is safe for concurrent use; its mutable state is the verified-key cache, guarded by a
+// mutex held only for map operations, never across I/O, and the set of peppers, replaced whole
+// by an atomic swap (SetPeppers). Rotation is optimistic: the
 // store replaces the digest only if it is still the one read, so two concurrent rotations of one
 // key yield one winner and one errs.Conflict. UsageRecorder's Record never waits on I/O: it takes
 // a mutex held only to update a map; flushes are serialised among themselves by a second mutex.

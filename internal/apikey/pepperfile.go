@@ -59,16 +59,31 @@ func LoadOrCreatePepper(path string) (Peppers, error) {
 	return loadPepperFile(path)
 }
 
-// RotatePepperFile adds a generated pepper to the file at path and makes it current; the older
-// ones stay for verification. Its version is "v<n+1>", n being the largest number among the
-// versions of the form "v<n>" already there. The file is replaced atomically (rename); rotations
-// run concurrently on one file keep only the last, which is harmless because the kernel reads the
-// file only when it starts. It returns the new set.
+// RotatePepperFile adds a generated pepper to the file at path and makes it current in one step
+// (AddPepper then PromotePepper); the older ones stay for verification. Its version is "v<n+1>",
+// n being the largest number among the versions of the form "v<n>" already there. The file is
+// replaced atomically. With several replicas use the staged AddPepper, PromotePepper and
+// RetirePepper instead (docs/operations.md, "Rotating keys"): a replica that has not reloaded the
+// file yet cannot verify keys hashed with the new pepper. It returns the new set.
 func RotatePepperFile(path string) (Peppers, error) {
-	pf, err := readPepperFile(path)
+	err := updatePepperFile(path, func(pf *pepperFile) error {
+		key, err := generatePepperKey()
+		if err != nil {
+			return err
+		}
+		version := nextPepperVersion(pf)
+		pf.Peppers = append(pf.Peppers, pepperEntry{Version: version, Key: key, CreatedAt: nowSecond()})
+		pf.Current = version
+		return nil
+	})
 	if err != nil {
 		return Peppers{}, err
 	}
+	return loadPepperFile(path)
+}
+
+// nextPepperVersion returns "v<n+1>", n being the largest number among versions "v<n>" of pf.
+func nextPepperVersion(pf *pepperFile) string {
 	n := 0
 	for _, e := range pf.Peppers {
 		if num, ok := strings.CutPrefix(e.Version, "v"); ok {
@@ -77,24 +92,11 @@ func RotatePepperFile(path string) (Peppers, error) {
 			}
 		}
 	}
-	key, err := generatePepperKey()
-	if err != nil {
-		return Peppers{}, err
-	}
-	version := "v" + strconv.Itoa(n+1)
-	pf.Peppers = append(pf.Peppers, pepperEntry{Version: version, Key: key, CreatedAt: nowSecond()})
-	pf.Current = version
-	if _, err := pf.peppers(); err != nil {
-		return Peppers{}, fmt.Errorf("pepper file %s: %w", path, err)
-	}
-	if err := writePepperFile(path, pf, true); err != nil {
-		return Peppers{}, err
-	}
-	return loadPepperFile(path)
+	return "v" + strconv.Itoa(n+1)
 }
 
 func loadPepperFile(path string) (Peppers, error) {
-	pf, err := readPepperFile(path)
+	_, pf, err := readPepperFile(path)
 	if err != nil {
 		return Peppers{}, err
 	}
@@ -106,41 +108,42 @@ func loadPepperFile(path string) (Peppers, error) {
 }
 
 // readPepperFile checks the permissions of the opened file (not of the path, which could be
-// swapped between a check and the open) and decodes it strictly.
-func readPepperFile(path string) (pepperFile, error) {
+// swapped between a check and the open) and decodes it strictly. It returns the file's bytes with
+// the decoded document.
+func readPepperFile(path string) ([]byte, pepperFile, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return pepperFile{}, fmt.Errorf("open pepper file: %w", err)
+		return nil, pepperFile{}, fmt.Errorf("open pepper file: %w", err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return pepperFile{}, fmt.Errorf("stat pepper file %s: %w", path, err)
+		return nil, pepperFile{}, fmt.Errorf("stat pepper file %s: %w", path, err)
 	}
 	if !fi.Mode().IsRegular() {
-		return pepperFile{}, fmt.Errorf("pepper file %s is not a regular file", path)
+		return nil, pepperFile{}, fmt.Errorf("pepper file %s is not a regular file", path)
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return pepperFile{}, fmt.Errorf("pepper file %s has mode %04o: it must grant nothing to group or others (chmod 600)", path, perm)
+		return nil, pepperFile{}, fmt.Errorf("pepper file %s has mode %04o: it must grant nothing to group or others (chmod 600)", path, perm)
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxPepperFile+1))
 	if err != nil {
-		return pepperFile{}, fmt.Errorf("read pepper file %s: %w", path, err)
+		return nil, pepperFile{}, fmt.Errorf("read pepper file %s: %w", path, err)
 	}
 	if len(b) > maxPepperFile {
-		return pepperFile{}, fmt.Errorf("pepper file %s is larger than %d bytes", path, maxPepperFile)
+		return nil, pepperFile{}, fmt.Errorf("pepper file %s is larger than %d bytes", path, maxPepperFile)
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	var pf pepperFile
 	if err := dec.Decode(&pf); err != nil {
 		// json errors name offsets and types, never the content, so the key cannot leak here.
-		return pepperFile{}, fmt.Errorf("decode pepper file %s: %w", path, err)
+		return nil, pepperFile{}, fmt.Errorf("decode pepper file %s: %w", path, err)
 	}
 	if dec.More() {
-		return pepperFile{}, fmt.Errorf("decode pepper file %s: data after the JSON document", path)
+		return nil, pepperFile{}, fmt.Errorf("decode pepper file %s: data after the JSON document", path)
 	}
-	return pf, nil
+	return b, pf, nil
 }
 
 func (pf pepperFile) peppers() (Peppers, error) {

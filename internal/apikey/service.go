@@ -44,12 +44,16 @@ type Options struct {
 	// checked against the clock on every hit.
 	CacheTTL  time.Duration
 	CacheSize int // keys cached at most; 0: DefaultCacheSize
+	// Redigest is told of keys that verified under an older pepper, with a digest made under
+	// the current one (redigest.go); nil: keys keep the digest they have.
+	Redigest RedigestSink
 }
 
 // Service creates, verifies, rotates and revokes API keys. Create it with NewService.
 type Service struct {
 	store        Store
-	peppers      Peppers
+	peppers      *pepperHolder // replaced whole by SetPeppers
+	redigest     RedigestSink
 	now          func() time.Time
 	logger       *slog.Logger
 	usage        UsageSink
@@ -96,7 +100,7 @@ func NewService(store Store, peppers Peppers, now func() time.Time, logger *slog
 		opts.CacheSize = DefaultCacheSize
 	}
 	return &Service{
-		store: store, peppers: peppers, now: now, logger: logger, usage: opts.Usage,
+		store: store, peppers: newPepperHolder(peppers), redigest: opts.Redigest, now: now, logger: logger, usage: opts.Usage,
 		defaultGrace: opts.DefaultGrace, dummy: make([]byte, blake2b.Size256), digest: Pepper.digest,
 		cache: newVerifiedCache(opts.CacheTTL, opts.CacheSize),
 	}, nil
@@ -278,6 +282,7 @@ func (s *Service) Verify(ctx context.Context, raw string) (Key, error) {
 	if s.cache != nil {
 		s.cache.put(raw, cloneForCaller(k), currentOK, s.now(), epoch)
 	}
+	s.redigestIfOlder(k, id, secret, currentOK)
 	if s.usage != nil {
 		s.usage.Record(k.ID, now)
 	}

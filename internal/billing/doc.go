@@ -2,9 +2,11 @@
 // Gateway call (issue 5) or completed invocation (issue 6) on the request path, without
 // blocking, and writes each as one nops.billing.usage.v1 event to the transactional outbox, in
 // batches, from where the outbox relay publishes them for add-on billing and scorecard services.
-// RecordEvents takes other metering events the caller built — the nops.invocation.completed.v1
-// of each synchronous invocation — into the same queue and batches; everything below holds for
-// them too, and the metrics count them with the usage records.
+// RecordOutbox takes other metering events the caller built as outbox records
+// (events.NewRecord) — the nops.invocation.completed.v1 and nops.billing.usage.v1 of each
+// synchronous invocation — and RecordEvents events built with events.New (a breaker's state
+// change), into the same queue and batches; everything below holds for them too, and the metrics
+// count them with the usage records.
 //
 // Only the composition root (internal/kernel) constructs a Recorder; the HTTP layer and the
 // invoke path receive it (or an interface with its Record method) and call Record. billing
@@ -17,12 +19,13 @@
 //	go rec.Run(ctx)  // until ctx ends; then it writes what is queued and returns
 //	…
 //	rec.Record(billing.Usage{Tenant: t, Source: billing.SourceGateway, Route: "POST /v1/…", …})
-//	rec.RecordEvents(completedEvent, usageEvent)  // events.Event values, queued in order
+//	rec.RecordOutbox(completedRecord, usageRecord)  // events.NewRecord's records, queued in order
+//	rec.RecordEvents(breakerEvent)                  // events.Event values, queued in order
 //
 // # What Record does
 //
-// Record validates the usage, builds its event (events.New: a fresh "evt_" id, the event's time
-// being the end of the call, StartedAt + Duration) and its outbox record, and puts the record on
+// Record validates the usage, builds its event's outbox record (events.NewRecord: a fresh "evt_"
+// id, the event's time being the end of the call, StartedAt + Duration), and puts the record on
 // a bounded queue (Options.Queue). It never waits: when the queue is full, or the usage is
 // invalid, or Run has stopped, it returns false and counts the record in
 // nops_billing_usage_dropped_total (attribute reason: queue_full, invalid, stopped). A full

@@ -95,6 +95,12 @@ func (u Usage) Event() (events.Event, error) {
 	return events.New(events.TypeBillingUsage, p.Tenant, p.EventSubject(), p, p.StartedAt.Add(u.Duration), u.TraceParent)
 }
 
+// Record returns the outbox record of u's event (see Event), built with events.NewRecord.
+func (u Usage) Record() (events.OutboxRecord, error) {
+	p := u.Payload()
+	return events.NewRecord(events.TypeBillingUsage, p.Tenant, p.EventSubject(), p, p.StartedAt.Add(u.Duration), u.TraceParent)
+}
+
 // Options tune a Recorder. Zero fields take the defaults; negative ones are an errs.Invalid.
 type Options struct {
 	// Batch is the most records one transaction writes. Default 256.
@@ -231,12 +237,7 @@ func (r *Recorder) Record(u Usage) bool {
 		r.drop(ReasonQueueFull, 1, nil)
 		return false
 	}
-	e, err := u.Event()
-	if err != nil {
-		r.drop(ReasonInvalid, 1, err)
-		return false
-	}
-	rec, err := e.Outbox()
+	rec, err := u.Record()
 	if err != nil {
 		r.drop(ReasonInvalid, 1, err)
 		return false
@@ -244,9 +245,9 @@ func (r *Recorder) Record(u Usage) bool {
 	return r.enqueue(rec)
 }
 
-// RecordEvents queues evs — events the caller built, such as the nops.invocation.completed.v1
-// of a synchronous invocation — to be written in the same batches as the usage records, in
-// order, and reports whether all of them were queued. Like Record it never blocks and counts what
+// RecordEvents queues evs — events the caller built, such as the nops.agent.breaker_changed.v1
+// of a breaker (RecordOutbox takes records built with events.NewRecord) — to be written in the
+// same batches as the usage records, in order, and reports whether all of them were queued. Like Record it never blocks and counts what
 // it drops in nops_billing_usage_dropped_total: every event when one of them is not a valid
 // outbox record (reason invalid) or when the queue has no room for all of them (queue_full). A
 // queue that fills up part way — other callers took the last places between the check and the
@@ -268,6 +269,28 @@ func (r *Recorder) RecordEvents(evs ...events.Event) bool {
 			return false
 		}
 		recs = append(recs, rec)
+	}
+	return r.enqueue(recs...)
+}
+
+// RecordOutbox is RecordEvents for events already in their outbox form — built with
+// events.NewRecord, as the invoke path builds the nops.invocation.completed.v1 and
+// nops.billing.usage.v1 of each call — with the same rules: in order, never blocking, all or
+// nothing counted as dropped when a record is invalid (OutboxRecord.Validate, which the store
+// would refuse) or the queue has no room for all of them.
+func (r *Recorder) RecordOutbox(recs ...events.OutboxRecord) bool {
+	if len(recs) == 0 {
+		return true
+	}
+	if cap(r.queue)-len(r.queue) < len(recs) {
+		r.drop(ReasonQueueFull, len(recs), nil)
+		return false
+	}
+	for _, rec := range recs {
+		if err := rec.Validate(); err != nil {
+			r.drop(ReasonInvalid, len(recs), err)
+			return false
+		}
 	}
 	return r.enqueue(recs...)
 }

@@ -89,6 +89,12 @@ type SigningConfig struct {
 	KEKFile    string   `yaml:"kek_file" env:"NOPS_SIGNING_KEK_FILE" doc:"Key file (created 0600 when missing) encrypting HMAC request-signing secrets at rest; every replica needs the same file; default data_dir/kek.json."`
 	Scheme     string   `yaml:"scheme" env:"NOPS_SIGNING_SCHEME" doc:"Scheme clients sign in @target-uri: https behind a TLS-terminating proxy; empty: the listener's own."`
 	CacheTTL   Duration `yaml:"cache_ttl" env:"NOPS_SIGNING_CACHE_TTL" doc:"How long a looked-up signing key is cached (at most 5s; a revocation on another replica takes effect within it)."`
+
+	// KEKReloadInterval: rotation of the key-encryption key (docs/operations.md, "Rotating keys").
+	KEKReloadInterval Duration `yaml:"kek_reload_interval" env:"NOPS_SIGNING_KEK_RELOAD_INTERVAL" doc:"How often kek_file is checked for changes (also on SIGHUP); a broken file keeps the keys in use."`
+
+	// NonceDurability is reqsig.Durability; see docs/request-signing.md "Nonce durability".
+	NonceDurability string `yaml:"nonce_durability" env:"NOPS_SIGNING_NONCE_DURABILITY" doc:"What an accepted nonce survives in the database nonce store: full (flushed to disk before the response: survives power loss) or process (committed without waiting for the flush: survives a kernel crash or restart, not an OS crash or power loss). Redis nonces follow Redis's own persistence."`
 }
 
 // KEKPath returns the key-encryption key file, defaulting under the data directory.
@@ -140,6 +146,10 @@ type APIKeysConfig struct {
 	PepperVersion string   `yaml:"pepper_version" env:"NOPS_APIKEY_PEPPER_VERSION" doc:"Version id of pepper, recorded with each key hash so the pepper can be rotated."`
 	PepperFile    string   `yaml:"pepper_file" env:"NOPS_APIKEY_PEPPER_FILE" doc:"Pepper file (created 0600 when missing) used when pepper is empty; default data_dir/apikey-pepper.json."`
 	UsageFlush    Duration `yaml:"usage_flush" env:"NOPS_APIKEY_USAGE_FLUSH" doc:"How often the last-use times of API keys are written (batched, not one write per request)."`
+
+	// PreviousPeppers and PepperReloadInterval: rotation of the pepper (docs/operations.md, "Rotating keys").
+	PreviousPeppers      string   `yaml:"previous_peppers" env:"NOPS_APIKEY_PREVIOUS_PEPPERS" secret:"true" doc:"With pepper: older peppers still accepted, as whitespace-separated version:secret entries; keys hashed with one move to pepper as they are used."`
+	PepperReloadInterval Duration `yaml:"pepper_reload_interval" env:"NOPS_APIKEY_PEPPER_RELOAD_INTERVAL" doc:"How often the pepper file is checked for changes (also on SIGHUP); a broken file keeps the peppers in use."`
 }
 
 // AuditConfig configures the audit log's signed checkpoints.
@@ -170,6 +180,7 @@ func (c Config) AuditKeyPath() string {
 type HTTPConfig struct {
 	Addr              string    `yaml:"addr" env:"NOPS_HTTP_ADDR" flag:"http-addr" doc:"Address the HTTP API listens on (host:port; port 0 picks a free one)."`
 	GatewayAddr       string    `yaml:"gateway_addr" env:"NOPS_GATEWAY_ADDR" flag:"gateway-addr" doc:"Address of the Zero Agent Gateway listener (the same API for agents without mTLS: RFC 9421 signatures mandatory, per-tenant origin allow-lists, a billing.usage event per call); empty: off."`
+	MTLSAddr          string    `yaml:"mtls_addr" env:"NOPS_MTLS_ADDR" flag:"mtls-addr" doc:"Address of the mTLS listener (the same API for workloads presenting an X.509-SVID of identity.trust_domain: TLS 1.3, client certificate required, hierarchical scopes instead of roles); empty: off."`
 	ReadHeaderTimeout Duration  `yaml:"read_header_timeout" env:"NOPS_HTTP_READ_HEADER_TIMEOUT" doc:"Longest time to read request headers."`
 	ReadTimeout       Duration  `yaml:"read_timeout" env:"NOPS_HTTP_READ_TIMEOUT" doc:"Longest time to read a whole request."`
 	WriteTimeout      Duration  `yaml:"write_timeout" env:"NOPS_HTTP_WRITE_TIMEOUT" doc:"Longest time to write a response."`
@@ -260,12 +271,15 @@ var SigningAlgs = []string{"EdDSA", "ES256", "RS256", "HS256"}
 
 // AuthConfig configures token issuance and verification and the bootstrap administrator.
 type AuthConfig struct {
-	Issuer                 string   `yaml:"issuer" env:"NOPS_AUTH_ISSUER" doc:"iss of issued tokens, required on verified ones."`
-	Audience               string   `yaml:"audience" env:"NOPS_AUTH_AUDIENCE" doc:"aud of issued tokens, required on verified ones."`
-	SigningAlg             string   `yaml:"signing_alg" env:"NOPS_AUTH_SIGNING_ALG" doc:"Token signing algorithm: EdDSA, ES256, RS256 or HS256."`
-	HS256Secret            string   `yaml:"hs256_secret" env:"NOPS_AUTH_HS256_SECRET" secret:"true" doc:"HS256 shared secret (≥ 32 bytes); generated and stored when empty."`
-	TokenTTL               Duration `yaml:"token_ttl" env:"NOPS_AUTH_TOKEN_TTL" doc:"Lifetime of issued access tokens."`
-	Leeway                 Duration `yaml:"leeway" env:"NOPS_AUTH_LEEWAY" doc:"Clock skew tolerated on exp/nbf/iat (at most 60s)."`
+	Issuer      string   `yaml:"issuer" env:"NOPS_AUTH_ISSUER" doc:"iss of issued tokens, required on verified ones."`
+	Audience    string   `yaml:"audience" env:"NOPS_AUTH_AUDIENCE" doc:"aud of issued tokens, required on verified ones."`
+	SigningAlg  string   `yaml:"signing_alg" env:"NOPS_AUTH_SIGNING_ALG" doc:"Token signing algorithm: EdDSA, ES256, RS256 or HS256."`
+	HS256Secret string   `yaml:"hs256_secret" env:"NOPS_AUTH_HS256_SECRET" secret:"true" doc:"HS256 shared secret (≥ 32 bytes); generated and stored when empty."`
+	TokenTTL    Duration `yaml:"token_ttl" env:"NOPS_AUTH_TOKEN_TTL" doc:"Lifetime of issued access tokens."`
+	Leeway      Duration `yaml:"leeway" env:"NOPS_AUTH_LEEWAY" doc:"Clock skew tolerated on exp/nbf/iat (at most 60s)."`
+	// KeyPublishDelay and KeyReloadInterval: rotation of the signing keys (docs/operations.md, "Rotating keys").
+	KeyPublishDelay        Duration `yaml:"key_publish_delay" env:"NOPS_AUTH_KEY_PUBLISH_DELAY" doc:"How long a rotated signing key is published in the JWKS before every replica signs with it (at least key_reload_interval)."`
+	KeyReloadInterval      Duration `yaml:"key_reload_interval" env:"NOPS_AUTH_KEY_RELOAD_INTERVAL" doc:"How often each replica reloads the signing keys from the database (keys rotated elsewhere, retirements)."`
 	BootstrapAdminPassword string   `yaml:"bootstrap_admin_password" env:"NOPS_BOOTSTRAP_ADMIN_PASSWORD" secret:"true" doc:"Password of the bootstrap SUPER_ADMIN 'admin' (≥ 12 chars); random and printed once when empty."`
 }
 
@@ -312,7 +326,7 @@ func Default() Config {
 			InFlightMax:       1024,
 		},
 		Policy:  PolicyConfig{CostLimit: 10000, RefreshInterval: Duration(2 * time.Second)},
-		Signing: SigningConfig{MaxSkew: Duration(5 * time.Minute), NonceStore: "auto", CacheTTL: Duration(time.Second)},
+		Signing: SigningConfig{MaxSkew: Duration(5 * time.Minute), NonceStore: "auto", NonceDurability: "full", CacheTTL: Duration(time.Second), KEKReloadInterval: Duration(5 * time.Second)},
 		Database: DatabaseConfig{
 			MaxConns:        20,
 			MinConns:        1,
@@ -351,6 +365,9 @@ func Default() Config {
 			SigningAlg: "EdDSA",
 			TokenTTL:   Duration(15 * time.Minute),
 			Leeway:     Duration(30 * time.Second),
+			// Rotation of the signing keys.
+			KeyPublishDelay:   Duration(time.Minute),
+			KeyReloadInterval: Duration(10 * time.Second),
 		},
 		Log:       LogConfig{Level: "info"},
 		Health:    HealthConfig{CacheTTL: Duration(time.Second), CheckTimeout: Duration(2 * time.Second)},
@@ -361,7 +378,7 @@ func Default() Config {
 			SweepInterval:  Duration(5 * time.Second),
 			HeartbeatBatch: 64,
 		},
-		APIKeys: APIKeysConfig{PepperVersion: "v1", UsageFlush: Duration(30 * time.Second)},
+		APIKeys: APIKeysConfig{PepperVersion: "v1", UsageFlush: Duration(30 * time.Second), PepperReloadInterval: Duration(5 * time.Second)},
 		Invoke: InvokeConfig{
 			Timeout:          Duration(30 * time.Second),
 			MaxTimeout:       Duration(10 * time.Minute),
@@ -438,6 +455,11 @@ func (c Config) Validate() error {
 			v.add("http.gateway_addr", fmt.Sprintf("must be host:port or empty, got %q", c.HTTP.GatewayAddr))
 		}
 	}
+	if c.HTTP.MTLSAddr != "" {
+		if _, port, err := net.SplitHostPort(c.HTTP.MTLSAddr); err != nil || port == "" {
+			v.add("http.mtls_addr", fmt.Sprintf("must be host:port or empty, got %q", c.HTTP.MTLSAddr))
+		}
+	}
 	if c.HTTP.MaxHeaderBytes < 4096 {
 		v.add("http.max_header_bytes", fmt.Sprintf("must be at least 4096, got %d", c.HTTP.MaxHeaderBytes))
 	}
@@ -463,6 +485,10 @@ func (c Config) Validate() error {
 	v.oneOf("signing.nonce_store", c.Signing.NonceStore, []string{"auto", "sql", "redis"})
 	if c.Signing.NonceStore == "redis" && c.Redis.URL == "" {
 		v.add("signing.nonce_store", "redis needs redis.url (NOPS_REDIS_URL)")
+	}
+	v.oneOf("signing.nonce_durability", c.Signing.NonceDurability, []string{"full", "process"})
+	if c.Signing.NonceDurability == "process" && (c.Signing.NonceStore == "redis" || (c.Signing.NonceStore == "auto" && c.Redis.URL != "")) {
+		v.add("signing.nonce_durability", "process applies to the database nonce store; Redis nonces follow Redis's own persistence (set signing.nonce_store: sql, or leave full)")
 	}
 	if c.Signing.Scheme != "" && c.Signing.Scheme != "http" && c.Signing.Scheme != "https" {
 		v.add("signing.scheme", fmt.Sprintf("must be http, https or empty, got %q", c.Signing.Scheme))
@@ -596,6 +622,13 @@ func (c Config) Validate() error {
 	if c.Auth.Leeway.D() < 0 || c.Auth.Leeway.D() > time.Minute {
 		v.add("auth.leeway", fmt.Sprintf("must be between 0s and 60s, got %s", c.Auth.Leeway))
 	}
+	if c.Auth.KeyReloadInterval.D() < 100*time.Millisecond || c.Auth.KeyReloadInterval.D() > time.Minute {
+		v.add("auth.key_reload_interval", fmt.Sprintf("must be between 100ms and 1m, got %s", c.Auth.KeyReloadInterval))
+	}
+	if c.Auth.KeyPublishDelay.D() < c.Auth.KeyReloadInterval.D() || c.Auth.KeyPublishDelay.D() > 24*time.Hour {
+		v.add("auth.key_publish_delay", fmt.Sprintf("must be at least auth.key_reload_interval (%s), so every replica holds a rotated key before it signs, and at most 24h; got %s",
+			c.Auth.KeyReloadInterval, c.Auth.KeyPublishDelay))
+	}
 	if p := c.Auth.BootstrapAdminPassword; p != "" && len(p) < 12 {
 		v.add("auth.bootstrap_admin_password", "must be at least 12 characters long")
 	}
@@ -622,6 +655,11 @@ func (c Config) Validate() error {
 		v.add("api_keys.pepper_version", "must not be empty")
 	}
 	v.positive("api_keys.usage_flush", c.APIKeys.UsageFlush)
+	if c.APIKeys.PreviousPeppers != "" && c.APIKeys.Pepper == "" {
+		v.add("api_keys.previous_peppers", "needs api_keys.pepper: with a pepper file, older peppers live in the file")
+	}
+	v.positive("api_keys.pepper_reload_interval", c.APIKeys.PepperReloadInterval)
+	v.positive("signing.kek_reload_interval", c.Signing.KEKReloadInterval)
 	if strings.TrimSpace(c.Audit.KeyName) == "" {
 		v.add("audit.key_name", "must not be empty")
 	}

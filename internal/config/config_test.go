@@ -73,6 +73,7 @@ func TestValidateNamesFieldAndAcceptedValues(t *testing.T) {
 		{"log level", func(c *Config) { c.Log.Level = "loud" }, []string{"log.level", "debug, info, warn, error"}},
 		{"bus kind", func(c *Config) { c.Bus.Kind = "kafka" }, []string{"bus.kind", "NOPS_EVENT_BUS"}},
 		{"addr", func(c *Config) { c.HTTP.Addr = "8080" }, []string{"http.addr", "host:port"}},
+		{"mtls addr", func(c *Config) { c.HTTP.MTLSAddr = "8443" }, []string{"http.mtls_addr", "host:port"}},
 		{"database url", func(c *Config) { c.Database.URL = "mysql://x" }, []string{"database.url", "postgres://"}},
 		{"redis url", func(c *Config) { c.Redis.URL = "http://x" }, []string{"redis.url"}},
 		{"nats url", func(c *Config) { c.Bus.NATSURL = "http://x" }, []string{"bus.nats_url"}},

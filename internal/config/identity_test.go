@@ -23,6 +23,26 @@ func TestValidateIdentity(t *testing.T) {
 		{"intermediate below two svids", func(c *Config) { c.Identity.IntermediateTTL = Duration(90 * time.Minute) }, []string{"identity.intermediate_ttl", "twice"}},
 		{"root below two intermediates", func(c *Config) { c.Identity.RootTTL = Duration(40 * 24 * time.Hour) }, []string{"identity.root_ttl", "twice"}},
 		{"refresh interval zero", func(c *Config) { c.Identity.RefreshInterval = 0 }, []string{"identity.refresh_interval"}},
+		{"revocation refresh too fast", func(c *Config) { c.Identity.RevocationRefreshInterval = Duration(time.Millisecond) }, []string{"identity.revocation_refresh_interval", "100ms and 1m"}},
+		{"revocation refresh too slow", func(c *Config) { c.Identity.RevocationRefreshInterval = Duration(time.Hour) }, []string{"identity.revocation_refresh_interval"}},
+		{"revocation overlap zero", func(c *Config) { c.Identity.RevocationOverlap = 0 }, []string{"identity.revocation_overlap", "1s and 1h"}},
+		{"spire unix socket", func(c *Config) { c.Identity.SPIFFEEndpointSocket = "unix:///run/spire/agent.sock" }, nil},
+		{"spire tcp socket", func(c *Config) { c.Identity.SPIFFEEndpointSocket = "tcp://127.0.0.1:8082" }, nil},
+		{"spire with an empty trust domain", func(c *Config) {
+			c.Identity.SPIFFEEndpointSocket = "unix:///run/spire/agent.sock"
+			c.Identity.TrustDomain = ""
+		}, nil},
+		{"spire socket without a scheme", func(c *Config) { c.Identity.SPIFFEEndpointSocket = "/run/spire/agent.sock" }, []string{"identity.spiffe_endpoint_socket", "NOPS_SPIFFE_ENDPOINT_SOCKET", "unix:///path"}},
+		{"spire tcp socket with a host name", func(c *Config) { c.Identity.SPIFFEEndpointSocket = "tcp://localhost:8082" }, []string{"identity.spiffe_endpoint_socket"}},
+		{"spire http socket", func(c *Config) { c.Identity.SPIFFEEndpointSocket = "http://127.0.0.1:8082" }, []string{"identity.spiffe_endpoint_socket"}},
+		{"spire start timeout too short", func(c *Config) {
+			c.Identity.SPIFFEEndpointSocket = "unix:///run/spire/agent.sock"
+			c.Identity.SPIFFEStartTimeout = Duration(time.Millisecond)
+		}, []string{"identity.spiffe_start_timeout", "1s and 10m"}},
+		{"spire with an invalid trust domain", func(c *Config) {
+			c.Identity.SPIFFEEndpointSocket = "unix:///run/spire/agent.sock"
+			c.Identity.TrustDomain = "Example.Org"
+		}, []string{"identity.trust_domain"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

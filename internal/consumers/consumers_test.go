@@ -216,7 +216,7 @@ func TestKernel(t *testing.T) {
 		t.Fatalf("Kernel = %d specs, want 1", len(specs))
 	}
 	c := specs[0].Config
-	if c.Name != consumers.EventStatsName || c.MaxDeliveries != 3 || c.Backoff.Initial != time.Second || c.AckWait != 10*time.Second || c.Concurrency != 1 {
+	if c.Name != consumers.EventStatsName || c.MaxDeliveries != 3 || c.Backoff.Initial != time.Second || c.AckWait != 10*time.Second || c.Concurrency != consumers.EventStatsConcurrency {
 		t.Errorf("config = %+v", c)
 	}
 	if err := c.Validate(); err != nil {

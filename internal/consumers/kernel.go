@@ -30,11 +30,19 @@ type Store interface {
 	EventStatsStore
 }
 
+// EventStatsConcurrency is how many event-stats handlers run at once at least: they share
+// commits (EventStatsHandler's Batcher), which only happens when several run at once — one at a
+// time, every event pays a transaction of its own — and as many as a commit takes (DefaultBatch)
+// can fill one.
+const EventStatsConcurrency = DefaultBatch
+
 // Kernel returns the consumers the kernel itself runs on the bus, every tenant and type: today
 // the event-stats projection.
 func Kernel(st Store, opts Options) []Spec {
+	stats := opts
+	stats.Concurrency = max(stats.Concurrency, EventStatsConcurrency)
 	return []Spec{{
-		Config:  opts.config(EventStatsName),
+		Config:  stats.config(EventStatsName),
 		Handler: EventStatsHandler(st),
 	}}
 }

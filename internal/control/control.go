@@ -67,6 +67,8 @@ type Control struct {
 	Policies    *policy.Service      // ABAC policies
 	Perimeter   *perimeter.Service   // per-tenant perimeter settings
 	Routes      *routing.Service     // routing tables of the invoke path
+	SigningKeys SigningKeys          // token signing keys, rotated with an overlap (rotation.go)
+	CA          CARotator            // the built-in identity CA, whose root rotates (rotation.go)
 	opts        Options
 	beats       chan heartbeatReq // nil: every heartbeat commits alone
 }

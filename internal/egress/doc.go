@@ -6,8 +6,9 @@
 //
 // Who may import it: the packages that call agents or accept their endpoints (invoke and routing,
 // registry for ValidateEndpoint) and internal/kernel, which builds the Policy from configuration
-// (egress.allow_loopback, egress.allow_private, egress.allow, egress.deny). It imports nothing of
-// the project. docs/egress.md is the operator's view.
+// (egress.allow_loopback, egress.allow_private, egress.allow, egress.deny). It imports identity
+// and mtls of the project, for mTLS to agents with https endpoints (mtls.go: NewAgentTransport
+// presents the kernel's SVID and checks that the agent presents its registered SPIFFE ID). docs/egress.md is the operator's view.
 //
 // # Usage
 //

@@ -5,7 +5,10 @@
 // data is one of the catalogue's payload structs. Domains build events with New, turn them into
 // OutboxRecords with Event.Outbox, and write the record through an OutboxWriter in the same
 // database transaction as the change, so an event exists exactly when its change committed. The
-// bus relay (issue «durable event bus») reads them back through an OutboxRelayStore.
+// bus relay (issue «durable event bus») reads them back through an OutboxRelayStore. NewRecord is
+// New and Outbox in one step, for records built on a hot path (the metering of every invocation):
+// it checks the same things but does not decode its own encoding of the payload again, as Outbox
+// does for an Event of any origin.
 //
 // Any package may import events: it imports only errs and third-party modules, never another
 // domain, so every domain can describe its changes with it. The payload structs are therefore

@@ -145,6 +145,10 @@ func TestNewRejects(t *testing.T) {
 			if got := fieldOf(t, err); got != tt.field {
 				t.Errorf("error %v names %q, want %q", err, got, tt.field)
 			}
+			_, err = events.NewRecord(tt.typ, tt.tenant, tt.subject, tt.payload, tt.now, tt.traceparent)
+			if got := fieldOf(t, err); got != tt.field {
+				t.Errorf("NewRecord: error %v names %q, want %q", err, got, tt.field)
+			}
 		})
 	}
 }
@@ -353,6 +357,75 @@ func TestOutbox(t *testing.T) {
 				t.Errorf("event from the outbox (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestNewRecord: for every sample of the catalogue, NewRecord's record is byte for byte the one
+// New and Outbox make (apart from the fresh id), and Parse reads it back as that event.
+func TestNewRecord(t *testing.T) {
+	for _, s := range samples() {
+		t.Run(s.name, func(t *testing.T) {
+			r, err := events.NewRecord(s.typ, s.tenant, s.subject, s.payload, base, traceparnt)
+			if err != nil {
+				t.Fatalf("NewRecord: %v", err)
+			}
+			if err := r.Validate(); err != nil {
+				t.Errorf("Validate of NewRecord's record: %v", err)
+			}
+			id, ok := strings.CutPrefix(r.ID, "evt_")
+			u, err := ulid.ParseStrict(strings.ToUpper(id))
+			if !ok || err != nil || id != strings.ToLower(id) || !ulid.Time(u.Time()).Equal(base.Truncate(time.Millisecond)) {
+				t.Errorf("ID = %q (%v), want evt_ + lower-case ULID of the event's time", r.ID, err)
+			}
+			e := newEvent(t, s)
+			e.ID = r.ID
+			want, err := e.Outbox()
+			if err != nil {
+				t.Fatalf("Outbox: %v", err)
+			}
+			if diff := cmp.Diff(want, r); diff != "" {
+				t.Errorf("record (-New and Outbox +NewRecord):\n%s", diff)
+			}
+			back, err := events.Parse(r.Payload)
+			if err != nil {
+				t.Fatalf("Parse(payload): %v", err)
+			}
+			if diff := cmp.Diff(e, back); diff != "" {
+				t.Errorf("event from the record (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestNewRecordIDsAreUnique: two records of the same call differ by id.
+func TestNewRecordIDsAreUnique(t *testing.T) {
+	s := samples()[0]
+	a, errA := events.NewRecord(s.typ, s.tenant, s.subject, s.payload, base, "")
+	b, errB := events.NewRecord(s.typ, s.tenant, s.subject, s.payload, base, "")
+	if errA != nil || errB != nil || a.ID == b.ID {
+		t.Errorf("ids %q, %q (%v, %v)", a.ID, b.ID, errA, errB)
+	}
+}
+
+// notAnObject is a payload claiming a catalogue type whose encoding is not a JSON object.
+type notAnObject string
+
+func (notAnObject) EventType() events.Type { return events.TypeBillingUsage }
+func (notAnObject) EventTenant() string    { return tenantA }
+func (notAnObject) EventSubject() string   { return events.UsageSubject(tenantA) }
+func (notAnObject) Validate() error        { return nil }
+
+// TestNewRecordRefusesDataThatIsNotAnObject: NewRecord trusts the payload's encoding to be an
+// object, as every catalogue struct's is, but still checks it is one.
+func TestNewRecordRefusesDataThatIsNotAnObject(t *testing.T) {
+	p := notAnObject("x")
+	_, err := events.NewRecord(p.EventType(), tenantA, p.EventSubject(), p, base, "")
+	if got := fieldOf(t, err); got != "data" {
+		t.Errorf("NewRecord of a string payload: %v (field %q), want data", err, got)
+	}
+	_, err = events.New(p.EventType(), tenantA, p.EventSubject(), p, base, "")
+	if got := fieldOf(t, err); got != "data" {
+		t.Errorf("New of a string payload: %v (field %q), want data", err, got)
 	}
 }
 

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
-	"io"
 	"maps"
 	"math"
 	"slices"
@@ -24,61 +22,101 @@ func (e Event) MarshalJSON() ([]byte, error) {
 	if err := e.Validate(); err != nil {
 		return nil, err
 	}
-	var b bytes.Buffer
-	b.Grow(len(e.Data) + 512)
-	b.WriteByte('{')
-	member := func(name string, value any) error {
-		v, err := json.Marshal(value)
-		if err != nil {
-			return errs.Wrap(errs.Internal, err, "encode attribute %s", name)
-		}
-		if b.Len() > 1 {
-			b.WriteByte(',')
-		}
-		b.WriteString(strconv.Quote(name))
-		b.WriteByte(':')
-		b.Write(v)
-		return nil
-	}
-	attrs := []struct {
-		name  string
-		value any
-	}{
-		{"specversion", SpecVersion},
-		{"id", e.ID},
-		{"source", e.Source},
-		{"type", string(e.Type)},
-		{"subject", e.Subject},
-		{"time", e.Time.UTC().Format(time.RFC3339Nano)},
-		{"datacontenttype", e.DataContentType},
-		{"dataschema", e.DataSchema},
-		{ExtTenant, e.Tenant},
-	}
+	return e.encode(true)
+}
+
+// encode writes e, whose attributes are valid, in the CloudEvents JSON format. With compactData
+// the data is compacted on the way (an Event may come with data in any layout); without it the
+// data must be compact already, as encoding/json writes it.
+func (e Event) encode(compactData bool) ([]byte, error) {
+	b := make([]byte, 0, len(e.Data)+512)
+	b = append(b, '{')
+	b = appendMember(b, "specversion", SpecVersion)
+	b = appendMember(b, "id", e.ID)
+	b = appendMember(b, "source", e.Source)
+	b = appendMember(b, "type", string(e.Type))
+	b = appendMember(b, "subject", e.Subject)
+	b = append(b, `,"time":"`...)
+	b = e.Time.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, '"')
+	b = appendMember(b, "datacontenttype", e.DataContentType)
+	b = appendMember(b, "dataschema", e.DataSchema)
+	b = appendMember(b, ExtTenant, e.Tenant)
 	if e.TraceParent != "" {
-		attrs = append(attrs, struct {
-			name  string
-			value any
-		}{ExtTraceparent, e.TraceParent})
-	}
-	for _, a := range attrs {
-		if err := member(a.name, a.value); err != nil {
-			return nil, err
-		}
+		b = appendMember(b, ExtTraceparent, e.TraceParent)
 	}
 	for _, name := range slices.Sorted(maps.Keys(e.Extensions)) {
-		if err := member(name, e.Extensions[name]); err != nil {
-			return nil, err
+		v, err := json.Marshal(e.Extensions[name])
+		if err != nil {
+			return nil, errs.Wrap(errs.Internal, err, "encode attribute %s", name)
+		}
+		b = append(appendString(append(b, ','), name), ':')
+		b = append(b, v...)
+	}
+	b = append(b, `,"data":`...)
+	if compactData {
+		buf := bytes.NewBuffer(b)
+		if err := json.Compact(buf, e.Data); err != nil {
+			return nil, errs.Wrap(errs.Invalid, err, "data is not JSON")
+		}
+		b = buf.Bytes()
+	} else {
+		b = append(b, e.Data...)
+	}
+	b = append(b, '}')
+	if len(b) > MaxEventSize {
+		return nil, errs.New(errs.TooLarge, "event of %d bytes exceeds %d", len(b), MaxEventSize)
+	}
+	return b, nil
+}
+
+// appendMember appends the member name: value, preceded by a comma unless it is the first.
+func appendMember(b []byte, name, value string) []byte {
+	if len(b) > 1 {
+		b = append(b, ',')
+	}
+	b = append(appendString(b, name), ':')
+	return appendString(b, value)
+}
+
+// appendString appends s as a JSON string escaped exactly as encoding/json escapes it: attribute
+// values are printable ASCII almost always, written as they are; anything else goes through
+// json.Marshal (HTML characters, control characters, non-ASCII).
+func appendString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			v, _ := json.Marshal(s) // a string always encodes
+			return append(b, v...)
 		}
 	}
-	b.WriteString(`,"data":`)
-	if err := json.Compact(&b, e.Data); err != nil {
-		return nil, errs.Wrap(errs.Invalid, err, "data is not JSON")
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// TraceParentAttr returns the traceparent attribute of a serialized event in the layout
+// MarshalJSON writes — every outbox record's (Event.Outbox, NewRecord) — without decoding the
+// event: "" when it has none. ok is false when payload is not in that layout (or the value holds
+// an escape); the caller then decodes it. The relay reads it to join each record's trace.
+func TraceParentAttr(payload []byte) (tp string, ok bool) {
+	if !bytes.HasPrefix(payload, []byte(`{"specversion":"1.0","id":"`)) {
+		return "", false
 	}
-	b.WriteByte('}')
-	if b.Len() > MaxEventSize {
-		return nil, errs.New(errs.TooLarge, "event of %d bytes exceeds %d", b.Len(), MaxEventSize)
+	// The attributes are top-level members before data, and none of these patterns can occur
+	// inside a string (a quote in a string is escaped): the first match is the member itself.
+	head, _, found := bytes.Cut(payload, []byte(`,"data":`))
+	if !found {
+		return "", false
 	}
-	return b.Bytes(), nil
+	_, rest, found := bytes.Cut(head, []byte(`,"traceparent":"`))
+	if !found {
+		return "", true
+	}
+	end := bytes.IndexByte(rest, '"')
+	if end < 0 || bytes.IndexByte(rest[:end], '\\') >= 0 {
+		return "", false
+	}
+	return string(rest[:end]), true
 }
 
 // UnmarshalJSON reads an event with Parse's rules.
@@ -107,10 +145,7 @@ func Parse(b []byte) (Event, error) {
 	if err := checkStructure(b, MaxDepth); err != nil {
 		return Event{}, err
 	}
-	var members map[string]json.RawMessage
-	if err := json.Unmarshal(b, &members); err != nil {
-		return Event{}, errs.Wrap(errs.Invalid, err, "event must be a JSON object")
-	}
+	members := objectMembers(b)
 	var e Event
 	var specversion string
 	var haveData bool
@@ -202,7 +237,11 @@ func Parse(b []byte) (Event, error) {
 		return Event{}, errs.Wrap(errs.Invalid, err, "data is not JSON")
 	}
 	e.Data = compact.Bytes()
-	if err := e.Validate(); err != nil {
+	// Validate, but for the data's structure, checked above (compacting keeps it).
+	if err := e.validateAttributes(); err != nil {
+		return Event{}, err
+	}
+	if _, err := e.payload(); err != nil {
 		return Event{}, err
 	}
 	return e, nil
@@ -225,12 +264,16 @@ func stringAttr(name string, raw json.RawMessage) (string, error) {
 	if len(raw) == 0 || raw[0] != '"' {
 		return "", errs.Field(name, "must be a string")
 	}
-	if !pairedSurrogates(raw) {
-		return "", errs.Field(name, "must not contain unpaired surrogates")
-	}
 	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return "", errs.Wrap(errs.Invalid, err, "attribute %s must be a string", name)
+	if bytes.IndexByte(raw, '\\') < 0 {
+		s = string(raw[1 : len(raw)-1]) // no escape: the text is the string (raw is valid JSON)
+	} else {
+		if !pairedSurrogates(raw) {
+			return "", errs.Field(name, "must not contain unpaired surrogates")
+		}
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return "", errs.Wrap(errs.Invalid, err, "attribute %s must be a string", name)
+		}
 	}
 	if !ceString(s) {
 		return "", errs.Field(name, "must not contain control characters, surrogates or noncharacters")
@@ -312,73 +355,161 @@ func pairedSurrogates(raw []byte) bool {
 // member name repeated within an object. encoding/json would keep the last of two equal names
 // while other decoders keep the first; refusing them keeps every reader of an event reading the
 // same event.
+//
+// Once json.Valid has accepted b, the grammar is settled, so the walk only follows brackets,
+// commas and strings (a number or a literal holds none of them) to track the nesting and, in
+// each open object, its member names — decoded, so that "a" and "\u0061" are one name. Every
+// consumer parses every event with it (Parse), so it does not go through encoding/json's
+// tokenizer, which allocates per token.
 func checkStructure(b []byte, maxDepth int) error {
 	if !json.Valid(b) {
 		return errs.New(errs.Invalid, "event is not valid JSON")
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	type frame struct {
-		object  bool
-		wantKey bool
-		keys    map[string]struct{}
+	i := 0
+	for i < len(b) && isSpace(b[i]) {
+		i++
 	}
-	var stack []*frame
-	valueDone := func() {
-		if n := len(stack); n > 0 && stack[n-1].object {
-			stack[n-1].wantKey = true
-		}
+	if b[i] != '{' {
+		return errs.New(errs.Invalid, "event must be a JSON object")
 	}
-	first := true
-	for {
-		tok, err := dec.Token()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return errs.Wrap(errs.Invalid, err, "event is not valid JSON")
-		}
-		if len(stack) == 0 {
-			if !first {
-				return errs.New(errs.Invalid, "event must be one JSON object")
-			}
-			if d, ok := tok.(json.Delim); !ok || d != '{' {
-				return errs.New(errs.Invalid, "event must be a JSON object")
-			}
-			first = false
-		}
-		if n := len(stack); n > 0 && stack[n-1].object && stack[n-1].wantKey {
-			top := stack[n-1]
-			if d, ok := tok.(json.Delim); ok && d == '}' {
-				stack = stack[:n-1]
-				valueDone()
-				continue
-			}
-			key, _ := tok.(string)
-			if _, dup := top.keys[key]; dup {
-				return errs.Field(key, "appears more than once in one object")
-			}
-			top.keys[key] = struct{}{}
-			top.wantKey = false
-			continue
-		}
-		switch tok {
-		case json.Delim('{'), json.Delim('['):
+	var stack []frame
+	var names [][]byte // the member names of the open objects, outermost first
+	wantName := false  // the next string is a member name
+	for i < len(b) {
+		switch c := b[i]; c {
+		case '{', '[':
 			if len(stack) >= maxDepth {
 				return errs.New(errs.Invalid, "event nests deeper than %d levels", MaxDepth)
 			}
-			isObj := tok == json.Delim('{')
-			f := &frame{object: isObj, wantKey: isObj}
-			if isObj {
-				f.keys = map[string]struct{}{}
-			}
-			stack = append(stack, f)
-		case json.Delim(']'):
+			stack = append(stack, frame{object: c == '{', first: len(names)})
+			wantName = c == '{'
+			i++
+		case '}', ']':
+			names = names[:stack[len(stack)-1].first]
 			stack = stack[:len(stack)-1]
-			valueDone()
-		default:
-			valueDone()
+			wantName = false
+			i++
+		case ',':
+			wantName = stack[len(stack)-1].object
+			i++
+		case '"':
+			end := stringEnd(b, i)
+			if wantName {
+				name := b[i+1 : end-1]
+				if bytes.IndexByte(name, '\\') >= 0 {
+					var s string
+					_ = json.Unmarshal(b[i:end], &s) // a valid string: the decoded name
+					name = []byte(s)
+				}
+				var dup bool
+				if names, dup = stack[len(stack)-1].add(names, name); dup {
+					return errs.Field(string(name), "appears more than once in one object")
+				}
+				wantName = false
+			}
+			i = end
+		default: // ':', white space, numbers, true, false, null
+			i++
 		}
 	}
 	return nil
+}
+
+// stringEnd returns the index just past the JSON string that starts at b[i], in valid JSON.
+func stringEnd(b []byte, i int) int {
+	for i++; b[i] != '"'; i++ {
+		if b[i] == '\\' {
+			i++
+		}
+	}
+	return i + 1
+}
+
+// isSpace reports whether c is JSON white space.
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
+
+// objectMembers returns the members of b, a JSON object in UTF-8 (Parse checks it) that
+// checkStructure accepted (valid, no name twice): each name decoded, each value as its text in b. It is what json.Unmarshal into a
+// map[string]json.RawMessage returns (except that the values share b's memory), without a second
+// decoding pass over the whole event.
+func objectMembers(b []byte) map[string]json.RawMessage {
+	m := make(map[string]json.RawMessage, 16)
+	i := bytes.IndexByte(b, '{') + 1
+	for {
+		for isSpace(b[i]) || b[i] == ',' {
+			i++
+		}
+		if b[i] == '}' {
+			return m
+		}
+		end := stringEnd(b, i)
+		name := string(b[i+1 : end-1])
+		if strings.IndexByte(name, '\\') >= 0 {
+			_ = json.Unmarshal(b[i:end], &name) // a valid string: the decoded name
+		}
+		for i = end; isSpace(b[i]) || b[i] == ':'; i++ {
+		}
+		start := i
+		switch b[i] {
+		case '"':
+			i = stringEnd(b, i)
+		case '{', '[':
+			for depth := 0; ; {
+				switch b[i] {
+				case '"':
+					i = stringEnd(b, i)
+					continue
+				case '{', '[':
+					depth++
+				case '}', ']':
+					depth--
+				}
+				i++
+				if depth == 0 {
+					break
+				}
+			}
+		default: // a number, true, false or null: up to the next delimiter
+			for !isSpace(b[i]) && b[i] != ',' && b[i] != '}' {
+				i++
+			}
+		}
+		m[name] = b[start:i]
+	}
+}
+
+// frame is an array or object open in checkStructure's walk.
+type frame struct {
+	object bool
+	first  int                 // where the object's member names start in the walk's names
+	set    map[string]struct{} // the member names once there are many
+}
+
+// manyNames is the number of member names beyond which an object's are looked up in a set rather
+// than one by one, so that an object with many members costs linear time, not quadratic.
+const manyNames = 16
+
+// add records name as a member of the object f, whose names are names[f.first:], and reports
+// whether it already was one.
+func (f *frame) add(names [][]byte, name []byte) ([][]byte, bool) {
+	if f.set != nil {
+		if _, dup := f.set[string(name)]; dup {
+			return names, true
+		}
+		f.set[string(name)] = struct{}{}
+		return names, false
+	}
+	own := names[f.first:]
+	if slices.ContainsFunc(own, func(n []byte) bool { return bytes.Equal(n, name) }) {
+		return names, true
+	}
+	if len(own) < manyNames {
+		return append(names, name), false
+	}
+	f.set = make(map[string]struct{}, 2*manyNames)
+	for _, n := range own {
+		f.set[string(n)] = struct{}{}
+	}
+	f.set[string(name)] = struct{}{}
+	return names, false
 }

@@ -61,6 +61,29 @@ func TestMarshalJSON(t *testing.T) {
 	}
 }
 
+// TestMarshalJSONEscapesLikeEncodingJSON: attributes are written as encoding/json writes the
+// strings (HTML characters, quotes, backslashes, non-ASCII, U+2028), and read back unchanged.
+func TestMarshalJSONEscapesLikeEncodingJSON(t *testing.T) {
+	for _, subject := range []string{
+		"plain/ascii-1.2_3", `a<b>&c`, `quote " and \ backslash`, "caf\u00e9 \u2028 \u2029 \U0001F600", "~ { } [ ]",
+	} {
+		e := events.Event{
+			ID: "evt_1", Source: "/nops/tenants/" + tenantA, Type: "nops.other.thing.v1", Subject: subject,
+			Time: base, DataContentType: "application/json", DataSchema: "urn:nops:events:nops.other.thing.v1",
+			Data: json.RawMessage(`{"a": 1}`), Tenant: tenantA,
+		}
+		b := mustMarshal(t, e)
+		quoted, _ := json.Marshal(subject)
+		if !strings.Contains(string(b), `"subject":`+string(quoted)+`,`) {
+			t.Errorf("subject %q written as %s, want %s", subject, b, quoted)
+		}
+		back, err := events.Parse(b)
+		if err != nil || back.Subject != subject || string(back.Data) != `{"a":1}` {
+			t.Errorf("subject %q read back as %q, data %s (%v)", subject, back.Subject, back.Data, err)
+		}
+	}
+}
+
 func TestMarshalJSONRejectsOversizedEvent(t *testing.T) {
 	e := newEvent(t, samples()[0])
 	e.Type = "nops.agent.bulky.v1" // outside the catalogue: any object is valid data
@@ -318,5 +341,32 @@ func TestParseTime(t *testing.T) {
 	}
 	if want := base.Truncate(time.Second); !e.Time.Equal(want) || e.Time.Location() != time.UTC {
 		t.Errorf("Time = %v, want %v in UTC", e.Time, want)
+	}
+}
+
+// TestTraceParentAttr: the traceparent of MarshalJSON's output is found without decoding it,
+// present or absent (and not taken from data); other layouts are left to the caller.
+func TestTraceParentAttr(t *testing.T) {
+	s := samples()[0]
+	for _, tp := range []string{traceparnt, ""} {
+		e, err := events.New(s.typ, s.tenant, s.subject, s.payload, base, tp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Extensions = map[string]any{"zone": `a,"traceparent":"x"`}
+		got, ok := events.TraceParentAttr(mustMarshal(t, e))
+		if !ok || got != tp {
+			t.Errorf("TraceParentAttr of an event with traceparent %q = %q, %v", tp, got, ok)
+		}
+	}
+	for _, other := range []string{
+		`{"id":"e","traceparent":"` + traceparnt + `","data":{}}`,
+		`{"specversion":"1.0","id":"e","traceparent":"` + traceparnt + `"}`,
+		`{"specversion":"1.0","id":"e","traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0\u0031","data":{}}`,
+		`not json`,
+	} {
+		if got, ok := events.TraceParentAttr([]byte(other)); ok {
+			t.Errorf("TraceParentAttr(%s) = %q, true; want the caller to decode it", other, got)
+		}
 	}
 }

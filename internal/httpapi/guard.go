@@ -1,13 +1,19 @@
 package httpapi
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nops-kernel/nops/internal/clientip"
@@ -204,6 +210,9 @@ func singular(collection string) string {
 
 // principalKind is how the caller authenticated, for policies.
 func principalKind(r *http.Request) string {
+	if viaMTLS(r.Context()) {
+		return policy.KindSPIFFE
+	}
 	if r.Header.Get("X-API-Key") != "" {
 		return policy.KindAPIKey
 	}
@@ -228,9 +237,14 @@ func (d *dispatcher) guard(w http.ResponseWriter, r *http.Request, p principal.P
 	}
 	ip, _ := clientAddrFrom(ctx)
 	if d.guards.Policies != nil {
-		if err := d.authorizePolicy(ctx, r, p, ip); err != nil {
+		pctx, err := d.authorizePolicy(ctx, r, p, ip)
+		if err != nil {
 			release()
 			return r, nil, err
+		}
+		if pctx != ctx {
+			ctx = pctx
+			r = r.WithContext(ctx)
 		}
 	}
 	if d.guards.Limiter != nil {
@@ -278,19 +292,172 @@ func (d *dispatcher) verifySignature(r *http.Request, p principal.Principal) (co
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 	}
-	res, err := v.Verify(ctx, r, body)
+	pending, err := v.Begin(ctx, r, body)
 	if err != nil {
 		if code := reqsig.RefusalCode(err); code != "" {
 			d.audit(ctx, p.Tenant, control.ActionAuthenticate, resource, "request signature refused: "+code)
 		}
 		return ctx, err
 	}
+	// The nonce claim commits while the request goes on (see claimState); the result is not an
+	// accepted signature until it has.
+	c := &claimState{d: d, pending: pending, tenant: p.Tenant, resource: resource}
+	ctx = context.WithValue(ctx, claimKey{}, c)
+	res := pending.Result()
 	if p.Tenant != "" && res.TenantID != p.Tenant {
+		if err := c.settle(ctx); err != nil {
+			return ctx, err
+		}
 		d.audit(ctx, p.Tenant, control.ActionAuthenticate, resource, "request signature refused: key of another tenant")
 		return ctx, errs.New(errs.Unauthenticated, "the signing key %s does not belong to the caller's tenant", res.KeyID)
 	}
 	return reqsig.NewContext(withSigned(ctx), res), nil
 }
+
+// claimKey carries the claimState of a request whose signature passed its checks.
+type claimKey struct{}
+
+// claimState is the nonce claim of a request's signature, which commits (reqsig.Verifier.Begin)
+// while the rest of the request runs: the tenant's gate, the policies, the rate limits, request
+// validation and, for a safe method, the handler, whose response is held until the claim has
+// committed. Without this the wait for the claim (a database commit, or a Redis round trip)
+// came first, alone. What a refusal looks like does not change: every refusal after the
+// signature's checks settles the claim first (settled), and a replayed nonce or a failed nonce
+// store answers instead of the later refusal, as when the claim came before every later check.
+// The policy denial's audit record waits for the claim too (authorizePolicy), so a replay is
+// audited as a replay only. What does change: a replay now counts against the tenant, principal
+// and route-class rate limits (only the per-IP limits counted it before); a rate-limit block's
+// aggregated audit record may count it.
+//
+// Unsafe methods, and every request through the agent gateway (its usage record must be of
+// accepted calls only), wait for the claim before their handler (serveClaimed).
+type claimState struct {
+	d        *dispatcher
+	pending  *reqsig.Pending
+	tenant   string
+	resource string
+
+	once sync.Once
+	err  error
+}
+
+// settle waits for the claim and returns its refusal or failure; a refusal is audited once, as
+// verifySignature audits the refusals of the signature's checks.
+func (c *claimState) settle(ctx context.Context) error {
+	c.once.Do(func() {
+		_, c.err = c.pending.Wait()
+		if code := reqsig.RefusalCode(c.err); code != "" {
+			c.d.audit(ctx, c.tenant, control.ActionAuthenticate, c.resource, "request signature refused: "+code)
+		}
+	})
+	return c.err
+}
+
+// settleClaim settles the nonce claim of the request of ctx, if it has one.
+func settleClaim(ctx context.Context) error {
+	if c, ok := ctx.Value(claimKey{}).(*claimState); ok {
+		return c.settle(ctx)
+	}
+	return nil
+}
+
+// settled is the answer to a request refused with err after its signature's checks: the nonce
+// claim's refusal or failure when it has one, else err.
+func settled(r *http.Request, err error) error {
+	if cerr := settleClaim(r.Context()); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// serveClaimed serves an admitted request with next once its signature's nonce claim, if any,
+// allows: before the handler for unsafe methods and the gateway's calls; for GET and HEAD (the
+// kernel's GET handlers only read) the handler runs meanwhile and its response is held until the
+// claim has committed, then written, or discarded for the claim's refusal (heldWriter).
+func (d *dispatcher) serveClaimed(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	c, ok := r.Context().Value(claimKey{}).(*claimState)
+	if !ok {
+		d.serveMetered(w, r, next)
+		return
+	}
+	select {
+	case <-c.pending.Done():
+	default:
+		if (r.Method == http.MethodGet || r.Method == http.MethodHead) && !viaGateway(r.Context()) {
+			hw := &heldWriter{ResponseWriter: w, d: d, r: r, claim: c, before: maps.Clone(w.Header())}
+			d.serveMetered(hw, r, next)
+			hw.decide() // a handler that wrote nothing
+			return
+		}
+	}
+	if err := c.settle(r.Context()); err != nil {
+		d.errw.Write(w, r, err)
+		return
+	}
+	d.serveMetered(w, r, next)
+}
+
+// errClaimRefused is what the handler's writes get once its response was discarded.
+var errClaimRefused = errors.New("response discarded: the request's signature was refused")
+
+// heldWriter holds a handler's response until the request's nonce claim settles, at the first
+// WriteHeader, Write, Flush or Hijack: then it lets the response through, or restores the
+// header fields set before the handler, writes the claim's refusal instead, and discards the
+// rest. Used by one request's handler goroutine.
+type heldWriter struct {
+	http.ResponseWriter
+	d      *dispatcher
+	r      *http.Request
+	claim  *claimState
+	before http.Header // the header fields as they were before the handler
+	state  int8        // 0 undecided, 1 passed, -1 refused
+}
+
+func (h *heldWriter) decide() bool {
+	if h.state == 0 {
+		h.state = 1
+		if err := h.claim.settle(h.r.Context()); err != nil {
+			h.state = -1
+			hdr := h.ResponseWriter.Header()
+			clear(hdr)
+			maps.Copy(hdr, h.before)
+			h.d.errw.Write(h.ResponseWriter, h.r, err)
+		}
+	}
+	return h.state > 0
+}
+
+func (h *heldWriter) WriteHeader(code int) {
+	if h.decide() {
+		h.ResponseWriter.WriteHeader(code)
+	}
+}
+
+func (h *heldWriter) Write(b []byte) (int, error) {
+	if !h.decide() {
+		return 0, errClaimRefused
+	}
+	return h.ResponseWriter.Write(b)
+}
+
+func (h *heldWriter) Flush() { _ = h.FlushError() }
+
+func (h *heldWriter) FlushError() error {
+	if !h.decide() {
+		return errClaimRefused
+	}
+	return http.NewResponseController(h.ResponseWriter).Flush()
+}
+
+func (h *heldWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if !h.decide() {
+		return nil, nil, errClaimRefused
+	}
+	return http.NewResponseController(h.ResponseWriter).Hijack()
+}
+
+// Unwrap lets http.ResponseController reach the deadlines of the connection.
+func (h *heldWriter) Unwrap() http.ResponseWriter { return h.ResponseWriter }
 
 // lowerRemaining reports whether d leaves fewer requests than the RateLimit header already set
 // by the edge's check: the header shows the tightest limit.
@@ -303,18 +470,23 @@ func lowerRemaining(w http.ResponseWriter, d ratelimit.Decision) bool {
 	if i < 0 {
 		return true
 	}
-	var r int
-	if _, err := fmt.Sscanf(cur[i+3:], "%d", &r); err != nil {
+	digits := cur[i+3:]
+	if j := strings.IndexFunc(digits, func(c rune) bool { return c < '0' || c > '9' }); j >= 0 {
+		digits = digits[:j]
+	}
+	r, err := strconv.Atoi(digits)
+	if err != nil {
 		return true
 	}
 	return d.Remaining < r
 }
 
 // authorizePolicy evaluates the ABAC policies of the caller's tenant; a denial is audited with
-// the policy that denied and answers 403.
-func (d *dispatcher) authorizePolicy(ctx context.Context, r *http.Request, p principal.Principal, ip netip.Addr) error {
+// the policy that denied and answers 403. The context it returns carries the agent it read for
+// the policies, if it read one (policyAgentFrom).
+func (d *dispatcher) authorizePolicy(ctx context.Context, r *http.Request, p principal.Principal, ip netip.Addr) (context.Context, error) {
 	if !d.guards.Policies.Applies(p.Tenant) {
-		return nil
+		return ctx, nil
 	}
 	action, rtype := actionOf(r.Pattern)
 	in := policy.Input{
@@ -327,6 +499,7 @@ func (d *dispatcher) authorizePolicy(ctx context.Context, r *http.Request, p pri
 	if ip.IsValid() {
 		in.Request.IP = ip.String()
 	}
+	in.Request.MTLSID = mtlsID(r)
 	if t := r.URL.Query().Get("tenant"); t != "" && p.Tenant == "" {
 		in.Resource.Tenant = t
 	}
@@ -340,8 +513,9 @@ func (d *dispatcher) authorizePolicy(ctx context.Context, r *http.Request, p pri
 			case err == nil:
 				in.Resource.Labels = a.Labels
 				in.Resource.Criticality = string(a.Criticality)
+				ctx = context.WithValue(ctx, policyAgentKey{}, &policyAgent{tenant: in.Resource.Tenant, agent: a})
 			case !errs.Is(err, errs.NotFound) && !errs.Is(err, errs.Invalid):
-				return fmt.Errorf("load the agent for policies: %w", err)
+				return ctx, fmt.Errorf("load the agent for policies: %w", err)
 			}
 		}
 	} else {
@@ -357,11 +531,33 @@ func (d *dispatcher) authorizePolicy(ctx context.Context, r *http.Request, p pri
 	}
 	dec := d.guards.Policies.Evaluate(ctx, in)
 	if dec.Allowed {
-		return nil
+		return ctx, nil
+	}
+	if err := settleClaim(ctx); err != nil {
+		return ctx, err // a replay is refused and audited as such, not as the policy's denial
 	}
 	d.audit(ctx, p.Tenant, control.ActionAuthorize, r.Method+" "+r.URL.Path, dec.Reason)
 	e := errs.New(errs.Forbidden, "%s", dec.Reason)
-	return e
+	return ctx, e
+}
+
+type policyAgentKey struct{}
+
+// policyAgent is the agent authorizePolicy read, in the tenant it read it from.
+type policyAgent struct {
+	tenant string
+	agent  registry.Agent
+}
+
+// policyAgentFrom returns the agent the ABAC check of the request of ctx read, when it is agent
+// id of tenantID: a handler serving that agent may use it instead of reading it again (the
+// policies decided on this very version of it).
+func policyAgentFrom(ctx context.Context, tenantID, id string) (registry.Agent, bool) {
+	pa, ok := ctx.Value(policyAgentKey{}).(*policyAgent)
+	if !ok || pa.tenant != tenantID || pa.agent.ID != id {
+		return registry.Agent{}, false
+	}
+	return pa.agent, true
 }
 
 // AgentReader reads an agent's attributes for policies; *registry.Service implements it.

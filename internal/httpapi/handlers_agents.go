@@ -37,9 +37,13 @@ func (h *handlers) GetAgent(ctx context.Context, req gen.GetAgentRequestObject) 
 	if err != nil {
 		return nil, err
 	}
-	a, err := h.deps.Control.Agents.Get(ctx, tenantID, req.AgentId)
-	if err != nil {
-		return nil, err
+	// The ABAC check of this request may have read the agent already (agent-scoped policies):
+	// the same read, within the same request, is not repeated.
+	a, ok := policyAgentFrom(ctx, tenantID, req.AgentId)
+	if !ok {
+		if a, err = h.deps.Control.Agents.Get(ctx, tenantID, req.AgentId); err != nil {
+			return nil, err
+		}
 	}
 	body, err := agentOut(a)
 	if err != nil {

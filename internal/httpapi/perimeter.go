@@ -97,21 +97,27 @@ func (d *dispatcher) admission(next http.Handler) http.Handler {
 			d.errw.Write(w, r, errs.New(errs.Forbidden, "the agent gateway serves signed calls of tenants' agents only: use the API listener for %s", r.URL.Path))
 			return
 		}
+		if !op.secured {
+			if err := mtlsUnsecured(r); err != nil {
+				d.errw.Write(w, r, err)
+				return
+			}
+		}
 		r, err := d.admit(r, op)
 		if err != nil {
-			d.errw.Write(w, r, err)
+			d.errw.Write(w, r, settled(r, err)) // a signature's nonce claim answers first (guard.go)
 			return
 		}
 		if p, ok := principal.FromContext(r.Context()); ok && op.secured {
 			var release func()
 			r, release, err = d.guard(w, r, p)
 			if err != nil {
-				d.errw.Write(w, r, err)
+				d.errw.Write(w, r, settled(r, err))
 				return
 			}
 			defer release()
 		}
-		d.serveMetered(w, r, next)
+		d.serveClaimed(w, r, next)
 	})
 }
 
@@ -143,7 +149,7 @@ func (d *dispatcher) admit(r *http.Request, op *operation) (*http.Request, error
 	r = r.WithContext(ctx)
 	if op.secured {
 		resource := r.Method + " " + r.URL.Path
-		p, err := d.authenticate(ctx, r)
+		p, workload, err := d.credentials(ctx, r)
 		if err != nil {
 			if errors.Is(err, errInvalidToken) {
 				d.audit(ctx, "", control.ActionAuthenticate, resource, "invalid credential")
@@ -162,7 +168,12 @@ func (d *dispatcher) admit(r *http.Request, op *operation) (*http.Request, error
 				return r, errs.New(errs.Forbidden, "the tenant of this credential is suspended")
 			}
 		}
-		if dec := rbac.Authorize(p, op.scopes); !dec.Allowed {
+		if workload != nil {
+			// A workload (mTLS listener) is authorised by its hierarchical scopes, not by roles.
+			if err := d.authorizeWorkload(ctx, r, workload); err != nil {
+				return r, err
+			}
+		} else if dec := rbac.Authorize(p, op.scopes); !dec.Allowed {
 			d.audit(ctx, p.Tenant, control.ActionAuthorize, resource, dec.Reason)
 			return r, errs.Wrap(errs.Forbidden, fmt.Errorf("%w: %s", errInsufficientScope, dec.Reason), "this operation needs the scopes %s", strings.Join(op.scopes, " "))
 		}

@@ -24,6 +24,7 @@ import (
 	"github.com/nops-kernel/nops/internal/httpapi/gen"
 	"github.com/nops-kernel/nops/internal/idempotency"
 	"github.com/nops-kernel/nops/internal/middleware"
+	"github.com/nops-kernel/nops/internal/mtls"
 )
 
 // Deps are what the API serves from. Every field is required except Now.
@@ -55,8 +56,22 @@ type Deps struct {
 	// Invoke runs POST /v1/invoke/{capability}; nil answers 503.
 	Invoke Invoker
 
+	// Secrets reports the rotation status of the pepper and the key-encryption key
+	// (GET /v1/admin/secrets/status); nil answers 503.
+	Secrets SecretsReporter
+
 	// Identity is the built-in CA of /v1/identity/*; nil answers 503.
 	Identity IdentityCA
+
+	// Revocations stores the SVID revocations of /v1/identity/revocations (the kernel's store);
+	// nil answers 503 there.
+	Revocations control.RevocationStore
+	// Revoker applies a new revocation on this replica's mTLS listener at once (*mtls.Server);
+	// nil when the listener is off. A failure is logged: the store has the revocation, and every
+	// replica's listener (this one's included) reads it within its refresh interval.
+	Revoker interface {
+		Revoke(ctx context.Context, rs ...mtls.Revocation) error
+	}
 
 	// Guards are the perimeter's rate limits, in-flight gates, policies and HSTS; the zero
 	// value turns them off.

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,6 +37,9 @@ const (
 	DefaultIntermediateTTL = 30 * 24 * time.Hour
 	DefaultRootTTL         = 10 * 365 * 24 * time.Hour
 	DefaultRefreshInterval = time.Minute
+	// DefaultRootRotationDelay is how long a rotated root is in the bundle before SVIDs chain to
+	// it: two bundle refresh hints, so a client that missed one fetch still has it.
+	DefaultRootRotationDelay = 2 * BundleRefreshHint
 )
 
 const (
@@ -58,9 +62,18 @@ type Config struct {
 	IntermediateTTL time.Duration // lifetime of an intermediate; 0: DefaultIntermediateTTL
 	RootTTL         time.Duration // lifetime of a root; 0: DefaultRootTTL
 	RefreshInterval time.Duration // how often Run reloads the CA and rotates it; 0: DefaultRefreshInterval
-	Now             func() time.Time
-	Logger          *slog.Logger
-	Meter           metric.Meter // nil: no metrics
+	// RootRotationDelay is how long after Rotate the new root's intermediate starts issuing: the
+	// new root is in the bundle at once, so replicas (RefreshInterval) and clients (the bundle's
+	// refresh hint) hold it before any SVID chains to it. At least RefreshInterval, less than half
+	// IntermediateTTL. 0: DefaultRootRotationDelay (RefreshInterval when that is longer).
+	RootRotationDelay time.Duration
+	Now               func() time.Time
+	Logger            *slog.Logger
+	Meter             metric.Meter // nil: no metrics
+	// OnChange, when set, is told every change Refresh makes to the authorities on its own (the
+	// CA's creation, an intermediate's renewal, the removal of retired roots), inside the change's
+	// transaction: an error rolls the change back. Rotate's caller records the rotation itself.
+	OnChange func(ctx context.Context, c Change) error
 }
 
 func (c Config) withDefaults() Config {
@@ -75,6 +88,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RefreshInterval <= 0 {
 		c.RefreshInterval = DefaultRefreshInterval
+	}
+	if c.RootRotationDelay <= 0 {
+		c.RootRotationDelay = max(DefaultRootRotationDelay, c.RefreshInterval)
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -91,6 +107,13 @@ func (c Config) validate() error {
 		return fmt.Errorf("intermediate ttl %s must be at least twice the svid ttl %s", c.IntermediateTTL, c.SVIDTTL)
 	case c.RootTTL < 2*c.IntermediateTTL:
 		return fmt.Errorf("root ttl %s must be at least twice the intermediate ttl %s", c.RootTTL, c.IntermediateTTL)
+	case c.RootRotationDelay < c.RefreshInterval:
+		return fmt.Errorf("root rotation delay %s must be at least the refresh interval %s, so every replica holds a new root before it issues",
+			c.RootRotationDelay, c.RefreshInterval)
+	case c.RootRotationDelay >= c.IntermediateTTL/2:
+		// The intermediate signing at a rotation (renewed at half-life, so with at least half its
+		// lifetime left) must outlive the delay: nothing renews it meanwhile.
+		return fmt.Errorf("root rotation delay %s must be less than half the intermediate ttl %s", c.RootRotationDelay, c.IntermediateTTL)
 	}
 	return nil
 }
@@ -109,22 +132,43 @@ type CA struct {
 
 // signer is an authority whose private key is open.
 type signer struct {
-	id   string
-	cert *x509.Certificate
-	key  crypto.Signer
+	id          string
+	cert        *x509.Certificate
+	key         crypto.Signer
+	activatesAt time.Time
 }
 
 // snapshot is the CA as loaded at one sequence. It is immutable once published in CA.cur.
 type snapshot struct {
-	seq       int64
-	roots     []*x509.Certificate // unexpired when loaded, in the order they were added
-	issuer    signer              // the intermediate that signs
+	seq   int64
+	roots []*x509.Certificate // unexpired and not retired when loaded, in the order they were added
+	// issuers are the intermediate signing when loaded, then those staged by a root rotation, by
+	// activation; issuerAt picks the one signing at a given time.
+	issuers   []signer
 	bundle    *x509bundle.Bundle
 	jwks      []byte
 	etag      string
 	rootsPEM  []byte
 	loadedAt  time.Time
 	rootsByID map[string]*x509.Certificate
+	// nextChange is the first moment after loadedAt the snapshot goes stale without a change of
+	// the sequence (a root retires, a staged intermediate activates); zero: none.
+	nextChange time.Time
+}
+
+// issuerAt returns the intermediate signing at now: the one activated last; zero when none is.
+func (s *snapshot) issuerAt(now time.Time) signer {
+	for i := len(s.issuers) - 1; i >= 0; i-- {
+		if !now.Before(s.issuers[i].activatesAt) {
+			return s.issuers[i]
+		}
+	}
+	return signer{}
+}
+
+// pending reports whether an intermediate staged by a root rotation has not activated at now.
+func (s *snapshot) pending(now time.Time) bool {
+	return len(s.issuers) > 0 && now.Before(s.issuers[len(s.issuers)-1].activatesAt)
 }
 
 // LoadOrCreate loads the CA of cfg.TrustDomain from st, opening its keys with sealer, or creates
@@ -189,7 +233,16 @@ func (ca *CA) BundlePEM() []byte { return ca.cur.Load().rootsPEM }
 func (ca *CA) Sequence() int64 { return ca.cur.Load().seq }
 
 // IssuerNotAfter returns the expiry of the intermediate signing now: no SVID outlives it.
-func (ca *CA) IssuerNotAfter() time.Time { return ca.cur.Load().issuer.cert.NotAfter }
+func (ca *CA) IssuerNotAfter() time.Time {
+	if iss := ca.cur.Load().issuerAt(ca.cfg.Now()); iss.cert != nil {
+		return iss.cert.NotAfter
+	}
+	return time.Time{}
+}
+
+// IssuerID returns the ID of the intermediate signing now ("" when none is): it changes when an
+// intermediate is renewed and when a rotated root's intermediate activates.
+func (ca *CA) IssuerID() string { return ca.cur.Load().issuerAt(ca.cfg.Now()).id }
 
 // Run refreshes the CA every RefreshInterval until ctx ends, so that this replica sees the
 // authorities other replicas added and replaces an intermediate past half its lifetime. A failed
@@ -209,9 +262,12 @@ func (ca *CA) Run(ctx context.Context) error {
 	}
 }
 
-// Refresh reloads the CA from the store and creates what it lacks: the CA itself, a root when
-// every root has expired, an intermediate when there is none valid or the current one is past
-// half its lifetime. Losing a race to another replica reloads its result.
+// Refresh reloads the CA from the store and changes what is due: it creates the CA itself, a
+// root when every root has expired, an intermediate when there is none valid or the current one is
+// past half its lifetime (unless a rotated root's intermediate is about to take over), and removes
+// the roots whose retirement has passed with their intermediates. Each change is one
+// compare-and-set transaction, told to Config.OnChange; losing a race to another replica reloads
+// its result.
 func (ca *CA) Refresh(ctx context.Context) error {
 	ca.mu.Lock()
 	defer ca.mu.Unlock()
@@ -223,66 +279,89 @@ func (ca *CA) Refresh(ctx context.Context) error {
 		now := ca.cfg.Now()
 		prev := ca.cur.Load()
 		var snap *snapshot
-		if prev != nil && prev.seq == seq && !ca.needsIntermediate(prev.issuer.cert, now) && stillValid(prev, now) {
+		if prev != nil && prev.seq == seq && stillValid(prev, now) && !ca.needsIntermediate(prev, now) {
 			snap = prev
 		} else if seq > 0 {
 			if snap, err = ca.load(seq, auths, now); err != nil {
 				return err
 			}
 		}
-		add, err := ca.plan(snap, auths, now)
+		ch, err := ca.plan(snap, auths, now)
 		if err != nil {
 			return err
 		}
-		if len(add) == 0 {
+		if ch == nil {
 			if snap != prev {
 				ca.cur.Store(snap)
 			}
 			return nil
 		}
 		err = ca.st.InTx(ctx, func(ctx context.Context) error {
-			return ca.st.AddCAAuthorities(ctx, ca.td.Name(), seq, add)
+			if ch.Kind == ChangeRetire {
+				if err := ca.st.RemoveCAAuthorities(ctx, ca.td.Name(), seq, ch.Removed, now.UTC()); err != nil {
+					return err
+				}
+			} else if err := ca.st.AddCAAuthorities(ctx, ca.td.Name(), seq, ch.added); err != nil {
+				return err
+			}
+			ch.Sequence = seq + 1
+			if ca.cfg.OnChange != nil {
+				return ca.cfg.OnChange(ctx, ch.Change)
+			}
+			return nil
 		})
 		switch {
 		case errs.Is(err, errs.Conflict):
 			continue // another replica changed the CA first: load its result
 		case err != nil:
-			return fmt.Errorf("identity ca: store new authorities of %s: %w", ca.td.Name(), err)
+			return fmt.Errorf("identity ca: change the authorities of %s (%s): %w", ca.td.Name(), ch.Kind, err)
 		}
-		for _, a := range add {
-			ca.cfg.Logger.InfoContext(ctx, "identity ca authority created", "trust_domain", ca.td.Name(),
-				"authority", a.ID, "kind", string(a.Kind), "not_after", a.NotAfter)
-		}
+		ca.logChange(ctx, ch.Change)
 	}
 	return fmt.Errorf("identity ca: the authorities of %s kept changing under %d attempts", ca.td.Name(), maxAttempts)
 }
 
-// stillValid reports whether the snapshot's roots and issuer are all still unexpired at now.
+// stillValid reports whether the snapshot is still what loading it again would give at now: its
+// roots and issuer are unexpired and no retirement or activation it knows of has come.
 func stillValid(s *snapshot, now time.Time) bool {
 	for _, r := range s.roots {
 		if !now.Before(r.NotAfter) {
 			return false
 		}
 	}
-	return now.Before(s.issuer.cert.NotAfter)
+	if !s.nextChange.IsZero() && !now.Before(s.nextChange) {
+		return false
+	}
+	iss := s.issuerAt(now)
+	return iss.cert != nil && now.Before(iss.cert.NotAfter)
 }
 
-// needsIntermediate reports whether the intermediate cur should be replaced at now: it is past
-// half its lifetime.
-func (ca *CA) needsIntermediate(cur *x509.Certificate, now time.Time) bool {
-	if cur == nil {
+// needsIntermediate reports whether the snapshot needs a new intermediate at now: none signs, or
+// the one signing is past half its lifetime and no rotated root's intermediate waits to take over.
+func (ca *CA) needsIntermediate(s *snapshot, now time.Time) bool {
+	cur := s.issuerAt(now).cert
+	if cur == nil || !now.Before(cur.NotAfter) {
 		return true
 	}
 	half := cur.NotBefore.Add(cur.NotAfter.Sub(cur.NotBefore) / 2)
-	return !now.Before(half)
+	return !now.Before(half) && !s.pending(now)
 }
 
-// load builds the snapshot of the stored authorities at now: the unexpired roots and the newest
-// valid intermediate under one of them, with its key opened. snap.issuer is zero when there is no
-// such intermediate.
+// load builds the snapshot of the stored authorities at now: the unexpired roots not retired, the
+// intermediate under one of them activated last (the newest, without rotations) and those staged to
+// activate later, with their keys opened. snap.issuers is empty when no intermediate is usable.
 func (ca *CA) load(seq int64, auths []Authority, now time.Time) (*snapshot, error) {
 	s := &snapshot{seq: seq, loadedAt: now, rootsByID: map[string]*x509.Certificate{}}
-	var latest *Authority
+	soon := func(t time.Time) {
+		if now.Before(t) && (s.nextChange.IsZero() || t.Before(s.nextChange)) {
+			s.nextChange = t
+		}
+	}
+	var (
+		current *Authority
+		staged  []*Authority
+		inters  []*Authority
+	)
 	certs := map[string]*x509.Certificate{}
 	for i := range auths {
 		a := &auths[i]
@@ -296,20 +375,37 @@ func (ca *CA) load(seq int64, auths []Authority, now time.Time) (*snapshot, erro
 		}
 		switch a.Kind {
 		case KindRoot:
+			if !a.RetiresAt.IsZero() && !now.Before(a.RetiresAt) {
+				continue
+			}
 			s.roots = append(s.roots, cert)
 			s.rootsByID[a.ID] = cert
+			soon(a.RetiresAt)
 		case KindIntermediate:
-			latest = a
+			inters = append(inters, a)
 		}
 	}
-	if latest != nil {
-		if _, ok := s.rootsByID[latest.ParentID]; ok && now.Before(certs[latest.ID].NotAfter) {
-			key, err := ca.openKey(*latest)
-			if err != nil {
-				return nil, err
-			}
-			s.issuer = signer{id: latest.ID, cert: certs[latest.ID], key: key}
+	for _, a := range inters {
+		if _, ok := s.rootsByID[a.ParentID]; !ok {
+			continue
 		}
+		if at := a.activation(); now.Before(at) {
+			staged = append(staged, a)
+			soon(at)
+		} else if current == nil || !at.Before(current.activation()) {
+			current = a // later in the order of addition wins a tie
+		}
+	}
+	slices.SortStableFunc(staged, func(a, b *Authority) int { return a.activation().Compare(b.activation()) })
+	for _, a := range append([]*Authority{current}, staged...) {
+		if a == nil {
+			continue
+		}
+		key, err := ca.openKey(*a)
+		if err != nil {
+			return nil, err
+		}
+		s.issuers = append(s.issuers, signer{id: a.ID, cert: certs[a.ID], key: key, activatesAt: a.activation()})
 	}
 	if len(s.roots) == 0 {
 		return s, nil
@@ -330,12 +426,21 @@ func (ca *CA) load(seq int64, auths []Authority, now time.Time) (*snapshot, erro
 	return s, nil
 }
 
-// plan returns the authorities to add to the CA loaded as snap (nil: none stored yet): a root and
-// an intermediate for a new CA or one whose roots all expired, an intermediate under the newest
-// root when the issuer is missing or past half its lifetime.
-func (ca *CA) plan(snap *snapshot, auths []Authority, now time.Time) ([]Authority, error) {
+// plannedChange is a change plan proposes, with the authorities to store.
+type plannedChange struct {
+	Change
+	added []Authority
+}
+
+// plan returns the change the CA loaded as snap (nil: none stored yet) needs at now, nil for none:
+// a root and an intermediate for a new CA or one whose roots all expired; the removal of the
+// roots whose retirement has passed; an intermediate under the newest root not retiring when
+// needsIntermediate says so. One change at a time: Refresh plans again after each.
+func (ca *CA) plan(snap *snapshot, auths []Authority, now time.Time) (*plannedChange, error) {
 	if snap == nil || len(snap.roots) == 0 {
+		kind := ChangeCreate
 		if snap != nil {
+			kind = ChangeRecover
 			ca.cfg.Logger.Warn("identity ca: every root has expired; creating a new one (SVIDs of the old ones are no longer trusted)",
 				"trust_domain", ca.td.Name())
 		}
@@ -347,26 +452,30 @@ func (ca *CA) plan(snap *snapshot, auths []Authority, now time.Time) ([]Authorit
 		if err != nil {
 			return nil, err
 		}
-		return []Authority{root, inter}, nil
+		return ca.adding(kind, root, inter), nil
 	}
-	if snap.issuer.cert != nil && !ca.needsIntermediate(snap.issuer.cert, now) {
+	if removed := retired(auths, now); len(removed) > 0 {
+		return &plannedChange{Change: Change{Kind: ChangeRetire, TrustDomain: ca.td.Name(), Removed: removed}}, nil
+	}
+	if !ca.needsIntermediate(snap, now) {
 		return nil, nil
 	}
-	// The newest unexpired root signs the new intermediate.
+	// The newest unexpired root that is not retiring signs the new intermediate.
 	var root *Authority
 	for i := len(auths) - 1; i >= 0; i-- {
-		if _, ok := snap.rootsByID[auths[i].ID]; ok && auths[i].Kind == KindRoot {
+		if _, ok := snap.rootsByID[auths[i].ID]; ok && auths[i].Kind == KindRoot && auths[i].RetiresAt.IsZero() {
 			root = &auths[i]
 			break
 		}
 	}
 	if root == nil {
-		return nil, errors.New("identity ca: no unexpired root among the authorities")
+		return nil, errors.New("identity ca: no unexpired root that is not retiring among the authorities")
 	}
 	rootCert := snap.rootsByID[root.ID]
 	// An intermediate cut short by its root's expiry would be replaced on every refresh: keep the
 	// current one unless the new one outlives it.
-	if snap.issuer.cert != nil && !minTime(now.Add(ca.cfg.IntermediateTTL), rootCert.NotAfter).After(snap.issuer.cert.NotAfter) {
+	if cur := snap.issuerAt(now).cert; cur != nil && now.Before(cur.NotAfter) &&
+		!minTime(now.Add(ca.cfg.IntermediateTTL), rootCert.NotAfter).After(cur.NotAfter) {
 		return nil, nil
 	}
 	rootKey, err := ca.openKey(*root)
@@ -377,7 +486,47 @@ func (ca *CA) plan(snap *snapshot, auths []Authority, now time.Time) ([]Authorit
 	if err != nil {
 		return nil, err
 	}
-	return []Authority{inter}, nil
+	return ca.adding(ChangeRenew, inter), nil
+}
+
+// retired returns the IDs of the roots whose retirement has passed at now and of the intermediates
+// under them: no SVID chaining to them can still be valid.
+func retired(auths []Authority, now time.Time) []string {
+	gone := map[string]bool{}
+	var ids []string
+	for _, a := range auths {
+		if a.Kind == KindRoot && !a.RetiresAt.IsZero() && !now.Before(a.RetiresAt) {
+			gone[a.ID] = true
+			ids = append(ids, a.ID)
+		}
+	}
+	for _, a := range auths {
+		if a.Kind == KindIntermediate && gone[a.ParentID] {
+			ids = append(ids, a.ID)
+		}
+	}
+	return ids
+}
+
+// adding returns the change that stores auths.
+func (ca *CA) adding(kind ChangeKind, auths ...Authority) *plannedChange {
+	c := &plannedChange{Change: Change{Kind: kind, TrustDomain: ca.td.Name()}, added: auths}
+	for _, a := range auths {
+		c.Added = append(c.Added, infoOf(a))
+	}
+	return c
+}
+
+// logChange logs a committed change of the authorities.
+func (ca *CA) logChange(ctx context.Context, c Change) {
+	attrs := []any{"trust_domain", ca.td.Name(), "change", string(c.Kind), "sequence", c.Sequence}
+	for _, a := range c.Added {
+		attrs = append(attrs, string(a.Kind), a.ID)
+	}
+	if len(c.Removed) > 0 {
+		attrs = append(attrs, "removed", c.Removed)
+	}
+	ca.cfg.Logger.InfoContext(ctx, "identity ca authorities changed", attrs...)
 }
 
 // openKey opens an authority's sealed private key.

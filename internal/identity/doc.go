@@ -3,8 +3,9 @@
 //
 // Who imports it: internal/httpapi (POST /v1/identity/svid, GET /v1/identity/bundle),
 // internal/kernel (wiring; the kernel's own SVID), the mTLS listener (the bundle, through
-// x509bundle.Source) and the storage adapters (they implement Store). identity imports errs of the
-// project.
+// x509bundle.Source), internal/egress (the kernel's SVID for calls to agents), internal/control
+// (revocations, rotation) and the storage adapters (they implement Store). identity imports errs,
+// mtls (the Revocation type its listeners enforce) and pagecursor of the project.
 //
 // # SPIFFE IDs
 //
@@ -35,11 +36,27 @@
 // # Rotation
 //
 // Refresh (run every RefreshInterval by Run) replaces an intermediate past half its lifetime with a
-// new one under the newest root: SVIDs of the old one stay valid until they expire, and the bundle
-// does not change, because it holds roots only. When every root has expired a new root is created
-// (recovery, not rotation: SVIDs of the old roots are no longer trusted). Planned root rotation with
-// an overlap in the bundle is issue 7 point 6; the store already keeps any number of roots, and
-// Bundle serves every unexpired one.
+// new one under the newest root that is not retiring: SVIDs of the old one stay valid until they
+// expire, and the bundle does not change, because it holds roots only. When every root has expired
+// a new root is created (recovery, not rotation: SVIDs of the old roots are no longer trusted).
+//
+// Rotate is the planned root rotation (rotate.go): a new root, in the bundle at once, and an
+// intermediate under it staged to issue RootRotationDelay later (Authority.ActivatesAt; every
+// replica switches by its own clock, see snapshot.issuerAt); the other roots get a retirement
+// (Authority.RetiresAt) at that activation + SVIDTTL + Backdate, when every SVID chaining to them
+// has expired. Refresh then removes them and their intermediates (ChangeRetire). Config.OnChange
+// is told the changes Refresh makes on its own, inside their transaction, for the audit trail.
+//
+// # Revocation
+//
+// A RevocationRecord (revocation.go) revokes one certificate by serial, or every SVID of one
+// SPIFFE ID issued before the revocation (an SVID issued later, to a caller the kernel
+// authenticated again, is not revoked). Records are kept in the database (Store's revocation
+// methods) and read by every replica's mTLS listener every identity.revocation_refresh_interval: a
+// handshake of a revoked certificate is refused from the next read on, and open connections of it
+// are closed. An entry lasts until no certificate it matches can still be valid (the serial's
+// expiry, or SVIDTTL + Backdate after an ID's revocation), then it is purged. Recording one is
+// audited as AuditActionRevoke; internal/control decides who may (docs/rbac.md).
 //
 // # Concurrency and replicas
 //

@@ -179,9 +179,13 @@ func (ca *CA) issue(pub crypto.PublicKey, id spiffeid.ID, ttl time.Duration) (SV
 	if ttl <= 0 || ttl > ca.cfg.SVIDTTL {
 		ttl = ca.cfg.SVIDTTL
 	}
-	snap := ca.cur.Load()
 	now := ca.cfg.Now()
-	notAfter := minTime(now.Add(ttl), snap.issuer.cert.NotAfter)
+	// The intermediate activated last: a rotated root's starts issuing at its activation.
+	issuer := ca.cur.Load().issuerAt(now)
+	if issuer.cert == nil {
+		return SVID{}, errs.New(errs.Unavailable, "the identity CA has no intermediate to issue with; one is created on the next refresh")
+	}
+	notAfter := minTime(now.Add(ttl), issuer.cert.NotAfter)
 	if !notAfter.After(now) {
 		return SVID{}, errs.New(errs.Unavailable, "the identity CA's intermediate has expired; it is renewed on the next refresh")
 	}
@@ -205,7 +209,7 @@ func (ca *CA) issue(pub crypto.PublicKey, id spiffeid.ID, ttl time.Duration) (SV
 		BasicConstraintsValid: true,
 		IsCA:                  false,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, snap.issuer.cert, pub, snap.issuer.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer.cert, pub, issuer.key)
 	if err != nil {
 		return SVID{}, fmt.Errorf("issue svid for %s: %w", id, err)
 	}
@@ -213,7 +217,7 @@ func (ca *CA) issue(pub crypto.PublicKey, id spiffeid.ID, ttl time.Duration) (SV
 	if err != nil {
 		return SVID{}, fmt.Errorf("issue svid for %s: parse the new certificate: %w", id, err)
 	}
-	return SVID{ID: id, Certificates: []*x509.Certificate{leaf, snap.issuer.cert}, Serial: SerialString(leaf.SerialNumber),
+	return SVID{ID: id, Certificates: []*x509.Certificate{leaf, issuer.cert}, Serial: SerialString(leaf.SerialNumber),
 		NotAfter: leaf.NotAfter.UTC()}, nil
 }
 

@@ -25,6 +25,20 @@ type Authority struct {
 	SealedKey []byte // sealbox.Seal(PKCS #8 DER, SealAAD(ID))
 	NotAfter  time.Time
 	CreatedAt time.Time
+	// ActivatesAt is when an intermediate starts issuing; zero: at once. A root rotation stages the
+	// new intermediate (Config.RootRotationDelay) so that everyone holds the new root first.
+	ActivatesAt time.Time
+	// RetiresAt is when a root leaves the trust bundle; zero: at its expiry. A root rotation sets it
+	// on the roots it replaces, to when no SVID chaining to them can still be valid.
+	RetiresAt time.Time
+}
+
+// activation is when an intermediate starts issuing: ActivatesAt, or CreatedAt when that is zero.
+func (a Authority) activation() time.Time {
+	if a.ActivatesAt.IsZero() {
+		return a.CreatedAt
+	}
+	return a.ActivatesAt
 }
 
 // Store persists the authorities of the built-in CA. Adapters (internal/store/sqlite,
@@ -39,6 +53,14 @@ type Store interface {
 	// created or changed the CA first — it stores nothing and returns an errs.Conflict, and the
 	// caller reloads.
 	AddCAAuthorities(ctx context.Context, trustDomain string, prevSeq int64, auths []Authority) error
+	// RetireCAAuthorities sets RetiresAt to at on the listed authorities of trustDomain whose
+	// RetiresAt is zero. Called in the transaction of AddCAAuthorities, after it: the two are one
+	// change of the sequence.
+	RetireCAAuthorities(ctx context.Context, trustDomain string, ids []string, at time.Time) error
+	// RemoveCAAuthorities deletes the listed authorities of trustDomain (intermediates before
+	// roots) and moves the CA's sequence from prevSeq (≥ 1) to prevSeq+1, both or neither: an
+	// errs.Conflict when the sequence is no longer prevSeq.
+	RemoveCAAuthorities(ctx context.Context, trustDomain string, prevSeq int64, ids []string, at time.Time) error
 	InTx(ctx context.Context, fn func(ctx context.Context) error) error
 }
 

@@ -488,7 +488,7 @@ func (a *Async) finish(ctx context.Context, inv Invocation, res InvocationResult
 	if comp.TraceParent == "" {
 		comp.TraceParent = traceparent(ctx)
 	}
-	evs, err := CompletionEvents(comp)
+	recs, err := CompletionRecords(comp)
 	if err != nil {
 		a.log.ErrorContext(ctx, "build the events of a completed invocation", "invocation", inv.ID, "error", err)
 	}
@@ -500,13 +500,9 @@ func (a *Async) finish(ctx context.Context, inv Invocation, res InvocationResult
 			if err := a.st.CompleteInvocation(ctx, res); err != nil {
 				return err
 			}
-			for _, e := range evs {
-				rec, err := e.Outbox()
-				if err != nil {
-					return fmt.Errorf("outbox record for %s: %w", e.Type, err)
-				}
+			for _, rec := range recs {
 				if err := a.st.AddToOutbox(ctx, rec); err != nil {
-					return fmt.Errorf("enqueue %s: %w", e.Type, err)
+					return fmt.Errorf("enqueue %s: %w", rec.Type, err)
 				}
 			}
 			return nil
@@ -559,13 +555,9 @@ func (a *Async) drain() {
 
 // enqueue adds the event of p to the outbox in ctx's transaction.
 func (a *Async) enqueue(ctx context.Context, p events.Payload, now time.Time, tp string) error {
-	ev, err := events.New(p.EventType(), p.EventTenant(), p.EventSubject(), p, now, tp)
+	rec, err := events.NewRecord(p.EventType(), p.EventTenant(), p.EventSubject(), p, now, tp)
 	if err != nil {
 		return fmt.Errorf("build event %s: %w", p.EventType(), err)
-	}
-	rec, err := ev.Outbox()
-	if err != nil {
-		return fmt.Errorf("outbox record for %s: %w", p.EventType(), err)
 	}
 	if err := a.st.AddToOutbox(ctx, rec); err != nil {
 		return fmt.Errorf("enqueue %s: %w", p.EventType(), err)
@@ -573,10 +565,12 @@ func (a *Async) enqueue(ctx context.Context, p events.Payload, now time.Time, tp
 	return nil
 }
 
-// CompletionEvents returns the events of a finished call: nops.invocation.completed.v1 and
-// nops.billing.usage.v1 (source invocation), both timed at the call's end and joined to its
-// trace. The kernel records them for synchronous calls; Async writes them with the result.
-func CompletionEvents(c Completion) ([]events.Event, error) {
+// CompletionRecords returns the outbox records of the events of a finished call:
+// nops.invocation.completed.v1 and nops.billing.usage.v1 (source invocation), both timed at the
+// call's end and joined to its trace, built with events.NewRecord (the payloads are checked, the
+// encoding is not decoded again: every call pays for these). The kernel records them for
+// synchronous calls; Async writes them with the result.
+func CompletionRecords(c Completion) ([]events.OutboxRecord, error) {
 	start := c.StartedAt.UTC()
 	end := start.Add(c.Duration)
 	ms := float64(c.Duration) / float64(time.Millisecond)
@@ -590,13 +584,13 @@ func CompletionEvents(c Completion) ([]events.Event, error) {
 		RequestID: c.RequestID, Status: c.Status, RequestBytes: c.RequestBytes, ResponseBytes: c.ResponseBytes,
 		DurationMs: ms, StartedAt: start,
 	}
-	out := make([]events.Event, 0, 2)
+	out := make([]events.OutboxRecord, 0, 2)
 	for _, p := range []events.Payload{done, usage} {
-		e, err := events.New(p.EventType(), p.EventTenant(), p.EventSubject(), p, end, c.TraceParent)
+		r, err := events.NewRecord(p.EventType(), p.EventTenant(), p.EventSubject(), p, end, c.TraceParent)
 		if err != nil {
 			return nil, fmt.Errorf("event %s of invocation %s: %w", p.EventType(), c.InvocationID, err)
 		}
-		out = append(out, e)
+		out = append(out, r)
 	}
 	return out, nil
 }

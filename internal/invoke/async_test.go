@@ -532,15 +532,30 @@ func TestAsyncPurge(t *testing.T) {
 	w.waitStatus(t, waiting.ID, invoke.StatusPending) // not finished: kept
 }
 
-func TestCompletionEvents(t *testing.T) {
+// TestCompletionRecords: a completion's two records, read back as events.
+func TestCompletionRecords(t *testing.T) {
 	start := time.Date(2026, 3, 1, 12, 0, 0, 0, time.FixedZone("x", 3600))
-	evs, err := invoke.CompletionEvents(invoke.Completion{
+	recs, err := invoke.CompletionRecords(invoke.Completion{
 		InvocationID: "inv_1", Tenant: tenantID, Capability: "text.summarize", AgentID: "agt_1", RequestID: "req_1",
 		Status: 200, Outcome: invoke.OutcomeOK, Attempts: 2, RequestBytes: 3, ResponseBytes: 4, StartedAt: start,
 		Duration: 1500 * time.Microsecond, TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
 	})
-	if err != nil || len(evs) != 2 {
-		t.Fatalf("CompletionEvents: %v, %v", evs, err)
+	if err != nil || len(recs) != 2 {
+		t.Fatalf("CompletionRecords: %v, %v", recs, err)
+	}
+	var evs []events.Event
+	for _, r := range recs {
+		if err := r.Validate(); err != nil {
+			t.Errorf("record %s: %v", r.Type, err)
+		}
+		e, err := events.Parse(r.Payload)
+		if err != nil {
+			t.Fatalf("record %s does not parse: %v", r.Type, err)
+		}
+		if e.ID != r.ID || e.Type != r.Type || e.Tenant != r.Tenant || e.Subject != r.Subject || !e.Time.Equal(r.CreatedAt) {
+			t.Errorf("record %+v disagrees with its event %+v", r, e)
+		}
+		evs = append(evs, e)
 	}
 	if evs[0].Type != events.TypeInvocationCompleted || evs[1].Type != events.TypeBillingUsage {
 		t.Fatalf("types %s, %s", evs[0].Type, evs[1].Type)
@@ -554,8 +569,12 @@ func TestCompletionEvents(t *testing.T) {
 	if c := p.(events.InvocationCompleted); c.DurationMs != 1.5 || c.Async || c.Attempts != 2 || !c.StartedAt.Equal(start) || c.StartedAt.Location() != time.UTC {
 		t.Errorf("completed %+v", c)
 	}
-	if _, err := invoke.CompletionEvents(invoke.Completion{Tenant: tenantID}); err == nil {
-		t.Error("an incomplete completion made events")
+	p, _ = evs[1].Payload()
+	if u := p.(events.BillingUsage); u.Source != events.UsageSourceInvocation || u.AgentID != "agt_1" || u.ResponseBytes != 4 || u.DurationMs != 1.5 {
+		t.Errorf("usage %+v", u)
+	}
+	if _, err := invoke.CompletionRecords(invoke.Completion{Tenant: tenantID}); err == nil {
+		t.Error("an incomplete completion made records")
 	}
 }
 

@@ -144,9 +144,12 @@ type Completion struct {
 
 // Deps are the Service's collaborators. Agents and Transport are required.
 type Deps struct {
-	Agents    Agents
-	Routes    Routes            // nil: no routing tables (every agent weight 1)
-	Transport http.RoundTripper // egress.NewTransport: checked dials, no proxy
+	Agents Agents
+	Routes Routes // nil: no routing tables (every agent weight 1)
+	// Transport carries calls to agents: egress.NewAgentTransport (checked dials, no proxy, mTLS
+	// with the kernel's SVID to https endpoints). Each request's context names its agent
+	// (egress.WithAgent), so the transport can check the SPIFFE ID the agent presents.
+	Transport http.RoundTripper
 	Logger    *slog.Logger
 	Meter     metric.Meter
 	// Propagator injects the call's trace context into the request to the agent.
@@ -351,6 +354,14 @@ func (s *Service) relay(w http.ResponseWriter, resp *http.Response) (int64, erro
 			}
 		}
 		if rerr == io.EOF {
+			if !flush {
+				// The whole answer is written: send it now, not when the handler returns, so
+				// that the caller does not wait for the call's accounting (complete) and the
+				// middleware's. A failure here is the caller's connection, not the agent's.
+				if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+					s.log.Debug("flush the answer to the caller", "error", err)
+				}
+			}
 			return n, nil
 		}
 		if rerr != nil {
@@ -533,11 +544,16 @@ func (c *call) finalError(err error) error {
 	return errs.Wrap(errs.BadGateway, err, "the agent call failed")
 }
 
-// pick chooses an agent not tried yet, with a free breaker and bulkhead permit.
-func (c *call) pick() (*attempt, error) {
+// pick chooses an agent not tried yet, with a free breaker and bulkhead permit, and begins the
+// attempt of the given kind on it. The attempt is complete when end can see it (c.attempts,
+// under c.mu): a hedge picked as the call ends must not have end release it before it began.
+func (c *call) pick(kind string) (*attempt, error) {
 	s := c.s
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.ended {
+		return nil, context.Canceled // a hedge or retry due after the call ended
+	}
 	skip := func(id string) bool { return c.tried[id] }
 	for _, tier := range c.tiers {
 		for {
@@ -568,7 +584,8 @@ func (c *call) pick() (*attempt, error) {
 				c.note(errs.New(errs.Unavailable, "the circuit breaker of every eligible agent is open"))
 				continue
 			}
-			a := &attempt{c: c, agent: c.agents[cand.AgentID], cand: cand, guard: g}
+			a := &attempt{c: c, agent: c.agents[cand.AgentID], cand: cand, guard: g, kind: kind, bal: s.bal.Begin(cand)}
+			s.m.inFlight(c.req.TenantID, c.req.Capability, a.agent.ID, 1)
 			c.attempts = append(c.attempts, a)
 			return a, nil
 		}
@@ -627,15 +644,12 @@ func (c *call) attempt(exec failsafe.Execution[*attempt]) (*attempt, error) {
 		}
 		return nil, err // not retryable: ends the call with the last failure
 	}
-	a, err := c.pick()
+	a, err := c.pick(kind)
 	if err != nil {
 		return nil, err
 	}
-	a.kind = kind
 	c.nAttempt.Add(1)
 	s.m.attempt(c.req.TenantID, c.req.Capability, a.agent.ID, kind)
-	a.bal = s.bal.Begin(a.cand)
-	s.m.inFlight(c.req.TenantID, c.req.Capability, a.agent.ID, 1)
 	return a.send(exec)
 }
 
@@ -652,7 +666,8 @@ func (a *attempt) send(exec failsafe.Execution[*attempt]) (*attempt, error) {
 		return nil, errs.Wrap(errs.BadGateway, err, "the agent's endpoint is not a valid URL")
 	}
 	actx, cancel := context.WithCancel(c.ctx)
-	req, err := http.NewRequestWithContext(actx, http.MethodPost, target, bytes.NewReader(c.req.Body))
+	// The agent in the context tells the egress transport which SPIFFE ID an https agent must present.
+	req, err := http.NewRequestWithContext(egress.WithAgent(actx, a.agent.TenantID, a.agent.ID), http.MethodPost, target, bytes.NewReader(c.req.Body))
 	if err != nil {
 		cancel()
 		a.finish(0, err)
@@ -678,19 +693,26 @@ func (a *attempt) send(exec failsafe.Execution[*attempt]) (*attempt, error) {
 	// The attempt's own timeout covers the wait for the response headers only: once they are
 	// here the call is committed to this agent and only the call's deadline applies.
 	var timedOut atomic.Bool
-	headers := make(chan struct{})
 	timer := time.AfterFunc(min(s.cfg.AttemptTimeout, remaining), func() { timedOut.Store(true); cancel() })
-	go func() {
-		select {
-		case <-exec.Canceled(): // a hedge that lost, or the execution ended
-			cancel()
-		case <-headers:
-		}
-	}()
+	var headers chan struct{}
+	if c.hedgeDelay() > 0 {
+		// A hedged execution cancels the attempts that lost. Without hedging nothing cancels an
+		// attempt but the call's context, which actx derives from: no watcher is needed.
+		headers = make(chan struct{})
+		go func() {
+			select {
+			case <-exec.Canceled(): // a hedge that lost, or the execution ended
+				cancel()
+			case <-headers:
+			}
+		}()
+	}
 	a.sent = s.now()
 	resp, err := s.client.Do(req)
 	timer.Stop()
-	close(headers)
+	if headers != nil {
+		close(headers)
+	}
 	a.ttfb = s.now().Sub(a.sent)
 
 	c.mu.Lock()
@@ -793,6 +815,9 @@ func neverSent(err error) bool {
 
 // transportReason names the failure without addresses.
 func transportReason(err error) string {
+	if r, ok := egress.IsTLSRefused(err); ok {
+		return "mTLS handshake refused (" + r.Reason + ")"
+	}
 	var op *net.OpError
 	switch {
 	case errors.As(err, &op) && op.Op == "dial":

@@ -454,3 +454,76 @@ func TestEgressRefusedIsReportedAndNeverDialled(t *testing.T) {
 		t.Errorf("completion %+v", rec.done)
 	}
 }
+
+// TestAnswerSentBeforeAccounting: an answer of known length reaches the caller as soon as its
+// last byte is relayed — before the call's accounting (OnComplete) and the handler's return,
+// not when the server flushes its buffer after the handler.
+func TestAnswerSentBeforeAccounting(t *testing.T) {
+	f := &fleet{}
+	f.add(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, `{"summary":"ok"}`)
+	}), "")
+	received := make(chan struct{})
+	s, _ := newService(t, f, invoke.Config{}, func(d *invoke.Deps) {
+		d.OnComplete = func(context.Context, invoke.Completion) {
+			select {
+			case <-received:
+			case <-time.After(30 * time.Second): // a guard against the deadlock, not a timing bound
+				t.Error("the answer had not reached the caller when the call was accounted")
+			}
+		}
+	})
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if err := s.Serve(r.Context(), w, invoke.Request{TenantID: tenantID, Capability: "text.summarize", Header: r.Header, Body: body}); err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}))
+	defer front.Close()
+	resp, err := http.Post(front.URL, "application/json", strings.NewReader(`{"text":"x"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	close(received)
+	if err != nil || string(b) != `{"summary":"ok"}` || resp.ContentLength != int64(len(b)) || len(resp.TransferEncoding) != 0 {
+		t.Errorf("answer %q (%v), length %d, transfer encoding %v", b, err, resp.ContentLength, resp.TransferEncoding)
+	}
+}
+
+// TestHedgesAtTheCallsEndLeaveNothingInFlight: hedges that start as their call ends — the first
+// attempt answering just as the hedge delay passes — are released whatever the order, so that
+// no agent keeps an attempt in flight in the balancer (which would skew its choices) and no
+// attempt races with the call's end (-race).
+func TestHedgesAtTheCallsEndLeaveNothingInFlight(t *testing.T) {
+	f := &fleet{}
+	agent := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(time.Millisecond) // the agent's service time: about the hedge delay
+	})
+	a, _ := f.add(t, agent, "")
+	b, _ := f.add(t, agent, "")
+	rt := &routing.Route{Targets: []routing.Target{{AgentID: a, Weight: 1}, {AgentID: b, Weight: 1}},
+		Retryable: true, Hedge: &routing.Hedge{DelayMs: 1, MaxExtra: 1}}
+	s, _ := newService(t, f, invoke.Config{}, func(d *invoke.Deps) { d.Routes = routes{rt} })
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 100 {
+				if w := call(t, s, `{}`); w.Code != 200 {
+					t.Errorf("call: %d %s", w.Code, w.Body)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	// A hedge that lost may still be finishing: wait for it, up to a deadline.
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Balancer().InFlight(a)+s.Balancer().InFlight(b) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("attempts left in flight: %d at %s, %d at %s", s.Balancer().InFlight(a), a, s.Balancer().InFlight(b), b)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

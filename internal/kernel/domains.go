@@ -23,6 +23,8 @@ type domains struct {
 	control     *control.Control
 	keys        *apikey.Service
 	usage       *apikey.UsageRecorder
+	redigest    *apikey.Redigester // API keys verified under an older pepper, moved to the current one
+	secrets     *secretFiles       // the pepper and the key-encryption key, reloaded without a restart (secrets.go)
 	signer      *audit.Signer
 	verifierKey string
 	checkpoints *audit.Checkpointer
@@ -40,20 +42,27 @@ func buildDomains(cfg config.Config, st Store, enqueued func(), meter metric.Met
 	if err != nil {
 		return nil, fmt.Errorf("registry metrics: %w", err)
 	}
-	peppers, err := loadPeppers(cfg)
-	if err != nil {
+	if d.secrets, err = openSecretFiles(cfg, meter, logger); err != nil {
 		return nil, err
 	}
 	d.usage = apikey.NewUsageRecorder(st, apikey.UsageOptions{Interval: cfg.APIKeys.UsageFlush.D(), Logger: logger})
-	d.keys, err = apikey.NewService(st, peppers, time.Now, logger, apikey.Options{Usage: d.usage})
+	d.redigest = apikey.NewRedigester(st, apikey.RedigestOptions{Logger: logger})
+	d.keys, err = apikey.NewService(st, d.secrets.ring.Peppers, time.Now, logger, apikey.Options{Usage: d.usage, Redigest: d.redigest})
 	if err != nil {
 		return nil, fmt.Errorf("api key service: %w", err)
+	}
+	if err := d.secrets.attach(d.keys); err != nil {
+		return nil, fmt.Errorf("api key peppers: %w", err)
 	}
 	tenants, err := tenant.NewService(st, tenant.Config{})
 	if err != nil {
 		return nil, fmt.Errorf("tenant service: %w", err)
 	}
-	agents, err := registry.NewService(st, registry.Config{TTL: registry.TTLs{Stale: cfg.Registry.StaleAfter.D(), Zombie: cfg.Registry.ZombieAfter.D()}})
+	pol, err := egressPolicy(cfg)
+	if err != nil {
+		return nil, err
+	}
+	agents, err := registry.NewService(st, registry.Config{TTL: registry.TTLs{Stale: cfg.Registry.StaleAfter.D(), Zombie: cfg.Registry.ZombieAfter.D()}, Egress: pol})
 	if err != nil {
 		return nil, fmt.Errorf("registry service: %w", err)
 	}
@@ -75,22 +84,6 @@ func buildDomains(cfg config.Config, st Store, enqueued func(), meter metric.Met
 		return nil, fmt.Errorf("routing service: %w", err)
 	}
 	return d, nil
-}
-
-// loadPeppers returns the configured pepper, or the pepper file's (created on first start).
-func loadPeppers(cfg config.Config) (apikey.Peppers, error) {
-	if cfg.APIKeys.Pepper != "" {
-		p, err := apikey.PepperFromConfig(cfg.APIKeys.PepperVersion, cfg.APIKeys.Pepper)
-		if err != nil {
-			return apikey.Peppers{}, fmt.Errorf("api_keys.pepper: %w", err)
-		}
-		return apikey.NewPeppers(p)
-	}
-	ps, err := apikey.LoadOrCreatePepper(cfg.PepperFilePath())
-	if err != nil {
-		return apikey.Peppers{}, fmt.Errorf("api key pepper file: %w", err)
-	}
-	return ps, nil
 }
 
 // heartbeatWriters is how many group-commit transactions of heartbeats run at once: one on

@@ -18,6 +18,7 @@ import (
 	"github.com/nops-kernel/nops/internal/control"
 	"github.com/nops-kernel/nops/internal/egress"
 	"github.com/nops-kernel/nops/internal/events"
+	"github.com/nops-kernel/nops/internal/identity"
 	"github.com/nops-kernel/nops/internal/invoke"
 )
 
@@ -34,9 +35,10 @@ func egressPolicy(cfg config.Config) (egress.Policy, error) {
 	return egress.Policy{AllowLoopback: cfg.LoopbackAllowed(), AllowPrivate: cfg.Egress.AllowPrivate, Allow: allow, Deny: deny}, nil
 }
 
-// buildInvoke assembles the invoke engine: the safe egress transport, routing tables, balancer,
-// breakers and the invocation.completed and billing.usage events of completed calls.
-func buildInvoke(cfg config.Config, ctl *control.Control, routes invoke.Routes, usage *billing.Recorder, mp metric.MeterProvider, prop propagation.TextMapPropagator, logger *slog.Logger) (*invoke.Service, error) {
+// buildInvoke assembles the invoke engine: the safe egress transport (mTLS with the kernel's
+// SVID wid to https agents), routing tables, balancer, breakers and the invocation.completed and
+// billing.usage events of completed calls.
+func buildInvoke(cfg config.Config, ctl *control.Control, routes invoke.Routes, usage *billing.Recorder, wid identity.Source, mp metric.MeterProvider, prop propagation.TextMapPropagator, logger *slog.Logger) (*invoke.Service, error) {
 	pol, err := egressPolicy(cfg)
 	if err != nil {
 		return nil, err
@@ -46,10 +48,16 @@ func buildInvoke(cfg config.Config, ctl *control.Control, routes invoke.Routes, 
 	if !events.ValidKernelName(node) {
 		node = ""
 	}
-	transport := egress.NewTransport(pol, egress.TransportOptions{
-		MaxIdleConnsPerHost: 256,
-		IdleConnTimeout:     90 * time.Second,
+	transport, err := egress.NewAgentTransport(pol, wid, egress.AgentTransportOptions{
+		TransportOptions: egress.TransportOptions{
+			MaxIdleConnsPerHost: 256,
+			IdleConnTimeout:     90 * time.Second,
+		},
+		Meter: mp.Meter("nops/egress"),
 	})
+	if err != nil {
+		return nil, err
+	}
 	in := cfg.Invoke
 	return invoke.New(invoke.Config{
 		Timeout:        in.Timeout.D(),
@@ -97,12 +105,12 @@ func buildInvoke(cfg config.Config, ctl *control.Control, routes invoke.Routes, 
 			if c.Async {
 				return
 			}
-			evs, err := invoke.CompletionEvents(c)
+			recs, err := invoke.CompletionRecords(c)
 			if err != nil {
 				logger.ErrorContext(ctx, "events of a completed invocation", "invocation", c.InvocationID, "error", err)
 				return
 			}
-			usage.RecordEvents(evs...)
+			usage.RecordOutbox(recs...)
 		},
 	})
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/nops-kernel/nops/internal/idempotency/redisstore"
 	"github.com/nops-kernel/nops/internal/identity"
 	"github.com/nops-kernel/nops/internal/invoke"
+	"github.com/nops-kernel/nops/internal/mtls"
 	"github.com/nops-kernel/nops/internal/redisconn"
 	"github.com/nops-kernel/nops/internal/relay"
 	"github.com/nops-kernel/nops/internal/telemetry"
@@ -66,6 +67,12 @@ type Kernel struct {
 	ca     *identity.CA                // the built-in CA of workload identity
 	wid    identity.Source             // this kernel's own SVID and trust bundle
 	widRun func(context.Context) error // renews wid; nil when its provider renews by itself
+	tokens *token.Service              // access tokens; its keys rotate (the "signing keys" job reloads them)
+
+	// The mTLS listener (mtls.go); all nil when http.mtls_addr is empty.
+	mtls    *mtls.Server
+	mtlsLn  net.Listener
+	mtlsSrv *http.Server
 
 	bus       bus.Bus
 	idem      idempotency.Store // Idempotency-Key records: st, or Redis
@@ -178,10 +185,15 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 		HS256Secret: []byte(cfg.Auth.HS256Secret),
 		TTL:         cfg.Auth.TokenTTL.D(),
 		Leeway:      cfg.Auth.Leeway.D(),
+		// Rotation: a new key is published this long before it signs; replicas reload the keys
+		// (the "signing keys" job) at least that often.
+		PublishDelay:   cfg.Auth.KeyPublishDelay.D(),
+		ReloadInterval: cfg.Auth.KeyReloadInterval.D(),
 	}, k.logger)
 	if err != nil {
 		return nil, fmt.Errorf("token service: %w", err)
 	}
+	k.tokens = tokens
 	if err := auth.Bootstrap(ctx, st, cfg.Auth.BootstrapAdminPassword, opts.BcryptCost, opts.Out, k.logger, time.Now()); err != nil {
 		return nil, err
 	}
@@ -189,17 +201,29 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 	if err != nil {
 		return nil, err
 	}
+	k.dom.control.SigningKeys = tokens // rotated through control, audited (rotation.go there)
 	k.consumers = consumers.Kernel(st, consumerOptions(cfg, k.dom.control, k.logger))
 	if err := bus.RegisterGauges(k.tel.MeterProvider().Meter("nops/bus"), k.bus, func() []string { return consumerNames(k.consumers) }); err != nil {
 		return nil, fmt.Errorf("event bus gauges: %w", err)
 	}
-	perim, perimClosers, err := buildPerimeter(ctx, cfg, st, rc, k.dom.control, k.relay.Notify, k.tel.MeterProvider(), k.logger)
+	perim, perimClosers, err := buildPerimeter(ctx, cfg, st, rc, k.dom.control, k.dom.secrets.kek, k.relay.Notify, k.tel.MeterProvider(), k.logger)
 	k.closers = append(k.closers, perimClosers...)
 	if err != nil {
 		return nil, err
 	}
 	k.perim = perim
-	k.invoke, err = buildInvoke(cfg, k.dom.control, k.dom.routes, perim.usage, k.tel.MeterProvider(), k.tel.Propagator(), k.logger)
+	// The kernel's own SVID is built before the invoke engine: it presents it to https agents.
+	identityAPI, err := k.buildWorkloadIdentity(ctx, cfg, st) // the built-in CA, or SPIRE (identity.go)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.HTTP.MTLSAddr != "" {
+		if k.mtls, err = buildMTLSServer(ctx, cfg, k.wid, st, k.tel.MeterProvider(), k.logger); err != nil {
+			return nil, fmt.Errorf("mtls listener: %w", err)
+		}
+		k.closers = append(k.closers, k.mtls.Close)
+	}
+	k.invoke, err = buildInvoke(cfg, k.dom.control, k.dom.routes, perim.usage, k.wid, k.tel.MeterProvider(), k.tel.Propagator(), k.logger)
 	if err != nil {
 		return nil, fmt.Errorf("invoke: %w", err)
 	}
@@ -207,15 +231,6 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 		return nil, fmt.Errorf("async invocations: %w", err)
 	}
 	k.consumers = append(k.consumers, asyncConsumer(consumerOptions(cfg, k.dom.control, k.logger), k.async))
-	if k.ca, err = buildIdentity(ctx, cfg, st, k.tel.MeterProvider(), k.logger); err != nil {
-		return nil, fmt.Errorf("identity ca: %w", err)
-	}
-	ks, err := buildWorkloadSource(cfg, k.ca, k.logger)
-	if err != nil {
-		return nil, fmt.Errorf("kernel svid: %w", err)
-	}
-	k.wid = ks
-	k.widRun = func(ctx context.Context) error { return ks.Run(ctx, time.Second) }
 	logins, err := auth.New(st, tokens, auth.Options{Logger: k.logger, Meter: k.tel.MeterProvider().Meter("nops/auth"), BcryptCost: opts.BcryptCost, APIKeys: k.dom.keys})
 	if err != nil {
 		return nil, fmt.Errorf("login service: %w", err)
@@ -236,7 +251,10 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 		AuditKey:    k.dom.verifierKey,
 		Idempotency: k.idem,
 		Invoke:      invoker{k.invoke, k.async},
-		Identity:    k.ca,
+		Identity:    identityAPI,
+		Revocations: st,
+		Revoker:     k.revoker(),
+		Secrets:     k.dom.secrets.source(st),
 		Bus:         k.bus,
 		EventStats:  st,
 		Consumers:   consumerNames(k.consumers),
@@ -314,6 +332,11 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 			ErrorLog:          k.srv.ErrorLog,
 		}
 	}
+	if cfg.HTTP.MTLSAddr != "" {
+		if err := k.listenMTLS(cfg, handler); err != nil {
+			return nil, err
+		}
+	}
 	return k, nil
 }
 
@@ -332,12 +355,17 @@ func (k *Kernel) GatewayAddr() string {
 func (k *Kernel) Bus() bus.Bus { return k.bus }
 
 // Reload re-reads what can change without a restart: the TLS certificate and key files (a
-// no-op on plain HTTP). A broken new pair is refused and the old one keeps serving.
+// no-op on plain HTTP), the API-key pepper file and the key-encryption key file. A broken file
+// is refused and what it would replace keeps serving; the error names it.
 func (k *Kernel) Reload(ctx context.Context) error {
-	if k.perim == nil || k.perim.tls == nil {
-		return nil
+	var secretsErr error // the pepper and key-encryption key files (secrets.go)
+	if k.dom != nil {
+		secretsErr = k.dom.secrets.reload()
 	}
-	return k.perim.tls.Reload(ctx)
+	if k.perim == nil || k.perim.tls == nil {
+		return secretsErr
+	}
+	return errors.Join(secretsErr, k.perim.tls.Reload(ctx))
 }
 
 // Addr returns the address the HTTP API listens on.
@@ -356,12 +384,12 @@ func (k *Kernel) Run(ctx context.Context) error {
 		"registry sweep":    k.sweepLoop,
 		"audit checkpoints": k.checkpointLoop,
 		"api key usage":     k.dom.usage.Run,
+		"api key re-digest": k.dom.redigest.Run,
 		"heartbeats": func(ctx context.Context) error {
 			return k.dom.control.RunHeartbeats(ctx, heartbeatWriters(k.cfg))
 		},
 		"outbox relay":      k.relay.Run,
 		"async invocations": k.async.Run,
-		"identity ca":       k.ca.Run,
 		"idempotency purge": func(ctx context.Context) error {
 			return idempotency.RunPurger(ctx, k.idem, idempotency.PurgeOptions{Logger: k.logger})
 		},
@@ -369,10 +397,18 @@ func (k *Kernel) Run(ctx context.Context) error {
 			return runConsumers(ctx, k.bus, k.consumers, k.cfg.HTTP.ShutdownTimeout.D(), k.logger)
 		},
 	}
+	if k.ca != nil { // nil in SPIRE mode
+		jobs["identity ca"] = k.ca.Run
+	}
+	jobs["signing keys"] = k.tokens.Run // keys rotated on other replicas, retirements
 	if k.widRun != nil {
 		jobs["kernel svid"] = k.widRun
 	}
+	if k.mtls != nil {
+		jobs["mtls revocations"] = k.mtls.Run
+	}
 	maps.Copy(jobs, k.perim.jobs(k.cfg))
+	maps.Copy(jobs, k.dom.secrets.jobs(k.cfg)) // reloads of the pepper and key-encryption key files
 	for name, job := range jobs {
 		wg.Go(func() {
 			if err := job(bg); err != nil && bg.Err() == nil {
@@ -390,6 +426,9 @@ func (k *Kernel) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	if k.mtlsSrv != nil {
+		go k.serveMTLS(ctx)
+	}
 	var serveErr error
 	select {
 	case serveErr = <-errc:
@@ -402,6 +441,11 @@ func (k *Kernel) Run(ctx context.Context) error {
 		if k.gwSrv != nil {
 			if err := k.gwSrv.Shutdown(sctx); err != nil {
 				_ = k.gwSrv.Close()
+			}
+		}
+		if k.mtlsSrv != nil {
+			if err := k.mtlsSrv.Shutdown(sctx); err != nil {
+				_ = k.mtlsSrv.Close()
 			}
 		}
 		if err := k.srv.Shutdown(sctx); err != nil {
@@ -429,6 +473,9 @@ func (k *Kernel) Close() error {
 		}
 		if k.gwSrv != nil {
 			_ = k.gwSrv.Close()
+		}
+		if k.mtlsSrv != nil {
+			_ = k.mtlsSrv.Close()
 		}
 		var errsList []error
 		for i := len(k.closers) - 1; i >= 0; i-- {

@@ -66,7 +66,7 @@ func (p *edge) onGatewayUsage(u httpapi.GatewayUsage) {
 
 // buildPerimeter builds the perimeter's parts and hands the managed ones (overrides, policies)
 // to ctl, whose audited use cases change them. rc may be nil (counters in memory).
-func buildPerimeter(ctx context.Context, cfg config.Config, st Store, rc *redis.Client, ctl *control.Control, enqueued func(), mp metric.MeterProvider, logger *slog.Logger) (*edge, []func() error, error) {
+func buildPerimeter(ctx context.Context, cfg config.Config, st Store, rc *redis.Client, ctl *control.Control, kek *sealbox.FileKeyring, enqueued func(), mp metric.MeterProvider, logger *slog.Logger) (*edge, []func() error, error) {
 	p := &edge{}
 	var closers []func() error
 	var err error
@@ -114,23 +114,21 @@ func buildPerimeter(ctx context.Context, cfg config.Config, st Store, rc *redis.
 	}
 	ctl.Policies = svc
 
-	box, err := sealbox.LoadOrCreateFile(cfg.KEKPath())
-	if err != nil {
-		return nil, closers, fmt.Errorf("signing.kek_file: %w", err)
-	}
-	keys, err := reqsig.NewKeys(st, box, reqsig.KeysOptions{Logger: logger, CacheTTL: cfg.Signing.CacheTTL.D()})
+	// HMAC secrets are sealed with signing.kek_file, reloaded when it changes (secrets.go).
+	keys, err := reqsig.NewKeys(st, kek, reqsig.KeysOptions{Logger: logger, CacheTTL: cfg.Signing.CacheTTL.D()})
 	if err != nil {
 		return nil, closers, fmt.Errorf("request-signing keys: %w", err)
 	}
 	ctl.RequestKeys = keys
 	var nonces reqsig.NonceStore = st
+	durability := reqsig.Durability(cfg.Signing.NonceDurability) // of the database store only
 	if cfg.Signing.NonceStore == "redis" || (cfg.Signing.NonceStore == "auto" && rc != nil) {
-		nonces = redisnonce.New(rc, cfg.Bus.Namespace+":nonce:")
+		nonces, durability = redisnonce.New(rc, cfg.Bus.Namespace+":nonce:"), ""
 	} else {
 		p.nonces = st
 	}
 	if p.signatures, err = reqsig.NewVerifier(keys, nonces, reqsig.Config{
-		MaxSkew: cfg.Signing.MaxSkew.D(), Scheme: cfg.Signing.Scheme, Logger: logger, MeterProvider: mp,
+		MaxSkew: cfg.Signing.MaxSkew.D(), Scheme: cfg.Signing.Scheme, NonceDurability: durability, Logger: logger, MeterProvider: mp,
 	}); err != nil {
 		return nil, closers, fmt.Errorf("request signatures: %w", err)
 	}

@@ -10,10 +10,12 @@ import (
 	"github.com/nops-kernel/nops/internal/audit"
 	"github.com/nops-kernel/nops/internal/config"
 	"github.com/nops-kernel/nops/internal/consumers"
+	"github.com/nops-kernel/nops/internal/control"
 	"github.com/nops-kernel/nops/internal/events"
 	"github.com/nops-kernel/nops/internal/idempotency"
 	"github.com/nops-kernel/nops/internal/identity"
 	"github.com/nops-kernel/nops/internal/invoke"
+	"github.com/nops-kernel/nops/internal/mtls"
 	"github.com/nops-kernel/nops/internal/perimeter"
 	"github.com/nops-kernel/nops/internal/policy"
 	"github.com/nops-kernel/nops/internal/ratelimit"
@@ -52,6 +54,10 @@ type Store interface {
 	routing.Store
 	invoke.AsyncStore
 	identity.Store
+	apikey.RedigestStore // API keys moved to the current pepper (secrets.go)
+	control.SecretsStore // digests and sealed values counted by version, rewraps (secrets.go)
+	mtls.RevocationStore // the mTLS listener's revocation list
+	identity.RevocationStore
 	AuditRecords(ctx context.Context, tree string, f store.AuditFilter) ([]audit.Entry, error)
 	InTx(ctx context.Context, fn func(ctx context.Context) error) error
 	Ping(ctx context.Context) error

@@ -2,9 +2,9 @@ package ratelimit
 
 import (
 	"math"
+	"strconv"
+	"strings"
 	"time"
-
-	"github.com/dunglas/httpsfv"
 )
 
 // Headers renders a decision as the RateLimit and RateLimit-Policy fields of
@@ -21,26 +21,39 @@ func Headers(d Decision) (rateLimit, rateLimitPolicy string) {
 	if d.Rule == "" || d.Limit <= 0 || d.Period <= 0 {
 		return "", ""
 	}
-	policy := httpsfv.NewParams()
-	policy.Add("q", int64(d.Limit))
-	policy.Add("w", seconds(d.Period))
-	state := httpsfv.NewParams()
+	name, ok := sfString(d.Rule)
+	if !ok { // a rule name that is no SF String; Config.Validate refuses those
+		return "", ""
+	}
+	// Written out rather than through httpsfv: they are on every limited response, and an SF
+	// List of one String Item with Integer parameters is this much (TestHeaders parses them back).
+	r, t := int64(0), int64(ceilSecond(d.RetryAfter)/time.Second)
 	if d.Allowed {
-		state.Add("r", int64(max(d.Remaining, 0)))
-		state.Add("t", seconds(d.Reset))
-	} else {
-		state.Add("r", int64(0))
-		state.Add("t", int64(ceilSecond(d.RetryAfter)/time.Second))
+		r, t = int64(max(d.Remaining, 0)), seconds(d.Reset)
 	}
-	p, err := httpsfv.Marshal(httpsfv.List{httpsfv.Item{Value: d.Rule, Params: policy}})
-	if err != nil { // a rule name that is no SF String; Config.Validate refuses those
-		return "", ""
+	rateLimit = name + ";r=" + strconv.FormatInt(r, 10) + ";t=" + strconv.FormatInt(t, 10)
+	rateLimitPolicy = name + ";q=" + strconv.FormatInt(int64(d.Limit), 10) + ";w=" + strconv.FormatInt(seconds(d.Period), 10)
+	return rateLimit, rateLimitPolicy
+}
+
+// sfString renders s as an RFC 9651 String (printable ASCII, with " and \ escaped), or reports
+// that it is none.
+func sfString(s string) (string, bool) {
+	var b strings.Builder
+	b.Grow(len(s) + 2)
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c < 0x20 || c > 0x7e:
+			return "", false
+		case c == '"' || c == '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteByte(c)
 	}
-	s, err := httpsfv.Marshal(httpsfv.List{httpsfv.Item{Value: d.Rule, Params: state}})
-	if err != nil {
-		return "", ""
-	}
-	return s, p
+	b.WriteByte('"')
+	return b.String(), true
 }
 
 // seconds rounds d up to whole seconds.

@@ -26,6 +26,11 @@ func TestHeaders(t *testing.T) {
 		{"sub-second period rounds up", ratelimit.Decision{Allowed: true, Rule: "r", Limit: 1, Period: 1500 * time.Millisecond, Remaining: 0, Reset: 1500 * time.Millisecond},
 			`"r";r=0;t=2`, `"r";q=1;w=2`, 0},
 		{"no rule: no fields", ratelimit.Decision{Allowed: true}, "", "", 0},
+		{"quote and backslash escaped", ratelimit.Decision{Allowed: true, Rule: `a"b\c`, Limit: 5, Period: time.Second, Remaining: 4, Reset: time.Second},
+			`"a\"b\\c";r=4;t=1`, `"a\"b\\c";q=5;w=1`, 0},
+		{"not an SF String: no fields", ratelimit.Decision{Allowed: true, Rule: "règle", Limit: 5, Period: time.Second}, "", "", 0},
+		{"negative remaining shown as 0", ratelimit.Decision{Allowed: true, Rule: "per_ip", Limit: 5, Period: time.Second, Remaining: -3, Reset: 2 * time.Second},
+			`"per_ip";r=0;t=2`, `"per_ip";q=5;w=1`, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -172,3 +172,31 @@ func gauge(t *testing.T, reader *sdkmetric.ManualReader, name string) int64 {
 	t.Fatalf("no metric %s", name)
 	return 0
 }
+
+// histCount returns how many values histogram name recorded over the data points whose
+// attributes include attrs.
+func histCount(t *testing.T, reader *sdkmetric.ManualReader, name string, attrs map[string]string) uint64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(t.Context(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var total uint64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != name {
+				continue
+			}
+		points:
+			for _, dp := range m.Data.(metricdata.Histogram[float64]).DataPoints {
+				for k, v := range attrs {
+					if got, ok := dp.Attributes.Value(attribute.Key(k)); !ok || got.AsString() != v {
+						continue points
+					}
+				}
+				total += dp.Count
+			}
+		}
+	}
+	return total
+}

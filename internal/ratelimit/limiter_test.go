@@ -424,3 +424,39 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("default per-IP rule %v, want 100/1m0s", d)
 	}
 }
+
+// TestLimiterCheckDuration: every check is timed, by stage and by the store that decided: the
+// memory store without Redis, Redis when it answers, memory again while it is down.
+func TestLimiterCheckDuration(t *testing.T) {
+	const name = "nops_ratelimit_check_duration_seconds"
+	mp, reader := meter(t)
+	l := newLimiter(t, ratelimit.Config{PerIP: rule(100), PerPrincipal: rule(100)}, ratelimit.Options{MeterProvider: mp})
+	l.CheckIP(t.Context(), ratelimit.Request{IP: ipA})
+	l.CheckIP(t.Context(), ratelimit.Request{IP: ipA})
+	l.CheckPrincipal(t.Context(), ratelimit.Request{IP: ipA, Tenant: "ten_a", Principal: "key_a"})
+	if got := histCount(t, reader, name, map[string]string{"stage": "ip", "store": "memory"}); got != 2 {
+		t.Errorf("ip checks in memory timed %d times, want 2", got)
+	}
+	if got := histCount(t, reader, name, map[string]string{"stage": "principal", "store": "memory"}); got != 1 {
+		t.Errorf("principal checks in memory timed %d times, want 1", got)
+	}
+
+	url, ns := services.RedisNamespace(t)
+	proxy := faultproxy.New(t, services.HostPort(t, url))
+	mp, reader = meter(t)
+	l = newLimiter(t, ratelimit.Config{PerIP: rule(100), RedisPrefix: ns + ":rl:", RedisTimeout: 5 * time.Second},
+		ratelimit.Options{Redis: openRedis(t, services.WithHost(t, url, proxy.Addr())), MeterProvider: mp})
+	if d := l.CheckIP(t.Context(), ratelimit.Request{IP: ipA}); d.Degraded {
+		t.Fatalf("with Redis up: %+v", d)
+	}
+	proxy.Cut()
+	if d := l.CheckIP(t.Context(), ratelimit.Request{IP: ipA}); !d.Degraded {
+		t.Fatalf("with Redis cut: %+v", d)
+	}
+	if got := histCount(t, reader, name, map[string]string{"stage": "ip", "store": "redis"}); got != 1 {
+		t.Errorf("ip checks decided by Redis timed %d times, want 1", got)
+	}
+	if got := histCount(t, reader, name, map[string]string{"stage": "ip", "store": "memory"}); got != 1 {
+		t.Errorf("ip checks decided locally while Redis was down timed %d times, want 1", got)
+	}
+}

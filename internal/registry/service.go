@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nops-kernel/nops/internal/egress"
 	"github.com/nops-kernel/nops/internal/errs"
 	"github.com/nops-kernel/nops/internal/tenant"
 )
@@ -39,6 +40,12 @@ type Config struct {
 	TTL         TTLs             // status decay; zero means DefaultTTLs()
 	Now         func() time.Time // the clock; nil means time.Now
 	MaxRoutable int              // most candidates Routable considers; 0 means DefaultMaxRoutable
+	// Egress is the policy endpoints are checked against at Register and Update
+	// (egress.Policy.ValidateEndpoint): an IP literal it refuses (metadata, link-local,
+	// multicast, and loopback or private when not opened) is a 400 naming body.endpoint. Host
+	// names are judged when dialled. The zero value is the production default, public addresses
+	// only; the kernel passes the configured policy.
+	Egress egress.Policy
 }
 
 // Service applies the registry rules over a Store. Create it with NewService.
@@ -47,6 +54,7 @@ type Service struct {
 	ttl         TTLs
 	now         func() time.Time
 	maxRoutable int
+	egress      egress.Policy
 }
 
 // Change is the outcome of Update: the agent before and after. Changed is false when the input
@@ -93,7 +101,7 @@ func NewService(store Store, cfg Config) (*Service, error) {
 	if cfg.MaxRoutable == 0 {
 		cfg.MaxRoutable = DefaultMaxRoutable
 	}
-	return &Service{store: store, ttl: cfg.TTL, now: cfg.Now, maxRoutable: cfg.MaxRoutable}, nil
+	return &Service{store: store, ttl: cfg.TTL, now: cfg.Now, maxRoutable: cfg.MaxRoutable, egress: cfg.Egress}, nil
 }
 
 // TTLs returns the TTLs the Service derives status with.
@@ -115,7 +123,7 @@ func (s *Service) Register(ctx context.Context, tenantID string, in AgentInput) 
 	if err := checkTenant(tenantID); err != nil {
 		return Agent{}, err
 	}
-	norm, err := in.Normalize()
+	norm, err := s.normalize(in)
 	if err != nil {
 		return Agent{}, err
 	}
@@ -143,6 +151,18 @@ func (s *Service) Register(ctx context.Context, tenantID string, in AgentInput) 
 		return Agent{}, fmt.Errorf("register agent %s: %w", a.Name, err)
 	}
 	return a, nil
+}
+
+// normalize validates in (Normalize) and checks its endpoint against the egress policy.
+func (s *Service) normalize(in AgentInput) (AgentInput, error) {
+	norm, err := in.Normalize()
+	if err != nil {
+		return AgentInput{}, err
+	}
+	if _, err := s.egress.ValidateEndpoint(norm.Endpoint); err != nil {
+		return AgentInput{}, errs.Field("body.endpoint", err.Error())
+	}
+	return norm, nil
 }
 
 // Get returns the tenant's agent with id, or an errs.NotFound.
@@ -278,7 +298,7 @@ func (s *Service) Update(ctx context.Context, tenantID, id, ifMatch string, in A
 	if strings.Trim(ifMatch, " \t") == "" {
 		return Change{}, preconditionRequired()
 	}
-	norm, err := in.Normalize()
+	norm, err := s.normalize(in)
 	if err != nil {
 		return Change{}, err
 	}

@@ -22,6 +22,9 @@ func TestTraceParent(t *testing.T) {
 		{"line break", `{"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0\n"}`, ""},
 		{"not JSON", `traceparent`, ""},
 		{"an array", `["traceparent"]`, ""},
+		{"events layout", `{"specversion":"1.0","id":"e","tenant":"t","traceparent":"` + tp + `","data":{"traceparent":"x"}}`, tp},
+		{"events layout, absent", `{"specversion":"1.0","id":"e","tenant":"t","data":{"traceparent":"` + tp + `"}}`, ""},
+		{"events layout, invalid", `{"specversion":"1.0","id":"e","traceparent":"00-0-0-01","data":{}}`, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

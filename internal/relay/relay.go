@@ -537,8 +537,15 @@ func (r *Relay) readBacklog(ctx context.Context) (events.Backlog, bool) {
 
 // traceParent returns the payload's top-level "traceparent" member when it is a W3C traceparent
 // of version 00, else "". It decodes that one member only, not the whole event: the payload was
-// validated when it was written, and tracing is best effort.
+// validated when it was written, and tracing is best effort. A payload in the layout the events
+// package writes (every record's) is not decoded at all.
 func traceParent(payload []byte) string {
+	if tp, ok := events.TraceParentAttr(payload); ok {
+		if !validTraceParent(tp) {
+			return ""
+		}
+		return tp
+	}
 	var v struct {
 		TraceParent string `json:"traceparent"`
 	}

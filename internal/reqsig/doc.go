@@ -60,7 +60,10 @@
 //     the previous one.
 //  8. The nonce is claimed for the key until created + MaxSkew + 1 s; a nonce already claimed is
 //     refused (nonce already used). Claiming last means forged or stale requests never fill the
-//     nonce store.
+//     nonce store. Verify waits for the claim; Begin returns once rules 1–7 passed, with a
+//     Pending whose Wait gives the claim's answer, so that the caller can go on meanwhile with
+//     work the claim's refusal can undo (internal/httpapi runs the rest of the perimeter and,
+//     for GET and HEAD, the handler, holding the response until Wait returns).
 //
 // A refusal is an errs.Unauthenticated error whose message names the failed check and never an
 // expected signature or digest; its cause is a *Refusal with a stable Code (RefusalCode) for
@@ -85,10 +88,13 @@
 //
 // # Concurrency
 //
-// Keys, Verifier, MemoryNonces and GroupCommitNonces are safe for concurrent use. A NonceStore
-// that runs transactions (TxRunner: the SQL stores) is wrapped by NewVerifier in
+// Keys, Verifier, Pending, MemoryNonces and GroupCommitNonces are safe for concurrent use. A
+// NonceStore that runs transactions (TxRunner: the SQL stores) is wrapped by NewVerifier in
 // GroupCommitNonces, so the claims of concurrent requests share one commit (one fsync) instead of
-// one each; a claim is accepted only once its transaction committed. Keys guards its cache with a
+// one each; a claim is accepted only once its transaction committed, with Config.NonceDurability
+// (DurabilityFull: flushed to disk; DurabilityProcess: committed without waiting for the flush,
+// through the store's NonceTxRunner). Begin claims on a goroutine of its own, which ends with
+// the claim. Keys guards its cache with a
 // mutex held only for map operations, never across I/O. Each NonceStore claims atomically
 // (SQL upsert, Redis SET NX), so of concurrent requests with one nonce exactly one is accepted,
 // on one replica or several sharing the store.

@@ -42,7 +42,7 @@ var gcNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 func queued(t *testing.T, f *txNonces, nonces []string) (g *GroupCommitNonces, release func() map[string][]claimResult) {
 	t.Helper()
 	f.hold = make(chan struct{})
-	g = NewGroupCommitNonces(f, f)
+	g = mustGroup(t, f, "")
 	var (
 		mu  sync.Mutex
 		res = map[string][]claimResult{}
@@ -152,7 +152,7 @@ func TestGroupCommitOneTransactionForWaitingClaims(t *testing.T) {
 		t.Fatalf("20 waiting claims took %d transactions, want 1", n)
 	}
 	// Alone, a claim needs no transaction.
-	g := NewGroupCommitNonces(f, f)
+	g := mustGroup(t, f, DurabilityFull)
 	if ok, err := g.ClaimNonce(t.Context(), "key_A", "alone", gcNow.Add(time.Minute), gcNow); !ok || err != nil {
 		t.Fatalf("lone claim: %v %v", ok, err)
 	}
@@ -193,6 +193,92 @@ func TestNewVerifierGroupsTransactionalStores(t *testing.T) {
 	}
 	if _, ok := v.nonces.(*MemoryNonces); !ok {
 		t.Fatalf("nonces of a store without transactions: %T, want it as given", v.nonces)
+	}
+}
+
+// mustGroup returns f's claims committed in groups with durability d.
+func mustGroup(t *testing.T, f TxRunner, d Durability) *GroupCommitNonces {
+	t.Helper()
+	g, err := NewGroupCommitNonces(f.(NonceStore), f, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// durableTxNonces is txNonces that also commits with a chosen durability, and records which.
+type durableTxNonces struct {
+	txNonces
+	mu   sync.Mutex
+	seen []Durability
+}
+
+func (f *durableTxNonces) InNonceTx(ctx context.Context, d Durability, fn func(context.Context) error) error {
+	f.mu.Lock()
+	f.seen = append(f.seen, d)
+	f.mu.Unlock()
+	return f.InTx(ctx, fn)
+}
+
+// TestGroupCommitDurability: under DurabilityProcess every commit, a lone claim's too, goes
+// through InNonceTx with that durability; under DurabilityFull the store's InTx is used and a
+// lone claim commits by itself, as before.
+func TestGroupCommitDurability(t *testing.T) {
+	f := &durableTxNonces{}
+	g := mustGroup(t, f, DurabilityProcess)
+	if g.Durability() != DurabilityProcess {
+		t.Fatalf("durability %q", g.Durability())
+	}
+	if ok, err := g.ClaimNonce(t.Context(), "key_A", "alone", gcNow.Add(time.Minute), gcNow); !ok || err != nil {
+		t.Fatalf("lone claim: %v %v", ok, err)
+	}
+	if ok, err := g.ClaimNonce(t.Context(), "key_A", "alone", gcNow.Add(time.Minute), gcNow); ok || err != nil {
+		t.Fatalf("second claim of one nonce: %v %v, want false", ok, err)
+	}
+	if len(f.seen) != 2 || f.seen[0] != DurabilityProcess || f.seen[1] != DurabilityProcess {
+		t.Fatalf("commits through InNonceTx: %v, want two with %s", f.seen, DurabilityProcess)
+	}
+
+	full := &durableTxNonces{}
+	g = mustGroup(t, full, "")
+	if g.Durability() != DurabilityFull {
+		t.Fatalf("default durability %q, want %s", g.Durability(), DurabilityFull)
+	}
+	if ok, err := g.ClaimNonce(t.Context(), "key_A", "alone", gcNow.Add(time.Minute), gcNow); !ok || err != nil {
+		t.Fatalf("lone claim: %v %v", ok, err)
+	}
+	if len(full.seen) != 0 || full.txs.Load() != 0 {
+		t.Fatalf("a lone claim under full durability: %v through InNonceTx, %d transactions; want none", full.seen, full.txs.Load())
+	}
+
+	// Process durability needs a store that can commit that way; unknown values are refused.
+	if _, err := NewGroupCommitNonces(&txNonces{}, &txNonces{}, DurabilityProcess); err == nil {
+		t.Fatal("process durability accepted on a store without InNonceTx")
+	}
+	if _, err := NewGroupCommitNonces(f, f, "fsync-sometimes"); err == nil {
+		t.Fatal("unknown durability accepted")
+	}
+}
+
+func TestNewVerifierDurability(t *testing.T) {
+	v, err := NewVerifier(fixedKeys{}, &durableTxNonces{}, Config{NonceDurability: DurabilityProcess})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, ok := v.nonces.(*GroupCommitNonces); !ok || g.Durability() != DurabilityProcess {
+		t.Fatalf("nonces %T, want *GroupCommitNonces with process durability", v.nonces)
+	}
+	for name, tc := range map[string]struct {
+		nonces NonceStore
+		d      Durability
+	}{
+		"process without transactions": {&MemoryNonces{}, DurabilityProcess},
+		"process without InNonceTx":    {&txNonces{}, DurabilityProcess},
+		"unknown":                      {&durableTxNonces{}, "sometimes"},
+	} {
+		if _, err := NewVerifier(fixedKeys{}, tc.nonces, Config{NonceDurability: tc.d}); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
 	}
 }
 

@@ -118,22 +118,77 @@ func replay(t testing.TB, r *http.Request, body []byte) (*http.Request, []byte) 
 
 // TestGroupCommitSQLite: concurrent claims on the SQLite store, grouped into shared
 // transactions, accept each nonce exactly once, and what they accepted is refused after a
-// restart.
+// restart, under either durability.
 func TestGroupCommitSQLite(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "nops.db")
-	st := openSQLite(t, path)
-	g := reqsig.NewGroupCommitNonces(st, st)
-	const claimers, nonces = 32, 8
+	for _, d := range []reqsig.Durability{reqsig.DurabilityFull, reqsig.DurabilityProcess} {
+		t.Run(string(d), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "nops.db")
+			st := openSQLite(t, path)
+			claimOnce(t, st, st, d)
+			if err := st.Close(); err != nil {
+				t.Fatal(err)
+			}
+			again := openSQLite(t, path)
+			claimedBefore(t, again, again, d)
+		})
+	}
+}
+
+// TestGroupCommitPostgresProcess: the same on PostgreSQL with process durability (commits with
+// synchronous_commit off), the restart being a new pool.
+func TestGroupCommitPostgresProcess(t *testing.T) {
+	url := services.Postgres(t)
+	open := func() *postgres.Store {
+		s, err := postgres.Open(t.Context(), postgres.Config{URL: url}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	st := open()
+	if err := st.MigrateUp(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	key := "key_" + reqsig.NewNonce() // of this test alone: the database is shared
+	claimOnceKey(t, st, st, reqsig.DurabilityProcess, key)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again := open()
+	claimedBeforeKey(t, again, again, reqsig.DurabilityProcess, key)
+}
+
+const groupClaimers, groupNonces = 32, 8
+
+func claimOnce(t *testing.T, st reqsig.NonceStore, tx reqsig.TxRunner, d reqsig.Durability) {
+	t.Helper()
+	claimOnceKey(t, st, tx, d, "key_A")
+}
+
+func claimedBefore(t *testing.T, st reqsig.NonceStore, tx reqsig.TxRunner, d reqsig.Durability) {
+	t.Helper()
+	claimedBeforeKey(t, st, tx, d, "key_A")
+}
+
+// claimOnceKey claims groupNonces nonces of key, each groupClaimers/groupNonces times
+// concurrently, and checks that each was accepted once.
+func claimOnceKey(t *testing.T, st reqsig.NonceStore, tx reqsig.TxRunner, d reqsig.Durability, key string) {
+	t.Helper()
+	g, err := reqsig.NewGroupCommitNonces(st, tx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var (
 		wg       sync.WaitGroup
-		accepted [nonces]atomic.Int64
+		accepted [groupNonces]atomic.Int64
 	)
-	for i := range claimers {
+	for i := range groupClaimers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n := i % nonces
-			ok, err := g.ClaimNonce(context.Background(), "key_A", fmt.Sprint("n", n), t0.Add(time.Minute), t0)
+			n := i % groupNonces
+			ok, err := g.ClaimNonce(context.Background(), key, fmt.Sprint("n", n), t0.Add(time.Minute), t0)
 			if err != nil {
 				t.Error(err)
 			}
@@ -143,18 +198,22 @@ func TestGroupCommitSQLite(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	for n := range nonces {
+	for n := range groupNonces {
 		if got := accepted[n].Load(); got != 1 {
-			t.Fatalf("nonce n%d claimed %d times concurrently: accepted %d times, want 1", n, claimers/nonces, got)
+			t.Fatalf("nonce n%d claimed %d times concurrently: accepted %d times, want 1", n, groupClaimers/groupNonces, got)
 		}
 	}
-	if err := st.Close(); err != nil {
+}
+
+// claimedBeforeKey checks that every nonce claimOnceKey accepted is refused.
+func claimedBeforeKey(t *testing.T, st reqsig.NonceStore, tx reqsig.TxRunner, d reqsig.Durability, key string) {
+	t.Helper()
+	g, err := reqsig.NewGroupCommitNonces(st, tx, d)
+	if err != nil {
 		t.Fatal(err)
 	}
-	again := openSQLite(t, path)
-	g = reqsig.NewGroupCommitNonces(again, again)
-	for n := range nonces {
-		if ok, err := g.ClaimNonce(context.Background(), "key_A", fmt.Sprint("n", n), t0.Add(time.Minute), t0); ok || err != nil {
+	for n := range groupNonces {
+		if ok, err := g.ClaimNonce(context.Background(), key, fmt.Sprint("n", n), t0.Add(time.Minute), t0); ok || err != nil {
 			t.Fatalf("nonce n%d after a restart: ok %v err %v", n, ok, err)
 		}
 	}

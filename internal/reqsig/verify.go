@@ -52,6 +52,11 @@ type Config struct {
 	InsecureSkipNonce    bool // accept a signature without nonce (a nonce present is still claimed)
 	InsecureSkipCoverage bool // do not require @method, @target-uri, content-digest, content-type
 
+	// NonceDurability is what an accepted claim survives when the nonce store is a database
+	// that implements NonceTxRunner (the SQL stores): "" or DurabilityFull, or
+	// DurabilityProcess. It must be "" or DurabilityFull for any other store.
+	NonceDurability Durability
+
 	Now           func() time.Time     // nil: time.Now
 	Logger        *slog.Logger         // refusals at Info, never key material; nil: discard
 	MeterProvider metric.MeterProvider // nil: no metrics
@@ -80,16 +85,19 @@ type Result struct {
 // Verifier checks RFC 9421 signatures of requests. Create it with NewVerifier; it is safe for
 // concurrent use.
 type Verifier struct {
-	keys    KeyLookup
-	nonces  NonceStore
-	cfg     Config
-	outcome metric.Int64Counter
+	keys       KeyLookup
+	nonces     NonceStore
+	cfg        Config
+	outcome    metric.Int64Counter
+	claimTime  metric.Float64Histogram
+	claimAttrs metric.MeasurementOption
 }
 
 // NewVerifier returns a Verifier looking keys up in keys and claiming nonces in nonces. A
 // nonces that is also a TxRunner (the SQL stores) has its claims committed in groups
-// (GroupCommitNonces): concurrent signed requests share one commit.
+// (GroupCommitNonces), with Config.NonceDurability: concurrent signed requests share one commit.
 func NewVerifier(keys KeyLookup, nonces NonceStore, cfg Config) (*Verifier, error) {
+	_, isTx := nonces.(TxRunner)
 	switch {
 	case keys == nil:
 		return nil, errors.New("new request verifier: nil key lookup")
@@ -99,6 +107,10 @@ func NewVerifier(keys KeyLookup, nonces NonceStore, cfg Config) (*Verifier, erro
 		return nil, errors.New("new request verifier: negative limit")
 	case cfg.Scheme != "" && cfg.Scheme != "http" && cfg.Scheme != "https":
 		return nil, fmt.Errorf("new request verifier: scheme %q is neither http nor https", cfg.Scheme)
+	case cfg.NonceDurability != "" && !cfg.NonceDurability.Valid():
+		return nil, fmt.Errorf("new request verifier: unknown nonce durability %q", cfg.NonceDurability)
+	case cfg.NonceDurability == DurabilityProcess && !isTx:
+		return nil, fmt.Errorf("new request verifier: nonce durability %s applies to a database nonce store, not %T", cfg.NonceDurability, nonces)
 	}
 	if cfg.MaxSkew == 0 {
 		cfg.MaxSkew = DefaultMaxSkew
@@ -125,10 +137,23 @@ func NewVerifier(keys KeyLookup, nonces NonceStore, cfg Config) (*Verifier, erro
 	if err != nil {
 		return nil, fmt.Errorf("new request verifier: %w", err)
 	}
-	if tx, ok := nonces.(TxRunner); ok {
-		nonces = NewGroupCommitNonces(nonces, tx)
+	claimTime, err := mp.Meter("github.com/nops-kernel/nops/internal/reqsig").Float64Histogram("nops.reqsig.nonce_claim.duration",
+		metric.WithUnit("s"),
+		metric.WithDescription("Time from the start of a nonce claim to its answer (for a database: the wait for the group commit and the commit itself), by store durability."),
+		metric.WithExplicitBucketBoundaries(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
+	if err != nil {
+		return nil, fmt.Errorf("new request verifier: %w", err)
 	}
-	return &Verifier{keys: keys, nonces: nonces, cfg: cfg, outcome: outcome}, nil
+	durability := "store"
+	if tx, ok := nonces.(TxRunner); ok {
+		g, err := NewGroupCommitNonces(nonces, tx, cfg.NonceDurability)
+		if err != nil {
+			return nil, fmt.Errorf("new request verifier: %w", err)
+		}
+		nonces, durability = g, string(g.Durability())
+	}
+	return &Verifier{keys: keys, nonces: nonces, cfg: cfg, outcome: outcome, claimTime: claimTime,
+		claimAttrs: metric.WithAttributeSet(attribute.NewSet(attribute.String("durability", durability)))}, nil
 }
 
 // Refusal codes: the machine-readable reason of a refusal (RefusalCode), for logs, metrics and
@@ -183,7 +208,69 @@ func refuse(code, format string, args ...any) error {
 // what was read before the failing check (for logs), never an accepted signature. See the package
 // documentation for the rules and their order.
 func (v *Verifier) Verify(ctx context.Context, r *http.Request, body []byte) (Result, error) {
-	res, err := v.verify(ctx, r, body)
+	res, claim, err := v.check(ctx, r, body)
+	if err == nil && claim != nil {
+		err = v.claim(ctx, claim)
+	}
+	v.record(ctx, res, err)
+	return res, err
+}
+
+// Pending is a signature whose checks passed and whose nonce claim may still be committing
+// (Begin). It is accepted only once Wait returns nil. Safe for concurrent use.
+type Pending struct {
+	res  Result
+	done chan struct{} // closed once err is final
+	err  error
+}
+
+// Result is what the signature says (key, tenant, agent, nonce), before its nonce claim is
+// known to have succeeded: nothing may be done on its strength that Wait's refusal could not
+// undo.
+func (p *Pending) Result() Result { return p.res }
+
+// Done is closed when Wait would return at once.
+func (p *Pending) Done() <-chan struct{} { return p.done }
+
+// Wait waits for the nonce claim and returns the verification's outcome, as Verify does: nil
+// once the claim committed, a refusal (CodeReplay) when the nonce was used before, an
+// errs.Unavailable error when the nonce store failed. It may be called any number of times.
+func (p *Pending) Wait() (Result, error) {
+	<-p.done
+	return p.res, p.err
+}
+
+// settled returns a Pending whose outcome is known.
+func settled(res Result, err error) *Pending {
+	p := &Pending{res: res, err: err, done: make(chan struct{})}
+	close(p.done)
+	return p
+}
+
+// Begin checks the signature of r as Verify does, and starts claiming its nonce without waiting
+// for the claim to commit: the caller may go on with work that the claim's refusal can undo
+// (checks, a read whose response it holds back), then calls Wait. An error is a refusal or
+// failure of the checks before the claim (the returned Pending holds what was read, for logs;
+// Wait returns the same error). The claim runs without ctx's cancellation (a claim started
+// completes, bounded by the store's own timeouts), and the verification's outcome is counted
+// and logged when it is known.
+func (v *Verifier) Begin(ctx context.Context, r *http.Request, body []byte) (*Pending, error) {
+	res, claim, err := v.check(ctx, r, body)
+	if err != nil || claim == nil {
+		v.record(ctx, res, err)
+		return settled(res, err), err
+	}
+	p := &Pending{res: res, done: make(chan struct{})}
+	go func() {
+		p.err = v.claim(context.WithoutCancel(ctx), claim)
+		v.record(ctx, p.res, p.err)
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// record counts and logs the outcome of one verification.
+func (v *Verifier) record(ctx context.Context, res Result, err error) {
 	outcome, code := "accepted", ""
 	switch {
 	case err == nil:
@@ -195,7 +282,6 @@ func (v *Verifier) Verify(ctx context.Context, r *http.Request, body []byte) (Re
 		v.cfg.Logger.ErrorContext(ctx, "request signature check failed", "key_id", res.KeyID, "error", err)
 	}
 	v.outcome.Add(ctx, 1, metric.WithAttributes(attribute.String("outcome", outcome), attribute.String("reason", code)))
-	return res, err
 }
 
 // signatureInput is the selected signature, with its parameters checked for type.
@@ -216,64 +302,79 @@ type signatureInput struct {
 	hasAlg     bool
 }
 
-func (v *Verifier) verify(ctx context.Context, r *http.Request, body []byte) (Result, error) {
+// pendingClaim is the nonce claim a checked signature still has to make.
+type pendingClaim struct {
+	keyID, nonce string
+	until, now   time.Time
+}
+
+// check runs every check of the signature but the nonce claim, which it returns (nil under
+// InsecureSkipNonce without a nonce).
+func (v *Verifier) check(ctx context.Context, r *http.Request, body []byte) (Result, *pendingClaim, error) {
 	in, err := v.parse(r)
 	if err != nil {
-		return Result{}, err
+		return Result{}, nil, err
 	}
 	res := Result{KeyID: in.keyID, Label: in.label, Nonce: in.nonce}
 	if err := v.checkParams(in); err != nil {
-		return res, err
+		return res, nil, err
 	}
 	if err := v.checkComponents(r, body, in); err != nil {
-		return res, err
+		return res, nil, err
 	}
 	now := v.cfg.Now()
 	created := time.Unix(in.created, 0).UTC()
 	res.Created = created
 	if err := v.checkTime(in, created, now); err != nil {
-		return res, err
+		return res, nil, err
 	}
 
 	m, err := v.keys.Lookup(ctx, in.keyID)
 	switch {
 	case errs.Is(err, errs.NotFound):
-		return res, refuse(CodeUnknownKey, "unknown keyid")
+		return res, nil, refuse(CodeUnknownKey, "unknown keyid")
 	case errs.As(err) != nil && errs.As(err).Code == errs.Internal:
-		return res, err // an unreadable sealed secret: the operator must act
+		return res, nil, err // an unreadable sealed secret: the operator must act
 	case err != nil:
-		return res, errs.Wrap(errs.Unavailable, err, "request keys are unavailable")
+		return res, nil, errs.Wrap(errs.Unavailable, err, "request keys are unavailable")
 	}
 	k := m.Key
 	res.TenantID, res.AgentID, res.Alg = k.TenantID, k.AgentID, k.Alg
 	switch {
 	case k.Revoked(now):
-		return res, refuse(CodeKeyRevoked, "key %s is revoked", k.ID)
+		return res, nil, refuse(CodeKeyRevoked, "key %s is revoked", k.ID)
 	case k.Expired(now):
-		return res, refuse(CodeKeyExpired, "key %s has expired", k.ID)
+		return res, nil, refuse(CodeKeyExpired, "key %s has expired", k.ID)
 	case in.hasAlg && in.alg != string(k.Alg):
-		return res, refuse(CodeAlgMismatch, "algorithm %s does not match key %s", in.alg, k.ID)
+		return res, nil, refuse(CodeAlgMismatch, "algorithm %s does not match key %s", in.alg, k.ID)
 	}
 
 	previous, err := v.checkSignature(ctx, r, body, in, m, now)
 	if err != nil {
-		return res, err
+		return res, nil, err
 	}
 	res.Previous = previous
 
-	if in.hasNonce {
-		// A replay is refused by the created check once created+MaxSkew has passed; until then
-		// the record refuses it. One second more covers created's truncation to seconds.
-		until := created.Add(v.cfg.MaxSkew + time.Second)
-		ok, err := v.nonces.ClaimNonce(ctx, k.ID, in.nonce, until, now)
-		if err != nil {
-			return res, errs.Wrap(errs.Unavailable, err, "the nonce store is unavailable")
-		}
-		if !ok {
-			return res, refuse(CodeReplay, "nonce already used")
-		}
+	if !in.hasNonce {
+		return res, nil, nil
 	}
-	return res, nil
+	// A replay is refused by the created check once created+MaxSkew has passed; until then the
+	// record refuses it. One second more covers created's truncation to seconds.
+	return res, &pendingClaim{keyID: k.ID, nonce: in.nonce, until: created.Add(v.cfg.MaxSkew + time.Second), now: now}, nil
+}
+
+// claim claims c's nonce: nil when it is accepted, a refusal when it was used before.
+func (v *Verifier) claim(ctx context.Context, c *pendingClaim) error {
+	start := time.Now()
+	ok, err := v.nonces.ClaimNonce(ctx, c.keyID, c.nonce, c.until, c.now)
+	v.claimTime.Record(ctx, time.Since(start).Seconds(), v.claimAttrs)
+	switch {
+	case err != nil:
+		return errs.Wrap(errs.Unavailable, err, "the nonce store is unavailable")
+	case !ok:
+		return refuse(CodeReplay, "nonce already used")
+	}
+	return nil
 }
 
 // parse reads both headers as RFC 9651 dictionaries (httpsfv), selects the signature to verify

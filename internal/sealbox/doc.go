@@ -37,7 +37,19 @@
 // the older ones keep opening. Replicas sharing a database must share the file's content.
 // Losing the file loses every secret sealed under it.
 //
+// # Staged rotation
+//
+// With several replicas a rotation is staged (docs/operations.md, "Rotating keys"): AddFile adds
+// a pending KEK (every replica that loads the file opens what it seals; nothing is sealed with it
+// yet), PromoteFile makes it current, Rewrap re-seals every stored value (Store, implemented by
+// the storage adapters) under the current KEK, and RetireFile removes an older KEK once
+// CheckRetire finds nothing sealed under it. The list's order is the order of introduction: a
+// key after the current one is pending (FileInfo). Updates take a flock on the file's directory
+// and replace the file atomically. A FileKeyring is a Keyring (a Box swapped atomically while in
+// use) that re-reads its file every interval and on Reload; a broken file keeps the keys in use.
+//
 // # Concurrency
 //
-// A Box is immutable after New and safe for concurrent use.
+// A Box is immutable after New and safe for concurrent use. A Keyring swaps whole Boxes
+// atomically; FileKeyring serialises its reloads with a mutex Seal and Open never take.
 package sealbox

@@ -55,14 +55,31 @@ func LoadOrCreateFile(path string) (*Box, error) {
 	return loadFile(path)
 }
 
-// RotateFile adds a generated KEK to the file at path and makes it current; the older ones stay
-// for opening. Its version is "k<n+1>", n being the largest number among versions "k<n>" already
-// there. The file is replaced atomically; the kernel reads it only when it starts.
+// RotateFile adds a generated KEK to the file at path and makes it current in one step (AddFile
+// then PromoteFile); the older ones stay for opening. Its version is "k<n+1>", n being the
+// largest number among versions "k<n>" already there. The file is replaced atomically. With
+// several replicas use the staged AddFile, PromoteFile and RetireFile instead (docs/operations.md,
+// "Rotating keys"): a replica that has not reloaded the file yet cannot open what the new KEK
+// sealed.
 func RotateFile(path string) (*Box, error) {
-	kf, err := readFile(path)
+	err := updateFile(path, func(kf *keyFile) error {
+		secret, err := generate()
+		if err != nil {
+			return err
+		}
+		version := nextVersion(kf)
+		kf.Keys = append(kf.Keys, fileKey{Version: version, Key: secret, CreatedAt: nowSecond()})
+		kf.Current = version
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
+	return loadFile(path)
+}
+
+// nextVersion returns "k<n+1>", n being the largest number among versions "k<n>" of kf.
+func nextVersion(kf *keyFile) string {
 	n := 0
 	for _, k := range kf.Keys {
 		if num, ok := strings.CutPrefix(k.Version, "k"); ok {
@@ -71,24 +88,11 @@ func RotateFile(path string) (*Box, error) {
 			}
 		}
 	}
-	secret, err := generate()
-	if err != nil {
-		return nil, err
-	}
-	version := "k" + strconv.Itoa(n+1)
-	kf.Keys = append(kf.Keys, fileKey{Version: version, Key: secret, CreatedAt: nowSecond()})
-	kf.Current = version
-	if _, err := kf.box(); err != nil {
-		return nil, fmt.Errorf("key file %s: %w", path, err)
-	}
-	if err := writeFile(path, kf, true); err != nil {
-		return nil, err
-	}
-	return loadFile(path)
+	return "k" + strconv.Itoa(n+1)
 }
 
 func loadFile(path string) (*Box, error) {
-	kf, err := readFile(path)
+	_, kf, err := readFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -101,40 +105,41 @@ func loadFile(path string) (*Box, error) {
 
 // readFile checks the permissions of the opened file (not of the path, which could be swapped
 // between a check and the open) and decodes it strictly.
-func readFile(path string) (keyFile, error) {
+// It returns the file's bytes with the decoded document.
+func readFile(path string) ([]byte, keyFile, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return keyFile{}, fmt.Errorf("open key file: %w", err)
+		return nil, keyFile{}, fmt.Errorf("open key file: %w", err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return keyFile{}, fmt.Errorf("stat key file %s: %w", path, err)
+		return nil, keyFile{}, fmt.Errorf("stat key file %s: %w", path, err)
 	}
 	if !fi.Mode().IsRegular() {
-		return keyFile{}, fmt.Errorf("key file %s is not a regular file", path)
+		return nil, keyFile{}, fmt.Errorf("key file %s is not a regular file", path)
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return keyFile{}, fmt.Errorf("key file %s has mode %04o: it must grant nothing to group or others (chmod 600)", path, perm)
+		return nil, keyFile{}, fmt.Errorf("key file %s has mode %04o: it must grant nothing to group or others (chmod 600)", path, perm)
 	}
 	raw, err := io.ReadAll(io.LimitReader(f, maxFile+1))
 	if err != nil {
-		return keyFile{}, fmt.Errorf("read key file %s: %w", path, err)
+		return nil, keyFile{}, fmt.Errorf("read key file %s: %w", path, err)
 	}
 	if len(raw) > maxFile {
-		return keyFile{}, fmt.Errorf("key file %s is larger than %d bytes", path, maxFile)
+		return nil, keyFile{}, fmt.Errorf("key file %s is larger than %d bytes", path, maxFile)
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	var kf keyFile
 	if err := dec.Decode(&kf); err != nil {
 		// json errors name offsets and types, never the content, so no key leaks here.
-		return keyFile{}, fmt.Errorf("decode key file %s: %w", path, err)
+		return nil, keyFile{}, fmt.Errorf("decode key file %s: %w", path, err)
 	}
 	if dec.More() {
-		return keyFile{}, fmt.Errorf("decode key file %s: data after the JSON document", path)
+		return nil, keyFile{}, fmt.Errorf("decode key file %s: data after the JSON document", path)
 	}
-	return kf, nil
+	return raw, kf, nil
 }
 
 func (kf keyFile) box() (*Box, error) {

@@ -9,13 +9,24 @@
 //
 // # Keys
 //
-// Signing keys live in a KeyStore shared by every replica. The active key for Config.Algorithm is
-// the oldest stored key of that algorithm (ties broken by ID); New generates and stores one when
-// there is none, then reloads, so replicas starting together converge on one key. Every stored key,
-// of any algorithm, stays usable for verification, so tokens signed before an algorithm change keep
-// verifying until they expire. An HS256 secret given in Config is used as is and never stored; its
-// kid is derived from it through HMAC so the kid reveals nothing about it. Symmetric keys are never
-// published by JWKS.
+// Signing keys live in a KeyStore shared by every replica. The signing key for Config.Algorithm is
+// chosen at each Issue from the loaded keys and the clock (signerAt): the oldest current key of
+// that algorithm already active (ties broken by ID). New generates and stores one when there is
+// none, then reloads, so replicas starting together converge on one key. Every stored key that is
+// not retired, of any algorithm, stays usable for verification, so tokens signed before an
+// algorithm change keep verifying until they expire. An HS256 secret given in Config is used as is
+// and never stored; its kid is derived from it through HMAC so the kid reveals nothing about it.
+// Symmetric keys are never published by JWKS.
+//
+// # Rotation
+//
+// Rotate stores a new key of the configured algorithm that activates PublishDelay later and
+// supersedes the current ones in the same transaction (KeyStore.RotateSigningKey, serialised with
+// other rotations). The new key is in the JWKS at once; every replica holds it before it signs,
+// because Run reloads every ReloadInterval ≤ PublishDelay; at its activation every replica switches
+// to it by its own clock. A superseded key signs until then, verifies until TTL + leeway after the
+// activation, when every token it signed has expired, and then retires: out of the JWKS and
+// refused from memory, without a reload. An HS256 secret from Config is not rotated here.
 //
 // # Verification
 //
@@ -31,7 +42,8 @@
 // A Service is safe for concurrent use. The keys are an immutable snapshot behind an atomic
 // pointer, so Issue, Verify and JWKS never lock. Reloads are serialised among themselves; the
 // rate-limit bookkeeping has its own mutex, never held during I/O, so a Verify whose unknown kid
-// does not win the reload slot never waits on the store. No goroutine is started.
+// does not win the reload slot never waits on the store. No goroutine is started but Run's, which
+// the caller (the kernel's "signing keys" job) runs.
 //
 // # Token identity
 //

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nops-kernel/nops/internal/errs"
 	"github.com/nops-kernel/nops/internal/token"
@@ -54,6 +55,40 @@ func (f *fakeStore) CreateSigningKey(ctx context.Context, k token.SigningKey) er
 		return hook(ctx)
 	}
 	return nil
+}
+
+func (f *fakeStore) RotateSigningKey(ctx context.Context, k token.SigningKey, overlap time.Duration) (token.SigningKey, []string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.createErr != nil {
+		return token.SigningKey{}, nil, f.createErr
+	}
+	if slices.ContainsFunc(f.keys, func(s token.SigningKey) bool { return s.ID == k.ID }) {
+		return token.SigningKey{}, nil, errs.New(errs.Conflict, "signing key %s exists", k.ID)
+	}
+	activation := func(s token.SigningKey) time.Time {
+		if s.ActivatesAt.IsZero() {
+			return s.CreatedAt
+		}
+		return s.ActivatesAt
+	}
+	var superseded []int
+	for i, s := range f.keys {
+		if s.Algorithm == k.Algorithm && s.RetiresAt.IsZero() {
+			superseded = append(superseded, i)
+			if a := activation(s); !k.ActivatesAt.After(a) {
+				k.ActivatesAt = a.Add(time.Microsecond)
+			}
+		}
+	}
+	var ids []string
+	for _, i := range superseded {
+		f.keys[i].RetiresAt = k.ActivatesAt.Add(overlap)
+		ids = append(ids, f.keys[i].ID)
+	}
+	k.Private = slices.Clone(k.Private)
+	f.keys = append(f.keys, k)
+	return k, ids, nil
 }
 
 func (f *fakeStore) SigningKeys(ctx context.Context) (keys []token.SigningKey, err error) {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math/big"
 	"slices"
+	"time"
 )
 
 // jwk is one public key in RFC 7517 form. Only public members exist here, so a private or
@@ -48,28 +49,42 @@ func publicJWK(k *key) (*jwk, error) {
 	return j, nil
 }
 
-// buildJWKS renders the key set document of every asymmetric key, oldest first.
-func buildJWKS(keys []*key) ([]byte, error) {
+// buildJWKS renders the key set document of every asymmetric key not retired at now, oldest
+// first, and returns the earliest retirement among them (zero when none retires): the document is
+// stale from then on.
+func buildJWKS(keys []*key, now time.Time) ([]byte, time.Time, error) {
 	doc := struct {
 		Keys []*jwk `json:"keys"`
 	}{Keys: []*jwk{}}
+	var until time.Time
 	for _, k := range keys {
-		if k.jwk != nil {
-			doc.Keys = append(doc.Keys, k.jwk)
+		if k.jwk == nil || !k.retiresAt.IsZero() && !now.Before(k.retiresAt) {
+			continue
+		}
+		doc.Keys = append(doc.Keys, k.jwk)
+		if !k.retiresAt.IsZero() && (until.IsZero() || k.retiresAt.Before(until)) {
+			until = k.retiresAt
 		}
 	}
 	b, err := json.Marshal(doc)
 	if err != nil {
-		return nil, fmt.Errorf("marshal jwks: %w", err)
+		return nil, time.Time{}, fmt.Errorf("marshal jwks: %w", err)
 	}
-	return b, nil
+	return b, until, nil
 }
 
-// JWKS returns the RFC 7517 JSON key set {"keys":[...]} of every stored asymmetric key, for
+// JWKS returns the RFC 7517 JSON key set {"keys":[...]} of every stored asymmetric key that is not
+// retired — pending keys of a rotation included, so verifiers learn them before they sign — for
 // GET /.well-known/jwks.json. Symmetric keys are never included. Keys added by other replicas
-// appear after a reload. The document is built at each reload, so this never does I/O and never
-// fails; ctx and the error let key sets that do I/O share the interface (httpapi.KeySet). The
-// returned slice is the caller's to keep or modify.
+// appear after a reload. The document is built at each reload (and again, without I/O, once a key
+// in it has retired), so this never does I/O and never fails; ctx and the error let key sets that
+// do I/O share the interface (httpapi.KeySet). The returned slice is the caller's to keep or
+// modify.
 func (s *Service) JWKS(context.Context) ([]byte, error) {
-	return slices.Clone(s.keys.Load().jwks), nil
+	set := s.keys.Load()
+	if now := s.cfg.Now(); !set.jwksUntil.IsZero() && !now.Before(set.jwksUntil) {
+		b, _, err := buildJWKS(set.ordered, now)
+		return b, err
+	}
+	return slices.Clone(set.jwks), nil
 }

@@ -44,18 +44,62 @@ type key struct {
 	id        string
 	alg       string
 	createdAt time.Time
-	method    jwt.SigningMethod
-	sign      any // ed25519.PrivateKey, *ecdsa.PrivateKey, *rsa.PrivateKey or []byte
-	verify    any // the public key, or the secret for HS256
-	parser    *jwt.Parser
-	jwk       *jwk // nil for symmetric keys, which are never published
+	// activatesAt is when the key starts signing (CreatedAt for keys stored without one);
+	// retiresAt, zero while the key is current, is when it stops verifying and leaves the JWKS.
+	activatesAt time.Time
+	retiresAt   time.Time
+	method      jwt.SigningMethod
+	sign        any // ed25519.PrivateKey, *ecdsa.PrivateKey, *rsa.PrivateKey or []byte
+	verify      any // the public key, or the secret for HS256
+	parser      *jwt.Parser
+	jwk         *jwk // nil for symmetric keys, which are never published
 }
 
 // keySet is an immutable snapshot of every usable key; a reload replaces it whole.
 type keySet struct {
-	byID   map[string]*key
-	active *key
-	jwks   []byte
+	byID map[string]*key // every key not retired when loaded, and the configured HS256 secret
+	// retired holds the IDs of keys already retired when loaded: refused without a reload.
+	retired map[string]bool
+	// signers are the keys of the configured algorithm that sign now or will (signerAt picks
+	// one); just the configured secret when there is one.
+	signers []*key
+	jwks    []byte
+	// jwksUntil is the earliest retirement among the keys in jwks (zero: none retires): from then
+	// on JWKS filters the document again until the next reload.
+	jwksUntil time.Time
+	ordered   []*key // byID's keys, oldest first
+}
+
+// signerAt returns the key that signs at now: the oldest current key (not superseded) already
+// active; else, while the successor of the superseded keys waits for its activation, the one of
+// them activated last and not yet retired; nil when there is neither.
+//
+// Why this is safe: a rotation moves the new key's activation past every key it supersedes
+// (KeyStore.RotateSigningKey), and retires them at that activation + token TTL + leeway. A
+// superseded key therefore signs only until its successor activates, and every token it signed
+// has expired (leeway included) by the time it retires. Replicas racing at first start each store
+// a current key; the oldest wins, so they converge on one at their next reload.
+func signerAt(keys []*key, now time.Time) *key {
+	var current, superseded *key
+	for _, k := range keys {
+		if now.Before(k.activatesAt) {
+			continue
+		}
+		if k.retiresAt.IsZero() {
+			if current == nil || olderKey(k, current) < 0 {
+				current = k
+			}
+			continue
+		}
+		if now.Before(k.retiresAt) && (superseded == nil || k.activatesAt.After(superseded.activatesAt) ||
+			k.activatesAt.Equal(superseded.activatesAt) && olderKey(k, superseded) > 0) {
+			superseded = k
+		}
+	}
+	if current != nil {
+		return current
+	}
+	return superseded
 }
 
 // validKID reports whether kid is a short identifier of letters, digits, '_' and '-'. It is
@@ -135,7 +179,8 @@ func parseStored(sk SigningKey) (*key, error) {
 	if !validKID(sk.ID) {
 		return nil, errors.New("id is not a valid kid")
 	}
-	k := &key{id: sk.ID, alg: sk.Algorithm, createdAt: sk.CreatedAt, method: methodFor(sk.Algorithm)}
+	k := &key{id: sk.ID, alg: sk.Algorithm, createdAt: sk.CreatedAt, activatesAt: sk.activation(), retiresAt: sk.RetiresAt,
+		method: methodFor(sk.Algorithm)}
 	if k.method == nil {
 		return nil, fmt.Errorf("unsupported algorithm %q", sk.Algorithm)
 	}

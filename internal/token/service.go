@@ -48,7 +48,19 @@ type Config struct {
 	TTL         time.Duration    // lifetime of issued tokens
 	Leeway      time.Duration    // clock skew tolerated on exp, nbf and iat; 0..60s
 	Now         func() time.Time // the clock; nil means time.Now
+	// PublishDelay is how long a key made by Rotate is published in the JWKS before it signs, so
+	// that every replica (reloading every ReloadInterval) and every verifier caching the JWKS holds
+	// it before the first token it signs; at least ReloadInterval. 0: DefaultPublishDelay.
+	PublishDelay time.Duration
+	// ReloadInterval is how often Run reloads the keys from the store. 0: DefaultReloadInterval.
+	ReloadInterval time.Duration
 }
+
+// Defaults of Config's zero durations.
+const (
+	DefaultPublishDelay   = time.Minute
+	DefaultReloadInterval = 10 * time.Second
+)
 
 // Claims are what an issued token asserts about its subject.
 type Claims struct {
@@ -113,6 +125,12 @@ func New(ctx context.Context, store KeyStore, cfg Config, logger *slog.Logger) (
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.ReloadInterval == 0 {
+		cfg.ReloadInterval = DefaultReloadInterval
+	}
+	if cfg.PublishDelay == 0 {
+		cfg.PublishDelay = max(DefaultPublishDelay, cfg.ReloadInterval)
+	}
 	if err := validateConfig(cfg); err != nil {
 		return nil, err
 	}
@@ -164,6 +182,11 @@ func validateConfig(cfg Config) error {
 		return errs.Field("hs256_secret", fmt.Sprintf("set but the algorithm is %s", cfg.Algorithm))
 	case len(cfg.HS256Secret) > 0 && len(cfg.HS256Secret) < minHS256Secret:
 		return errs.Field("hs256_secret", fmt.Sprintf("must be at least %d bytes", minHS256Secret))
+	case cfg.ReloadInterval < 0:
+		return errs.Field("reload_interval", fmt.Sprintf("must be positive, got %s", cfg.ReloadInterval))
+	case cfg.PublishDelay < cfg.ReloadInterval:
+		return errs.Field("publish_delay", fmt.Sprintf("must be at least the reload interval %s, so every replica holds a key before it signs; got %s",
+			cfg.ReloadInterval, cfg.PublishDelay))
 	}
 	return nil
 }
@@ -187,9 +210,10 @@ func (s *Service) newParser(k *key) *jwt.Parser {
 var errNoActiveKey = errors.New("no active signing key")
 
 // Reload reads every key from the store and replaces the in-memory set, so keys stored by other
-// replicas verify and appear in JWKS. It re-elects the active key (the oldest of the configured
-// algorithm), which heals replicas that raced at first start. When the store fails, or no longer
-// holds a key of the configured algorithm, the current keys are kept and an error returned.
+// replicas verify and appear in JWKS, and keys other replicas rotated start and stop signing at
+// the times the store gives. The signing key is chosen at each Issue (see signerAt), which heals
+// replicas that raced at first start. When the store fails, or holds no key of the configured
+// algorithm that can sign now, the current keys are kept and an error returned.
 func (s *Service) Reload(ctx context.Context) error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
@@ -213,15 +237,23 @@ func (s *Service) reloadLocked(ctx context.Context) error {
 		prev = old.byID
 	}
 
-	set := &keySet{byID: make(map[string]*key, len(stored)+1)}
+	now := s.cfg.Now()
+	set := &keySet{byID: make(map[string]*key, len(stored)+1), retired: map[string]bool{}}
 	for _, sk := range stored {
 		if s.secret != nil && sk.ID == s.secret.id {
 			s.reportSkipped(ctx, sk, errors.New("id of the configured hs256 secret"))
 			continue
 		}
-		// Keys never change once stored, so a key already parsed is reused: RSA parsing is costly.
+		if !sk.RetiresAt.IsZero() && !now.Before(sk.RetiresAt) {
+			set.retired[sk.ID] = true
+			continue
+		}
+		// Key material never changes once stored, so a key already parsed is reused (RSA parsing
+		// is costly) with the times the store gives now: a rotation sets the retirement.
 		if k, ok := prev[sk.ID]; ok && k.alg == sk.Algorithm {
-			set.byID[sk.ID] = k
+			nk := *k
+			nk.activatesAt, nk.retiresAt = sk.activation(), sk.RetiresAt
+			set.byID[sk.ID] = &nk
 			continue
 		}
 		k, err := parseStored(sk)
@@ -234,26 +266,28 @@ func (s *Service) reloadLocked(ctx context.Context) error {
 		set.byID[k.id] = k
 	}
 
-	ordered := slices.SortedFunc(maps.Values(set.byID), olderKey)
+	set.ordered = slices.SortedFunc(maps.Values(set.byID), olderKey)
 	if s.secret != nil {
 		set.byID[s.secret.id] = s.secret
-		set.active = s.secret
+		set.signers = []*key{s.secret}
 	} else {
-		for _, k := range ordered {
+		for _, k := range set.ordered {
 			if k.alg == s.cfg.Algorithm {
-				set.active = k
-				break
+				set.signers = append(set.signers, k)
 			}
 		}
 	}
-	if set.active == nil {
-		return fmt.Errorf("%w: no %s key in the store", errNoActiveKey, s.cfg.Algorithm)
+	active := signerAt(set.signers, now)
+	if active == nil {
+		return fmt.Errorf("%w: no %s key in the store can sign now", errNoActiveKey, s.cfg.Algorithm)
 	}
-	if set.jwks, err = buildJWKS(ordered); err != nil {
+	if set.jwks, set.jwksUntil, err = buildJWKS(set.ordered, now); err != nil {
 		return err
 	}
-	if old := s.keys.Swap(set); old != nil && old.active.id != set.active.id {
-		s.logger.InfoContext(ctx, "active signing key changed", "from", old.active.id, "to", set.active.id)
+	if old := s.keys.Swap(set); old != nil {
+		if was := signerAt(old.signers, now); was != nil && was.id != active.id {
+			s.logger.InfoContext(ctx, "active signing key changed", "from", was.id, "to", active.id)
+		}
 	}
 	return nil
 }
@@ -294,8 +328,13 @@ func (s *Service) Issue(ctx context.Context, c Claims) (string, time.Time, error
 	if err := validateClaims(c); err != nil {
 		return "", time.Time{}, err
 	}
-	k := s.keys.Load().active
 	now := s.cfg.Now().UTC()
+	k := signerAt(s.keys.Load().signers, now)
+	if k == nil {
+		// Only when the successor of the superseded keys was skipped as damaged: the next reload
+		// after a new rotation heals it.
+		return "", time.Time{}, errs.New(errs.Unavailable, "no %s token signing key can sign now", s.cfg.Algorithm)
+	}
 	jti, err := ulid.New(ulid.Timestamp(now), rand.Reader)
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("issue token: generate jti: %w", err)
@@ -385,12 +424,20 @@ func (s *Service) verify(ctx context.Context, raw string) (principal.Principal, 
 	if err != nil {
 		return principal.Principal{}, err
 	}
-	k := s.keys.Load().byID[kid]
+	set := s.keys.Load()
+	if set.retired[kid] {
+		return principal.Principal{}, fmt.Errorf("kid %q is retired", kid)
+	}
+	k := set.byID[kid]
 	if k == nil {
 		s.reloadForUnknownKID(ctx)
 		if k = s.keys.Load().byID[kid]; k == nil {
 			return principal.Principal{}, fmt.Errorf("unknown kid %q", kid)
 		}
+	}
+	// A key retired since the last reload is refused at once; the reload drops it later.
+	if !k.retiresAt.IsZero() && !s.cfg.Now().Before(k.retiresAt) {
+		return principal.Principal{}, fmt.Errorf("kid %q is retired", kid)
 	}
 
 	var c accessClaims

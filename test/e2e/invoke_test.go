@@ -91,29 +91,41 @@ func TestInvokeEgressIsChecked(t *testing.T) {
 	agent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
 	defer agent.Close()
 	port := agent.URL[strings.LastIndex(agent.URL, ":"):]
+
+	// An address literal the policy refuses is refused at registration: 400 naming the field.
 	for _, tt := range []struct{ name, endpoint, reason string }{
 		{"metadata", "http://169.254.169.254/latest", "metadata"},
 		{"private", "http://10.0.0.7" + port, "private"},
 		{"loopback", agent.URL, "loopback"},
-		// A host name is checked when it is dialled, whatever it resolved to at registration.
-		{"rebinding", "http://localhost" + port, "loopback"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			invokeAgent(t, k, admin, tt.name, tt.endpoint, "cap."+tt.name, nil)
-			resp, body := k.Do(t, "POST", "/v1/invoke/cap."+tt.name, map[string]string{}, admin)
-			wantProblem(t, resp, body, http.StatusBadGateway, "bad_gateway", "egress")
-			recs := auditRecords(t, k, f.admin, "tenant="+f.tenant+"&action=invoke.egress_refused")
-			found := false
-			for _, r := range recs.Items {
-				if strings.Contains(r.Decision.Reason, tt.reason) {
-					found = true
-				}
-			}
-			if !found {
-				t.Errorf("no audit record naming %q: %+v", tt.reason, recs.Items)
+			resp, body := k.Do(t, "POST", "/v1/agents", map[string]any{
+				"name": tt.name, "version": "1.0.0", "endpoint": tt.endpoint,
+				"capabilities": []any{map[string]any{"name": "cap." + tt.name}},
+			}, admin)
+			p := wantProblem(t, resp, body, http.StatusBadRequest, "invalid", "")
+			if len(p.Errors) != 1 || p.Errors[0].Name != "body.endpoint" || !strings.Contains(p.Errors[0].Reason, tt.reason) {
+				t.Errorf("problem fields %+v, want body.endpoint naming %q", p.Errors, tt.reason)
 			}
 		})
 	}
+
+	// A host name is checked when it is dialled, whatever it resolved to at registration.
+	t.Run("rebinding", func(t *testing.T) {
+		invokeAgent(t, k, admin, "rebinding", "http://localhost"+port, "cap.rebinding", nil)
+		resp, body := k.Do(t, "POST", "/v1/invoke/cap.rebinding", map[string]string{}, admin)
+		wantProblem(t, resp, body, http.StatusBadGateway, "bad_gateway", "egress")
+		recs := auditRecords(t, k, f.admin, "tenant="+f.tenant+"&action=invoke.egress_refused")
+		found := false
+		for _, r := range recs.Items {
+			if strings.Contains(r.Decision.Reason, "loopback") {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no audit record naming loopback: %+v", recs.Items)
+		}
+	})
 	if hits.Load() != 0 {
 		t.Errorf("a refused agent was contacted %d times", hits.Load())
 	}

@@ -83,6 +83,8 @@ func sampleBody(method, path string) any {
 		return map[string]any{"all": true, "dry_run": true}
 	case method == "POST" && path == "/v1/identity/svid":
 		return map[string]any{"csr": "x"}
+	case method == "POST" && path == "/v1/identity/revocations":
+		return map[string]any{"spiffe_id": "spiffe://nops.local/tenant/ten_matrix/agent/agt_matrix"}
 	case method == "POST" && path == "/v1/events/replay":
 		return map[string]any{"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z", "consumer": "event-stats", "dry_run": true}
 	}

@@ -102,6 +102,24 @@ func (e ApiKeyCreateRole) Valid() bool {
 	}
 }
 
+// Defines values for CAAuthorityKind.
+const (
+	Intermediate CAAuthorityKind = "intermediate"
+	Root         CAAuthorityKind = "root"
+)
+
+// Valid indicates whether the value is a known member of the CAAuthorityKind enum.
+func (e CAAuthorityKind) Valid() bool {
+	switch e {
+	case Intermediate:
+		return true
+	case Root:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for CheckResultError.
 const (
 	CheckResultErrorTimeout     CheckResultError = "timeout"
@@ -236,22 +254,22 @@ func (e InvocationResponseBodyEncoding) Valid() bool {
 
 // Defines values for InvocationStatus.
 const (
-	Completed InvocationStatus = "completed"
-	Failed    InvocationStatus = "failed"
-	Pending   InvocationStatus = "pending"
-	Running   InvocationStatus = "running"
+	InvocationStatusCompleted InvocationStatus = "completed"
+	InvocationStatusFailed    InvocationStatus = "failed"
+	InvocationStatusPending   InvocationStatus = "pending"
+	InvocationStatusRunning   InvocationStatus = "running"
 )
 
 // Valid indicates whether the value is a known member of the InvocationStatus enum.
 func (e InvocationStatus) Valid() bool {
 	switch e {
-	case Completed:
+	case InvocationStatusCompleted:
 		return true
-	case Failed:
+	case InvocationStatusFailed:
 		return true
-	case Pending:
+	case InvocationStatusPending:
 		return true
-	case Running:
+	case InvocationStatusRunning:
 		return true
 	default:
 		return false
@@ -260,19 +278,19 @@ func (e InvocationStatus) Valid() bool {
 
 // Defines values for JWKAlg.
 const (
-	ES256 JWKAlg = "ES256"
-	EdDSA JWKAlg = "EdDSA"
-	RS256 JWKAlg = "RS256"
+	JWKAlgES256 JWKAlg = "ES256"
+	JWKAlgEdDSA JWKAlg = "EdDSA"
+	JWKAlgRS256 JWKAlg = "RS256"
 )
 
 // Valid indicates whether the value is a known member of the JWKAlg enum.
 func (e JWKAlg) Valid() bool {
 	switch e {
-	case ES256:
+	case JWKAlgES256:
 		return true
-	case EdDSA:
+	case JWKAlgEdDSA:
 		return true
-	case RS256:
+	case JWKAlgRS256:
 		return true
 	default:
 		return false
@@ -324,6 +342,24 @@ const (
 func (e LivenessStatus) Valid() bool {
 	switch e {
 	case Ok:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PepperRotationStatusSource.
+const (
+	PepperSourceConfig PepperRotationStatusSource = "config"
+	PepperSourceFile   PepperRotationStatusSource = "file"
+)
+
+// Valid indicates whether the value is a known member of the PepperRotationStatusSource enum.
+func (e PepperRotationStatusSource) Valid() bool {
+	switch e {
+	case PepperSourceConfig:
+		return true
+	case PepperSourceFile:
 		return true
 	default:
 		return false
@@ -513,6 +549,96 @@ const (
 func (e SPIFFEBundleKeysUse) Valid() bool {
 	switch e {
 	case X509Svid:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SecretVersionState.
+const (
+	SecretVersionCurrent SecretVersionState = "current"
+	SecretVersionOlder   SecretVersionState = "older"
+	SecretVersionPending SecretVersionState = "pending"
+	SecretVersionUnknown SecretVersionState = "unknown"
+)
+
+// Valid indicates whether the value is a known member of the SecretVersionState enum.
+func (e SecretVersionState) Valid() bool {
+	switch e {
+	case SecretVersionCurrent:
+		return true
+	case SecretVersionOlder:
+		return true
+	case SecretVersionPending:
+		return true
+	case SecretVersionUnknown:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SigningKeyAlgorithm.
+const (
+	SigningKeyAlgorithmES256 SigningKeyAlgorithm = "ES256"
+	SigningKeyAlgorithmEdDSA SigningKeyAlgorithm = "EdDSA"
+	SigningKeyAlgorithmHS256 SigningKeyAlgorithm = "HS256"
+	SigningKeyAlgorithmRS256 SigningKeyAlgorithm = "RS256"
+)
+
+// Valid indicates whether the value is a known member of the SigningKeyAlgorithm enum.
+func (e SigningKeyAlgorithm) Valid() bool {
+	switch e {
+	case SigningKeyAlgorithmES256:
+		return true
+	case SigningKeyAlgorithmEdDSA:
+		return true
+	case SigningKeyAlgorithmHS256:
+		return true
+	case SigningKeyAlgorithmRS256:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SigningKeySource.
+const (
+	Config SigningKeySource = "config"
+	Store  SigningKeySource = "store"
+)
+
+// Valid indicates whether the value is a known member of the SigningKeySource enum.
+func (e SigningKeySource) Valid() bool {
+	switch e {
+	case Config:
+		return true
+	case Store:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SigningKeyState.
+const (
+	SigningKeyStatePending   SigningKeyState = "pending"
+	SigningKeyStateRetired   SigningKeyState = "retired"
+	SigningKeyStateSigning   SigningKeyState = "signing"
+	SigningKeyStateVerifying SigningKeyState = "verifying"
+)
+
+// Valid indicates whether the value is a known member of the SigningKeyState enum.
+func (e SigningKeyState) Valid() bool {
+	switch e {
+	case SigningKeyStatePending:
+		return true
+	case SigningKeyStateRetired:
+		return true
+	case SigningKeyStateSigning:
+		return true
+	case SigningKeyStateVerifying:
 		return true
 	default:
 		return false
@@ -766,6 +892,40 @@ type AuditVerifyReport struct {
 	RecordsVerified int64  `json:"records_verified"`
 	Tree            string `json:"tree"`
 	TreeSize        int64  `json:"tree_size"`
+}
+
+// CAAuthority defines model for CAAuthority.
+type CAAuthority struct {
+	// ActivatesAt An intermediate's first moment of issuance.
+	ActivatesAt *time.Time `json:"activates_at,omitempty"`
+
+	// Id Example: ca_01jz0000000000000000000000
+	Id        string          `json:"id"`
+	Kind      CAAuthorityKind `json:"kind"`
+	NotAfter  time.Time       `json:"not_after"`
+	NotBefore time.Time       `json:"not_before"`
+
+	// ParentId The root an intermediate is under.
+	ParentId *string `json:"parent_id,omitempty"`
+
+	// RetiresAt When a root leaves the trust bundle.
+	RetiresAt *time.Time `json:"retires_at,omitempty"`
+}
+
+// CAAuthorityKind defines model for CAAuthority.Kind.
+type CAAuthorityKind string
+
+// CARotation defines model for CARotation.
+type CARotation struct {
+	Intermediate CAAuthority `json:"intermediate"`
+
+	// Retiring The roots the new one replaces, with their retirement.
+	Retiring []CAAuthority `json:"retiring"`
+	Root     CAAuthority   `json:"root"`
+
+	// Sequence The CA's sequence (the bundle's spiffe_sequence) after the rotation.
+	Sequence    int64  `json:"sequence"`
+	TrustDomain string `json:"trust_domain"`
 }
 
 // Capability defines model for Capability.
@@ -1092,6 +1252,35 @@ type JWKSet struct {
 	Keys []JWK `json:"keys"`
 }
 
+// KEKRotationStatus defines model for KEKRotationStatus.
+type KEKRotationStatus struct {
+	Current string `json:"current"`
+
+	// ReloadError Why the last reload of the key file failed; absent when it did not.
+	ReloadError *string            `json:"reload_error,omitempty"`
+	Versions    []KEKVersionStatus `json:"versions"`
+}
+
+// KEKVersionStatus defines model for KEKVersionStatus.
+type KEKVersionStatus struct {
+	// CaKeys Private keys of the identity CA's authorities sealed under this version.
+	CaKeys    int64      `json:"ca_keys"`
+	CreatedAt *time.Time `json:"created_at,omitempty"`
+
+	// InUse Values sealed under this version (request_key_secrets + ca_keys); 0 when it can be retired.
+	InUse int64 `json:"in_use"`
+
+	// RequestKeySecrets HMAC secrets of request-signing keys, current and previous, sealed under this version.
+	RequestKeySecrets int64 `json:"request_key_secrets"`
+
+	// State `older`: still accepted (digests re-made, or values resealed, under the current version
+	// move items off it); `current`: used for new digests or seals; `pending`: added and
+	// accepted, not used for new ones until promoted; `unknown`: named by stored items but not
+	// held by this replica (those items fail).
+	State   SecretVersionState `json:"state"`
+	Version string             `json:"version"`
+}
+
 // Liveness defines model for Liveness.
 type Liveness struct {
 	Status LivenessStatus `json:"status"`
@@ -1123,6 +1312,46 @@ type PasswordLogin struct {
 	// Scope Space-separated scopes to narrow the token to; all granted scopes when absent.
 	Scope    *string `json:"scope,omitempty"`
 	Username string  `json:"username"`
+}
+
+// PepperRotationStatus defines model for PepperRotationStatus.
+type PepperRotationStatus struct {
+	Current string `json:"current"`
+
+	// ReloadError Why the last reload of the pepper file failed; absent when it did not.
+	ReloadError *string `json:"reload_error,omitempty"`
+
+	// Source `file`: api_keys.pepper_file, reloaded when it changes; `config`: api_keys.pepper and previous_peppers (changed by a restart).
+	Source   PepperRotationStatusSource `json:"source"`
+	Versions []PepperVersionStatus      `json:"versions"`
+}
+
+// PepperRotationStatusSource `file`: api_keys.pepper_file, reloaded when it changes; `config`: api_keys.pepper and previous_peppers (changed by a restart).
+type PepperRotationStatusSource string
+
+// PepperVersionStatus defines model for PepperVersionStatus.
+type PepperVersionStatus struct {
+	// ApiKeys Live API keys (not revoked, not expired) whose current secret is hashed with this version.
+	ApiKeys int64 `json:"api_keys"`
+
+	// CreatedAt When the pepper was generated (pepper file only).
+	CreatedAt *time.Time `json:"created_at,omitempty"`
+
+	// InUse Digests that still verify (api_keys + previous_secrets); 0 when the version can be retired.
+	InUse int64 `json:"in_use"`
+
+	// Inactive Digests of revoked or expired keys, or of previous secrets past their grace period; they do not hold the version back.
+	Inactive int64 `json:"inactive"`
+
+	// PreviousSecrets Live API keys whose previous secret, still in its grace period, is hashed with this version.
+	PreviousSecrets int64 `json:"previous_secrets"`
+
+	// State `older`: still accepted (digests re-made, or values resealed, under the current version
+	// move items off it); `current`: used for new digests or seals; `pending`: added and
+	// accepted, not used for new ones until promoted; `unknown`: named by stored items but not
+	// held by this replica (those items fail).
+	State   SecretVersionState `json:"state"`
+	Version string             `json:"version"`
 }
 
 // Policy defines model for Policy.
@@ -1463,6 +1692,113 @@ type SVIDRequest struct {
 	TtlSeconds *int `json:"ttl_seconds,omitempty"`
 }
 
+// SVIDRevocation defines model for SVIDRevocation.
+type SVIDRevocation struct {
+	// Actor The principal that revoked.
+	Actor string `json:"actor"`
+
+	// ExpiresAt When no SVID it matches can still be valid; the entry is forgotten then.
+	ExpiresAt time.Time `json:"expires_at"`
+
+	// Id Example: rev_01jz0000000000000000000000
+	Id     string  `json:"id"`
+	Reason *string `json:"reason,omitempty"`
+
+	// RevokedAt SVIDs of the ID issued up to this time are refused.
+	RevokedAt time.Time `json:"revoked_at"`
+
+	// Serial The revoked serial, lower-case hex without leading zeros; absent for a SPIFFE ID.
+	Serial *string `json:"serial,omitempty"`
+
+	// SpiffeId The revoked SPIFFE ID; absent for a serial.
+	SpiffeId *string `json:"spiffe_id,omitempty"`
+
+	// TenantId The tenant the SPIFFE ID belongs to; absent for serials and the kernel's IDs.
+	TenantId *string `json:"tenant_id,omitempty"`
+}
+
+// SVIDRevocationList defines model for SVIDRevocationList.
+type SVIDRevocationList struct {
+	Items []SVIDRevocation `json:"items"`
+
+	// NextCursor Pass as `cursor` to get the next page; absent on the last page.
+	NextCursor *string `json:"next_cursor,omitempty"`
+}
+
+// SVIDRevocationRequest Exactly one of `serial` and `spiffe_id`.
+type SVIDRevocationRequest struct {
+	// Reason Why; shown in the list and the audit trail. No control characters.
+	Reason *string `json:"reason,omitempty"`
+
+	// Serial A certificate serial in hexadecimal (any case, optional `0x`, no separators). SUPER_ADMIN only.
+	Serial *string `json:"serial,omitempty"`
+
+	// SpiffeId A SPIFFE ID of this kernel's trust domain.
+	SpiffeId *string `json:"spiffe_id,omitempty"`
+}
+
+// SecretVersionState `older`: still accepted (digests re-made, or values resealed, under the current version
+// move items off it); `current`: used for new digests or seals; `pending`: added and
+// accepted, not used for new ones until promoted; `unknown`: named by stored items but not
+// held by this replica (those items fail).
+type SecretVersionState string
+
+// SecretsStatus defines model for SecretsStatus.
+type SecretsStatus struct {
+	ApiKeyPepper PepperRotationStatus `json:"api_key_pepper"`
+	CheckedAt    time.Time            `json:"checked_at"`
+	Kek          KEKRotationStatus    `json:"kek"`
+}
+
+// SigningKey defines model for SigningKey.
+type SigningKey struct {
+	// ActivatesAt When it starts (or started) signing.
+	ActivatesAt *time.Time          `json:"activates_at,omitempty"`
+	Algorithm   SigningKeyAlgorithm `json:"algorithm"`
+	CreatedAt   *time.Time          `json:"created_at,omitempty"`
+
+	// Kid Example: key_01jz0000000000000000000000
+	Kid string `json:"kid"`
+
+	// RetiresAt When it leaves the JWKS and stops verifying; absent while it is current.
+	RetiresAt *time.Time `json:"retires_at,omitempty"`
+
+	// Source `config` for the HS256 secret of `auth.hs256_secret`, which has no times.
+	Source SigningKeySource `json:"source"`
+	State  SigningKeyState  `json:"state"`
+}
+
+// SigningKeyAlgorithm defines model for SigningKey.Algorithm.
+type SigningKeyAlgorithm string
+
+// SigningKeySource `config` for the HS256 secret of `auth.hs256_secret`, which has no times.
+type SigningKeySource string
+
+// SigningKeyState defines model for SigningKey.State.
+type SigningKeyState string
+
+// SigningKeyList defines model for SigningKeyList.
+type SigningKeyList struct {
+	Items []SigningKey `json:"items"`
+}
+
+// SigningKeyRotateRequest defines model for SigningKeyRotateRequest.
+type SigningKeyRotateRequest struct {
+	// Algorithm Must be the configured `auth.signing_alg` (the default).
+	Algorithm *string `json:"algorithm,omitempty"`
+}
+
+// SigningKeyRotation defines model for SigningKeyRotation.
+type SigningKeyRotation struct {
+	Key SigningKey `json:"key"`
+
+	// RetiresAt When the superseded keys retire; absent when there were none.
+	RetiresAt *time.Time `json:"retires_at,omitempty"`
+
+	// Superseded The kids it supersedes; they retire at `retires_at`.
+	Superseded []string `json:"superseded"`
+}
+
 // Tenant defines model for Tenant.
 type Tenant struct {
 	CreatedAt   time.Time    `json:"created_at"`
@@ -1589,6 +1925,24 @@ type UntilQuery = time.Time
 
 // Unauthorized RFC 9457 problem details.
 type Unauthorized = Problem
+
+// RotateSigningKeyParams defines parameters for RotateSigningKey.
+type RotateSigningKeyParams struct {
+	// IdempotencyKey Makes retrying this request safe (IETF draft-ietf-httpapi-idempotency-key-header). The value
+	// is a Structured Field String, e.g. `"8e03978e-40d5-43e8-bc93-6894a57f9324"`; an unquoted
+	// token of `A-Z a-z 0-9 . _ ~ : -` is accepted too; at most 255 characters once unquoted. Keys
+	// belong to the caller's tenant and to the caller (user or API key): the same value sent by
+	// another tenant or another caller is another key.
+	//
+	// The first completed response to a key is kept for `idempotency.ttl` (24 h by default). A
+	// retry with the same key and the same request (method, path and query, body) gets that
+	// response again — same status, headers and body — with the added header
+	// `Idempotent-Replayed: true`, and nothing is done twice. The same key while the first request
+	// is still being processed gets 409 (with `Retry-After`); the same key with a different request
+	// gets 422. A 5xx response is not kept, so a retry after one is processed anew. Without the
+	// header the request is processed as usual.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
 
 // ListAgentsParams defines parameters for ListAgents.
 type ListAgentsParams struct {
@@ -1864,6 +2218,57 @@ type GetTrustBundleParams struct {
 	IfNoneMatch *string `json:"If-None-Match,omitempty"`
 }
 
+// RotateCAParams defines parameters for RotateCA.
+type RotateCAParams struct {
+	// IdempotencyKey Makes retrying this request safe (IETF draft-ietf-httpapi-idempotency-key-header). The value
+	// is a Structured Field String, e.g. `"8e03978e-40d5-43e8-bc93-6894a57f9324"`; an unquoted
+	// token of `A-Z a-z 0-9 . _ ~ : -` is accepted too; at most 255 characters once unquoted. Keys
+	// belong to the caller's tenant and to the caller (user or API key): the same value sent by
+	// another tenant or another caller is another key.
+	//
+	// The first completed response to a key is kept for `idempotency.ttl` (24 h by default). A
+	// retry with the same key and the same request (method, path and query, body) gets that
+	// response again — same status, headers and body — with the added header
+	// `Idempotent-Replayed: true`, and nothing is done twice. The same key while the first request
+	// is still being processed gets 409 (with `Retry-After`); the same key with a different request
+	// gets 422. A 5xx response is not kept, so a retry after one is processed anew. Without the
+	// header the request is processed as usual.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// ListSVIDRevocationsParams defines parameters for ListSVIDRevocations.
+type ListSVIDRevocationsParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
+	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+
+	// Limit Page size.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from the previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// RevokeSVIDParams defines parameters for RevokeSVID.
+type RevokeSVIDParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
+	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+
+	// IdempotencyKey Makes retrying this request safe (IETF draft-ietf-httpapi-idempotency-key-header). The value
+	// is a Structured Field String, e.g. `"8e03978e-40d5-43e8-bc93-6894a57f9324"`; an unquoted
+	// token of `A-Z a-z 0-9 . _ ~ : -` is accepted too; at most 255 characters once unquoted. Keys
+	// belong to the caller's tenant and to the caller (user or API key): the same value sent by
+	// another tenant or another caller is another key.
+	//
+	// The first completed response to a key is kept for `idempotency.ttl` (24 h by default). A
+	// retry with the same key and the same request (method, path and query, body) gets that
+	// response again — same status, headers and body — with the added header
+	// `Idempotent-Replayed: true`, and nothing is done twice. The same key while the first request
+	// is still being processed gets 409 (with `Retry-After`); the same key with a different request
+	// gets 422. A 5xx response is not kept, so a retry after one is processed anew. Without the
+	// header the request is processed as usual.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // IssueSVIDParams defines parameters for IssueSVID.
 type IssueSVIDParams struct {
 	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
@@ -2119,6 +2524,9 @@ type SuspendTenantParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// RotateSigningKeyJSONRequestBody defines body for RotateSigningKey for application/json ContentType.
+type RotateSigningKeyJSONRequestBody = SigningKeyRotateRequest
+
 // RegisterAgentJSONRequestBody defines body for RegisterAgent for application/json ContentType.
 type RegisterAgentJSONRequestBody = AgentSpec
 
@@ -2142,6 +2550,9 @@ type ReprocessDeadLettersJSONRequestBody = DLQReprocessRequest
 
 // ReplayEventsJSONRequestBody defines body for ReplayEvents for application/json ContentType.
 type ReplayEventsJSONRequestBody = EventReplayRequest
+
+// RevokeSVIDJSONRequestBody defines body for RevokeSVID for application/json ContentType.
+type RevokeSVIDJSONRequestBody = SVIDRevocationRequest
 
 // IssueSVIDJSONRequestBody defines body for IssueSVID for application/json ContentType.
 type IssueSVIDJSONRequestBody = SVIDRequest
@@ -2246,6 +2657,15 @@ type ServerInterface interface {
 	// GetHealthz Dependency status
 	// (GET /healthz)
 	GetHealthz(w http.ResponseWriter, r *http.Request)
+	// GetSecretsStatus Where rotations of the API-key pepper and the key-encryption key stand on this replica
+	// (GET /v1/admin/secrets/status)
+	GetSecretsStatus(w http.ResponseWriter, r *http.Request)
+	// ListSigningKeys The token signing keys and their state (never their material)
+	// (GET /v1/admin/signing-keys)
+	ListSigningKeys(w http.ResponseWriter, r *http.Request)
+	// RotateSigningKey Rotate the token signing key, with an overlap
+	// (POST /v1/admin/signing-keys/rotate)
+	RotateSigningKey(w http.ResponseWriter, r *http.Request, params RotateSigningKeyParams)
 	// ListAgents List the caller's agents
 	// (GET /v1/agents)
 	ListAgents(w http.ResponseWriter, r *http.Request, params ListAgentsParams)
@@ -2318,6 +2738,15 @@ type ServerInterface interface {
 	// GetTrustBundle The trust bundle, in the SPIFFE bundle format
 	// (GET /v1/identity/bundle)
 	GetTrustBundle(w http.ResponseWriter, r *http.Request, params GetTrustBundleParams)
+	// RotateCA Rotate the built-in CA's root, with an overlap
+	// (POST /v1/identity/ca/rotate)
+	RotateCA(w http.ResponseWriter, r *http.Request, params RotateCAParams)
+	// ListSVIDRevocations List the SVID revocations in force
+	// (GET /v1/identity/revocations)
+	ListSVIDRevocations(w http.ResponseWriter, r *http.Request, params ListSVIDRevocationsParams)
+	// RevokeSVID Revoke X.509-SVIDs by certificate serial or by SPIFFE ID
+	// (POST /v1/identity/revocations)
+	RevokeSVID(w http.ResponseWriter, r *http.Request, params RevokeSVIDParams)
 	// IssueSVID Issue an X.509-SVID for a certificate signing request
 	// (POST /v1/identity/svid)
 	IssueSVID(w http.ResponseWriter, r *http.Request, params IssueSVIDParams)
@@ -2463,6 +2892,75 @@ func (siw *ServerInterfaceWrapper) GetHealthz(w http.ResponseWriter, r *http.Req
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.GetHealthz(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetSecretsStatus operation middleware
+func (siw *ServerInterfaceWrapper) GetSecretsStatus(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetSecretsStatus(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ListSigningKeys operation middleware
+func (siw *ServerInterfaceWrapper) ListSigningKeys(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListSigningKeys(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// RotateSigningKey operation middleware
+func (siw *ServerInterfaceWrapper) RotateSigningKey(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params RotateSigningKeyParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.RotateSigningKey(w, r, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -3693,6 +4191,160 @@ func (siw *ServerInterfaceWrapper) GetTrustBundle(w http.ResponseWriter, r *http
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.GetTrustBundle(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// RotateCA operation middleware
+func (siw *ServerInterfaceWrapper) RotateCA(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params RotateCAParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.RotateCA(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ListSVIDRevocations operation middleware
+func (siw *ServerInterfaceWrapper) ListSVIDRevocations(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListSVIDRevocationsParams
+
+	// ------------- Optional query parameter "tenant" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tenant", r.URL.Query(), &params.Tenant, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "tenant"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListSVIDRevocations(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// RevokeSVID operation middleware
+func (siw *ServerInterfaceWrapper) RevokeSVID(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params RevokeSVIDParams
+
+	// ------------- Optional query parameter "tenant" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tenant", r.URL.Query(), &params.Tenant, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "tenant"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
+		}
+		return
+	}
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.RevokeSVID(w, r, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -5144,6 +5796,8 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/_readyz", wrapper.GetReadiness)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/healthz", wrapper.GetHealthz)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/.well-known/jwks.json", wrapper.GetJWKS)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/signing-keys", wrapper.ListSigningKeys)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/admin/signing-keys/rotate", wrapper.RotateSigningKey)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/auth/token", wrapper.CreateToken)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/auth/whoami", wrapper.GetWhoami)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/system/config", wrapper.GetSystemConfig)
@@ -5175,6 +5829,7 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/events/replay", wrapper.ReplayEvents)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/events/stats", wrapper.GetEventStats)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/events/consumers", wrapper.ListConsumers)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/secrets/status", wrapper.GetSecretsStatus)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/rate-limits", wrapper.ListRateLimitOverrides)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/rate-limits", wrapper.SetRateLimitOverride)
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/rate-limits/{override_id}", wrapper.DeleteRateLimitOverride)
@@ -5197,6 +5852,9 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/routes/{capability}", wrapper.PutRoute)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/identity/svid", wrapper.IssueSVID)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/identity/bundle", wrapper.GetTrustBundle)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/identity/ca/rotate", wrapper.RotateCA)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/identity/revocations", wrapper.ListSVIDRevocations)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/identity/revocations", wrapper.RevokeSVID)
 
 	return m
 }
@@ -5381,6 +6039,297 @@ type GetHealthzdefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response GetHealthzdefaultApplicationProblemPlusJSONResponse) VisitGetHealthzResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetSecretsStatusRequestObject struct {
+}
+
+type GetSecretsStatusResponseObject interface {
+	VisitGetSecretsStatusResponse(w http.ResponseWriter) error
+}
+
+type GetSecretsStatus200JSONResponse SecretsStatus
+
+func (response GetSecretsStatus200JSONResponse) VisitGetSecretsStatusResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetSecretsStatus401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetSecretsStatus401ApplicationProblemPlusJSONResponse) VisitGetSecretsStatusResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetSecretsStatus403ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response GetSecretsStatus403ApplicationProblemPlusJSONResponse) VisitGetSecretsStatusResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetSecretsStatus503ApplicationProblemPlusJSONResponse Problem
+
+func (response GetSecretsStatus503ApplicationProblemPlusJSONResponse) VisitGetSecretsStatusResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetSecretsStatusdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetSecretsStatusdefaultApplicationProblemPlusJSONResponse) VisitGetSecretsStatusResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSigningKeysRequestObject struct {
+}
+
+type ListSigningKeysResponseObject interface {
+	VisitListSigningKeysResponse(w http.ResponseWriter) error
+}
+
+type ListSigningKeys200JSONResponse SigningKeyList
+
+func (response ListSigningKeys200JSONResponse) VisitListSigningKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSigningKeys401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListSigningKeys401ApplicationProblemPlusJSONResponse) VisitListSigningKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSigningKeys403ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response ListSigningKeys403ApplicationProblemPlusJSONResponse) VisitListSigningKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSigningKeys503ApplicationProblemPlusJSONResponse Problem
+
+func (response ListSigningKeys503ApplicationProblemPlusJSONResponse) VisitListSigningKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSigningKeysdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListSigningKeysdefaultApplicationProblemPlusJSONResponse) VisitListSigningKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateSigningKeyRequestObject struct {
+	Params RotateSigningKeyParams
+	Body   *RotateSigningKeyJSONRequestBody
+}
+
+type RotateSigningKeyResponseObject interface {
+	VisitRotateSigningKeyResponse(w http.ResponseWriter) error
+}
+
+type RotateSigningKey200JSONResponse SigningKeyRotation
+
+func (response RotateSigningKey200JSONResponse) VisitRotateSigningKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateSigningKey400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response RotateSigningKey400ApplicationProblemPlusJSONResponse) VisitRotateSigningKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateSigningKey401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response RotateSigningKey401ApplicationProblemPlusJSONResponse) VisitRotateSigningKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateSigningKey403ApplicationProblemPlusJSONResponse Problem
+
+func (response RotateSigningKey403ApplicationProblemPlusJSONResponse) VisitRotateSigningKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateSigningKey409ApplicationProblemPlusJSONResponse Problem
+
+func (response RotateSigningKey409ApplicationProblemPlusJSONResponse) VisitRotateSigningKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateSigningKey503ApplicationProblemPlusJSONResponse Problem
+
+func (response RotateSigningKey503ApplicationProblemPlusJSONResponse) VisitRotateSigningKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateSigningKeydefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response RotateSigningKeydefaultApplicationProblemPlusJSONResponse) VisitRotateSigningKeyResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -7864,6 +8813,341 @@ func (response GetTrustBundledefaultApplicationProblemPlusJSONResponse) VisitGet
 	return err
 }
 
+type RotateCARequestObject struct {
+	Params RotateCAParams
+}
+
+type RotateCAResponseObject interface {
+	VisitRotateCAResponse(w http.ResponseWriter) error
+}
+
+type RotateCA200JSONResponse CARotation
+
+func (response RotateCA200JSONResponse) VisitRotateCAResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateCA401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response RotateCA401ApplicationProblemPlusJSONResponse) VisitRotateCAResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateCA403ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response RotateCA403ApplicationProblemPlusJSONResponse) VisitRotateCAResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateCA409ApplicationProblemPlusJSONResponse Problem
+
+func (response RotateCA409ApplicationProblemPlusJSONResponse) VisitRotateCAResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateCA503ApplicationProblemPlusJSONResponse Problem
+
+func (response RotateCA503ApplicationProblemPlusJSONResponse) VisitRotateCAResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateCAdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response RotateCAdefaultApplicationProblemPlusJSONResponse) VisitRotateCAResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSVIDRevocationsRequestObject struct {
+	Params ListSVIDRevocationsParams
+}
+
+type ListSVIDRevocationsResponseObject interface {
+	VisitListSVIDRevocationsResponse(w http.ResponseWriter) error
+}
+
+type ListSVIDRevocations200JSONResponse SVIDRevocationList
+
+func (response ListSVIDRevocations200JSONResponse) VisitListSVIDRevocationsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSVIDRevocations400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response ListSVIDRevocations400ApplicationProblemPlusJSONResponse) VisitListSVIDRevocationsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSVIDRevocations401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListSVIDRevocations401ApplicationProblemPlusJSONResponse) VisitListSVIDRevocationsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSVIDRevocations403ApplicationProblemPlusJSONResponse Problem
+
+func (response ListSVIDRevocations403ApplicationProblemPlusJSONResponse) VisitListSVIDRevocationsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSVIDRevocations404ApplicationProblemPlusJSONResponse Problem
+
+func (response ListSVIDRevocations404ApplicationProblemPlusJSONResponse) VisitListSVIDRevocationsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSVIDRevocations503ApplicationProblemPlusJSONResponse Problem
+
+func (response ListSVIDRevocations503ApplicationProblemPlusJSONResponse) VisitListSVIDRevocationsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSVIDRevocationsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListSVIDRevocationsdefaultApplicationProblemPlusJSONResponse) VisitListSVIDRevocationsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeSVIDRequestObject struct {
+	Params RevokeSVIDParams
+	Body   *RevokeSVIDJSONRequestBody
+}
+
+type RevokeSVIDResponseObject interface {
+	VisitRevokeSVIDResponse(w http.ResponseWriter) error
+}
+
+type RevokeSVID201JSONResponse SVIDRevocation
+
+func (response RevokeSVID201JSONResponse) VisitRevokeSVIDResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeSVID400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response RevokeSVID400ApplicationProblemPlusJSONResponse) VisitRevokeSVIDResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeSVID401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response RevokeSVID401ApplicationProblemPlusJSONResponse) VisitRevokeSVIDResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeSVID403ApplicationProblemPlusJSONResponse Problem
+
+func (response RevokeSVID403ApplicationProblemPlusJSONResponse) VisitRevokeSVIDResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeSVID404ApplicationProblemPlusJSONResponse Problem
+
+func (response RevokeSVID404ApplicationProblemPlusJSONResponse) VisitRevokeSVIDResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeSVID503ApplicationProblemPlusJSONResponse Problem
+
+func (response RevokeSVID503ApplicationProblemPlusJSONResponse) VisitRevokeSVIDResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeSVIDdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response RevokeSVIDdefaultApplicationProblemPlusJSONResponse) VisitRevokeSVIDResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type IssueSVIDRequestObject struct {
 	Params IssueSVIDParams
 	Body   *IssueSVIDJSONRequestBody
@@ -7946,6 +9230,20 @@ func (response IssueSVID404ApplicationProblemPlusJSONResponse) VisitIssueSVIDRes
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type IssueSVID409ApplicationProblemPlusJSONResponse Problem
+
+func (response IssueSVID409ApplicationProblemPlusJSONResponse) VisitIssueSVIDResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -11355,6 +12653,15 @@ type StrictServerInterface interface {
 	// GetHealthz Dependency status
 	// (GET /healthz)
 	GetHealthz(ctx context.Context, request GetHealthzRequestObject) (GetHealthzResponseObject, error)
+	// GetSecretsStatus Where rotations of the API-key pepper and the key-encryption key stand on this replica
+	// (GET /v1/admin/secrets/status)
+	GetSecretsStatus(ctx context.Context, request GetSecretsStatusRequestObject) (GetSecretsStatusResponseObject, error)
+	// ListSigningKeys The token signing keys and their state (never their material)
+	// (GET /v1/admin/signing-keys)
+	ListSigningKeys(ctx context.Context, request ListSigningKeysRequestObject) (ListSigningKeysResponseObject, error)
+	// RotateSigningKey Rotate the token signing key, with an overlap
+	// (POST /v1/admin/signing-keys/rotate)
+	RotateSigningKey(ctx context.Context, request RotateSigningKeyRequestObject) (RotateSigningKeyResponseObject, error)
 	// ListAgents List the caller's agents
 	// (GET /v1/agents)
 	ListAgents(ctx context.Context, request ListAgentsRequestObject) (ListAgentsResponseObject, error)
@@ -11427,6 +12734,15 @@ type StrictServerInterface interface {
 	// GetTrustBundle The trust bundle, in the SPIFFE bundle format
 	// (GET /v1/identity/bundle)
 	GetTrustBundle(ctx context.Context, request GetTrustBundleRequestObject) (GetTrustBundleResponseObject, error)
+	// RotateCA Rotate the built-in CA's root, with an overlap
+	// (POST /v1/identity/ca/rotate)
+	RotateCA(ctx context.Context, request RotateCARequestObject) (RotateCAResponseObject, error)
+	// ListSVIDRevocations List the SVID revocations in force
+	// (GET /v1/identity/revocations)
+	ListSVIDRevocations(ctx context.Context, request ListSVIDRevocationsRequestObject) (ListSVIDRevocationsResponseObject, error)
+	// RevokeSVID Revoke X.509-SVIDs by certificate serial or by SPIFFE ID
+	// (POST /v1/identity/revocations)
+	RevokeSVID(ctx context.Context, request RevokeSVIDRequestObject) (RevokeSVIDResponseObject, error)
 	// IssueSVID Issue an X.509-SVID for a certificate signing request
 	// (POST /v1/identity/svid)
 	IssueSVID(ctx context.Context, request IssueSVIDRequestObject) (IssueSVIDResponseObject, error)
@@ -11644,6 +12960,90 @@ func (sh *strictHandler) GetHealthz(w http.ResponseWriter, r *http.Request) {
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(GetHealthzResponseObject); ok {
 		if err := validResponse.VisitGetHealthzResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetSecretsStatus operation middleware
+func (sh *strictHandler) GetSecretsStatus(w http.ResponseWriter, r *http.Request) {
+	var request GetSecretsStatusRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetSecretsStatus(ctx, request.(GetSecretsStatusRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetSecretsStatus")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetSecretsStatusResponseObject); ok {
+		if err := validResponse.VisitGetSecretsStatusResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListSigningKeys operation middleware
+func (sh *strictHandler) ListSigningKeys(w http.ResponseWriter, r *http.Request) {
+	var request ListSigningKeysRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListSigningKeys(ctx, request.(ListSigningKeysRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListSigningKeys")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListSigningKeysResponseObject); ok {
+		if err := validResponse.VisitListSigningKeysResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// RotateSigningKey operation middleware
+func (sh *strictHandler) RotateSigningKey(w http.ResponseWriter, r *http.Request, params RotateSigningKeyParams) {
+	var request RotateSigningKeyRequestObject
+
+	request.Params = params
+
+	var body RotateSigningKeyJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		if !errors.Is(err, io.EOF) {
+			sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+			return
+		}
+	} else {
+		request.Body = &body
+	}
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.RotateSigningKey(ctx, request.(RotateSigningKeyRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "RotateSigningKey")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(RotateSigningKeyResponseObject); ok {
+		if err := validResponse.VisitRotateSigningKeyResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {
@@ -12331,6 +13731,91 @@ func (sh *strictHandler) GetTrustBundle(w http.ResponseWriter, r *http.Request, 
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(GetTrustBundleResponseObject); ok {
 		if err := validResponse.VisitGetTrustBundleResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// RotateCA operation middleware
+func (sh *strictHandler) RotateCA(w http.ResponseWriter, r *http.Request, params RotateCAParams) {
+	var request RotateCARequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.RotateCA(ctx, request.(RotateCARequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "RotateCA")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(RotateCAResponseObject); ok {
+		if err := validResponse.VisitRotateCAResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListSVIDRevocations operation middleware
+func (sh *strictHandler) ListSVIDRevocations(w http.ResponseWriter, r *http.Request, params ListSVIDRevocationsParams) {
+	var request ListSVIDRevocationsRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListSVIDRevocations(ctx, request.(ListSVIDRevocationsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListSVIDRevocations")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListSVIDRevocationsResponseObject); ok {
+		if err := validResponse.VisitListSVIDRevocationsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// RevokeSVID operation middleware
+func (sh *strictHandler) RevokeSVID(w http.ResponseWriter, r *http.Request, params RevokeSVIDParams) {
+	var request RevokeSVIDRequestObject
+
+	request.Params = params
+
+	var body RevokeSVIDJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.RevokeSVID(ctx, request.(RevokeSVIDRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "RevokeSVID")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(RevokeSVIDResponseObject); ok {
+		if err := validResponse.VisitRevokeSVIDResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

@@ -24,7 +24,8 @@ var _ identity.Store = (*Store)(nil)
 
 // caAuthoritiesQuery lists a CA's authorities in the order they were added; a CA without any yet
 // still yields one row (its sequence) through the outer join.
-const caAuthoritiesQuery = `SELECT c.sequence, a.id, a.kind, a.parent_id, a.cert_der, a.sealed_key, a.not_after, a.created_at
+const caAuthoritiesQuery = `SELECT c.sequence, a.id, a.kind, a.parent_id, a.cert_der, a.sealed_key, a.not_after, a.created_at,
+	a.activates_at, a.retires_at
 	FROM identity_cas c LEFT JOIN identity_authorities a ON a.trust_domain = c.trust_domain
 	WHERE c.trust_domain = $1 ORDER BY a.created_at, a.id`
 
@@ -45,9 +46,10 @@ func (s *Store) CAAuthorities(ctx context.Context, trustDomain string) (int64, [
 		var (
 			id, kind, parent    *string
 			notAfter, createdAt *time.Time
+			activates, retires  *time.Time
 			a                   identity.Authority
 		)
-		if err := rows.Scan(&seq, &id, &kind, &parent, &a.CertDER, &a.SealedKey, &notAfter, &createdAt); err != nil {
+		if err := rows.Scan(&seq, &id, &kind, &parent, &a.CertDER, &a.SealedKey, &notAfter, &createdAt, &activates, &retires); err != nil {
 			return 0, nil, fmt.Errorf("%s: %w", what, err)
 		}
 		if id == nil {
@@ -58,6 +60,7 @@ func (s *Store) CAAuthorities(ctx context.Context, trustDomain string) (int64, [
 			a.ParentID = *parent
 		}
 		a.NotAfter, a.CreatedAt = notAfter.UTC(), createdAt.UTC()
+		a.ActivatesAt, a.RetiresAt = timeOrZero(activates), timeOrZero(retires)
 		auths = append(auths, a)
 	}
 	if err := rows.Err(); err != nil {
@@ -100,9 +103,9 @@ func (s *Store) AddCAAuthorities(ctx context.Context, trustDomain string, prevSe
 			parent = &a.ParentID
 		}
 		_, err := s.q(ctx).Exec(ctx,
-			`INSERT INTO identity_authorities (id, trust_domain, kind, parent_id, cert_der, sealed_key, not_after, created_at)
-			 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-			a.ID, trustDomain, string(a.Kind), parent, a.CertDER, a.SealedKey, a.NotAfter, a.CreatedAt)
+			`INSERT INTO identity_authorities (id, trust_domain, kind, parent_id, cert_der, sealed_key, not_after, created_at, activates_at, retires_at)
+			 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+			a.ID, trustDomain, string(a.Kind), parent, a.CertDER, a.SealedKey, a.NotAfter, a.CreatedAt, nullTime(a.ActivatesAt), nullTime(a.RetiresAt))
 		switch {
 		case isUniqueViolation(err):
 			return errs.Wrap(errs.Conflict, err, "identity ca authority %s already exists", a.ID)

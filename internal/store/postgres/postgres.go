@@ -231,42 +231,6 @@ func (s *Store) UserByUsername(ctx context.Context, username string) (user.User,
 	return u, nil
 }
 
-// CreateSigningKey inserts k; an existing ID is an errs.Conflict.
-func (s *Store) CreateSigningKey(ctx context.Context, k token.SigningKey) error {
-	_, err := s.q(ctx).Exec(ctx,
-		`INSERT INTO signing_keys (id, algorithm, private_key, created_at) VALUES ($1, $2, $3, $4)`,
-		k.ID, k.Algorithm, k.Private, k.CreatedAt)
-	if isUniqueViolation(err) {
-		return errs.Wrap(errs.Conflict, err, "signing key %q already exists", k.ID)
-	}
-	if err != nil {
-		return fmt.Errorf("create signing key %s: %w", k.ID, err)
-	}
-	return nil
-}
-
-// SigningKeys returns every stored key, oldest first (by creation time, then ID).
-func (s *Store) SigningKeys(ctx context.Context) ([]token.SigningKey, error) {
-	rows, err := s.q(ctx).Query(ctx,
-		`SELECT id, algorithm, private_key, created_at FROM signing_keys ORDER BY created_at, id COLLATE "C"`)
-	if err != nil {
-		return nil, fmt.Errorf("list signing keys: %w", err)
-	}
-	keys, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (token.SigningKey, error) {
-		var k token.SigningKey
-		err := row.Scan(&k.ID, &k.Algorithm, &k.Private, &k.CreatedAt)
-		k.CreatedAt = k.CreatedAt.UTC()
-		return k, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list signing keys: %w", err)
-	}
-	if len(keys) == 0 {
-		return nil, nil
-	}
-	return keys, nil
-}
-
 func nullString(s string) *string {
 	if s == "" {
 		return nil

@@ -26,9 +26,10 @@ import (
 )
 
 var (
-	_ reqsig.Store       = (*Store)(nil)
-	_ reqsig.NonceStore  = (*Store)(nil)
-	_ reqsig.NoncePurger = (*Store)(nil)
+	_ reqsig.Store         = (*Store)(nil)
+	_ reqsig.NonceStore    = (*Store)(nil)
+	_ reqsig.NoncePurger   = (*Store)(nil)
+	_ reqsig.NonceTxRunner = (*Store)(nil)
 )
 
 const requestKeyColumns = `id, tenant_id, agent_id, name, alg, created_by, public_key, sealed_secret,
@@ -144,6 +145,25 @@ func (s *Store) ClaimNonce(ctx context.Context, keyID, nonce string, expiresAt, 
 		return false, fmt.Errorf("claim nonce of request key %s: %w", keyID, err)
 	}
 	return tag.RowsAffected() == 1, nil
+}
+
+// InNonceTx runs fn in one transaction, as InTx does, committed with durability d
+// (reqsig.NonceTxRunner); reqsig.GroupCommitNonces commits its claims through it.
+// DurabilityFull is InTx, committed as the server's synchronous_commit says.
+// DurabilityProcess sets synchronous_commit off for the transaction alone (SET LOCAL): the
+// commit returns before its WAL record is flushed, which the WAL writer does within three
+// wal_writer_delay; a crash of the PostgreSQL server may lose it meanwhile, and nothing else
+// (the database stays consistent). Inside a transaction fn joins it, with its durability.
+func (s *Store) InNonceTx(ctx context.Context, d reqsig.Durability, fn func(ctx context.Context) error) error {
+	if _, ok := ctx.Value(txKey{s}).(pgx.Tx); ok || d != reqsig.DurabilityProcess {
+		return s.InTx(ctx, fn)
+	}
+	return s.InTx(ctx, func(ctx context.Context) error {
+		if _, err := s.q(ctx).Exec(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
+			return fmt.Errorf("relax the commit of nonce claims: %w", err)
+		}
+		return fn(ctx)
+	})
 }
 
 // PurgeNonces deletes the nonce records with expires_at <= before, noncePurgeBatch per

@@ -21,7 +21,8 @@ var _ identity.Store = (*Store)(nil)
 
 // caAuthoritiesQuery lists a CA's authorities in the order they were added; a CA without any yet
 // still yields one row (its sequence) through the outer join.
-const caAuthoritiesQuery = `SELECT c.sequence, a.id, a.kind, a.parent_id, a.cert_der, a.sealed_key, a.not_after, a.created_at
+const caAuthoritiesQuery = `SELECT c.sequence, a.id, a.kind, a.parent_id, a.cert_der, a.sealed_key, a.not_after, a.created_at,
+	a.activates_at, a.retires_at
 	FROM identity_cas c LEFT JOIN identity_authorities a ON a.trust_domain = c.trust_domain
 	WHERE c.trust_domain = ? ORDER BY a.created_at, a.id`
 
@@ -41,10 +42,10 @@ func (s *Store) CAAuthorities(ctx context.Context, trustDomain string) (int64, [
 	for rows.Next() {
 		var (
 			id, kind, notAfter, createdAt sql.NullString
-			parent                        sql.NullString
+			parent, activates, retires    sql.NullString
 			a                             identity.Authority
 		)
-		if err := rows.Scan(&seq, &id, &kind, &parent, &a.CertDER, &a.SealedKey, &notAfter, &createdAt); err != nil {
+		if err := rows.Scan(&seq, &id, &kind, &parent, &a.CertDER, &a.SealedKey, &notAfter, &createdAt, &activates, &retires); err != nil {
 			return 0, nil, fmt.Errorf("%s: %w", what, err)
 		}
 		if !id.Valid {
@@ -56,6 +57,9 @@ func (s *Store) CAAuthorities(ctx context.Context, trustDomain string) (int64, [
 		}
 		if a.CreatedAt, err = parseTime(createdAt.String); err != nil {
 			return 0, nil, fmt.Errorf("%s: authority %s created_at: %w", what, a.ID, err)
+		}
+		if a.ActivatesAt, a.RetiresAt, err = rotationTimes(activates, retires); err != nil {
+			return 0, nil, fmt.Errorf("%s: authority %s: %w", what, a.ID, err)
 		}
 		auths = append(auths, a)
 	}
@@ -99,9 +103,10 @@ func (s *Store) AddCAAuthorities(ctx context.Context, trustDomain string, prevSe
 	}
 	for _, a := range auths {
 		_, err := s.w(ctx).ExecContext(ctx,
-			`INSERT INTO identity_authorities (id, trust_domain, kind, parent_id, cert_der, sealed_key, not_after, created_at)
-			 VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			a.ID, trustDomain, string(a.Kind), nullString(a.ParentID), a.CertDER, a.SealedKey, formatTime(a.NotAfter), formatTime(a.CreatedAt))
+			`INSERT INTO identity_authorities (id, trust_domain, kind, parent_id, cert_der, sealed_key, not_after, created_at, activates_at, retires_at)
+			 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			a.ID, trustDomain, string(a.Kind), nullString(a.ParentID), a.CertDER, a.SealedKey, formatTime(a.NotAfter), formatTime(a.CreatedAt),
+			nullTimeText(a.ActivatesAt), nullTimeText(a.RetiresAt))
 		switch {
 		case isUniqueViolation(err):
 			return errs.Wrap(errs.Conflict, err, "identity ca authority %s already exists", a.ID)

@@ -15,6 +15,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"time"
@@ -24,9 +25,10 @@ import (
 )
 
 var (
-	_ reqsig.Store       = (*Store)(nil)
-	_ reqsig.NonceStore  = (*Store)(nil)
-	_ reqsig.NoncePurger = (*Store)(nil)
+	_ reqsig.Store         = (*Store)(nil)
+	_ reqsig.NonceStore    = (*Store)(nil)
+	_ reqsig.NoncePurger   = (*Store)(nil)
+	_ reqsig.NonceTxRunner = (*Store)(nil)
 )
 
 const requestKeyColumns = `id, tenant_id, agent_id, name, alg, created_by, public_key, sealed_secret,
@@ -177,6 +179,56 @@ func (s *Store) PurgeNonces(ctx context.Context, before time.Time) (int64, error
 			return total, nil
 		}
 	}
+}
+
+// InNonceTx runs fn in one transaction on the writer, as InTx does, committed with durability d
+// (reqsig.NonceTxRunner); reqsig.GroupCommitNonces commits its claims through it.
+// DurabilityFull is InTx. DurabilityProcess commits under synchronous=NORMAL: the writer
+// connection is held for the whole of (pragma, transaction, pragma), so no other write commits
+// under the relaxed setting, and is set back to FULL before it is released (if that fails the
+// connection is closed, and the pool opens a new one with the DSN's FULL). In WAL mode a NORMAL
+// commit appends its frames without an fsync; they are durable once the next FULL commit's fsync
+// or a checkpoint has run (either syncs the whole log), so writes committed under FULL lose
+// nothing by it. Inside a transaction fn joins it, with that transaction's durability.
+func (s *Store) InNonceTx(ctx context.Context, d reqsig.Durability, fn func(ctx context.Context) error) (err error) {
+	if _, ok := ctx.Value(txKey{s}).(*txConn); ok || d != reqsig.DurabilityProcess {
+		return s.InTx(ctx, fn)
+	}
+	conn, err := s.writer.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("sqlite writer for nonce claims: %w", err)
+	}
+	tc := &txConn{stmts: s.writeStmts}
+	defer func() {
+		if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous = FULL"); rerr != nil {
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn }) // close it: never reuse it relaxed
+			err = errors.Join(err, fmt.Errorf("restore synchronous=FULL on the sqlite writer: %w", rerr))
+		}
+		_ = conn.Close()
+		tc.prepareLater(ctx) // only now that the writer connection is free again
+	}()
+	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous = NORMAL"); err != nil {
+		return fmt.Errorf("relax the commit of nonce claims: %w", err)
+	}
+	if tc.tx, err = conn.BeginTx(ctx, nil); err != nil {
+		return fmt.Errorf("begin sqlite transaction: %w", err)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			_ = tc.tx.Rollback()
+			panic(p)
+		}
+	}()
+	if err := fn(context.WithValue(ctx, txKey{s}, tc)); err != nil {
+		if rerr := tc.tx.Rollback(); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
+			return errors.Join(err, fmt.Errorf("roll back sqlite transaction: %w", rerr))
+		}
+		return err
+	}
+	if err := tc.tx.Commit(); err != nil {
+		return fmt.Errorf("commit sqlite transaction: %w", err)
+	}
+	return nil
 }
 
 func scanRequestKey(r rowScanner) (reqsig.Key, error) {

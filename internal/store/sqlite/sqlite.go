@@ -268,48 +268,6 @@ func (s *Store) UserByUsername(ctx context.Context, username string) (user.User,
 	return u, nil
 }
 
-// CreateSigningKey inserts k; an existing ID is an errs.Conflict.
-func (s *Store) CreateSigningKey(ctx context.Context, k token.SigningKey) error {
-	_, err := s.w(ctx).ExecContext(ctx,
-		`INSERT INTO signing_keys (id, algorithm, private_key, created_at) VALUES (?, ?, ?, ?)`,
-		k.ID, k.Algorithm, k.Private, formatTime(k.CreatedAt))
-	if isUniqueViolation(err) {
-		return errs.Wrap(errs.Conflict, err, "signing key %q already exists", k.ID)
-	}
-	if err != nil {
-		return fmt.Errorf("create signing key %s: %w", k.ID, err)
-	}
-	return nil
-}
-
-// SigningKeys returns every stored key, oldest first (by creation time, then ID).
-func (s *Store) SigningKeys(ctx context.Context) ([]token.SigningKey, error) {
-	rows, err := s.r(ctx).QueryContext(ctx,
-		`SELECT id, algorithm, private_key, created_at FROM signing_keys ORDER BY created_at, id`)
-	if err != nil {
-		return nil, fmt.Errorf("list signing keys: %w", err)
-	}
-	defer rows.Close()
-	var keys []token.SigningKey
-	for rows.Next() {
-		var (
-			k         token.SigningKey
-			createdAt string
-		)
-		if err := rows.Scan(&k.ID, &k.Algorithm, &k.Private, &createdAt); err != nil {
-			return nil, fmt.Errorf("list signing keys: %w", err)
-		}
-		if k.CreatedAt, err = parseTime(createdAt); err != nil {
-			return nil, fmt.Errorf("list signing keys: key %s created_at: %w", k.ID, err)
-		}
-		keys = append(keys, k)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list signing keys: %w", err)
-	}
-	return keys, nil
-}
-
 // formatTime keeps microseconds, PostgreSQL's precision, so that both adapters return the same
 // value for the same input.
 func formatTime(t time.Time) string {

@@ -30,6 +30,7 @@ func RunIdentity(t *testing.T, open func(t *testing.T) IdentityStore) {
 	t.Run("transactions", func(t *testing.T) { t.Parallel(); testCATransactions(t, open) })
 	t.Run("concurrent rotations: one wins", func(t *testing.T) { t.Parallel(); testCAConcurrentAdds(t, open) })
 	t.Run("concurrent LoadOrCreate agree on one CA", func(t *testing.T) { t.Parallel(); testCAConcurrentLoadOrCreate(t, open) })
+	t.Run("root rotation", func(t *testing.T) { t.Parallel(); testCARotation(t, open) })
 }
 
 // authority returns a stored-looking authority with made-up bytes; the store does not parse them.

@@ -1,0 +1,106 @@
+package e2e
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nops-kernel/nops/internal/config"
+	"github.com/nops-kernel/nops/internal/kernel/kerneltest"
+	"github.com/nops-kernel/nops/internal/reqsig"
+)
+
+// A nonce accepted under either nonce durability (signing.nonce_durability) is refused after a
+// restart of the kernel on the same data directory: a GET, whose handler ran while its claim
+// committed, and a POST, whose handler waited for it.
+func TestSignatureReplayAfterRestartByDurability(t *testing.T) {
+	for _, durability := range []string{"full", "process"} {
+		t.Run(durability, func(t *testing.T) {
+			dataDir := t.TempDir()
+			cfg := func(c *config.Config) { c.DataDir, c.Signing.NonceDurability = dataDir, durability }
+			getNonce, postNonce := reqsig.NewNonce(), reqsig.NewNonce()
+			var (
+				key   reqsig.SignerKey
+				admin string
+				get   signed
+			)
+			post := func(name string) signed {
+				s := signed{method: "POST", path: "/v1/agents", headers: []string{admin}, nonce: postNonce}
+				s.body = []byte(`{"name":"` + name + `","version":"v1.0.0","endpoint":"https://agents.example.com/x"}`)
+				return s
+			}
+			t.Run("first life", func(t *testing.T) {
+				f := newFixture(t, cfg)
+				admin = f.keys["ADMIN"]
+				key = newRequestKey(t, f.k, admin, nil)
+				agent := newAgent(t, f.k, admin, "durable", map[string]string{"env": "dev"}, "")
+				get = signed{method: "GET", path: "/v1/agents/" + agent, headers: []string{admin}, nonce: getNonce}
+				resp, body := sendSigned(t, f.k, key, get)
+				mustStatus(t, resp, body, http.StatusOK)
+				resp, body = sendSigned(t, f.k, key, post("first"))
+				mustStatus(t, resp, body, http.StatusCreated)
+			})
+			if t.Failed() {
+				t.FailNow()
+			}
+			k := kerneltest.Start(t, cfg)
+			resp, body := sendSigned(t, k, key, get)
+			wantProblem(t, resp, body, http.StatusUnauthorized, "unauthenticated", "nonce already used")
+			resp, body = sendSigned(t, k, key, post("second"))
+			wantProblem(t, resp, body, http.StatusUnauthorized, "unauthenticated", "nonce already used")
+			resp, body = k.Do(t, "GET", "/v1/agents?limit=100", nil, admin)
+			mustStatus(t, resp, body, http.StatusOK)
+			if strings.Contains(string(body), `"second"`) {
+				t.Fatalf("the replayed POST created its agent: %s", body)
+			}
+			get.nonce = ""
+			resp, body = sendSigned(t, k, key, get)
+			mustStatus(t, resp, body, http.StatusOK)
+		})
+	}
+}
+
+// A replayed signed GET that an ABAC policy would deny answers as a replay (401) and is audited
+// as one, once, with no policy denial: the nonce claim that commits while the policies are
+// evaluated still decides first. A fresh nonce gets the policy's 403 and its audit record.
+func TestReplayRefusedBeforePolicyDenial(t *testing.T) {
+	f := newFixture(t)
+	k, admin := f.k, f.keys["ADMIN"]
+	agent := newAgent(t, k, admin, "guarded", map[string]string{"lock": "frozen"}, "")
+	key := newRequestKey(t, k, admin, nil)
+	get := signed{method: "GET", path: "/v1/agents/" + agent, headers: []string{admin}, nonce: reqsig.NewNonce()}
+	resp, body := sendSigned(t, k, key, get)
+	mustStatus(t, resp, body, http.StatusOK)
+
+	resp, body = k.Do(t, "POST", "/v1/policies", map[string]any{
+		"name": "frozen-unsigned-reads", "effect": "deny", "enabled": true,
+		"expression": `resource.labels.?lock.orValue("") == "frozen" && request.signed`,
+	}, admin)
+	mustStatus(t, resp, body, http.StatusCreated)
+	pollUntil(t, 10*time.Second, "the policy is in force", func() bool {
+		resp, _ := sendSigned(t, k, key, signed{method: "GET", path: "/v1/agents/" + agent, headers: []string{admin}})
+		return resp.StatusCode == http.StatusForbidden
+	})
+	denials := len(auditRecords(t, k, admin, "action=auth.authorize").Items)
+	replays := countReasons(auditRecords(t, k, admin, "action=auth.authenticate"), "request signature refused: replay")
+
+	resp, body = sendSigned(t, k, key, get) // the first request's nonce again
+	wantProblem(t, resp, body, http.StatusUnauthorized, "unauthenticated", "nonce already used")
+	if got := countReasons(auditRecords(t, k, admin, "action=auth.authenticate"), "request signature refused: replay"); got != replays+1 {
+		t.Fatalf("replay audited %d times, want once", got-replays)
+	}
+	if got := len(auditRecords(t, k, admin, "action=auth.authorize").Items); got != denials {
+		t.Fatalf("the replay added %d policy denial records, want none", got-denials)
+	}
+}
+
+func countReasons(p auditPage, reason string) int {
+	n := 0
+	for _, it := range p.Items {
+		if it.Decision.Reason == reason {
+			n++
+		}
+	}
+	return n
+}
