@@ -45,6 +45,7 @@ func newRootCmd(env func(string) (string, bool), signals func(chan<- os.Signal) 
 	root.AddCommand(c.policyCmd())             // ABAC policy tests (policy.go)
 	// The perimeter's managed state (policies.go, ratelimits.go, requestkeys.go).
 	root.AddCommand(c.policiesCmd(), c.rateLimitsCmd(), c.requestKeysCmd())
+	root.AddCommand(c.flagsCmd())    // feature flags (flags.go)
 	root.AddCommand(c.identityCmd()) // workload identity: SVIDs and the trust bundle (identity.go)
 	root.AddCommand(c.secretsCmd())  // rotation of the API-key pepper and the key-encryption key (secrets.go)
 	// Rotation of the token signing keys (admin_signingkeys.go).

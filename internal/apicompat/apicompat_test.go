@@ -69,3 +69,42 @@ func TestBadInput(t *testing.T) {
 		t.Errorf("a non-semantic version: %v", err)
 	}
 }
+
+func TestChangelog(t *testing.T) {
+	from, to, changes, err := apicompat.Changelog(read(t, "base.yaml"), read(t, "removed_field.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if from != "0.1.0" || to != "0.1.0" {
+		t.Errorf("versions %q → %q", from, to)
+	}
+	if len(changes) == 0 || changes[0].Level != apicompat.Breaking || changes[0].Operation != "GET /v1/things/{id}" || !strings.Contains(changes[0].Text, "name") {
+		t.Fatalf("the removed property is not the first, breaking change of GET /v1/things/{id}: %+v", changes)
+	}
+
+	_, to, changes, err = apicompat.Changelog(read(t, "base.yaml"), read(t, "added.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if to != "0.1.1" {
+		t.Errorf("revision version %q", to)
+	}
+	var ops []string
+	for _, c := range changes {
+		if c.Level == apicompat.Breaking {
+			t.Errorf("an addition listed as breaking: %+v", c)
+		}
+		ops = append(ops, c.Operation)
+	}
+	joined := strings.Join(ops, "\n")
+	if !strings.Contains(joined, "GET /v1/others") || !strings.Contains(joined, "GET /v1/things/{id}") {
+		t.Errorf("the added operation and the added parameter/property are not both listed: %+v", changes)
+	}
+
+	if _, _, changes, err := apicompat.Changelog(read(t, "base.yaml"), read(t, "base.yaml")); err != nil || len(changes) != 0 {
+		t.Errorf("a document compared with itself: %+v, %v", changes, err)
+	}
+	if _, _, _, err := apicompat.Changelog(read(t, "base.yaml"), []byte("openapi: [")); err == nil {
+		t.Error("a broken revision was accepted")
+	}
+}

@@ -39,6 +39,7 @@ type Config struct {
 	Invoke      InvokeConfig      `yaml:"invoke"`
 	Egress      EgressConfig      `yaml:"egress"`
 	Identity    IdentityConfig    `yaml:"identity"`
+	Flags       FlagsConfig       `yaml:"flags"`
 }
 
 // InvokeConfig tunes the invoke API's routing and resilience; see docs/routing.md.
@@ -400,6 +401,7 @@ func Default() Config {
 		},
 		Egress:   EgressConfig{AllowLoopback: "auto"},
 		Identity: defaultIdentity(),
+		Flags:    defaultFlags(),
 		Audit: AuditConfig{
 			KeyName:            "nops-kernel",
 			CheckpointEvery:    1000,
@@ -640,6 +642,7 @@ func (c Config) Validate() error {
 	}
 	c.validateInvoke(&v)
 	c.validateIdentity(&v)
+	c.validateFlags(&v)
 	v.positive("registry.stale_after", c.Registry.StaleAfter)
 	if c.Registry.ZombieAfter <= c.Registry.StaleAfter {
 		v.add("registry.zombie_after", fmt.Sprintf("must be longer than registry.stale_after (%s), got %s", c.Registry.StaleAfter, c.Registry.ZombieAfter))

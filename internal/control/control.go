@@ -20,6 +20,7 @@ import (
 	"github.com/nops-kernel/nops/internal/apikey"
 	"github.com/nops-kernel/nops/internal/audit"
 	"github.com/nops-kernel/nops/internal/events"
+	"github.com/nops-kernel/nops/internal/flags"
 	"github.com/nops-kernel/nops/internal/perimeter"
 	"github.com/nops-kernel/nops/internal/policy"
 	"github.com/nops-kernel/nops/internal/principal"
@@ -71,6 +72,12 @@ type Control struct {
 	CA          CARotator            // the built-in identity CA, whose root rotates (rotation.go)
 	opts        Options
 	beats       chan heartbeatReq // nil: every heartbeat commits alone
+
+	// Feature flags (flags.go); the kernel sets them after New (nil: the feature is off).
+	Flags *flags.Service
+	// FlagsChanged is called after a committed flag change, before the write returns, so this
+	// replica evaluates its own change at once (the others follow on the event). Nil: nothing.
+	FlagsChanged func(ctx context.Context)
 }
 
 // New returns a Control over the domain services, which must use the same store.

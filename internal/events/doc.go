@@ -65,7 +65,9 @@
 // nobody reviewed, in particular no secret. Go consumers decode leniently (unknown members are
 // ignored), so adding an optional field within a version does not break them; a Schemas value
 // loaded from older files than the producer's rejects such events, so validate inbound events
-// with schemas at least as new as the producer's. Removing or changing a field is a new version.
+// with schemas at least as new as the producer's. Removing or changing a field is a new version;
+// Event.Payload upcasts an event of an older version of a catalogue type to the newest one first,
+// through the kernel's upcasters (upcast.go), so consumers decode the newest payload only.
 //
 // # Concurrency
 //

@@ -168,21 +168,30 @@ func (e Event) Validate() error {
 }
 
 // Payload decodes the data of a catalogue event into its payload struct (AgentRegistered,
-// TenantDeleted, …, as a value) and validates it; use a type switch on the result. Members the
-// struct does not know are ignored. An unknown type is an errs.Invalid.
+// TenantDeleted, …, as a value) and validates it; use a type switch on the result. An event of
+// an older version of a catalogue type is upcast first, so the payload is always the newest
+// version's (upcast.go). Members the struct does not know are ignored. An unknown type is an
+// errs.Invalid.
 func (e Event) Payload() (Payload, error) {
 	if err := e.validateEnvelope(); err != nil {
 		return nil, err
 	}
-	if !e.Type.Known() {
+	if !kernelUpcasters.Latest(e.Type).Known() {
 		return nil, errs.Field("type", "not a catalogue event type")
 	}
 	return e.payload()
 }
 
-// payload decodes and cross-checks the data of a catalogue type; it returns nil, nil for a
-// valid type outside the catalogue. The envelope is valid.
-func (e Event) payload() (Payload, error) {
+// payload decodes and cross-checks the data of a catalogue type, upcast by the kernel's
+// upcasters from an older version of it (upcast.go); it returns nil, nil for a valid type outside
+// the catalogue. The envelope is valid.
+func (e Event) payload() (Payload, error) { return e.payloadBy(kernelUpcasters) }
+
+func (e Event) payloadBy(u *Upcasters) (Payload, error) {
+	e, err := u.Upcast(e)
+	if err != nil {
+		return nil, err
+	}
 	if !e.Type.Known() {
 		return nil, nil
 	}

@@ -40,9 +40,9 @@ func TestNew(t *testing.T) {
 				t.Errorf("ID time = %v, want the event's time %v", got, base)
 			}
 			want := events.Event{
-				ID: e.ID, Source: "/nops/tenants/" + tenantA, Type: s.typ, Subject: s.subject, Time: base,
+				ID: e.ID, Source: "/nops/tenants/" + s.tenant, Type: s.typ, Subject: s.subject, Time: base,
 				DataContentType: "application/json", DataSchema: "urn:nops:events:" + string(s.typ),
-				Data: e.Data, Tenant: tenantA, TraceParent: traceparnt,
+				Data: e.Data, Tenant: s.tenant, TraceParent: traceparnt,
 			}
 			if diff := cmp.Diff(want, e); diff != "" {
 				t.Errorf("event (-want +got):\n%s", diff)
@@ -340,7 +340,7 @@ func TestOutbox(t *testing.T) {
 				t.Fatalf("Outbox: %v", err)
 			}
 			want := events.OutboxRecord{
-				ID: e.ID, Tenant: tenantA, Type: s.typ, Subject: s.subject,
+				ID: e.ID, Tenant: s.tenant, Type: s.typ, Subject: s.subject,
 				Payload: mustMarshal(t, e), CreatedAt: base,
 			}
 			if diff := cmp.Diff(want, r); diff != "" {

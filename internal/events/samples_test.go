@@ -162,6 +162,12 @@ func samples() []sample {
 		{"invocation completed minimal", events.TypeInvocationCompleted, tenantA, is, &events.InvocationCompleted{
 			InvocationID: invocationID, Tenant: tenantA, Capability: "a", Status: 503, Outcome: "rejected", StartedAt: base,
 		}},
+		{"flag changed", events.TypeFlagChanged, events.KernelTenant, events.FlagSubject("checkout.new-flow"), events.FlagChanged{
+			Key: "checkout.new-flow", Change: events.FlagUpdated, Revision: 4, ChangedAt: base,
+		}},
+		{"flag deleted", events.TypeFlagChanged, events.KernelTenant, events.FlagSubject("a"), &events.FlagChanged{
+			Key: "a", Change: events.FlagDeleted, Revision: 1, ChangedAt: base,
+		}},
 		{"agent breaker changed", events.TypeAgentBreakerChanged, tenantA, events.AgentSubject(agentID), events.AgentBreakerChanged{
 			AgentID: agentID, Tenant: tenantA, From: "closed", To: "open", Kernel: "kernel-1.example", ChangedAt: base,
 		}},

@@ -37,6 +37,8 @@ const (
 	// The invocation events (invocations.go).
 	TypeInvocationRequested Type = "nops.invocation.requested.v1"
 	TypeInvocationCompleted Type = "nops.invocation.completed.v1"
+	// TypeFlagChanged is a feature flag created, updated or deleted (flags.go).
+	TypeFlagChanged Type = "nops.flag.changed.v1"
 )
 
 // Catalogue returns every event type the kernel emits, in a stable order. The slice is the
@@ -51,6 +53,7 @@ func Catalogue() []Type {
 		TypeBillingUsage,
 		TypeRouteUpdated, TypeRouteDeleted,
 		TypeInvocationRequested, TypeInvocationCompleted,
+		TypeFlagChanged,
 	}
 }
 
@@ -169,6 +172,8 @@ func decodePayload(t Type, data []byte) (Payload, error) {
 		return decodeAs[RouteUpdated](data)
 	case TypeRouteDeleted:
 		return decodeAs[RouteDeleted](data)
+	case TypeFlagChanged:
+		return decodeAs[FlagChanged](data)
 	case TypeInvocationRequested:
 		return decodeAs[InvocationRequested](data)
 	case TypeInvocationCompleted:

@@ -21,6 +21,7 @@ import (
 	"github.com/nops-kernel/nops/internal/config"
 	"github.com/nops-kernel/nops/internal/control"
 	"github.com/nops-kernel/nops/internal/errs"
+	"github.com/nops-kernel/nops/internal/flags"
 	"github.com/nops-kernel/nops/internal/httpapi/gen"
 	"github.com/nops-kernel/nops/internal/idempotency"
 	"github.com/nops-kernel/nops/internal/middleware"
@@ -55,6 +56,9 @@ type Deps struct {
 
 	// Invoke runs POST /v1/invoke/{capability}; nil answers 503.
 	Invoke Invoker
+
+	// Flags evaluates feature flags in memory (GET /v1/flags/{key}/evaluation); nil answers 503.
+	Flags *flags.Evaluator
 
 	// Secrets reports the rotation status of the pepper and the key-encryption key
 	// (GET /v1/admin/secrets/status); nil answers 503.
@@ -109,6 +113,10 @@ func NewHandler(deps Deps) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	versions, err := newVersioning(doc)
+	if err != nil {
+		return nil, err
+	}
 	errw := errorWriter{logger: deps.Logger}
 	mux := http.NewServeMux()
 	d := &dispatcher{mux: mux, ops: ops, verifier: deps.Verifier, keys: deps.APIKeys, usage: deps.Usage,
@@ -160,6 +168,7 @@ func NewHandler(deps Deps) (http.Handler, error) {
 		middleware.Recover(deps.Logger, errw.Write),
 		deps.Guards.edge(errw),
 		middleware.BodyLimit(deps.Config.HTTP.MaxBodyBytes, errw.Write),
+		versions.middleware(errw),
 	), nil
 }
 

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/open-feature/go-sdk/openfeature"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/mod/sumdb/note"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/nops-kernel/nops/internal/bus"
 	"github.com/nops-kernel/nops/internal/config"
 	"github.com/nops-kernel/nops/internal/consumers"
+	"github.com/nops-kernel/nops/internal/flags"
 	"github.com/nops-kernel/nops/internal/health"
 	"github.com/nops-kernel/nops/internal/httpapi"
 	"github.com/nops-kernel/nops/internal/idempotency"
@@ -68,6 +70,7 @@ type Kernel struct {
 	wid    identity.Source             // this kernel's own SVID and trust bundle
 	widRun func(context.Context) error // renews wid; nil when its provider renews by itself
 	tokens *token.Service              // access tokens; its keys rotate (the "signing keys" job reloads them)
+	flags  *featureFlags               // feature flags: evaluator, OpenFeature client (flags.go)
 
 	// The mTLS listener (mtls.go); all nil when http.mtls_addr is empty.
 	mtls    *mtls.Server
@@ -202,6 +205,10 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 		return nil, err
 	}
 	k.dom.control.SigningKeys = tokens // rotated through control, audited (rotation.go there)
+	if k.flags, err = buildFlags(ctx, cfg, st, k.dom.control, k.tel.MeterProvider().Meter("nops/flags"), k.logger); err != nil {
+		return nil, fmt.Errorf("feature flags: %w", err)
+	}
+	k.closers = append(k.closers, k.flags.close)
 	k.consumers = consumers.Kernel(st, consumerOptions(cfg, k.dom.control, k.logger))
 	if err := bus.RegisterGauges(k.tel.MeterProvider().Meter("nops/bus"), k.bus, func() []string { return consumerNames(k.consumers) }); err != nil {
 		return nil, fmt.Errorf("event bus gauges: %w", err)
@@ -251,6 +258,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 		AuditKey:    k.dom.verifierKey,
 		Idempotency: k.idem,
 		Invoke:      invoker{k.invoke, k.async},
+		Flags:       k.flags.eval,
 		Identity:    identityAPI,
 		Revocations: st,
 		Revoker:     k.revoker(),
@@ -299,6 +307,8 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 	if k.ln, err = perim.listener(cfg, k.ln, k.tel.MeterProvider(), k.logger); err != nil {
 		return nil, fmt.Errorf("listener: %w", err)
 	}
+	// Named once the address is known; not a replay target, so not in Deps.Consumers.
+	k.consumers = append(k.consumers, k.flags.consumer(replicaName(k.ln.Addr().String())))
 	k.srv = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout.D(),
@@ -351,6 +361,13 @@ func (k *Kernel) GatewayAddr() string {
 	return k.gwLn.Addr().String()
 }
 
+// Flags returns the OpenFeature client over the kernel's feature flags: kernel code and add-ons
+// evaluate flags through it with the tenant id as the targeting key (docs/flags.md).
+func (k *Kernel) Flags() *openfeature.Client { return k.flags.client }
+
+// FlagEvaluator returns the in-memory evaluator of the kernel's feature flags.
+func (k *Kernel) FlagEvaluator() *flags.Evaluator { return k.flags.eval }
+
 // Bus returns the kernel's event bus (tests read the stream through it).
 func (k *Kernel) Bus() bus.Bus { return k.bus }
 
@@ -389,6 +406,7 @@ func (k *Kernel) Run(ctx context.Context) error {
 			return k.dom.control.RunHeartbeats(ctx, heartbeatWriters(k.cfg))
 		},
 		"outbox relay":      k.relay.Run,
+		"feature flags":     k.flags.eval.Run,
 		"async invocations": k.async.Run,
 		"idempotency purge": func(ctx context.Context) error {
 			return idempotency.RunPurger(ctx, k.idem, idempotency.PurgeOptions{Logger: k.logger})

@@ -12,6 +12,7 @@ import (
 	"github.com/nops-kernel/nops/internal/consumers"
 	"github.com/nops-kernel/nops/internal/control"
 	"github.com/nops-kernel/nops/internal/events"
+	"github.com/nops-kernel/nops/internal/flags"
 	"github.com/nops-kernel/nops/internal/idempotency"
 	"github.com/nops-kernel/nops/internal/identity"
 	"github.com/nops-kernel/nops/internal/invoke"
@@ -52,6 +53,7 @@ type Store interface {
 	reqsig.NoncePurger
 	perimeter.Store
 	routing.Store
+	flags.Store
 	invoke.AsyncStore
 	identity.Store
 	apikey.RedigestStore // API keys moved to the current pepper (secrets.go)

@@ -32,6 +32,9 @@ const (
 	ScopePoliciesWrite   = "policies:write"  // ABAC policies
 	ScopePerimeterRead   = "perimeter:read"  // a tenant's perimeter settings (its own, for a tenant's principal)
 	ScopePerimeterWrite  = "perimeter:write" // a tenant's perimeter settings (its own, for a tenant's principal)
+	ScopeFlagsRead       = "flags:read"      // feature flags: global kernel objects, rules included
+	ScopeFlagsWrite      = "flags:write"     // feature flags
+	ScopeFlagsEvaluate   = "flags:evaluate"  // evaluate a flag for one's own tenant
 )
 
 // Roles lists the roles in order of decreasing power, as documented.
@@ -41,12 +44,13 @@ var Roles = []string{user.RoleSuperAdmin, user.RoleAdmin, user.RoleOperator, use
 var matrix = map[string][]string{
 	user.RoleSuperAdmin: {ScopeSystemRead, ScopeSystemWrite, ScopeTenantsRead, ScopeTenantsWrite,
 		ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAgentsInvoke, ScopeAPIKeysRead, ScopeAPIKeysWrite, ScopeAuditRead,
-		ScopeEventsRead, ScopeEventsWrite, ScopePoliciesRead, ScopePoliciesWrite, ScopePerimeterRead, ScopePerimeterWrite},
+		ScopeEventsRead, ScopeEventsWrite, ScopePoliciesRead, ScopePoliciesWrite, ScopePerimeterRead, ScopePerimeterWrite,
+		ScopeFlagsRead, ScopeFlagsWrite, ScopeFlagsEvaluate},
 	user.RoleAdmin: {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAgentsInvoke, ScopeAPIKeysRead, ScopeAPIKeysWrite, ScopeAuditRead,
-		ScopeEventsRead, ScopeEventsWrite, ScopePoliciesRead, ScopePoliciesWrite, ScopePerimeterRead, ScopePerimeterWrite},
+		ScopeEventsRead, ScopeEventsWrite, ScopePoliciesRead, ScopePoliciesWrite, ScopePerimeterRead, ScopePerimeterWrite, ScopeFlagsEvaluate},
 	user.RoleOperator: {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAgentsInvoke, ScopeAPIKeysRead, ScopeEventsRead,
-		ScopePoliciesRead},
-	user.RoleViewer: {ScopeAgentsRead},
+		ScopePoliciesRead, ScopeFlagsEvaluate},
+	user.RoleViewer: {ScopeAgentsRead, ScopeFlagsEvaluate},
 }
 
 // Grants reports whether role grants scope.

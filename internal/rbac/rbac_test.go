@@ -14,14 +14,15 @@ import (
 func TestMatrixCells(t *testing.T) {
 	all := []string{ScopeSystemRead, ScopeSystemWrite, ScopeTenantsRead, ScopeTenantsWrite, ScopeAgentsRead,
 		ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAgentsInvoke, ScopeAPIKeysRead, ScopeAPIKeysWrite, ScopeAuditRead,
-		ScopeEventsRead, ScopeEventsWrite, ScopePoliciesRead, ScopePoliciesWrite, ScopePerimeterRead, ScopePerimeterWrite}
+		ScopeEventsRead, ScopeEventsWrite, ScopePoliciesRead, ScopePoliciesWrite, ScopePerimeterRead, ScopePerimeterWrite,
+		ScopeFlagsRead, ScopeFlagsWrite, ScopeFlagsEvaluate}
 	// The documented matrix, cell by cell: what each role is granted; every other cell is denied.
 	granted := map[string][]string{
 		user.RoleSuperAdmin: all,
 		user.RoleAdmin: {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAgentsInvoke, ScopeAPIKeysRead, ScopeAPIKeysWrite, ScopeAuditRead,
-			ScopeEventsRead, ScopeEventsWrite, ScopePoliciesRead, ScopePoliciesWrite, ScopePerimeterRead, ScopePerimeterWrite},
-		user.RoleOperator: {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAgentsInvoke, ScopeAPIKeysRead, ScopeEventsRead, ScopePoliciesRead},
-		user.RoleViewer:   {ScopeAgentsRead},
+			ScopeEventsRead, ScopeEventsWrite, ScopePoliciesRead, ScopePoliciesWrite, ScopePerimeterRead, ScopePerimeterWrite, ScopeFlagsEvaluate},
+		user.RoleOperator: {ScopeAgentsRead, ScopeAgentsWrite, ScopeAgentsHeartbeat, ScopeAgentsInvoke, ScopeAPIKeysRead, ScopeEventsRead, ScopePoliciesRead, ScopeFlagsEvaluate},
+		user.RoleViewer:   {ScopeAgentsRead, ScopeFlagsEvaluate},
 	}
 	want := map[string]map[string]bool{}
 	for _, role := range Roles {
@@ -43,7 +44,7 @@ func TestMatrixCells(t *testing.T) {
 }
 
 func TestScopesFor(t *testing.T) {
-	if diff := cmp.Diff([]string{ScopeAgentsHeartbeat, ScopeAgentsInvoke, ScopeAgentsRead, ScopeAgentsWrite, ScopeAPIKeysRead, ScopeEventsRead, ScopePoliciesRead}, ScopesFor([]string{user.RoleViewer, user.RoleOperator, user.RoleOperator})); diff != "" {
+	if diff := cmp.Diff([]string{ScopeAgentsHeartbeat, ScopeAgentsInvoke, ScopeAgentsRead, ScopeAgentsWrite, ScopeAPIKeysRead, ScopeEventsRead, ScopeFlagsEvaluate, ScopePoliciesRead}, ScopesFor([]string{user.RoleViewer, user.RoleOperator, user.RoleOperator})); diff != "" {
 		t.Fatal(diff)
 	}
 	if got := ScopesFor(nil); got != nil {

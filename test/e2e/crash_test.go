@@ -47,6 +47,9 @@ func TestCrashRecoveryKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the crash harness builds and kills the nops binary ten times")
 	}
+	// Runs alongside the other long tests marked parallel (TestRotationUnderLoad waits on
+	// certificate lifetimes most of its two minutes): the package's wall time is what CI pays.
+	t.Parallel()
 	bin := buildNops(t)
 	dataDir := t.TempDir()
 	// A short ack wait redelivers the events a killed kernel had fetched and not acknowledged

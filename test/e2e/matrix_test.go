@@ -57,7 +57,8 @@ func (w *world) fill(path string, tenantB bool) string {
 	if tenantB {
 		agent, key, tenant = w.agentB, w.keyIDB, w.other
 	}
-	r := strings.NewReplacer("{agent_id}", agent, "{key_id}", key, "{tenant_id}", tenant)
+	// Feature flags are kernel-wide, named by key: no tenant owns one, so both cases name the same.
+	r := strings.NewReplacer("{agent_id}", agent, "{key_id}", key, "{tenant_id}", tenant, "{key}", "matrix.flag")
 	return r.Replace(path)
 }
 

@@ -42,6 +42,7 @@ import (
 // refresh the CA every second), SVIDs live 1 min, tokens 1 min. The old root retires 1 min 30 s
 // after the activation, so the test runs about two minutes.
 func TestRotationUnderLoad(t *testing.T) {
+	t.Parallel() // two minutes mostly spent waiting for lifetimes to pass: overlapped with the other long tests
 	dbURL := services.Postgres(t)
 	secrets := t.TempDir()
 	shared := func(c *config.Config) {

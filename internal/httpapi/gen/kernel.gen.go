@@ -177,6 +177,81 @@ func (e CheckResultStatus) Valid() bool {
 	}
 }
 
+// Defines values for FlagType.
+const (
+	FlagTypeBoolean FlagType = "boolean"
+	FlagTypeVariant FlagType = "variant"
+)
+
+// Valid indicates whether the value is a known member of the FlagType enum.
+func (e FlagType) Valid() bool {
+	switch e {
+	case FlagTypeBoolean:
+		return true
+	case FlagTypeVariant:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for FlagEvaluationReason.
+const (
+	DEFAULT        FlagEvaluationReason = "DEFAULT"
+	DISABLED       FlagEvaluationReason = "DISABLED"
+	TARGETINGMATCH FlagEvaluationReason = "TARGETING_MATCH"
+)
+
+// Valid indicates whether the value is a known member of the FlagEvaluationReason enum.
+func (e FlagEvaluationReason) Valid() bool {
+	switch e {
+	case DEFAULT:
+		return true
+	case DISABLED:
+		return true
+	case TARGETINGMATCH:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for FlagEvaluationType.
+const (
+	FlagEvaluationTypeBoolean FlagEvaluationType = "boolean"
+	FlagEvaluationTypeVariant FlagEvaluationType = "variant"
+)
+
+// Valid indicates whether the value is a known member of the FlagEvaluationType enum.
+func (e FlagEvaluationType) Valid() bool {
+	switch e {
+	case FlagEvaluationTypeBoolean:
+		return true
+	case FlagEvaluationTypeVariant:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for FlagSpecType.
+const (
+	FlagSpecTypeBoolean FlagSpecType = "boolean"
+	FlagSpecTypeVariant FlagSpecType = "variant"
+)
+
+// Valid indicates whether the value is a known member of the FlagSpecType enum.
+func (e FlagSpecType) Valid() bool {
+	switch e {
+	case FlagSpecTypeBoolean:
+		return true
+	case FlagSpecTypeVariant:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for HealthzStatus.
 const (
 	HealthzStatusDegraded HealthzStatus = "degraded"
@@ -1138,6 +1213,89 @@ type FieldError struct {
 	Reason string `json:"reason"`
 }
 
+// Flag defines model for Flag.
+type Flag struct {
+	CreatedAt      time.Time `json:"created_at"`
+	DefaultVariant string    `json:"default_variant"`
+	Description    *string   `json:"description,omitempty"`
+	Enabled        bool      `json:"enabled"`
+	Key            string    `json:"key"`
+
+	// Revision 1 at creation, +1 on every change; the ETag derives from it.
+	Revision  int64      `json:"revision"`
+	Rules     []FlagRule `json:"rules"`
+	Type      FlagType   `json:"type"`
+	UpdatedAt time.Time  `json:"updated_at"`
+	Variants  []string   `json:"variants"`
+}
+
+// FlagType defines model for Flag.Type.
+type FlagType string
+
+// FlagEvaluation defines model for FlagEvaluation.
+type FlagEvaluation struct {
+	Key    string               `json:"key"`
+	Reason FlagEvaluationReason `json:"reason"`
+
+	// Revision The revision of the flag this replica evaluated.
+	Revision int64 `json:"revision"`
+
+	// Rule The index of the rule that matched; absent when none did.
+	Rule   *int               `json:"rule,omitempty"`
+	Tenant string             `json:"tenant"`
+	Type   FlagEvaluationType `json:"type"`
+
+	// Variant The variant answered (`true` or `false` for a boolean flag).
+	Variant string `json:"variant"`
+}
+
+// FlagEvaluationReason defines model for FlagEvaluation.Reason.
+type FlagEvaluationReason string
+
+// FlagEvaluationType defines model for FlagEvaluation.Type.
+type FlagEvaluationType string
+
+// FlagList defines model for FlagList.
+type FlagList struct {
+	Items []Flag `json:"items"`
+
+	// NextCursor Pass as `cursor` to get the next page; absent on the last page.
+	NextCursor *string `json:"next_cursor,omitempty"`
+}
+
+// FlagRule defines model for FlagRule.
+type FlagRule struct {
+	// Expression A CEL expression of type bool over `tenant` (`id`, `name`, `status`) and `attributes` (a map of the OpenFeature evaluation context's other attributes).
+	//
+	// Example: tenant.name.startsWith("beta-")
+	Expression string `json:"expression"`
+
+	// Variant The variant answered when the expression is true; one of the flag's variants.
+	Variant string `json:"variant"`
+}
+
+// FlagSpec defines model for FlagSpec.
+type FlagSpec struct {
+	// DefaultVariant Answered when no rule matches, and when the flag is disabled.
+	DefaultVariant string  `json:"default_variant"`
+	Description    *string `json:"description,omitempty"`
+
+	// Enabled A disabled flag answers its default variant with reason DISABLED (OpenFeature callers get their own default value).
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// Rules Evaluated in order; the first whose expression is true gives the variant.
+	Rules *[]FlagRule `json:"rules,omitempty"`
+
+	// Type `boolean` (variants `true` and `false`) or `variant` (named string variants).
+	Type FlagSpecType `json:"type"`
+
+	// Variants The variants of a `variant` flag; omitted for a boolean flag.
+	Variants *[]string `json:"variants,omitempty"`
+}
+
+// FlagSpecType `boolean` (variants `true` and `false`) or `variant` (named string variants).
+type FlagSpecType string
+
 // Healthz defines model for Healthz.
 type Healthz struct {
 	Checks        []CheckResult `json:"checks"`
@@ -1267,11 +1425,14 @@ type KEKVersionStatus struct {
 	CaKeys    int64      `json:"ca_keys"`
 	CreatedAt *time.Time `json:"created_at,omitempty"`
 
-	// InUse Values sealed under this version (request_key_secrets + ca_keys); 0 when it can be retired.
+	// InUse Values sealed under this version (request_key_secrets + ca_keys + signing_keys); 0 when it can be retired.
 	InUse int64 `json:"in_use"`
 
 	// RequestKeySecrets HMAC secrets of request-signing keys, current and previous, sealed under this version.
 	RequestKeySecrets int64 `json:"request_key_secrets"`
+
+	// SigningKeys Token signing keys (private keys, or HS256 secrets) sealed under this version, retired ones included.
+	SigningKeys int64 `json:"signing_keys"`
 
 	// State `older`: still accepted (digests re-made, or values resealed, under the current version
 	// move items off it); `current`: used for new digests or seals; `pending`: added and
@@ -1893,6 +2054,9 @@ type Cursor = string
 // EventTypeQuery defines model for EventTypeQuery.
 type EventTypeQuery = string
 
+// FlagKey defines model for FlagKey.
+type FlagKey = string
+
 // IdempotencyKey defines model for IdempotencyKey.
 type IdempotencyKey = string
 
@@ -2209,6 +2373,32 @@ type ReplayEventsParams struct {
 
 // GetEventStatsParams defines parameters for GetEventStats.
 type GetEventStatsParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
+	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+}
+
+// ListFlagsParams defines parameters for ListFlags.
+type ListFlagsParams struct {
+	// Limit Page size.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from the previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// DeleteFlagParams defines parameters for DeleteFlag.
+type DeleteFlagParams struct {
+	IfMatch *string `json:"If-Match,omitempty"`
+}
+
+// PutFlagParams defines parameters for PutFlag.
+type PutFlagParams struct {
+	IfMatch     *string `json:"If-Match,omitempty"`
+	IfNoneMatch *string `json:"If-None-Match,omitempty"`
+}
+
+// EvaluateFlagParams defines parameters for EvaluateFlag.
+type EvaluateFlagParams struct {
 	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 }
@@ -2551,6 +2741,9 @@ type ReprocessDeadLettersJSONRequestBody = DLQReprocessRequest
 // ReplayEventsJSONRequestBody defines body for ReplayEvents for application/json ContentType.
 type ReplayEventsJSONRequestBody = EventReplayRequest
 
+// PutFlagJSONRequestBody defines body for PutFlag for application/json ContentType.
+type PutFlagJSONRequestBody = FlagSpec
+
 // RevokeSVIDJSONRequestBody defines body for RevokeSVID for application/json ContentType.
 type RevokeSVIDJSONRequestBody = SVIDRevocationRequest
 
@@ -2735,6 +2928,21 @@ type ServerInterface interface {
 	// GetEventStats How many events of each type the caller's tenant has had, and when the last one was
 	// (GET /v1/events/stats)
 	GetEventStats(w http.ResponseWriter, r *http.Request, params GetEventStatsParams)
+	// ListFlags List the feature flags
+	// (GET /v1/flags)
+	ListFlags(w http.ResponseWriter, r *http.Request, params ListFlagsParams)
+	// DeleteFlag Delete a feature flag
+	// (DELETE /v1/flags/{key})
+	DeleteFlag(w http.ResponseWriter, r *http.Request, key FlagKey, params DeleteFlagParams)
+	// GetFlag Get a feature flag
+	// (GET /v1/flags/{key})
+	GetFlag(w http.ResponseWriter, r *http.Request, key FlagKey)
+	// PutFlag Create or replace a feature flag
+	// (PUT /v1/flags/{key})
+	PutFlag(w http.ResponseWriter, r *http.Request, key FlagKey, params PutFlagParams)
+	// EvaluateFlag Evaluate a feature flag for a tenant
+	// (GET /v1/flags/{key}/evaluation)
+	EvaluateFlag(w http.ResponseWriter, r *http.Request, key FlagKey, params EvaluateFlagParams)
 	// GetTrustBundle The trust bundle, in the SPIFFE bundle format
 	// (GET /v1/identity/bundle)
 	GetTrustBundle(w http.ResponseWriter, r *http.Request, params GetTrustBundleParams)
@@ -4150,6 +4358,239 @@ func (siw *ServerInterfaceWrapper) GetEventStats(w http.ResponseWriter, r *http.
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.GetEventStats(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ListFlags operation middleware
+func (siw *ServerInterfaceWrapper) ListFlags(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListFlagsParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListFlags(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// DeleteFlag operation middleware
+func (siw *ServerInterfaceWrapper) DeleteFlag(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "key" -------------
+	var key FlagKey
+
+	err = runtime.BindStyledParameterWithOptions("simple", "key", r.PathValue("key"), &key, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "key", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params DeleteFlagParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "If-Match" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("If-Match")]; found {
+		var IfMatch string
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "If-Match", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "If-Match", valueList[0], &IfMatch, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "If-Match", Err: err})
+			return
+		}
+
+		params.IfMatch = &IfMatch
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.DeleteFlag(w, r, key, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetFlag operation middleware
+func (siw *ServerInterfaceWrapper) GetFlag(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "key" -------------
+	var key FlagKey
+
+	err = runtime.BindStyledParameterWithOptions("simple", "key", r.PathValue("key"), &key, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "key", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetFlag(w, r, key)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// PutFlag operation middleware
+func (siw *ServerInterfaceWrapper) PutFlag(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "key" -------------
+	var key FlagKey
+
+	err = runtime.BindStyledParameterWithOptions("simple", "key", r.PathValue("key"), &key, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "key", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params PutFlagParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "If-Match" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("If-Match")]; found {
+		var IfMatch string
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "If-Match", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "If-Match", valueList[0], &IfMatch, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "If-Match", Err: err})
+			return
+		}
+
+		params.IfMatch = &IfMatch
+
+	}
+
+	// ------------- Optional header parameter "If-None-Match" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("If-None-Match")]; found {
+		var IfNoneMatch string
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "If-None-Match", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "If-None-Match", valueList[0], &IfNoneMatch, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "If-None-Match", Err: err})
+			return
+		}
+
+		params.IfNoneMatch = &IfNoneMatch
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.PutFlag(w, r, key, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// EvaluateFlag operation middleware
+func (siw *ServerInterfaceWrapper) EvaluateFlag(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "key" -------------
+	var key FlagKey
+
+	err = runtime.BindStyledParameterWithOptions("simple", "key", r.PathValue("key"), &key, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "key", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params EvaluateFlagParams
+
+	// ------------- Optional query parameter "tenant" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tenant", r.URL.Query(), &params.Tenant, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "tenant"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.EvaluateFlag(w, r, key, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -5850,6 +6291,11 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/routes/{capability}", wrapper.DeleteRoute)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/routes/{capability}", wrapper.GetRoute)
 	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/routes/{capability}", wrapper.PutRoute)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/flags", wrapper.ListFlags)
+	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/flags/{key}", wrapper.DeleteFlag)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/flags/{key}", wrapper.GetFlag)
+	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/flags/{key}", wrapper.PutFlag)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/flags/{key}/evaluation", wrapper.EvaluateFlag)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/identity/svid", wrapper.IssueSVID)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/identity/bundle", wrapper.GetTrustBundle)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/identity/ca/rotate", wrapper.RotateCA)
@@ -8713,6 +9159,642 @@ type GetEventStatsdefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response GetEventStatsdefaultApplicationProblemPlusJSONResponse) VisitGetEventStatsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListFlagsRequestObject struct {
+	Params ListFlagsParams
+}
+
+type ListFlagsResponseObject interface {
+	VisitListFlagsResponse(w http.ResponseWriter) error
+}
+
+type ListFlags200JSONResponse FlagList
+
+func (response ListFlags200JSONResponse) VisitListFlagsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListFlags400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response ListFlags400ApplicationProblemPlusJSONResponse) VisitListFlagsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListFlags401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListFlags401ApplicationProblemPlusJSONResponse) VisitListFlagsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListFlags403ApplicationProblemPlusJSONResponse Problem
+
+func (response ListFlags403ApplicationProblemPlusJSONResponse) VisitListFlagsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListFlags503ApplicationProblemPlusJSONResponse Problem
+
+func (response ListFlags503ApplicationProblemPlusJSONResponse) VisitListFlagsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListFlagsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListFlagsdefaultApplicationProblemPlusJSONResponse) VisitListFlagsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteFlagRequestObject struct {
+	Key    FlagKey `json:"key"`
+	Params DeleteFlagParams
+}
+
+type DeleteFlagResponseObject interface {
+	VisitDeleteFlagResponse(w http.ResponseWriter) error
+}
+
+type DeleteFlag204Response struct {
+}
+
+func (response DeleteFlag204Response) VisitDeleteFlagResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type DeleteFlag400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteFlag400ApplicationProblemPlusJSONResponse) VisitDeleteFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteFlag401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteFlag401ApplicationProblemPlusJSONResponse) VisitDeleteFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteFlag403ApplicationProblemPlusJSONResponse Problem
+
+func (response DeleteFlag403ApplicationProblemPlusJSONResponse) VisitDeleteFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteFlag404ApplicationProblemPlusJSONResponse Problem
+
+func (response DeleteFlag404ApplicationProblemPlusJSONResponse) VisitDeleteFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteFlag409ApplicationProblemPlusJSONResponse Problem
+
+func (response DeleteFlag409ApplicationProblemPlusJSONResponse) VisitDeleteFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteFlag412ApplicationProblemPlusJSONResponse Problem
+
+func (response DeleteFlag412ApplicationProblemPlusJSONResponse) VisitDeleteFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(412)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteFlag503ApplicationProblemPlusJSONResponse Problem
+
+func (response DeleteFlag503ApplicationProblemPlusJSONResponse) VisitDeleteFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteFlagdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response DeleteFlagdefaultApplicationProblemPlusJSONResponse) VisitDeleteFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetFlagRequestObject struct {
+	Key FlagKey `json:"key"`
+}
+
+type GetFlagResponseObject interface {
+	VisitGetFlagResponse(w http.ResponseWriter) error
+}
+
+type GetFlag200ResponseHeaders struct {
+	ETag *string
+}
+
+type GetFlag200JSONResponse struct {
+	Body    Flag
+	Headers GetFlag200ResponseHeaders
+}
+
+func (response GetFlag200JSONResponse) VisitGetFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetFlag401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetFlag401ApplicationProblemPlusJSONResponse) VisitGetFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetFlag403ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response GetFlag403ApplicationProblemPlusJSONResponse) VisitGetFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetFlag404ApplicationProblemPlusJSONResponse Problem
+
+func (response GetFlag404ApplicationProblemPlusJSONResponse) VisitGetFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetFlag503ApplicationProblemPlusJSONResponse Problem
+
+func (response GetFlag503ApplicationProblemPlusJSONResponse) VisitGetFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetFlagdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetFlagdefaultApplicationProblemPlusJSONResponse) VisitGetFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutFlagRequestObject struct {
+	Key    FlagKey `json:"key"`
+	Params PutFlagParams
+	Body   *PutFlagJSONRequestBody
+}
+
+type PutFlagResponseObject interface {
+	VisitPutFlagResponse(w http.ResponseWriter) error
+}
+
+type PutFlag200ResponseHeaders struct {
+	ETag *string
+}
+
+type PutFlag200JSONResponse struct {
+	Body    Flag
+	Headers PutFlag200ResponseHeaders
+}
+
+func (response PutFlag200JSONResponse) VisitPutFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutFlag201ResponseHeaders struct {
+	ETag *string
+}
+
+type PutFlag201JSONResponse struct {
+	Body    Flag
+	Headers PutFlag201ResponseHeaders
+}
+
+func (response PutFlag201JSONResponse) VisitPutFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutFlag400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response PutFlag400ApplicationProblemPlusJSONResponse) VisitPutFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutFlag401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response PutFlag401ApplicationProblemPlusJSONResponse) VisitPutFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutFlag403ApplicationProblemPlusJSONResponse Problem
+
+func (response PutFlag403ApplicationProblemPlusJSONResponse) VisitPutFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutFlag409ApplicationProblemPlusJSONResponse Problem
+
+func (response PutFlag409ApplicationProblemPlusJSONResponse) VisitPutFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutFlag412ApplicationProblemPlusJSONResponse Problem
+
+func (response PutFlag412ApplicationProblemPlusJSONResponse) VisitPutFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(412)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutFlag503ApplicationProblemPlusJSONResponse Problem
+
+func (response PutFlag503ApplicationProblemPlusJSONResponse) VisitPutFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutFlagdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response PutFlagdefaultApplicationProblemPlusJSONResponse) VisitPutFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type EvaluateFlagRequestObject struct {
+	Key    FlagKey `json:"key"`
+	Params EvaluateFlagParams
+}
+
+type EvaluateFlagResponseObject interface {
+	VisitEvaluateFlagResponse(w http.ResponseWriter) error
+}
+
+type EvaluateFlag200JSONResponse FlagEvaluation
+
+func (response EvaluateFlag200JSONResponse) VisitEvaluateFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type EvaluateFlag400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response EvaluateFlag400ApplicationProblemPlusJSONResponse) VisitEvaluateFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type EvaluateFlag401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response EvaluateFlag401ApplicationProblemPlusJSONResponse) VisitEvaluateFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type EvaluateFlag403ApplicationProblemPlusJSONResponse Problem
+
+func (response EvaluateFlag403ApplicationProblemPlusJSONResponse) VisitEvaluateFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type EvaluateFlag404ApplicationProblemPlusJSONResponse Problem
+
+func (response EvaluateFlag404ApplicationProblemPlusJSONResponse) VisitEvaluateFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type EvaluateFlag503ApplicationProblemPlusJSONResponse Problem
+
+func (response EvaluateFlag503ApplicationProblemPlusJSONResponse) VisitEvaluateFlagResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type EvaluateFlagdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response EvaluateFlagdefaultApplicationProblemPlusJSONResponse) VisitEvaluateFlagResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -12731,6 +13813,21 @@ type StrictServerInterface interface {
 	// GetEventStats How many events of each type the caller's tenant has had, and when the last one was
 	// (GET /v1/events/stats)
 	GetEventStats(ctx context.Context, request GetEventStatsRequestObject) (GetEventStatsResponseObject, error)
+	// ListFlags List the feature flags
+	// (GET /v1/flags)
+	ListFlags(ctx context.Context, request ListFlagsRequestObject) (ListFlagsResponseObject, error)
+	// DeleteFlag Delete a feature flag
+	// (DELETE /v1/flags/{key})
+	DeleteFlag(ctx context.Context, request DeleteFlagRequestObject) (DeleteFlagResponseObject, error)
+	// GetFlag Get a feature flag
+	// (GET /v1/flags/{key})
+	GetFlag(ctx context.Context, request GetFlagRequestObject) (GetFlagResponseObject, error)
+	// PutFlag Create or replace a feature flag
+	// (PUT /v1/flags/{key})
+	PutFlag(ctx context.Context, request PutFlagRequestObject) (PutFlagResponseObject, error)
+	// EvaluateFlag Evaluate a feature flag for a tenant
+	// (GET /v1/flags/{key}/evaluation)
+	EvaluateFlag(ctx context.Context, request EvaluateFlagRequestObject) (EvaluateFlagResponseObject, error)
 	// GetTrustBundle The trust bundle, in the SPIFFE bundle format
 	// (GET /v1/identity/bundle)
 	GetTrustBundle(ctx context.Context, request GetTrustBundleRequestObject) (GetTrustBundleResponseObject, error)
@@ -13705,6 +14802,146 @@ func (sh *strictHandler) GetEventStats(w http.ResponseWriter, r *http.Request, p
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(GetEventStatsResponseObject); ok {
 		if err := validResponse.VisitGetEventStatsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListFlags operation middleware
+func (sh *strictHandler) ListFlags(w http.ResponseWriter, r *http.Request, params ListFlagsParams) {
+	var request ListFlagsRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListFlags(ctx, request.(ListFlagsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListFlags")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListFlagsResponseObject); ok {
+		if err := validResponse.VisitListFlagsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// DeleteFlag operation middleware
+func (sh *strictHandler) DeleteFlag(w http.ResponseWriter, r *http.Request, key FlagKey, params DeleteFlagParams) {
+	var request DeleteFlagRequestObject
+
+	request.Key = key
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.DeleteFlag(ctx, request.(DeleteFlagRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeleteFlag")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(DeleteFlagResponseObject); ok {
+		if err := validResponse.VisitDeleteFlagResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetFlag operation middleware
+func (sh *strictHandler) GetFlag(w http.ResponseWriter, r *http.Request, key FlagKey) {
+	var request GetFlagRequestObject
+
+	request.Key = key
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetFlag(ctx, request.(GetFlagRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetFlag")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetFlagResponseObject); ok {
+		if err := validResponse.VisitGetFlagResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// PutFlag operation middleware
+func (sh *strictHandler) PutFlag(w http.ResponseWriter, r *http.Request, key FlagKey, params PutFlagParams) {
+	var request PutFlagRequestObject
+
+	request.Key = key
+	request.Params = params
+
+	var body PutFlagJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.PutFlag(ctx, request.(PutFlagRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "PutFlag")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(PutFlagResponseObject); ok {
+		if err := validResponse.VisitPutFlagResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// EvaluateFlag operation middleware
+func (sh *strictHandler) EvaluateFlag(w http.ResponseWriter, r *http.Request, key FlagKey, params EvaluateFlagParams) {
+	var request EvaluateFlagRequestObject
+
+	request.Key = key
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.EvaluateFlag(ctx, request.(EvaluateFlagRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "EvaluateFlag")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(EvaluateFlagResponseObject); ok {
+		if err := validResponse.VisitEvaluateFlagResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

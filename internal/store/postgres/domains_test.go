@@ -24,6 +24,10 @@ func TestAgents(t *testing.T) { storetest.RunAgents(t, openDomains) }
 
 func TestAPIKeys(t *testing.T) { storetest.RunAPIKeys(t, openDomains) }
 
+func TestFlags(t *testing.T) {
+	storetest.RunFlags(t, func(t *testing.T) storetest.FlagStore { return openDomains(t).(*Store) })
+}
+
 func TestRoutes(t *testing.T) {
 	storetest.RunRoutes(t, func(t *testing.T) storetest.RouteStore { return openDomains(t).(*Store) })
 }

@@ -15,6 +15,10 @@ func TestAgents(t *testing.T) { storetest.RunAgents(t, openDomains) }
 
 func TestAPIKeys(t *testing.T) { storetest.RunAPIKeys(t, openDomains) }
 
+func TestFlags(t *testing.T) {
+	storetest.RunFlags(t, func(t *testing.T) storetest.FlagStore { return openMigrated(t, Config{}) })
+}
+
 func TestRoutes(t *testing.T) {
 	storetest.RunRoutes(t, func(t *testing.T) storetest.RouteStore { return openMigrated(t, Config{}) })
 }

@@ -51,6 +51,7 @@ var migrations = []struct {
 	{16, "00016_identity.sql"},
 	{17, "00017_svid_revocations.sql"},
 	{18, "00018_rotation.sql"},
+	{19, "00019_flags.sql"},
 }
 
 // Run runs the suite. open must return a fresh store with every migration applied, on a database
