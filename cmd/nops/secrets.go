@@ -492,6 +492,7 @@ type kekVersionDoc struct {
 	InUse             int64      `json:"in_use"`
 	RequestKeySecrets int64      `json:"request_key_secrets"`
 	CAKeys            int64      `json:"ca_keys"`
+	SigningKeys       int64      `json:"signing_keys"`
 }
 
 // toDoc renders an offline status in the API's shape, so both print (and --json) alike.
@@ -504,7 +505,7 @@ func toDoc(st control.SecretsStatus) secretsDoc {
 		d.Pepper.Versions = append(d.Pepper.Versions, pepperVersionDoc{v.Version, string(v.State), timePtr(v.CreatedAt), v.InUse(), v.Keys, v.PreviousSecrets, v.Inactive})
 	}
 	for _, v := range st.KEK.Versions {
-		d.KEK.Versions = append(d.KEK.Versions, kekVersionDoc{v.Version, v.State, timePtr(v.CreatedAt), v.InUse(), v.RequestKeySecrets, v.CAKeys})
+		d.KEK.Versions = append(d.KEK.Versions, kekVersionDoc{v.Version, v.State, timePtr(v.CreatedAt), v.InUse(), v.RequestKeySecrets, v.CAKeys, v.SigningKeys})
 	}
 	return d
 }
@@ -557,9 +558,9 @@ func printKEKDoc(w io.Writer, k kekDoc, path string) error {
 		fmt.Fprintf(w, "LAST RELOAD FAILED: %s\n", clean(k.ReloadError))
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "VERSION\tSTATE\tCREATED\tIN USE\tREQUEST-KEY SECRETS\tCA KEYS")
+	fmt.Fprintln(tw, "VERSION\tSTATE\tCREATED\tIN USE\tREQUEST-KEY SECRETS\tCA KEYS\tSIGNING KEYS")
 	for _, v := range k.Versions {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\n", clean(v.Version), clean(v.State), formatTime(v.CreatedAt), v.InUse, v.RequestKeySecrets, v.CAKeys)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\n", clean(v.Version), clean(v.State), formatTime(v.CreatedAt), v.InUse, v.RequestKeySecrets, v.CAKeys, v.SigningKeys)
 	}
 	return tw.Flush()
 }

@@ -147,12 +147,12 @@ func TestSecretsPepperRotation(t *testing.T) {
 }
 
 // The key-encryption key's staged rotation: add, promote, a refused retire, rewrap, retire; the
-// signed requests keep verifying, the CA keeps signing.
+// signed requests keep verifying, the CA keeps signing, the token signing key keeps opening.
 func TestSecretsKEKRotation(t *testing.T) {
 	k, env, apiKey, rk := secretsKernel(t)
 	out, _ := ok(t, env, "secrets", "kek", "status")
-	// One request-key secret and the CA's root and intermediate keys under k1.
-	if !regexpLine(out, `k1\s+current\s+\S+\s+3\s+1\s+2`) {
+	// One request-key secret, the CA's root and intermediate keys and the token signing key under k1.
+	if !regexpLine(out, `k1\s+current\s+\S+\s+4\s+1\s+2\s+1`) {
 		t.Fatalf("kek status before the rotation:\n%s", out)
 	}
 	ok(t, env, "secrets", "kek", "add")
@@ -163,15 +163,16 @@ func TestSecretsKEKRotation(t *testing.T) {
 		t.Fatalf("after promote: %d", code)
 	}
 	_, errOut := fails(t, env, "secrets", "kek", "retire", "k1")
-	if !strings.Contains(errOut, "1 request_key") || !strings.Contains(errOut, "2 ca_key") || !strings.Contains(errOut, "rewrap") {
+	if !strings.Contains(errOut, "1 request_key") || !strings.Contains(errOut, "2 ca_key") || !strings.Contains(errOut, "1 signing_key") ||
+		!strings.Contains(errOut, "rewrap") {
 		t.Fatalf("retire before the rewrap: %s", errOut)
 	}
 	out, _ = ok(t, env, "secrets", "kek", "rewrap", "--batch", "1")
-	if !strings.Contains(out, "rewrap under k2: 3 scanned, 3 re-sealed") {
+	if !strings.Contains(out, "rewrap under k2: 4 scanned, 4 re-sealed") {
 		t.Fatalf("rewrap: %s", out)
 	}
 	out, _ = ok(t, env, "secrets", "kek", "rewrap")
-	if !strings.Contains(out, "0 re-sealed, 3 already current") {
+	if !strings.Contains(out, "0 re-sealed, 4 already current") {
 		t.Fatalf("second rewrap: %s", out)
 	}
 	ok(t, env, "secrets", "kek", "retire", "k1")
@@ -181,13 +182,14 @@ func TestSecretsKEKRotation(t *testing.T) {
 	}
 	out, _ = ok(t, env, "secrets", "status", "-o", "json")
 	st := fromJSON[secretsDoc](t, out)
-	if st.KEK.Current != "k2" || len(st.KEK.Versions) != 1 || st.KEK.Versions[0].InUse != 3 {
+	if st.KEK.Current != "k2" || len(st.KEK.Versions) != 1 || st.KEK.Versions[0].InUse != 4 || st.KEK.Versions[0].SigningKeys != 1 {
 		t.Fatalf("kernel's kek status after the rotation: %+v", st.KEK)
 	}
 	wantAudit(t, env, "signing.kek.rotate", "step=add version=k2", "step=promote version=k2 previous=k1",
-		"step=rewrap version=k2", "scanned=3 rewrapped=3", "step=retire version=k1")
+		"step=rewrap version=k2", "scanned=4 rewrapped=4", "step=retire version=k1")
 	// The CA still signs with its re-sealed keys after a reload from the database: a new kernel
-	// on the same data directory starts (it opens the CA's keys) and verifies the request key.
+	// on the same data directory starts (it opens the CA's keys and the token signing key, with
+	// k1 gone from the file) and verifies the request key.
 	k2 := kerneltest.Start(t, func(c *config.Config) { c.DataDir = k.Config.DataDir })
 	if code := signedWhoami(t, k2, apiKey, rk); code != http.StatusOK {
 		t.Fatalf("a kernel started on the rotated files: %d", code)

@@ -21,8 +21,12 @@ func newTokens(t *testing.T, st *faultyStore, secret []byte) *token.Service {
 	if secret != nil {
 		alg = token.AlgHS256
 	}
+	kek, err := sealbox.LoadOrCreateFile(t.TempDir() + "/kek.json")
+	if err != nil {
+		t.Fatal(err)
+	}
 	svc, err := token.New(t.Context(), st, token.Config{Issuer: "https://nops.test", Audience: "nops", Algorithm: alg, HS256Secret: secret,
-		TTL: 15 * time.Minute, Leeway: 30 * time.Second}, nil)
+		TTL: 15 * time.Minute, Leeway: 30 * time.Second, Sealer: kek}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

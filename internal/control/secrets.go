@@ -11,6 +11,7 @@ import (
 	"github.com/nops-kernel/nops/internal/apikey"
 	"github.com/nops-kernel/nops/internal/identity"
 	"github.com/nops-kernel/nops/internal/sealbox"
+	"github.com/nops-kernel/nops/internal/token"
 )
 
 // Audit actions of the rotation of the kernel's own secrets: the API-key pepper and the
@@ -75,13 +76,16 @@ func (c *Control) RecordSecretStep(ctx context.Context, s SecretStep) error {
 }
 
 // SealedAAD returns the associated data the value r names was sealed with: the key ID for a
-// request-signing secret (internal/reqsig), identity.SealAAD for a CA key.
+// request-signing secret (internal/reqsig), identity.SealAAD for a CA key, token.SealAAD for a
+// token signing key.
 func SealedAAD(r sealbox.Ref) ([]byte, error) {
 	switch r.Kind {
 	case sealbox.KindRequestKey:
 		return []byte(r.ID), nil
 	case sealbox.KindCAKey:
 		return identity.SealAAD(r.ID), nil
+	case sealbox.KindSigningKey:
+		return token.SealAAD(r.ID), nil
 	}
 	return nil, fmt.Errorf("sealed value of unknown kind %q", r.Kind)
 }
@@ -171,10 +175,11 @@ type KEKVersionStatus struct {
 	CreatedAt         time.Time
 	RequestKeySecrets int64
 	CAKeys            int64
+	SigningKeys       int64 // token signing keys (internal/token)
 }
 
 // InUse is what stops the version from being retired.
-func (v KEKVersionStatus) InUse() int64 { return v.RequestKeySecrets + v.CAKeys }
+func (v KEKVersionStatus) InUse() int64 { return v.RequestKeySecrets + v.CAKeys + v.SigningKeys }
 
 // Status reports the versions of both secrets and how many stored items use each.
 func (src SecretsSource) Status(ctx context.Context) (SecretsStatus, error) {
@@ -219,6 +224,8 @@ func (src SecretsSource) Status(ctx context.Context) (SecretsStatus, error) {
 			v.RequestKeySecrets += u.Count
 		case sealbox.KindCAKey:
 			v.CAKeys += u.Count
+		case sealbox.KindSigningKey:
+			v.SigningKeys += u.Count
 		}
 	}
 	out.KEK.Versions = append(out.KEK.Versions, unknown...)

@@ -14,6 +14,7 @@ import (
 	"github.com/nops-kernel/nops/internal/reqsig"
 	"github.com/nops-kernel/nops/internal/sealbox"
 	"github.com/nops-kernel/nops/internal/tenant"
+	"github.com/nops-kernel/nops/internal/token"
 )
 
 func kekBox(t *testing.T, current string, older ...string) *sealbox.Box {
@@ -56,8 +57,9 @@ func TestRecordSecretStep(t *testing.T) {
 	}
 }
 
-// sealedRows stores two hmac request keys (one with a previous secret) and a CA root, sealed
-// under box with the associated data their domains use.
+// sealedRows stores two hmac request keys (one with a previous secret), a CA root and a token
+// signing key (stored by the token service), sealed under box with the associated data their
+// domains use.
 func sealedRows(t *testing.T, c *control.Control, st *faultyStore, ctx context.Context, box *sealbox.Box) {
 	t.Helper()
 	ten, err := c.CreateTenant(ctx, tenant.CreateInput{Name: "acme"})
@@ -88,9 +90,16 @@ func sealedRows(t *testing.T, c *control.Control, st *faultyStore, ctx context.C
 	}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := token.New(ctx, st, tokenConfig(box), nil); err != nil {
+		t.Fatal(err)
+	}
 }
 
-// Rewrap re-seals request-signing secrets and CA keys with the associated data of their domain,
+func tokenConfig(sealer token.Sealer) token.Config {
+	return token.Config{Issuer: "https://nops.test", Audience: "nops", Algorithm: token.AlgEdDSA, TTL: 15 * time.Minute, Sealer: sealer}
+}
+
+// Rewrap re-seals request-signing secrets, CA keys and token signing keys with the associated data of their domain,
 // records the step with its counts, and is idempotent; a value that does not open is reported
 // after the others were done, and recorded.
 func TestRewrap(t *testing.T) {
@@ -102,11 +111,11 @@ func TestRewrap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Rewrapped != 4 || res.Failed != 0 || last != 4 {
+	if res.Rewrapped != 5 || res.Failed != 0 || last != 5 {
 		t.Fatalf("rewrap %+v (progress %d)", res, last)
 	}
 	rec := lastRecord(t, st, audit.GlobalTree)
-	if rec.Action != control.ActionKEKRotate || !strings.HasPrefix(rec.Decision.Reason, "step=rewrap version=k2 host=node-a scanned=4 rewrapped=4 ") {
+	if rec.Action != control.ActionKEKRotate || !strings.HasPrefix(rec.Decision.Reason, "step=rewrap version=k2 host=node-a scanned=5 rewrapped=5 ") {
 		t.Fatalf("record %+v", rec)
 	}
 	k, err := st.RequestKey(ctx, "rk_01J0000000000000000000000B")
@@ -124,16 +133,23 @@ func TestRewrap(t *testing.T) {
 	if got, err := onlyK2.Open(auths[0].SealedKey, identity.SealAAD("ca_01")); err != nil || string(got) != "root key" {
 		t.Fatalf("the CA key after the rewrap: %q, %v", got, err)
 	}
-	if res, err := c.Rewrap(ctx, st, both, control.RewrapOptions{}); err != nil || res.Rewrapped != 0 || res.Current != 4 {
+	// The token signing key opens under k2 alone: a token service with only k2 starts.
+	if _, err := token.New(ctx, st, tokenConfig(onlyK2), nil); err != nil {
+		t.Fatalf("the token signing key after the rewrap: %v", err)
+	}
+	if _, err := token.New(ctx, st, tokenConfig(kekBox(t, "k1")), nil); err == nil {
+		t.Fatal("the token signing key still opens under k1 alone after the rewrap")
+	}
+	if res, err := c.Rewrap(ctx, st, both, control.RewrapOptions{}); err != nil || res.Rewrapped != 0 || res.Current != 5 {
 		t.Fatalf("second rewrap: %+v, %v", res, err)
 	}
 	// A box without the KEK the values are under cannot move them: an error naming them.
 	before := treeSize(t, st, audit.GlobalTree)
 	_, err = c.Rewrap(ctx, st, kekBox(t, "k3", "k1"), control.RewrapOptions{})
-	if err == nil || !strings.Contains(err.Error(), "4 sealed values do not open") || !strings.Contains(err.Error(), "ca_key/ca_01/current") {
+	if err == nil || !strings.Contains(err.Error(), "5 sealed values do not open") || !strings.Contains(err.Error(), "ca_key/ca_01/current") {
 		t.Fatalf("rewrap without the values' KEK: %v", err)
 	}
-	if treeSize(t, st, audit.GlobalTree) != before+1 || !strings.Contains(lastRecord(t, st, audit.GlobalTree).Decision.Reason, "failed=4") {
+	if treeSize(t, st, audit.GlobalTree) != before+1 || !strings.Contains(lastRecord(t, st, audit.GlobalTree).Decision.Reason, "failed=5") {
 		t.Fatal("the failed rewrap was not recorded")
 	}
 }
@@ -185,7 +201,7 @@ func TestSecretsStatus(t *testing.T) {
 	want := []control.KEKVersionStatus{
 		{Version: "k2", State: "current", CreatedAt: created},
 		{Version: "k3", State: "pending"},
-		{Version: "k1", State: "unknown", RequestKeySecrets: 3, CAKeys: 1},
+		{Version: "k1", State: "unknown", RequestKeySecrets: 3, CAKeys: 1, SigningKeys: 1},
 	}
 	if status.KEK.Current != "k2" || status.KEK.ReloadError != errFileBroken.Error() || len(status.KEK.Versions) != len(want) {
 		t.Fatalf("kek status %+v", status.KEK)
@@ -195,7 +211,7 @@ func TestSecretsStatus(t *testing.T) {
 			t.Errorf("kek version %d: %+v, want %+v", i, status.KEK.Versions[i], v)
 		}
 	}
-	if status.KEK.Versions[2].InUse() != 4 {
+	if status.KEK.Versions[2].InUse() != 5 {
 		t.Fatal("InUse")
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/nops-kernel/nops/internal/control"
 	"github.com/nops-kernel/nops/internal/health"
 	"github.com/nops-kernel/nops/internal/registry"
+	"github.com/nops-kernel/nops/internal/sealbox"
 	"github.com/nops-kernel/nops/internal/store/sqlite"
 	"github.com/nops-kernel/nops/internal/tenant"
 	"github.com/nops-kernel/nops/internal/token"
@@ -78,8 +79,12 @@ func newFlowDeps(t *testing.T) (Deps, *sqlite.Store, *audit.Signer) {
 	if err := st.MigrateUp(ctx); err != nil {
 		t.Fatal(err)
 	}
+	kek, err := sealbox.LoadOrCreateFile(filepath.Join(dir, "kek.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	tokens, err := token.New(ctx, st, token.Config{Issuer: "nops", Audience: "nops", Algorithm: "HS256",
-		HS256Secret: []byte("0123456789abcdef0123456789abcdef"), TTL: time.Hour}, logger)
+		HS256Secret: []byte("0123456789abcdef0123456789abcdef"), TTL: time.Hour, Sealer: kek}, logger)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,12 +20,6 @@ func newRotationWorld(t *testing.T) (*managedWorld, *identity.CA) {
 	t.Helper()
 	var ca *identity.CA
 	w := newManagedWorld(t, func(t *testing.T, c *control.Control, st *sqlite.Store) {
-		tokens, err := token.New(context.Background(), st, token.Config{Issuer: "nops", Audience: "nops", Algorithm: token.AlgEdDSA,
-			TTL: time.Hour}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.SigningKeys = tokens
 		secret := make([]byte, sealbox.KeyLen)
 		if _, err := rand.Read(secret); err != nil {
 			t.Fatal(err)
@@ -34,6 +28,12 @@ func newRotationWorld(t *testing.T) (*managedWorld, *identity.CA) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		tokens, err := token.New(context.Background(), st, token.Config{Issuer: "nops", Audience: "nops", Algorithm: token.AlgEdDSA,
+			TTL: time.Hour, Sealer: box}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SigningKeys = tokens
 		if ca, err = identity.LoadOrCreate(context.Background(), st, box, identity.Config{TrustDomain: "nops.test"}); err != nil {
 			t.Fatal(err)
 		}

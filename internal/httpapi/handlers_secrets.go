@@ -49,7 +49,7 @@ func secretsStatusOut(st control.SecretsStatus) gen.SecretsStatus {
 	for _, v := range st.KEK.Versions {
 		out.Kek.Versions = append(out.Kek.Versions, gen.KEKVersionStatus{
 			Version: v.Version, State: gen.SecretVersionState(v.State), CreatedAt: optTime(v.CreatedAt),
-			InUse: v.InUse(), RequestKeySecrets: v.RequestKeySecrets, CaKeys: v.CAKeys,
+			InUse: v.InUse(), RequestKeySecrets: v.RequestKeySecrets, CaKeys: v.CAKeys, SigningKeys: v.SigningKeys,
 		})
 	}
 	return out

@@ -25,7 +25,7 @@ func TestSecretsStatusEndpoint(t *testing.T) {
 				{PepperUse: apikey.PepperUse{Version: "v2", Keys: 7}, State: apikey.PepperCurrent},
 			}}},
 		KEK: control.KEKStatus{Current: "k1", Versions: []control.KEKVersionStatus{
-			{Version: "k1", State: "current", RequestKeySecrets: 3, CAKeys: 2},
+			{Version: "k1", State: "current", RequestKeySecrets: 3, CAKeys: 2, SigningKeys: 4},
 			{Version: "k0", State: "unknown", RequestKeySecrets: 1},
 		}},
 	}
@@ -44,8 +44,10 @@ func TestSecretsStatusEndpoint(t *testing.T) {
 		t.Fatal("a pepper without a creation time has created_at")
 	}
 	kek := got["kek"].(map[string]any)
+	k1 := kek["versions"].([]any)[0].(map[string]any)
 	k0 := kek["versions"].([]any)[1].(map[string]any)
-	if kek["current"] != "k1" || k0["state"] != "unknown" || k0["in_use"] != float64(1) {
+	if kek["current"] != "k1" || k0["state"] != "unknown" || k0["in_use"] != float64(1) || k0["signing_keys"] != float64(0) ||
+		k1["signing_keys"] != float64(4) || k1["in_use"] != float64(9) {
 		t.Fatalf("kek %v", kek)
 	}
 	if _, has := kek["reload_error"]; has {

@@ -34,17 +34,16 @@ type domains struct {
 }
 
 // buildDomains assembles the tenant, registry, API key, audit and routing services over st;
-// enqueued is called after each commit that added events to the outbox.
-func buildDomains(cfg config.Config, st Store, enqueued func(), meter metric.Meter, logger *slog.Logger) (*domains, error) {
+// enqueued is called after each commit that added events to the outbox. secrets are the key files,
+// opened before the token service (whose keys the key-encryption key seals).
+func buildDomains(cfg config.Config, st Store, secrets *secretFiles, enqueued func(), meter metric.Meter, logger *slog.Logger) (*domains, error) {
 	d := &domains{}
 	statusChanges, err := meter.Int64Counter("nops_agent_status_changes_total",
 		metric.WithDescription("Agent status changes (healthy, stale, zombie) per agent, by the status entered."))
 	if err != nil {
 		return nil, fmt.Errorf("registry metrics: %w", err)
 	}
-	if d.secrets, err = openSecretFiles(cfg, meter, logger); err != nil {
-		return nil, err
-	}
+	d.secrets = secrets
 	d.usage = apikey.NewUsageRecorder(st, apikey.UsageOptions{Interval: cfg.APIKeys.UsageFlush.D(), Logger: logger})
 	d.redigest = apikey.NewRedigester(st, apikey.RedigestOptions{Logger: logger})
 	d.keys, err = apikey.NewService(st, d.secrets.ring.Peppers, time.Now, logger, apikey.Options{Usage: d.usage, Redigest: d.redigest})

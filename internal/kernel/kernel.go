@@ -181,6 +181,12 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 	}
 	checker := health.New(checks, health.Options{TTL: cfg.Health.CacheTTL.D(), Timeout: cfg.Health.CheckTimeout.D(), Logger: k.logger})
 
+	// The key files come first: the key-encryption key seals the token signing keys, as it seals
+	// the CA's keys and the request-signing secrets (secrets.go).
+	secrets, err := openSecretFiles(cfg, k.tel.MeterProvider().Meter("nops/registry"), k.logger)
+	if err != nil {
+		return nil, err
+	}
 	tokens, err := token.New(ctx, st, token.Config{
 		Issuer:      cfg.Auth.Issuer,
 		Audience:    cfg.Auth.Audience,
@@ -192,6 +198,8 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 		// (the "signing keys" job) at least that often.
 		PublishDelay:   cfg.Auth.KeyPublishDelay.D(),
 		ReloadInterval: cfg.Auth.KeyReloadInterval.D(),
+		// Sealed at rest with signing.kek_file; a key sealed under another file stops the start.
+		Sealer: secrets.kek,
 	}, k.logger)
 	if err != nil {
 		return nil, fmt.Errorf("token service: %w", err)
@@ -200,7 +208,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 	if err := auth.Bootstrap(ctx, st, cfg.Auth.BootstrapAdminPassword, opts.BcryptCost, opts.Out, k.logger, time.Now()); err != nil {
 		return nil, err
 	}
-	k.dom, err = buildDomains(cfg, st, k.relay.Notify, k.tel.MeterProvider().Meter("nops/registry"), k.logger)
+	k.dom, err = buildDomains(cfg, st, secrets, k.relay.Notify, k.tel.MeterProvider().Meter("nops/registry"), k.logger)
 	if err != nil {
 		return nil, err
 	}

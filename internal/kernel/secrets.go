@@ -18,8 +18,8 @@ import (
 )
 
 // secretFiles are the kernel's own secrets that rotate without a restart (docs/operations.md,
-// "Rotating keys"): the key-encryption key file sealing request-signing secrets and the CA's
-// keys, and the API-key pepper file (or the peppers of the configuration, which change only with
+// "Rotating keys"): the key-encryption key file sealing request-signing secrets, the CA's keys
+// and the token signing keys, and the API-key pepper file (or the peppers of the configuration, which change only with
 // a restart). The "secret files" job and Kernel.Reload (SIGHUP) re-read the files; a file that
 // is refused keeps the keys in use and is logged and counted
 // (nops_secret_reloads_total{result="error"}).

@@ -1,8 +1,8 @@
 // Package sealbox encrypts small secrets the kernel must be able to read back (HMAC secrets of
-// request-signing keys, later the private key of the built-in CA) before they are stored:
-// AES-256-GCM under a key-encryption key (KEK) that never enters the database. A database dump
-// alone gives no secret, and a sealed value copied onto another row does not open there, because
-// every Seal binds associated data (the row's ID) that Open must be given again.
+// request-signing keys, the private keys of the built-in CA, the token signing keys) before they
+// are stored: AES-256-GCM under a key-encryption key (KEK) that never enters the database. A
+// database dump alone gives no secret, and a sealed value copied onto another row does not open
+// there, because every Seal binds associated data (the row's ID) that Open must be given again.
 //
 // It imports nothing of the project. internal/reqsig uses a *Box through its Sealer interface;
 // internal/kernel opens the Box (LoadOrCreateFile) and hands it over.

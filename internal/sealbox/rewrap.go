@@ -14,11 +14,12 @@ import (
 const (
 	KindRequestKey = "request_key" // HMAC secret of a request-signing key (internal/reqsig); aad: the key ID
 	KindCAKey      = "ca_key"      // private key of a built-in CA authority (internal/identity); aad: identity.SealAAD(ID)
+	KindSigningKey = "signing_key" // private key or HS256 secret of a token signing key (internal/token); aad: token.SealAAD(ID)
 )
 
 // Slots of a row holding sealed values.
 const (
-	SlotCurrent  = "current"  // the value in use (request_keys.sealed_secret, identity_authorities.sealed_key)
+	SlotCurrent  = "current"  // the value in use (request_keys.sealed_secret, identity_authorities.sealed_key, signing_keys.sealed_key)
 	SlotPrevious = "previous" // the value a rotation replaced (request_keys.prev_sealed_secret)
 )
 

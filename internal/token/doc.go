@@ -18,6 +18,23 @@
 // and never stored; its kid is derived from it through HMAC so the kid reveals nothing about it.
 // Symmetric keys are never published by JWKS.
 //
+// # Sealing at rest
+//
+// A stored key's material (PKCS #8 DER, or an HS256 secret) is sealed before it reaches the
+// store (SigningKey.Sealed, Private left empty) with Config.Sealer: the kernel's key-encryption
+// key (internal/sealbox, signing.kek_file), as for the CA's keys. The associated data is
+// SealAAD(ID), so a sealed value copied onto another row, or another kind of sealed value, does
+// not open. A database dump alone therefore mints no token (threat model I-07).
+//
+// New first seals in place the rows stored in clear by an older kernel (SigningKey.Private set,
+// Sealed empty), through KeyStore.SealSigningKey, which writes only while the row still holds that
+// clear value: replicas starting together seal each row once, the others find it sealed. At New,
+// a key that is not retired and does not open (sealed under another key-encryption key, or for
+// another row) is an error naming the key: the kernel does not start. Later reloads skip and log
+// such a key, like a damaged one, and keep the keys already open. A promoted key-encryption key
+// reaches the keys through a rewrap (internal/control, kind sealbox.KindSigningKey), which
+// replaces only Sealed: the material, and so the parsed key reused across reloads, is unchanged.
+//
 // # Rotation
 //
 // Rotate stores a new key of the configured algorithm that activates PublishDelay later and

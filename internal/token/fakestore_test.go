@@ -1,6 +1,7 @@
 package token_test
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -29,6 +30,8 @@ type fakeStore struct {
 	firstLists       *barrier
 
 	listCalls atomic.Int64
+	sealErr   error // returned by SealSigningKey
+	sealCalls int   // guarded by mu
 }
 
 var _ token.KeyStore = (*fakeStore)(nil)
@@ -47,7 +50,7 @@ func (f *fakeStore) CreateSigningKey(ctx context.Context, k token.SigningKey) er
 		f.mu.Unlock()
 		return errs.New(errs.Conflict, "signing key %s exists", k.ID)
 	}
-	k.Private = slices.Clone(k.Private)
+	k.Private, k.Sealed = slices.Clone(k.Private), slices.Clone(k.Sealed)
 	f.keys = append(f.keys, k)
 	hook := f.afterCreate
 	f.mu.Unlock()
@@ -86,7 +89,7 @@ func (f *fakeStore) RotateSigningKey(ctx context.Context, k token.SigningKey, ov
 		f.keys[i].RetiresAt = k.ActivatesAt.Add(overlap)
 		ids = append(ids, f.keys[i].ID)
 	}
-	k.Private = slices.Clone(k.Private)
+	k.Private, k.Sealed = slices.Clone(k.Private), slices.Clone(k.Sealed)
 	f.keys = append(f.keys, k)
 	return k, ids, nil
 }
@@ -108,7 +111,7 @@ func (f *fakeStore) SigningKeys(ctx context.Context) (keys []token.SigningKey, e
 	}
 	out := make([]token.SigningKey, len(f.keys))
 	for i, k := range f.keys {
-		k.Private = slices.Clone(k.Private)
+		k.Private, k.Sealed = slices.Clone(k.Private), slices.Clone(k.Sealed)
 		out[i] = k
 	}
 	slices.SortStableFunc(out, func(a, b token.SigningKey) int {
@@ -121,6 +124,23 @@ func (f *fakeStore) SigningKeys(ctx context.Context) (keys []token.SigningKey, e
 		slices.Reverse(out)
 	}
 	return out, nil
+}
+
+// SealSigningKey seals a clear row while it still holds clear, as the adapters do.
+func (f *fakeStore) SealSigningKey(ctx context.Context, id string, clear, sealed []byte) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sealCalls++
+	if f.sealErr != nil {
+		return false, f.sealErr
+	}
+	for i, k := range f.keys {
+		if k.ID == id && len(k.Sealed) == 0 && bytes.Equal(k.Private, clear) {
+			f.keys[i].Private, f.keys[i].Sealed = nil, slices.Clone(sealed)
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func (f *fakeStore) add(k token.SigningKey) {

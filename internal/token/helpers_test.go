@@ -21,6 +21,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/nops-kernel/nops/internal/errs"
+	"github.com/nops-kernel/nops/internal/sealbox"
 	"github.com/nops-kernel/nops/internal/token"
 )
 
@@ -79,7 +80,39 @@ func testConfig(clk *clock, alg string) token.Config {
 		TTL:       testTTL,
 		Leeway:    testLeeway,
 		Now:       clk.Now,
+		Sealer:    testSealer,
 	}
+}
+
+// testSealer is the key-encryption keyring every test service seals its keys with: a real
+// sealbox keyring over a random KEK.
+var testSealer = newKeyring("kek-test")
+
+// newKeyring returns a sealbox keyring over one random KEK of version.
+func newKeyring(version string) *sealbox.Keyring {
+	secret := make([]byte, sealbox.KeyLen)
+	if _, err := rand.Read(secret); err != nil {
+		panic(err)
+	}
+	box, err := sealbox.New(sealbox.Key{Version: version, Secret: secret})
+	if err != nil {
+		panic(err)
+	}
+	return sealbox.NewKeyring(box)
+}
+
+// materialOf returns the key material of a stored key as the service sees it: opened with
+// testSealer when sealed, else the clear value.
+func materialOf(tb testing.TB, k token.SigningKey) []byte {
+	tb.Helper()
+	if len(k.Sealed) == 0 {
+		return k.Private
+	}
+	m, err := testSealer.Open(k.Sealed, token.SealAAD(k.ID))
+	if err != nil {
+		tb.Fatalf("open signing key %s: %v", k.ID, err)
+	}
+	return m
 }
 
 // newService builds a Service of alg on store, failing the test on error.
@@ -191,8 +224,9 @@ func sign(tb testing.TB, method jwt.SigningMethod, key any, header map[string]an
 	return raw
 }
 
-// storedSigner returns the signing key the service uses for kid, read from the fake store as an
-// attacker with database access would: it lets tests forge claims the service would never issue.
+// storedSigner returns the signing key the service uses for kid, read from the fake store and
+// opened with the test KEK, as an attacker holding both the database and the key file would: it
+// lets tests forge claims the service would never issue.
 func storedSigner(tb testing.TB, store *fakeStore, kid string) (jwt.SigningMethod, any) {
 	tb.Helper()
 	for _, k := range store.all() {
@@ -200,9 +234,9 @@ func storedSigner(tb testing.TB, store *fakeStore, kid string) (jwt.SigningMetho
 			continue
 		}
 		if k.Algorithm == token.AlgHS256 {
-			return jwt.SigningMethodHS256, k.Private
+			return jwt.SigningMethodHS256, materialOf(tb, k)
 		}
-		pk, err := x509.ParsePKCS8PrivateKey(k.Private)
+		pk, err := x509.ParsePKCS8PrivateKey(materialOf(tb, k))
 		if err != nil {
 			tb.Fatal(err)
 		}

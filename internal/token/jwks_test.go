@@ -156,9 +156,10 @@ func requireNoSecret(tb testing.TB, jwks []byte, store *fakeStore) {
 		if k.Algorithm != token.AlgHS256 {
 			continue
 		}
+		m := materialOf(tb, k)
 		for _, enc := range []string{
-			base64.RawURLEncoding.EncodeToString(k.Private), base64.StdEncoding.EncodeToString(k.Private),
-			hex.EncodeToString(k.Private), k.ID,
+			base64.RawURLEncoding.EncodeToString(m), base64.StdEncoding.EncodeToString(m),
+			hex.EncodeToString(m), k.ID,
 		} {
 			if strings.Contains(string(jwks), enc) {
 				tb.Errorf("JWKS contains HS256 key %s", k.ID)

@@ -72,6 +72,9 @@ func (s *Service) Rotate(ctx context.Context, alg string) (Rotation, error) {
 		return Rotation{}, fmt.Errorf("rotate signing key: %w", err)
 	}
 	sk.ActivatesAt = sk.CreatedAt.Add(s.cfg.PublishDelay)
+	if sk, err = s.seal(sk); err != nil {
+		return Rotation{}, fmt.Errorf("rotate signing key: %w", err)
+	}
 	overlap := s.cfg.TTL + s.cfg.Leeway
 	stored, superseded, err := s.store.RotateSigningKey(ctx, sk, overlap)
 	if err != nil {

@@ -54,6 +54,9 @@ type Config struct {
 	PublishDelay time.Duration
 	// ReloadInterval is how often Run reloads the keys from the store. 0: DefaultReloadInterval.
 	ReloadInterval time.Duration
+	// Sealer seals the material of every key before it is stored and opens it on load
+	// (required): the kernel's key-encryption key (signing.kek_file), as for the CA's keys.
+	Sealer Sealer
 }
 
 // Defaults of Config's zero durations.
@@ -73,6 +76,7 @@ type Claims struct {
 // Service issues and verifies access tokens. Create it with New.
 type Service struct {
 	store  KeyStore
+	sealer Sealer
 	cfg    Config
 	logger *slog.Logger
 	secret *key // the HS256 secret from Config, or nil
@@ -111,10 +115,16 @@ func (c accessClaims) Validate() error {
 
 // New validates cfg, loads every stored key and makes sure an active signing key exists for
 // cfg.Algorithm: an HS256 secret from cfg, or the oldest stored key of that algorithm, generated
-// and stored first when there is none. A nil logger discards logs.
+// and stored first when there is none. Keys stored in clear (before sealing existed) are sealed
+// in place first. A stored key that is not retired and does not open with cfg.Sealer (sealed
+// under another key-encryption key) is an error naming it: the kernel does not start. A nil
+// logger discards logs.
 func New(ctx context.Context, store KeyStore, cfg Config, logger *slog.Logger) (*Service, error) {
 	if store == nil {
 		return nil, errors.New("new token service: nil key store")
+	}
+	if cfg.Sealer == nil {
+		return nil, errors.New("new token service: nil sealer: signing keys are sealed at rest with the key-encryption key")
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -134,7 +144,8 @@ func New(ctx context.Context, store KeyStore, cfg Config, logger *slog.Logger) (
 	if err := validateConfig(cfg); err != nil {
 		return nil, err
 	}
-	s := &Service{store: store, cfg: cfg, logger: logger}
+	s := &Service{store: store, sealer: cfg.Sealer, cfg: cfg, logger: logger}
+	s.cfg.Sealer = nil // held once, in s.sealer
 	if len(cfg.HS256Secret) > 0 {
 		s.secret = secretKey(cfg.HS256Secret)
 		s.secret.parser = s.newParser(s.secret)
@@ -143,7 +154,7 @@ func New(ctx context.Context, store KeyStore, cfg Config, logger *slog.Logger) (
 
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
-	if err := s.reloadLocked(ctx); err != nil && !errors.Is(err, errNoActiveKey) {
+	if err := s.reloadLocked(ctx, true); err != nil && !errors.Is(err, errNoActiveKey) {
 		return nil, fmt.Errorf("new token service: %w", err)
 	}
 	if s.keys.Load() != nil {
@@ -154,13 +165,16 @@ func New(ctx context.Context, store KeyStore, cfg Config, logger *slog.Logger) (
 	if err != nil {
 		return nil, fmt.Errorf("new token service: %w", err)
 	}
+	if sk, err = s.seal(sk); err != nil {
+		return nil, fmt.Errorf("new token service: %w", err)
+	}
 	if err := store.CreateSigningKey(ctx, sk); err != nil {
 		return nil, fmt.Errorf("new token service: store %s key %s: %w", sk.Algorithm, sk.ID, err)
 	}
 	s.logger.InfoContext(ctx, "generated signing key", "kid", sk.ID, "alg", sk.Algorithm)
 	// Reload rather than use sk directly: a replica that started at the same time may have stored
 	// an older key, and every replica must sign with the same one.
-	if err := s.reloadLocked(ctx); err != nil {
+	if err := s.reloadLocked(ctx, true); err != nil {
 		return nil, fmt.Errorf("new token service: %w", err)
 	}
 	return s, nil
@@ -209,6 +223,9 @@ func (s *Service) newParser(k *key) *jwt.Parser {
 
 var errNoActiveKey = errors.New("no active signing key")
 
+// errUnopened marks a stored key whose sealed material does not open.
+var errUnopened = errors.New("cannot open the private key of a signing key")
+
 // Reload reads every key from the store and replaces the in-memory set, so keys stored by other
 // replicas verify and appear in JWKS, and keys other replicas rotated start and stop signing at
 // the times the store gives. The signing key is chosen at each Issue (see signerAt), which heals
@@ -217,13 +234,16 @@ var errNoActiveKey = errors.New("no active signing key")
 func (s *Service) Reload(ctx context.Context) error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
-	if err := s.reloadLocked(ctx); err != nil {
+	if err := s.reloadLocked(ctx, false); err != nil {
 		return fmt.Errorf("reload signing keys: %w", err)
 	}
 	return nil
 }
 
-func (s *Service) reloadLocked(ctx context.Context) error {
+// reloadLocked loads the keys. At start (New) it first seals in place the rows stored in clear,
+// and a key that does not open is an error; later a key that does not open is skipped and logged
+// like a damaged one, and the keys already open stay in use.
+func (s *Service) reloadLocked(ctx context.Context, start bool) error {
 	s.rateMu.Lock()
 	s.lastReload = s.cfg.Now()
 	s.rateMu.Unlock()
@@ -240,6 +260,11 @@ func (s *Service) reloadLocked(ctx context.Context) error {
 	now := s.cfg.Now()
 	set := &keySet{byID: make(map[string]*key, len(stored)+1), retired: map[string]bool{}}
 	for _, sk := range stored {
+		if start && len(sk.Sealed) == 0 && len(sk.Private) > 0 {
+			if err := s.sealInPlace(ctx, sk); err != nil {
+				return err
+			}
+		}
 		if s.secret != nil && sk.ID == s.secret.id {
 			s.reportSkipped(ctx, sk, errors.New("id of the configured hs256 secret"))
 			continue
@@ -256,7 +281,17 @@ func (s *Service) reloadLocked(ctx context.Context) error {
 			set.byID[sk.ID] = &nk
 			continue
 		}
+		material, err := s.material(sk)
+		if err != nil {
+			if start && errors.Is(err, errUnopened) {
+				return err
+			}
+			s.reportSkipped(ctx, sk, err)
+			continue
+		}
+		sk.Private, sk.Sealed = material, nil
 		k, err := parseStored(sk)
+		clear(material) // parseStored keeps copies, never the slice itself
 		if err != nil {
 			// One damaged row must not stop the kernel; every replica skips it alike.
 			s.reportSkipped(ctx, sk, err)
@@ -288,6 +323,52 @@ func (s *Service) reloadLocked(ctx context.Context) error {
 		if was := signerAt(old.signers, now); was != nil && was.id != active.id {
 			s.logger.InfoContext(ctx, "active signing key changed", "from", was.id, "to", active.id)
 		}
+	}
+	return nil
+}
+
+// seal returns sk ready to be stored: its material sealed under the current key-encryption key,
+// bound to its ID, and Private cleared.
+func (s *Service) seal(sk SigningKey) (SigningKey, error) {
+	sealed, err := s.sealer.Seal(sk.Private, SealAAD(sk.ID))
+	if err != nil {
+		return SigningKey{}, fmt.Errorf("seal signing key %s: %w", sk.ID, err)
+	}
+	clear(sk.Private)
+	sk.Private, sk.Sealed = nil, sealed
+	return sk, nil
+}
+
+// material returns the key material of a stored key: opened when sealed, as stored when the row
+// is still in clear (written by an older kernel since this one started).
+func (s *Service) material(sk SigningKey) ([]byte, error) {
+	if len(sk.Sealed) == 0 {
+		if len(sk.Private) == 0 {
+			return nil, fmt.Errorf("signing key %s: no key material stored", sk.ID)
+		}
+		return slices.Clone(sk.Private), nil
+	}
+	m, err := s.sealer.Open(sk.Sealed, SealAAD(sk.ID))
+	if err != nil {
+		return nil, fmt.Errorf("%w: signing key %s was sealed under another key-encryption key "+
+			"(every replica needs the same signing.kek_file) or for another row: %w", errUnopened, sk.ID, err)
+	}
+	return m, nil
+}
+
+// sealInPlace seals a key stored in clear (before sealing existed) in its row, unless another
+// replica did it meanwhile: the store writes only while the row still holds this clear value.
+func (s *Service) sealInPlace(ctx context.Context, sk SigningKey) error {
+	sealed, err := s.sealer.Seal(sk.Private, SealAAD(sk.ID))
+	if err != nil {
+		return fmt.Errorf("seal signing key %s stored in clear: %w", sk.ID, err)
+	}
+	done, err := s.store.SealSigningKey(ctx, sk.ID, sk.Private, sealed)
+	if err != nil {
+		return fmt.Errorf("seal signing key %s stored in clear: %w", sk.ID, err)
+	}
+	if done {
+		s.logger.InfoContext(ctx, "sealed a signing key stored in clear", "kid", sk.ID, "alg", sk.Algorithm)
 	}
 	return nil
 }

@@ -18,6 +18,8 @@ import (
 
 	"github.com/nops-kernel/nops/internal/kernel"
 	"github.com/nops-kernel/nops/internal/kernel/kerneltest"
+	"github.com/nops-kernel/nops/internal/sealbox"
+	"github.com/nops-kernel/nops/internal/token"
 )
 
 // forger signs tokens with the running kernel's own EdDSA key (read from its database), so the
@@ -45,7 +47,16 @@ func newForger(t *testing.T, k *kerneltest.Kernel) forger {
 		if key.Algorithm != "EdDSA" {
 			continue
 		}
-		priv, err := x509.ParsePKCS8PrivateKey(key.Private)
+		// Stored sealed under the kernel's key-encryption key (signing.kek_file).
+		kek, err := sealbox.LoadOrCreateFile(k.Config.KEKPath())
+		if err != nil {
+			t.Fatal(err)
+		}
+		material, err := kek.Open(key.Sealed, token.SealAAD(key.ID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		priv, err := x509.ParsePKCS8PrivateKey(material)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -37,6 +37,8 @@ type secretStatus struct {
 		Version string `json:"version"`
 		State   string `json:"state"`
 		InUse   int64  `json:"in_use"`
+		// SigningKeys counts the token signing keys sealed under the version (the KEK's only).
+		SigningKeys int64 `json:"signing_keys"`
 	} `json:"versions"`
 }
 
@@ -258,6 +260,10 @@ func TestSecretRotationAcrossReplicas(t *testing.T) {
 			}
 		}
 		s := status(r)
+		// The token signing keys moved with the other sealed values: sealed under k2 now.
+		if len(s.KEK.Versions) != 1 || s.KEK.Versions[0].Version != "k2" || s.KEK.Versions[0].SigningKeys < 1 {
+			t.Errorf("replica %s: no token signing key sealed under k2: %+v", r.name, s.KEK.Versions)
+		}
 		for _, sec := range []secretStatus{s.Pepper, s.KEK} {
 			for _, v := range sec.Versions {
 				if v.State != "current" {

@@ -1,5 +1,6 @@
 // Rotation of the kernel's secrets (internal/apikey re-digests and pepper counts, internal/sealbox
-// rewraps): queries over api_keys (00005), request_keys (00011) and identity_authorities (00016).
+// rewraps): queries over api_keys (00005), request_keys (00011), identity_authorities (00016) and
+// signing_keys (00020, sealed_key).
 //
 // Sealed values are listed per table through its primary key, so a rewrap pages through each
 // table by index. SealedUse reads only the header of each value (what names its KEK) and lets
@@ -108,6 +109,7 @@ var sealedTables = []struct {
 }{
 	{sealbox.KindCAKey, "identity_authorities", "sealed_key", ""},
 	{sealbox.KindRequestKey, "request_keys", "sealed_secret", "prev_sealed_secret"},
+	{sealbox.KindSigningKey, "signing_keys", "sealed_key", ""},
 }
 
 // SealedValues returns at most limit sealed values after after, in Ref order, reading each table

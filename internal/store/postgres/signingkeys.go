@@ -1,4 +1,5 @@
-// Token signing keys (token.KeyStore), table signing_keys of migrations 00002 and 00018.
+// Token signing keys (token.KeyStore), table signing_keys of migrations 00002, 00018 and 00020
+// (sealed_key; a sealed row keeps an empty private_key).
 //
 // RotateSigningKey runs in one transaction (the caller's, or its own) that first takes
 // LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE: that mode conflicts with itself, so
@@ -23,8 +24,8 @@ var _ token.KeyStore = (*Store)(nil)
 // CreateSigningKey inserts k; an existing ID is an errs.Conflict.
 func (s *Store) CreateSigningKey(ctx context.Context, k token.SigningKey) error {
 	_, err := s.q(ctx).Exec(ctx,
-		`INSERT INTO signing_keys (id, algorithm, private_key, created_at, activates_at, retires_at) VALUES ($1, $2, $3, $4, $5, $6)`,
-		k.ID, k.Algorithm, k.Private, k.CreatedAt, nullTime(k.ActivatesAt), nullTime(k.RetiresAt))
+		`INSERT INTO signing_keys (id, algorithm, private_key, sealed_key, created_at, activates_at, retires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		k.ID, k.Algorithm, orEmpty(k.Private), nullBytes(k.Sealed), k.CreatedAt, nullTime(k.ActivatesAt), nullTime(k.RetiresAt))
 	if isUniqueViolation(err) {
 		return errs.Wrap(errs.Conflict, err, "signing key %q already exists", k.ID)
 	}
@@ -37,7 +38,7 @@ func (s *Store) CreateSigningKey(ctx context.Context, k token.SigningKey) error 
 // SigningKeys returns every stored key, oldest first (by creation time, then ID).
 func (s *Store) SigningKeys(ctx context.Context) ([]token.SigningKey, error) {
 	rows, err := s.q(ctx).Query(ctx,
-		`SELECT id, algorithm, private_key, created_at, activates_at, retires_at FROM signing_keys ORDER BY created_at, id COLLATE "C"`)
+		`SELECT id, algorithm, private_key, sealed_key, created_at, activates_at, retires_at FROM signing_keys ORDER BY created_at, id COLLATE "C"`)
 	if err != nil {
 		return nil, fmt.Errorf("list signing keys: %w", err)
 	}
@@ -46,7 +47,8 @@ func (s *Store) SigningKeys(ctx context.Context) ([]token.SigningKey, error) {
 			k                  token.SigningKey
 			activates, retires *time.Time
 		)
-		err := row.Scan(&k.ID, &k.Algorithm, &k.Private, &k.CreatedAt, &activates, &retires)
+		err := row.Scan(&k.ID, &k.Algorithm, &k.Private, &k.Sealed, &k.CreatedAt, &activates, &retires)
+		k.Private, k.Sealed = nilIfEmpty(k.Private), nilIfEmpty(k.Sealed)
 		k.CreatedAt, k.ActivatesAt, k.RetiresAt = k.CreatedAt.UTC(), timeOrZero(activates), timeOrZero(retires)
 		return k, err
 	})
@@ -116,6 +118,35 @@ func (s *Store) RotateSigningKey(ctx context.Context, k token.SigningKey, overla
 		return token.SigningKey{}, nil, fmt.Errorf("rotate signing key %s: %w", k.ID, err)
 	}
 	return k, superseded, nil
+}
+
+// SealSigningKey seals a key stored in clear (see token.KeyStore).
+func (s *Store) SealSigningKey(ctx context.Context, id string, clear, sealed []byte) (bool, error) {
+	if len(clear) == 0 || len(sealed) == 0 {
+		return false, fmt.Errorf("seal signing key %s: empty clear or sealed value", id)
+	}
+	tag, err := s.q(ctx).Exec(ctx,
+		`UPDATE signing_keys SET sealed_key = $1, private_key = ''::bytea WHERE id = $2 AND sealed_key IS NULL AND private_key = $3`, sealed, id, clear)
+	if err != nil {
+		return false, fmt.Errorf("seal signing key %s: %w", id, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// orEmpty is b, or an empty (not NULL) value when b is nil: private_key is NOT NULL.
+func orEmpty(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+// nilIfEmpty normalises an empty column to nil.
+func nilIfEmpty(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
 }
 
 // storedTime is t as the database keeps it: UTC, microseconds.

@@ -1,4 +1,5 @@
-// Token signing keys (token.KeyStore), table signing_keys of migrations 00002 and 00018.
+// Token signing keys (token.KeyStore), table signing_keys of migrations 00002, 00018 and 00020
+// (sealed_key; a sealed row keeps an empty private_key).
 //
 // RotateSigningKey runs in one transaction (the caller's, or its own): BEGIN IMMEDIATE holds the
 // one writer connection, so rotations are serialised and each reads the current keys the previous
@@ -21,8 +22,8 @@ var _ token.KeyStore = (*Store)(nil)
 // CreateSigningKey inserts k; an existing ID is an errs.Conflict.
 func (s *Store) CreateSigningKey(ctx context.Context, k token.SigningKey) error {
 	_, err := s.w(ctx).ExecContext(ctx,
-		`INSERT INTO signing_keys (id, algorithm, private_key, created_at, activates_at, retires_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		k.ID, k.Algorithm, k.Private, formatTime(k.CreatedAt), nullTimeText(k.ActivatesAt), nullTimeText(k.RetiresAt))
+		`INSERT INTO signing_keys (id, algorithm, private_key, sealed_key, created_at, activates_at, retires_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		k.ID, k.Algorithm, orEmpty(k.Private), nullBytes(k.Sealed), formatTime(k.CreatedAt), nullTimeText(k.ActivatesAt), nullTimeText(k.RetiresAt))
 	if isUniqueViolation(err) {
 		return errs.Wrap(errs.Conflict, err, "signing key %q already exists", k.ID)
 	}
@@ -35,7 +36,7 @@ func (s *Store) CreateSigningKey(ctx context.Context, k token.SigningKey) error 
 // SigningKeys returns every stored key, oldest first (by creation time, then ID).
 func (s *Store) SigningKeys(ctx context.Context) ([]token.SigningKey, error) {
 	rows, err := s.r(ctx).QueryContext(ctx,
-		`SELECT id, algorithm, private_key, created_at, activates_at, retires_at FROM signing_keys ORDER BY created_at, id`)
+		`SELECT id, algorithm, private_key, sealed_key, created_at, activates_at, retires_at FROM signing_keys ORDER BY created_at, id`)
 	if err != nil {
 		return nil, fmt.Errorf("list signing keys: %w", err)
 	}
@@ -47,7 +48,7 @@ func (s *Store) SigningKeys(ctx context.Context) ([]token.SigningKey, error) {
 			createdAt            string
 			activatesAt, retires sql.NullString
 		)
-		if err := rows.Scan(&k.ID, &k.Algorithm, &k.Private, &createdAt, &activatesAt, &retires); err != nil {
+		if err := rows.Scan(&k.ID, &k.Algorithm, &k.Private, &k.Sealed, &createdAt, &activatesAt, &retires); err != nil {
 			return nil, fmt.Errorf("list signing keys: %w", err)
 		}
 		if k.CreatedAt, err = parseTime(createdAt); err != nil {
@@ -65,6 +66,7 @@ func (s *Store) SigningKeys(ctx context.Context) ([]token.SigningKey, error) {
 				return nil, fmt.Errorf("list signing keys: key %s %s: %w", k.ID, f.name, err)
 			}
 		}
+		k.Private, k.Sealed = nilIfEmpty(k.Private), nilIfEmpty(k.Sealed)
 		keys = append(keys, k)
 	}
 	if err := rows.Err(); err != nil {
@@ -126,6 +128,39 @@ func (s *Store) RotateSigningKey(ctx context.Context, k token.SigningKey, overla
 		return token.SigningKey{}, nil, fmt.Errorf("rotate signing key %s: %w", k.ID, err)
 	}
 	return k, superseded, nil
+}
+
+// SealSigningKey seals a key stored in clear (see token.KeyStore).
+func (s *Store) SealSigningKey(ctx context.Context, id string, clear, sealed []byte) (bool, error) {
+	if len(clear) == 0 || len(sealed) == 0 {
+		return false, fmt.Errorf("seal signing key %s: empty clear or sealed value", id)
+	}
+	res, err := s.w(ctx).ExecContext(ctx,
+		`UPDATE signing_keys SET sealed_key = ?, private_key = x'' WHERE id = ? AND sealed_key IS NULL AND private_key = ?`, sealed, id, clear)
+	if err != nil {
+		return false, fmt.Errorf("seal signing key %s: %w", id, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("seal signing key %s: %w", id, err)
+	}
+	return n == 1, nil
+}
+
+// orEmpty is b, or an empty (not NULL) value when b is nil: private_key is NOT NULL.
+func orEmpty(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+// nilIfEmpty normalises an empty column to nil.
+func nilIfEmpty(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
 }
 
 // storedTime is t as the database keeps it: UTC, microseconds.

@@ -17,6 +17,7 @@ import (
 	"github.com/nops-kernel/nops/internal/identity"
 	"github.com/nops-kernel/nops/internal/reqsig"
 	"github.com/nops-kernel/nops/internal/sealbox"
+	"github.com/nops-kernel/nops/internal/token"
 )
 
 // SecretsStore is what the secret-rotation suite needs of an adapter: the stores of the keys and
@@ -28,6 +29,7 @@ type SecretsStore interface {
 	apikey.RedigestStore
 	apikey.PepperUseStore
 	sealbox.Store
+	token.KeyStore
 }
 
 // RunSecrets runs the suite of the queries behind pepper and key-encryption-key rotation: counts
@@ -160,15 +162,16 @@ func testRedigest(t *testing.T, open func(t *testing.T) SecretsStore) {
 }
 
 // sealedFixture fills s with request keys (hmac-sha256 with and without a previous secret,
-// ed25519 without any sealed value) and CA authorities, their values sealed under k1 for the
-// associated data internal/control uses, and returns the refs with their plaintexts.
+// ed25519 without any sealed value), CA authorities and token signing keys (plus one still in
+// clear, which is no sealed value), their values sealed under k1 for the associated data
+// internal/control uses, and returns the refs with their plaintexts.
 func sealedFixture(t *testing.T, s SecretsStore, box *sealbox.Box) map[sealbox.Ref]string {
 	t.Helper()
 	plain := map[sealbox.Ref]string{}
 	seal := func(r sealbox.Ref) []byte {
-		aad := []byte(r.ID)
-		if r.Kind == sealbox.KindCAKey {
-			aad = identity.SealAAD(r.ID)
+		aad, err := fixtureAAD(r)
+		if err != nil {
+			t.Fatal(err)
 		}
 		text := "plain " + r.String()
 		v, err := box.Seal([]byte(text), aad)
@@ -204,7 +207,31 @@ func sealedFixture(t *testing.T, s SecretsStore, box *sealbox.Box) map[sealbox.R
 	}); err != nil {
 		t.Fatal(err)
 	}
+	for i := range 3 {
+		id := fmt.Sprintf("key_%02d", i)
+		k := token.SigningKey{ID: id, Algorithm: token.AlgEdDSA, CreatedAt: base.Add(time.Duration(i) * time.Second),
+			Sealed: seal(sealbox.Ref{Kind: sealbox.KindSigningKey, ID: id, Slot: sealbox.SlotCurrent})}
+		if err := s.CreateSigningKey(t.Context(), k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.CreateSigningKey(t.Context(), token.SigningKey{ID: "key_clear", Algorithm: token.AlgHS256, Private: []byte("clear secret"), CreatedAt: base}); err != nil {
+		t.Fatal(err)
+	}
 	return plain
+}
+
+// fixtureAAD is the associated data of each kind, as internal/control gives it.
+func fixtureAAD(r sealbox.Ref) ([]byte, error) {
+	switch r.Kind {
+	case sealbox.KindRequestKey:
+		return []byte(r.ID), nil
+	case sealbox.KindCAKey:
+		return identity.SealAAD(r.ID), nil
+	case sealbox.KindSigningKey:
+		return token.SealAAD(r.ID), nil
+	}
+	return nil, fmt.Errorf("unknown kind %q", r.Kind)
 }
 
 func testBox(t *testing.T, current string, older ...string) *sealbox.Box {
@@ -266,7 +293,8 @@ func testSealedValues(t *testing.T, open func(t *testing.T) SecretsStore) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantUses := []sealbox.Use{{Kind: sealbox.KindCAKey, Version: "k1", Count: 2}, {Kind: sealbox.KindRequestKey, Version: "k1", Count: 9}}
+	wantUses := []sealbox.Use{{Kind: sealbox.KindCAKey, Version: "k1", Count: 2}, {Kind: sealbox.KindRequestKey, Version: "k1", Count: 9},
+		{Kind: sealbox.KindSigningKey, Version: "k1", Count: 3}}
 	if diff := cmp.Diff(wantUses, uses, cmpopts.SortSlices(func(a, b sealbox.Use) bool { return a.Kind < b.Kind })); diff != "" {
 		t.Fatalf("SealedUse (-want +got):\n%s", diff)
 	}
@@ -308,8 +336,30 @@ func testReplaceSealed(t *testing.T, open func(t *testing.T) SecretsStore) {
 	if err != nil || len(auths) != 2 || !bytes.HasPrefix(auths[0].SealedKey, []byte("new ")) {
 		t.Fatalf("authorities after the replacement: %v", err)
 	}
-	if _, err := s.ReplaceSealed(ctx, sealbox.Sealed{Ref: sealbox.Ref{Kind: sealbox.KindCAKey, ID: "ca_01", Slot: sealbox.SlotPrevious}}, nil); err == nil {
-		t.Fatal("ReplaceSealed accepted a slot CA keys do not have")
+	keys, err := s.SigningKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if k.ID == "key_clear" {
+			if len(k.Sealed) != 0 || string(k.Private) != "clear secret" {
+				t.Fatalf("the clear signing key changed: %+v", k)
+			}
+			continue
+		}
+		if !bytes.HasPrefix(k.Sealed, []byte("new ")) || len(k.Private) != 0 {
+			t.Fatalf("signing key %s after the replacement: sealed %q, private %q", k.ID, k.Sealed, k.Private)
+		}
+	}
+	for _, kind := range []string{sealbox.KindCAKey, sealbox.KindSigningKey} {
+		if _, err := s.ReplaceSealed(ctx, sealbox.Sealed{Ref: sealbox.Ref{Kind: kind, ID: "ca_01", Slot: sealbox.SlotPrevious}}, nil); err == nil {
+			t.Fatalf("ReplaceSealed accepted a slot %s values do not have", kind)
+		}
+	}
+	// The clear signing key is no sealed value: a replacement naming it writes nothing.
+	clearRef := sealbox.Sealed{Ref: sealbox.Ref{Kind: sealbox.KindSigningKey, ID: "key_clear", Slot: sealbox.SlotCurrent}, Value: []byte("clear secret")}
+	if ok, err := s.ReplaceSealed(ctx, clearRef, []byte("y")); err != nil || ok {
+		t.Fatalf("ReplaceSealed of a clear signing key = %v, %v", ok, err)
 	}
 	gone := sealbox.Sealed{Ref: sealbox.Ref{Kind: sealbox.KindRequestKey, ID: "rk_none", Slot: sealbox.SlotCurrent}, Value: []byte("x")}
 	if ok, err := s.ReplaceSealed(ctx, gone, []byte("y")); err != nil || ok {
@@ -323,12 +373,7 @@ func testRewrap(t *testing.T, open func(t *testing.T) SecretsStore) {
 	s := secretsStore(t, open)
 	plain := sealedFixture(t, s, testBox(t, "k1"))
 	box := testBox(t, "k2", "k1")
-	aad := func(r sealbox.Ref) ([]byte, error) {
-		if r.Kind == sealbox.KindCAKey {
-			return identity.SealAAD(r.ID), nil
-		}
-		return []byte(r.ID), nil
-	}
+	aad := fixtureAAD
 	res, err := sealbox.Rewrap(t.Context(), s, box, sealbox.RewrapOptions{AAD: aad, InTx: s.InTx, Batch: 4})
 	if err != nil {
 		t.Fatal(err)

@@ -52,6 +52,7 @@ var migrations = []struct {
 	{17, "00017_svid_revocations.sql"},
 	{18, "00018_rotation.sql"},
 	{19, "00019_flags.sql"},
+	{20, "00020_sealed_signing_keys.sql"},
 }
 
 // Run runs the suite. open must return a fresh store with every migration applied, on a database
@@ -60,6 +61,7 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 	t.Run("users", func(t *testing.T) { t.Parallel(); testUsers(t, open) })
 	t.Run("signing keys", func(t *testing.T) { t.Parallel(); testSigningKeys(t, open) })
 	t.Run("signing key rotation", func(t *testing.T) { t.Parallel(); testSigningKeyRotation(t, open) })
+	t.Run("signing key sealing", func(t *testing.T) { t.Parallel(); testSigningKeySealing(t, open) })
 	t.Run("ping", func(t *testing.T) {
 		t.Parallel()
 		if err := open(t).Ping(t.Context()); err != nil {
@@ -278,8 +280,8 @@ func testMigrations(t *testing.T, open func(t *testing.T) Store) {
 			if diff := cmp.Diff(before, readUsers(t, s, users)); diff != "" {
 				t.Fatalf("users after MigrateDown to %d (-before +after):\n%s", applied, diff)
 			}
-			// Below 00018 the table lacks the rotation columns SigningKeys reads.
-			if applied < 18 {
+			// Below 00020 the table lacks columns SigningKeys reads (rotation's of 00018, sealed_key).
+			if applied < 20 {
 				continue
 			}
 			keys, err := s.SigningKeys(ctx)
