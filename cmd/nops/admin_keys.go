@@ -28,6 +28,7 @@ type keyDoc struct {
 	RevokedAt                *time.Time `json:"revoked_at"`
 	LastUsedAt               *time.Time `json:"last_used_at"`
 	PreviousSecretValidUntil *time.Time `json:"previous_secret_valid_until"`
+	RotateBy                 *time.Time `json:"rotate_by"`
 	Secret                   string     `json:"secret"`
 }
 
@@ -37,8 +38,12 @@ func (k keyDoc) status(now time.Time) string {
 		return "revoked"
 	case k.ExpiresAt != nil && !now.Before(*k.ExpiresAt):
 		return "expired"
+	case k.RotateBy != nil && !now.Before(*k.RotateBy):
+		return "rotation-overdue"
 	case k.PreviousSecretValidUntil != nil && now.Before(*k.PreviousSecretValidUntil):
 		return "rotating"
+	case k.RotateBy != nil:
+		return "rotation-required"
 	}
 	return "active"
 }
@@ -204,7 +209,74 @@ func (c *cli) keysCmd() *cobra.Command {
 		}),
 	}
 
-	k.AddCommand(create, list, get, rotate, revoke)
+	var within string
+	expiring := &cobra.Command{
+		Use:   "expiring",
+		Short: "List the keys that expire or must be rotated soon",
+		Long: "Keys, not revoked, whose expiry or rotation deadline (set with force-rotate) falls within\n" +
+			"--within of now, those already past it included. SUPER_ADMIN without --tenant sees every tenant's.",
+		Example: `  nops keys expiring --within 720h`,
+		Args:    cobra.NoArgs,
+		RunE: c.remote(&f, func(ctx context.Context, cmd *cobra.Command, api *apiClient, _ []string) error {
+			q, err := api.tenantQuery(ctx)
+			if err != nil {
+				return err
+			}
+			q.Set("within", within)
+			items, err := api.listAll(ctx, "/v1/admin/api-keys/expiring", q, pageSize, progressWriter(cmd.ErrOrStderr()))
+			if err != nil {
+				return err
+			}
+			if api.json() {
+				return printItems(cmd.OutOrStdout(), items)
+			}
+			keys, err := decodeItems[keyDoc](items)
+			if err != nil {
+				return err
+			}
+			now := time.Now()
+			rows := make([][]string, 0, len(keys))
+			for _, k := range keys {
+				rows = append(rows, []string{k.ID, k.Tenant, k.Name, k.status(now), formatTime(k.ExpiresAt), formatTime(k.RotateBy)})
+			}
+			return table(cmd.OutOrStdout(), []string{"ID", "TENANT", "NAME", "STATUS", "EXPIRES", "ROTATE BY"}, rows)
+		}),
+	}
+	expiring.Flags().StringVar(&within, "within", "168h", "the window, a Go duration")
+	bindPageSize(expiring, &pageSize)
+
+	var deadline string
+	forceRotate := &cobra.Command{
+		Use:   "force-rotate KEY_ID",
+		Short: "Require a key to be rotated by a deadline; refused after it",
+		Long: "Until the deadline the key works and every response to it carries Nops-Api-Key-Rotate-By,\n" +
+			"so its holder rotates it (the SDKs do it on their own); from the deadline on it is refused\n" +
+			"until rotated. --deadline 0s refuses it at once: rotate it yourself then and hand the new secret over.",
+		Example: `  nops keys force-rotate ak01j... --deadline 24h`,
+		Args:    cobra.ExactArgs(1),
+		RunE: c.remote(&f, func(ctx context.Context, cmd *cobra.Command, api *apiClient, args []string) error {
+			q, err := api.tenantQuery(ctx)
+			if err != nil {
+				return err
+			}
+			body := map[string]string{"deadline": deadline}
+			resp, err := api.sendJSON(ctx, http.MethodPost, "/v1/admin/api-keys/"+url.PathEscape(args[0])+"/force-rotate", q, body, nil, nil)
+			if err != nil {
+				return err
+			}
+			if api.json() {
+				return printJSON(cmd.OutOrStdout(), resp.body)
+			}
+			var k keyDoc
+			if err := decodeJSON(resp.body, &k); err != nil {
+				return err
+			}
+			return details(cmd.OutOrStdout(), keyFields(k))
+		}),
+	}
+	forceRotate.Flags().StringVar(&deadline, "deadline", "24h", "how long the holder has to rotate, a Go duration (0s: refused at once)")
+
+	k.AddCommand(create, list, get, rotate, revoke, expiring, forceRotate)
 	return k
 }
 
@@ -229,6 +301,9 @@ func keyFields(k keyDoc) [][2]string {
 	}
 	if k.PreviousSecretValidUntil != nil {
 		fields = append(fields, [2]string{"OLD SECRET UNTIL", formatTime(k.PreviousSecretValidUntil)})
+	}
+	if k.RotateBy != nil {
+		fields = append(fields, [2]string{"ROTATE BY", formatTime(k.RotateBy)})
 	}
 	return fields
 }

@@ -107,6 +107,7 @@ func (m *memStore) RotateAPIKey(_ context.Context, id string, expectHash []byte,
 	}
 	k.Hash, k.PepperVersion = slices.Clone(r.Hash), r.PepperVersion
 	k.PrevHash, k.PrevPepperVersion, k.PrevValidUntil = slices.Clone(r.PrevHash), r.PrevPepperVersion, r.PrevValidUntil
+	k.RotateBy = time.Time{}
 	m.keys[id] = k
 	return nil
 }
@@ -127,6 +128,45 @@ func (m *memStore) RevokeAPIKey(_ context.Context, id string, at time.Time) erro
 	k.RevokedAt = at
 	m.keys[id] = k
 	return nil
+}
+
+func (m *memStore) RequireAPIKeyRotation(_ context.Context, id string, by time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return m.err
+	}
+	k, ok := m.keys[id]
+	switch {
+	case !ok:
+		return errs.New(errs.NotFound, "api key not found")
+	case !k.RevokedAt.IsZero():
+		return errs.New(errs.Conflict, "api key %s is revoked", id)
+	case k.RotateBy.IsZero() || k.RotateBy.After(by):
+		k.RotateBy = by
+		m.keys[id] = k
+	}
+	return nil
+}
+
+func (m *memStore) ListAPIKeysDue(_ context.Context, tenantID string, before time.Time, after string, limit int) ([]Key, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return nil, m.err
+	}
+	var out []Key
+	for _, k := range m.keys {
+		due := (!k.ExpiresAt.IsZero() && k.ExpiresAt.Before(before)) || (!k.RotateBy.IsZero() && k.RotateBy.Before(before))
+		if (tenantID == "" || k.TenantID == tenantID) && k.ID > after && k.RevokedAt.IsZero() && due {
+			out = append(out, cloneKey(k))
+		}
+	}
+	slices.SortFunc(out, func(a, b Key) int { return strings.Compare(a.ID, b.ID) })
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
 }
 
 func (m *memStore) TouchAPIKeys(_ context.Context, uses []Use) error {

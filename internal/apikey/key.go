@@ -45,6 +45,10 @@ type Key struct {
 	ExpiresAt  time.Time
 	RevokedAt  time.Time
 	LastUsedAt time.Time
+
+	// RotateBy is the deadline an administrator set for rotating the key (Service.RequireRotation):
+	// the current secret is refused from then on. A rotation clears it.
+	RotateBy time.Time
 }
 
 // Revoked reports whether k is revoked at now.
@@ -52,6 +56,11 @@ func (k Key) Revoked(now time.Time) bool { return !k.RevokedAt.IsZero() && !now.
 
 // Expired reports whether k has expired at now.
 func (k Key) Expired(now time.Time) bool { return !k.ExpiresAt.IsZero() && !now.Before(k.ExpiresAt) }
+
+// RotationOverdue reports whether k had to be rotated by now and was not.
+func (k Key) RotationOverdue(now time.Time) bool {
+	return !k.RotateBy.IsZero() && !now.Before(k.RotateBy)
+}
 
 // Principal is the caller a verified key authenticates: Subject and TokenID are the key ID, with
 // the key's tenant, its one role and its scopes. ExpiresAt is the key's expiry (zero: none).

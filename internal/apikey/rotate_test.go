@@ -1,6 +1,8 @@
 package apikey
 
 import (
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,5 +127,67 @@ func TestRotateWithConfiguredDefaultGrace(t *testing.T) {
 	}
 	if want := h.clk.Now().Add(time.Hour); !rotated.PrevValidUntil.Equal(want) {
 		t.Fatalf("previous valid until %s, want %s", rotated.PrevValidUntil, want)
+	}
+}
+
+// A deadline set by RequireRotation refuses the key once passed — also from the verified-key
+// cache of a replica that did not set it — and a rotation clears it.
+func TestRequireRotation(t *testing.T) {
+	h := newHarness(t)
+	k, raw := h.create(t, CreateInput{})
+	other := h.service(t, peppersOf(t, testPepper(t, "v1")), Options{}) // another replica
+	verify := func(s *Service, raw string) error { _, err := s.Verify(t.Context(), raw); return err }
+	const deadline = DefaultCacheTTL / 2 // shorter than the cache TTL: the cached entry decides
+	got, err := h.svc.RequireRotation(as(t, adminA), k.ID, deadline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.RotateBy.Equal(h.clk.Now().Add(deadline)) || !h.store.get(t, k.ID).RotateBy.Equal(got.RotateBy) {
+		t.Fatalf("rotate by %v, stored %v", got.RotateBy, h.store.get(t, k.ID).RotateBy)
+	}
+	// Before the deadline the key works on both replicas; from the deadline on, on neither: the
+	// other replica refuses from the entry it cached (the store cannot answer it), this one, which
+	// keeps the key out of its cache after the change, from the store.
+	h.clk.Advance(deadline - time.Microsecond)
+	for _, s := range []*Service{h.svc, other} {
+		if err := verify(s, raw); err != nil {
+			t.Fatalf("before the deadline: %v", err)
+		}
+	}
+	h.clk.Advance(time.Microsecond)
+	h.store.err = errors.New("store down: only the cache can answer")
+	requireRejected(t, verify(other, raw))
+	h.store.err = nil
+	requireRejected(t, verify(h.svc, raw))
+	if !strings.Contains(h.log.String(), "rotation_overdue") {
+		t.Fatalf("refusal reason not logged: %s", h.log.String())
+	}
+
+	// Rotating meets it: the new secret works, with no deadline left.
+	rotated, newRaw, err := h.svc.Rotate(as(t, adminA), k.ID, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rotated.RotateBy.IsZero() || !h.store.get(t, k.ID).RotateBy.IsZero() {
+		t.Fatal("the rotation left the deadline")
+	}
+	if err := verify(h.svc, newRaw); err != nil {
+		t.Fatal(err)
+	}
+
+	// Refusals: out-of-range deadlines, another tenant's key, a revoked key.
+	for _, d := range []time.Duration{-time.Second, MaxRotationDeadline + time.Second} {
+		if _, err := h.svc.RequireRotation(as(t, adminA), k.ID, d); !errs.Is(err, errs.Invalid) {
+			t.Fatalf("deadline %s: %v, want invalid", d, err)
+		}
+	}
+	if _, err := h.svc.RequireRotation(as(t, adminB), k.ID, time.Hour); !errs.Is(err, errs.NotFound) {
+		t.Fatalf("another tenant's key: %v, want not found", err)
+	}
+	if _, err := h.svc.Revoke(as(t, adminA), k.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.svc.RequireRotation(as(t, adminA), k.ID, time.Hour); !errs.Is(err, errs.Conflict) {
+		t.Fatalf("revoked key: %v, want conflict", err)
 	}
 }

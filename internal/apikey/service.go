@@ -278,6 +278,8 @@ func (s *Service) Verify(ctx context.Context, raw string) (Key, error) {
 		return Key{}, s.refuse(ctx, id, "expired")
 	case !currentOK && !now.Before(k.PrevValidUntil):
 		return Key{}, s.refuse(ctx, id, "rotated_out")
+	case k.RotationOverdue(now):
+		return Key{}, s.refuse(ctx, id, "rotation_overdue")
 	}
 	if s.cache != nil {
 		s.cache.put(raw, cloneForCaller(k), currentOK, s.now(), epoch)
@@ -300,6 +302,8 @@ func (s *Service) verifiedAgain(ctx context.Context, e verifiedEntry) (Key, erro
 		return Key{}, s.refuse(ctx, k.ID, "expired")
 	case !e.current && !now.Before(k.PrevValidUntil):
 		return Key{}, s.refuse(ctx, k.ID, "rotated_out")
+	case k.RotationOverdue(now):
+		return Key{}, s.refuse(ctx, k.ID, "rotation_overdue")
 	}
 	if s.usage != nil {
 		s.usage.Record(k.ID, now)
@@ -384,6 +388,7 @@ func (s *Service) Rotate(ctx context.Context, id string, grace time.Duration) (K
 	s.forget(k.ID)
 	k.Hash, k.PepperVersion = r.Hash, r.PepperVersion
 	k.PrevHash, k.PrevPepperVersion, k.PrevValidUntil = r.PrevHash, r.PrevPepperVersion, r.PrevValidUntil
+	k.RotateBy = time.Time{} // a rotation meets any deadline set for it
 	s.logger.InfoContext(ctx, "api key rotated", "key", k, "by", p.Subject, "previous_valid_until", r.PrevValidUntil)
 	return k, format(k.ID, secret), nil
 }
@@ -411,6 +416,100 @@ func (s *Service) Revoke(ctx context.Context, id string) (Key, error) {
 	k.RevokedAt = now
 	s.logger.InfoContext(ctx, "api key revoked", "key", k, "by", p.Subject)
 	return k, nil
+}
+
+// MaxRotationDeadline bounds the deadline RequireRotation accepts.
+const MaxRotationDeadline = 90 * 24 * time.Hour
+
+// RequireRotation sets a deadline for rotating key id, deadline from now (0s: at once): until it
+// the key works as before, and responses to requests it authenticates say when it must be rotated
+// (the SDKs rotate on their own); from then on its secrets are refused until someone rotates it.
+// An earlier deadline already set is kept. A revoked or expired key is an errs.Conflict. It
+// returns the key as stored afterwards.
+func (s *Service) RequireRotation(ctx context.Context, id string, deadline time.Duration) (Key, error) {
+	if deadline < 0 || deadline > MaxRotationDeadline {
+		return Key{}, errs.Field("body.deadline", fmt.Sprintf("must be between 0s and %s", MaxRotationDeadline))
+	}
+	p, err := caller(ctx)
+	if err != nil {
+		return Key{}, err
+	}
+	k, err := s.get(ctx, p, id)
+	if err != nil {
+		return Key{}, err
+	}
+	now := s.clock()
+	switch {
+	case !k.RevokedAt.IsZero():
+		return Key{}, errs.New(errs.Conflict, "api key %s is revoked", id)
+	case k.Expired(now):
+		return Key{}, errs.New(errs.Conflict, "api key %s has expired", id)
+	}
+	s.forget(k.ID)
+	if err := s.store.RequireAPIKeyRotation(ctx, k.ID, now.Add(deadline)); err != nil {
+		return Key{}, fmt.Errorf("require rotation of api key %s: %w", k.ID, err)
+	}
+	s.forget(k.ID)
+	if k, err = s.store.APIKey(ctx, k.ID); err != nil {
+		return Key{}, fmt.Errorf("require rotation of api key %s: %w", id, err)
+	}
+	s.logger.InfoContext(ctx, "api key rotation required", "key", k, "by", p.Subject, "rotate_by", k.RotateBy)
+	return cloneForCaller(k), nil
+}
+
+// DueInput selects a page of keys that expire or must be rotated within Within of now. TenantID
+// is as in ListInput, except that a principal above tenants may leave it empty for every tenant.
+type DueInput struct {
+	TenantID string
+	Within   time.Duration
+	Cursor   string
+	Limit    int
+}
+
+// MaxDueWindow bounds DueInput.Within.
+const MaxDueWindow = 366 * 24 * time.Hour
+
+// ListDue returns a page of keys, not revoked, that expire or must be rotated (RotateBy) within
+// in.Within of now — the overdue and expired ones included — in ascending ID order.
+func (s *Service) ListDue(ctx context.Context, in DueInput) (Page, error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return Page{}, err
+	}
+	if in.Within < 0 || in.Within > MaxDueWindow {
+		return Page{}, errs.Field("query.within", fmt.Sprintf("must be between 0s and %s", MaxDueWindow))
+	}
+	tenant := in.TenantID
+	switch {
+	case p.Tenant != "" && tenant != "" && tenant != p.Tenant:
+		return Page{}, errs.New(errs.NotFound, "tenant not found")
+	case p.Tenant != "":
+		tenant = p.Tenant
+	}
+	if tenant != "" && !validRef(tenant) {
+		return Page{}, errs.Field("query.tenant", fmt.Sprintf("must be 1..%d characters of [A-Za-z0-9_-]", maxRefLen))
+	}
+	if in.Cursor != "" && !ValidID(in.Cursor) {
+		return Page{}, errs.Field("query.cursor", "not a cursor returned by this API")
+	}
+	limit, err := pagecursor.Limit(in.Limit, DefaultListLimit, MaxListLimit)
+	if err != nil {
+		return Page{}, err
+	}
+	keys, err := s.store.ListAPIKeysDue(ctx, tenant, s.clock().Add(in.Within), in.Cursor, limit+1)
+	if err != nil {
+		return Page{}, fmt.Errorf("list api keys due: %w", err)
+	}
+	var page Page
+	if len(keys) > limit {
+		keys = keys[:limit]
+		page.NextCursor = keys[limit-1].ID
+	}
+	for i := range keys {
+		keys[i] = cloneForCaller(keys[i])
+	}
+	page.Keys = keys
+	return page, nil
 }
 
 // forget drops id from the verified-key cache and keeps it out for the cache's TTL. Rotate and

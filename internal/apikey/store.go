@@ -26,6 +26,14 @@ type Store interface {
 	// RevokeAPIKey sets RevokedAt to at, but only on a key not yet revoked: an errs.Conflict
 	// when it already is, an errs.NotFound when there is no key with id.
 	RevokeAPIKey(ctx context.Context, id string, at time.Time) error
+	// RequireAPIKeyRotation sets RotateBy to by, unless the key already has an earlier RotateBy
+	// (the earliest deadline wins; nil either way). A revoked key is an errs.Conflict, no key with
+	// id an errs.NotFound. RotateAPIKey clears RotateBy.
+	RequireAPIKeyRotation(ctx context.Context, id string, by time.Time) error
+	// ListAPIKeysDue returns at most limit keys of tenantID ("" for every tenant), not revoked,
+	// whose ExpiresAt or RotateBy is before before, with an ID greater than after ("" for the
+	// first page), in ascending ID order.
+	ListAPIKeysDue(ctx context.Context, tenantID string, before time.Time, after string, limit int) ([]Key, error)
 }
 
 // UsageStore records when keys were last used.

@@ -10,6 +10,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/nops-kernel/nops/internal/errs"
+	"github.com/nops-kernel/nops/internal/events"
 	"github.com/nops-kernel/nops/internal/identity"
 	"github.com/nops-kernel/nops/internal/pagecursor"
 	"github.com/nops-kernel/nops/internal/principal"
@@ -129,6 +130,45 @@ func (r *SVIDRevocations) Revoke(ctx context.Context, in RevokeInput) (identity.
 		}
 		return outcome{tenant: rec.TenantID, action: identity.AuditActionRevoke,
 			resource: revocationsResource + "/" + rec.ID, reason: truncateUTF8(reason, maxActionReason)}, nil
+	})
+	if err != nil {
+		return identity.RevocationRecord{}, err
+	}
+	return rec, nil
+}
+
+// DeregisterAgent deregisters agent id of tenantID (Control.DeregisterAgent) and, in the same
+// transaction, revokes its SPIFFE ID, so that the SVIDs it holds stop authenticating on every
+// replica within the revocation refresh interval rather than at their expiry (threat model S-09).
+// Deregistration is the authority: no further right is needed to revoke the deregistered agent's
+// own ID. The audit record of the deregistration names the revocation; the caller applies the
+// returned revocation on its replica's mTLS listener.
+func (r *SVIDRevocations) DeregisterAgent(ctx context.Context, tenantID, id string) (identity.RevocationRecord, error) {
+	p, err := revocationCaller(ctx)
+	if err != nil {
+		return identity.RevocationRecord{}, err
+	}
+	now := r.c.opts.Now().UTC().Truncate(time.Microsecond)
+	rec := identity.RevocationRecord{TenantID: tenantID, Reason: "agent deregistered", RevokedAt: now, Actor: p.Subject,
+		ExpiresAt: now.Add(r.svidTTL + identity.Backdate)}
+	if rec.ID, err = identity.NewRevocationID(now); err != nil {
+		return identity.RevocationRecord{}, err
+	}
+	err = r.c.mutate(ctx, func(ctx context.Context) (outcome, error) {
+		a, err := r.c.Agents.Delete(ctx, tenantID, id, "")
+		if err != nil {
+			return outcome{}, err
+		}
+		sid, err := identity.AgentID(r.td, tenantID, a.ID)
+		if err != nil {
+			return outcome{}, err
+		}
+		rec.SPIFFEID = sid.String()
+		if err := r.store.AddRevocation(ctx, rec); err != nil {
+			return outcome{}, err
+		}
+		return outcome{tenant: tenantID, action: ActionAgentDeregister, resource: "agents/" + id,
+			reason: "allowed; svid revoked: " + revocationsResource + "/" + rec.ID, event: events.AgentDeregistered{Agent: agentSnapshot(a)}}, nil
 	})
 	if err != nil {
 		return identity.RevocationRecord{}, err

@@ -23,9 +23,11 @@ const (
 	ActionAPIKeyCreate    = "apikey.create"
 	ActionAPIKeyRotate    = "apikey.rotate"
 	ActionAPIKeyRevoke    = "apikey.revoke"
-	ActionAuthenticate    = "auth.authenticate"
-	ActionAuthorize       = "auth.authorize"
-	ActionLogin           = "auth.login"
+	// ActionAPIKeyForceRotate records an administrator setting a deadline for rotating a key.
+	ActionAPIKeyForceRotate = "apikey.force_rotate"
+	ActionAuthenticate      = "auth.authenticate"
+	ActionAuthorize         = "auth.authorize"
+	ActionLogin             = "auth.login"
 	// ActionEgressRefused records an invocation the egress policy kept from an agent's address.
 	ActionEgressRefused = "invoke.egress_refused"
 )
@@ -234,6 +236,21 @@ func (c *Control) RotateAPIKey(ctx context.Context, id string, grace time.Durati
 			event: events.APIKeyRotated{Key: keySnapshot(k), RotatedAt: now, GraceUntil: until}}, nil
 	})
 	return k, raw, err
+}
+
+// ForceRotateAPIKey requires key id to be rotated within deadline (apikey.Service.RequireRotation).
+func (c *Control) ForceRotateAPIKey(ctx context.Context, id string, deadline time.Duration) (apikey.Key, error) {
+	var k apikey.Key
+	err := c.mutate(ctx, func(ctx context.Context) (outcome, error) {
+		var err error
+		if k, err = c.Keys.RequireRotation(ctx, id, deadline); err != nil {
+			return outcome{}, err
+		}
+		return outcome{tenant: k.TenantID, action: ActionAPIKeyForceRotate, resource: "api-keys/" + id,
+			reason: "rotate by " + k.RotateBy.Format(time.RFC3339),
+			event:  events.APIKeyRotationRequired{Key: keySnapshot(k), RequiredAt: c.opts.Now().UTC(), RotateBy: k.RotateBy}}, nil
+	})
+	return k, err
 }
 
 // RevokeAPIKey revokes a key at once.

@@ -309,6 +309,35 @@ func (p APIKeyCreated) EventSubject() string { return APIKeySubject(p.Key.ID) }
 // Validate implements Payload.
 func (p APIKeyCreated) Validate() error { return p.Key.validate("data.key") }
 
+// APIKeyRotationRequired is the data of nops.apikey.rotation_required.v1: at RequiredAt an
+// administrator required the key to be rotated by RotateBy; its secrets are refused from then on
+// unless it is rotated before.
+type APIKeyRotationRequired struct {
+	Key        APIKeySnapshot `json:"key"`
+	RequiredAt time.Time      `json:"required_at"`
+	RotateBy   time.Time      `json:"rotate_by"`
+}
+
+// EventType implements Payload.
+func (APIKeyRotationRequired) EventType() Type { return TypeAPIKeyRotationRequired }
+
+// EventTenant implements Payload.
+func (p APIKeyRotationRequired) EventTenant() string { return p.Key.Tenant }
+
+// EventSubject implements Payload.
+func (p APIKeyRotationRequired) EventSubject() string { return APIKeySubject(p.Key.ID) }
+
+// Validate implements Payload.
+func (p APIKeyRotationRequired) Validate() error {
+	if err := p.Key.validate("data.key"); err != nil {
+		return err
+	}
+	if err := checkTime("data.required_at", p.RequiredAt); err != nil {
+		return err
+	}
+	return checkTime("data.rotate_by", p.RotateBy)
+}
+
 // APIKeyRotated is the data of nops.apikey.rotated.v1: the key got a new secret at RotatedAt;
 // the previous secret is accepted until GraceUntil.
 type APIKeyRotated struct {

@@ -125,6 +125,9 @@ func samples() []sample {
 		{"agent deregistered minimal", events.TypeAgentDeregistered, tenantA, as, events.AgentDeregistered{Agent: agentMinimal()}},
 		{"apikey created full", events.TypeAPIKeyCreated, tenantA, ks, events.APIKeyCreated{Key: keyFull()}},
 		{"apikey created minimal", events.TypeAPIKeyCreated, tenantA, ks, events.APIKeyCreated{Key: keyMinimal()}},
+		{"apikey rotation required", events.TypeAPIKeyRotationRequired, tenantA, ks, events.APIKeyRotationRequired{
+			Key: keyFull(), RequiredAt: base, RotateBy: base.Add(24 * time.Hour),
+		}},
 		{"apikey rotated full", events.TypeAPIKeyRotated, tenantA, ks, events.APIKeyRotated{
 			Key: keyFull(), RotatedAt: base, GraceUntil: base.Add(24 * time.Hour),
 		}},

@@ -26,14 +26,16 @@ const (
 	TypeAPIKeyCreated       Type = "nops.apikey.created.v1"
 	TypeAPIKeyRotated       Type = "nops.apikey.rotated.v1"
 	TypeAPIKeyRevoked       Type = "nops.apikey.revoked.v1"
-	TypeTenantCreated       Type = "nops.tenant.created.v1"
-	TypeTenantUpdated       Type = "nops.tenant.updated.v1"
-	TypeTenantSuspended     Type = "nops.tenant.suspended.v1"
-	TypeTenantResumed       Type = "nops.tenant.resumed.v1"
-	TypeTenantDeleted       Type = "nops.tenant.deleted.v1"
-	TypeBillingUsage        Type = "nops.billing.usage.v1"
-	TypeRouteUpdated        Type = "nops.route.updated.v1"
-	TypeRouteDeleted        Type = "nops.route.deleted.v1"
+	// TypeAPIKeyRotationRequired is an administrator setting a deadline for rotating a key.
+	TypeAPIKeyRotationRequired Type = "nops.apikey.rotation_required.v1"
+	TypeTenantCreated          Type = "nops.tenant.created.v1"
+	TypeTenantUpdated          Type = "nops.tenant.updated.v1"
+	TypeTenantSuspended        Type = "nops.tenant.suspended.v1"
+	TypeTenantResumed          Type = "nops.tenant.resumed.v1"
+	TypeTenantDeleted          Type = "nops.tenant.deleted.v1"
+	TypeBillingUsage           Type = "nops.billing.usage.v1"
+	TypeRouteUpdated           Type = "nops.route.updated.v1"
+	TypeRouteDeleted           Type = "nops.route.deleted.v1"
 	// The invocation events (invocations.go).
 	TypeInvocationRequested Type = "nops.invocation.requested.v1"
 	TypeInvocationCompleted Type = "nops.invocation.completed.v1"
@@ -47,7 +49,7 @@ func Catalogue() []Type {
 	return []Type{
 		TypeAgentRegistered, TypeAgentUpdated, TypeAgentHeartbeat, TypeAgentStatusChanged,
 		TypeAgentDeregistered, TypeAgentBreakerChanged,
-		TypeAPIKeyCreated, TypeAPIKeyRotated, TypeAPIKeyRevoked,
+		TypeAPIKeyCreated, TypeAPIKeyRotated, TypeAPIKeyRevoked, TypeAPIKeyRotationRequired,
 		TypeTenantCreated, TypeTenantUpdated, TypeTenantSuspended, TypeTenantResumed,
 		TypeTenantDeleted,
 		TypeBillingUsage,
@@ -156,6 +158,8 @@ func decodePayload(t Type, data []byte) (Payload, error) {
 		return decodeAs[APIKeyRotated](data)
 	case TypeAPIKeyRevoked:
 		return decodeAs[APIKeyRevoked](data)
+	case TypeAPIKeyRotationRequired:
+		return decodeAs[APIKeyRotationRequired](data)
 	case TypeTenantCreated:
 		return decodeAs[TenantCreated](data)
 	case TypeTenantUpdated:

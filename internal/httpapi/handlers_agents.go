@@ -77,7 +77,16 @@ func (h *handlers) DeregisterAgent(ctx context.Context, req gen.DeregisterAgentR
 	if err != nil {
 		return nil, err
 	}
-	// The contract has no If-Match on DELETE: deregistration is unconditional.
+	// The contract has no If-Match on DELETE: deregistration is unconditional. With workload
+	// identity on, the agent's SPIFFE ID is revoked with it (its SVIDs stop working).
+	if rv, err := h.revocations(); err == nil {
+		rec, err := rv.DeregisterAgent(ctx, tenantID, req.AgentId)
+		if err != nil {
+			return nil, err
+		}
+		h.applyRevocation(ctx, rec)
+		return gen.DeregisterAgent204Response{}, nil
+	}
 	if err := h.deps.Control.DeregisterAgent(ctx, tenantID, req.AgentId, ""); err != nil {
 		return nil, err
 	}

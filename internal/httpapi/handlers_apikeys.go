@@ -112,6 +112,73 @@ func (h *handlers) RevokeApiKey(ctx context.Context, req gen.RevokeApiKeyRequest
 	return gen.RevokeApiKey204Response{}, nil
 }
 
+// defaultExpiringWindow is the window of GET /v1/admin/api-keys/expiring without ?within.
+const defaultExpiringWindow = 7 * 24 * time.Hour
+
+// defaultRotationDeadline is the deadline of a force-rotate without one.
+const defaultRotationDeadline = 24 * time.Hour
+
+func (h *handlers) ListExpiringApiKeys(ctx context.Context, req gen.ListExpiringApiKeysRequestObject) (gen.ListExpiringApiKeysResponseObject, error) {
+	tenantID := ""
+	if p, ok := principal.FromContext(ctx); ok && (p.Tenant != "" || req.Params.Tenant != nil) {
+		var err error
+		if tenantID, err = h.tenantFor(ctx, req.Params.Tenant); err != nil {
+			return nil, err
+		}
+	}
+	within, err := durationIn("query.within", req.Params.Within, defaultExpiringWindow)
+	if err != nil {
+		return nil, err
+	}
+	limit := min(deref(req.Params.Limit), apikey.MaxListLimit)
+	page, err := h.deps.Control.Keys.ListDue(ctx, apikey.DueInput{TenantID: tenantID, Within: within, Cursor: deref(req.Params.Cursor), Limit: limit})
+	if err != nil {
+		return nil, err
+	}
+	out := gen.ListExpiringApiKeys200JSONResponse{Items: make([]gen.ApiKey, 0, len(page.Keys)), NextCursor: optString(page.NextCursor)}
+	for _, k := range page.Keys {
+		out.Items = append(out.Items, keyOut(k))
+	}
+	return out, nil
+}
+
+func (h *handlers) ForceRotateApiKey(ctx context.Context, req gen.ForceRotateApiKeyRequestObject) (gen.ForceRotateApiKeyResponseObject, error) {
+	var raw *string
+	if req.Body != nil {
+		raw = req.Body.Deadline
+	}
+	deadline, err := durationIn("body.deadline", raw, defaultRotationDeadline)
+	if err != nil {
+		return nil, err
+	}
+	if req.Params.Tenant != nil {
+		if _, err := h.keyIn(ctx, req.Params.Tenant, req.KeyId); err != nil {
+			return nil, err
+		}
+	}
+	k, err := h.deps.Control.ForceRotateAPIKey(ctx, req.KeyId, deadline)
+	if err != nil {
+		return nil, err
+	}
+	return gen.ForceRotateApiKey200JSONResponse(keyOut(k)), nil
+}
+
+// durationIn parses an optional Go duration named field, def when absent; negative durations are
+// refused here, upper bounds by the service.
+func durationIn(field string, raw *string, def time.Duration) (time.Duration, error) {
+	if raw == nil {
+		return def, nil
+	}
+	d, err := time.ParseDuration(strings.TrimSpace(*raw))
+	switch {
+	case err != nil:
+		return 0, errs.Field(field, "must be a Go duration such as 24h, 90m or 0s")
+	case d < 0:
+		return 0, errs.Field(field, "must not be negative")
+	}
+	return d, nil
+}
+
 // keyIn reads a key by ID. The key service already hides another tenant's key from a
 // tenant-bound caller and lets a principal above tenants reach any key; when the request names a
 // tenant, the key must also be of that tenant, or it is "not found".
@@ -177,6 +244,7 @@ func keyOut(k apikey.Key) gen.ApiKey {
 		ExpiresAt:  optTime(k.ExpiresAt),
 		RevokedAt:  optTime(k.RevokedAt),
 		LastUsedAt: optTime(k.LastUsedAt),
+		RotateBy:   optTime(k.RotateBy),
 	}
 	if len(k.PrevHash) > 0 {
 		out.PreviousSecretValidUntil = optTime(k.PrevValidUntil)

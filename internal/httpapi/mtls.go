@@ -113,11 +113,11 @@ type workloadCaller struct {
 
 // credentials authenticates r: by its client certificate on the mTLS listener (the caller is
 // then a workload), else by its bearer token or API key.
-func (d *dispatcher) credentials(ctx context.Context, r *http.Request) (principal.Principal, *workloadCaller, error) {
+func (d *dispatcher) credentials(ctx context.Context, out http.Header, r *http.Request) (principal.Principal, *workloadCaller, error) {
 	if m, ok := mtlsFrom(ctx); ok {
 		return d.authenticateWorkload(ctx, r, m)
 	}
-	p, err := d.authenticate(ctx, r)
+	p, err := d.authenticate(ctx, out, r)
 	return p, nil, err
 }
 

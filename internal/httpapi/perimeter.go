@@ -103,7 +103,7 @@ func (d *dispatcher) admission(next http.Handler) http.Handler {
 				return
 			}
 		}
-		r, err := d.admit(r, op)
+		r, err := d.admit(w.Header(), r, op)
 		if err != nil {
 			d.errw.Write(w, r, settled(r, err)) // a signature's nonce claim answers first (guard.go)
 			return
@@ -140,8 +140,9 @@ func (d *dispatcher) unmatched(w http.ResponseWriter, r *http.Request, h http.Ha
 // admit authenticates, authorises and validates a request for op. It returns the request to
 // serve: carrying the principal and what the audit trail records of the request, with the body
 // the validator read put back. Presented credentials that fail, suspended tenants and missing
-// scopes are recorded in the audit trail.
-func (d *dispatcher) admit(r *http.Request, op *operation) (*http.Request, error) {
+// scopes are recorded in the audit trail. out is the response's header, for what authentication
+// tells the caller (HeaderAPIKeyRotateBy).
+func (d *dispatcher) admit(out http.Header, r *http.Request, op *operation) (*http.Request, error) {
 	ctx, err := d.requestInfo(r)
 	if err != nil {
 		return r, err
@@ -149,7 +150,7 @@ func (d *dispatcher) admit(r *http.Request, op *operation) (*http.Request, error
 	r = r.WithContext(ctx)
 	if op.secured {
 		resource := r.Method + " " + r.URL.Path
-		p, workload, err := d.credentials(ctx, r)
+		p, workload, err := d.credentials(ctx, out, r)
 		if err != nil {
 			if errors.Is(err, errInvalidToken) {
 				d.audit(ctx, "", control.ActionAuthenticate, resource, "invalid credential")
@@ -241,9 +242,14 @@ func (d *dispatcher) audit(ctx context.Context, tenantID, action, resource, reas
 	}
 }
 
+// HeaderAPIKeyRotateBy tells the holder of an API key an administrator required to be rotated
+// (POST /v1/admin/api-keys/{key_id}/force-rotate) the deadline, RFC 3339, on every response to a
+// request the key authenticated: rotate before it, or the key is refused.
+const HeaderAPIKeyRotateBy = "Nops-Api-Key-Rotate-By"
+
 // authenticate accepts a bearer token or an API key (X-API-Key). A request carrying both is
 // refused: which one counts would be a guess.
-func (d *dispatcher) authenticate(ctx context.Context, r *http.Request) (principal.Principal, error) {
+func (d *dispatcher) authenticate(ctx context.Context, out http.Header, r *http.Request) (principal.Principal, error) {
 	authz, key := r.Header.Get("Authorization"), r.Header.Get("X-API-Key")
 	switch {
 	case authz == "" && key == "":
@@ -259,6 +265,9 @@ func (d *dispatcher) authenticate(ctx context.Context, r *http.Request) (princip
 			return principal.Principal{}, fmt.Errorf("verify api key: %w", err)
 		}
 		d.usage.Record(k.ID, d.now())
+		if !k.RotateBy.IsZero() {
+			out.Set(HeaderAPIKeyRotateBy, k.RotateBy.UTC().Format(time.RFC3339))
+		}
 		return k.Principal(), nil
 	}
 	scheme, raw, ok := strings.Cut(authz, " ")

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -249,5 +250,28 @@ func TestMTLSRevocationAcrossReplicas(t *testing.T) {
 		closed, refused, mtlsRefresh)
 	if n := refusals(t, second, "revoked"); n < 1 {
 		t.Fatalf("the second replica counted %v refusals for revoked", n)
+	}
+}
+
+// Deregistering an agent revokes its SPIFFE ID in the same transaction (threat model S-09): its
+// open mTLS connection is closed and its SVID, still within its lifetime, is refused at the next
+// handshake; the revocation is listed with the deregistration as its reason.
+func TestMTLSDeregistrationRevokesSVID(t *testing.T) {
+	t.Parallel()
+	m := newMTLSFixture(t, func(c *config.Config) { c.Identity.RevocationRefreshInterval = config.Duration(time.Minute) })
+	a := m.enroll(t, "leaving")
+	conn := m.client(t, a.svid.tlsCert()).dial(t)
+	if st := conn.heartbeat(t, a.agent); st != http.StatusOK {
+		t.Fatalf("heartbeat before the deregistration: %d", st)
+	}
+	resp, body := m.k.Do(t, "DELETE", "/v1/agents/"+a.agent, nil, m.keys["ADMIN"])
+	mustStatus(t, resp, body, http.StatusNoContent)
+	conn.waitClosed(t, 30*time.Second)
+	m.wantRefused(t, a.svid.tlsCert(), "revoked")
+
+	resp, body = m.k.Do(t, "GET", "/v1/identity/revocations", nil, m.keys["ADMIN"])
+	mustStatus(t, resp, body, http.StatusOK)
+	if !strings.Contains(string(body), `"spiffe_id":"`+a.id.String()+`"`) || !strings.Contains(string(body), `"reason":"agent deregistered"`) {
+		t.Fatalf("revocations after the deregistration: %s", body)
 	}
 }

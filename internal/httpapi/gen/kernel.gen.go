@@ -838,8 +838,11 @@ type ApiKey struct {
 	PreviousSecretValidUntil *time.Time `json:"previous_secret_valid_until,omitempty"`
 	RevokedAt                *time.Time `json:"revoked_at,omitempty"`
 	Role                     string     `json:"role"`
-	Scopes                   []string   `json:"scopes"`
-	Tenant                   string     `json:"tenant"`
+
+	// RotateBy The deadline an administrator set for rotating the key; its secrets are refused from then on unless it is rotated. Absent when none.
+	RotateBy *time.Time `json:"rotate_by,omitempty"`
+	Scopes   []string   `json:"scopes"`
+	Tenant   string     `json:"tenant"`
 }
 
 // ApiKeyCreate defines model for ApiKeyCreate.
@@ -858,6 +861,12 @@ type ApiKeyCreate struct {
 
 // ApiKeyCreateRole At most the creator's own role.
 type ApiKeyCreateRole string
+
+// ApiKeyForceRotate defines model for ApiKeyForceRotate.
+type ApiKeyForceRotate struct {
+	// Deadline How long the holder has to rotate the key, a Go duration such as `24h` (the default) or `0s` (refused at once); at most `2160h`.
+	Deadline *string `json:"deadline,omitempty"`
+}
 
 // ApiKeyList defines model for ApiKeyList.
 type ApiKeyList struct {
@@ -893,7 +902,10 @@ type ApiKeySecret struct {
 	PreviousSecretValidUntil *time.Time `json:"previous_secret_valid_until,omitempty"`
 	RevokedAt                *time.Time `json:"revoked_at,omitempty"`
 	Role                     string     `json:"role"`
-	Scopes                   []string   `json:"scopes"`
+
+	// RotateBy The deadline an administrator set for rotating the key; its secrets are refused from then on unless it is rotated. Absent when none.
+	RotateBy *time.Time `json:"rotate_by,omitempty"`
+	Scopes   []string   `json:"scopes"`
 
 	// Secret `nops_<keyid>_<secret>`, shown this once: store it now.
 	Secret string `json:"secret"`
@@ -2090,6 +2102,42 @@ type UntilQuery = time.Time
 // Unauthorized RFC 9457 problem details.
 type Unauthorized = Problem
 
+// ListExpiringApiKeysParams defines parameters for ListExpiringApiKeys.
+type ListExpiringApiKeysParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
+	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+
+	// Within The window, a Go duration such as `168h` (the default) or `720h`; at most `8784h`.
+	Within *string `form:"within,omitempty" json:"within,omitempty"`
+
+	// Limit Page size.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from the previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// ForceRotateApiKeyParams defines parameters for ForceRotateApiKey.
+type ForceRotateApiKeyParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
+	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+
+	// IdempotencyKey Makes retrying this request safe (IETF draft-ietf-httpapi-idempotency-key-header). The value
+	// is a Structured Field String, e.g. `"8e03978e-40d5-43e8-bc93-6894a57f9324"`; an unquoted
+	// token of `A-Z a-z 0-9 . _ ~ : -` is accepted too; at most 255 characters once unquoted. Keys
+	// belong to the caller's tenant and to the caller (user or API key): the same value sent by
+	// another tenant or another caller is another key.
+	//
+	// The first completed response to a key is kept for `idempotency.ttl` (24 h by default). A
+	// retry with the same key and the same request (method, path and query, body) gets that
+	// response again — same status, headers and body — with the added header
+	// `Idempotent-Replayed: true`, and nothing is done twice. The same key while the first request
+	// is still being processed gets 409 (with `Retry-After`); the same key with a different request
+	// gets 422. A 5xx response is not kept, so a retry after one is processed anew. Without the
+	// header the request is processed as usual.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // RotateSigningKeyParams defines parameters for RotateSigningKey.
 type RotateSigningKeyParams struct {
 	// IdempotencyKey Makes retrying this request safe (IETF draft-ietf-httpapi-idempotency-key-header). The value
@@ -2714,6 +2762,9 @@ type SuspendTenantParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// ForceRotateApiKeyJSONRequestBody defines body for ForceRotateApiKey for application/json ContentType.
+type ForceRotateApiKeyJSONRequestBody = ApiKeyForceRotate
+
 // RotateSigningKeyJSONRequestBody defines body for RotateSigningKey for application/json ContentType.
 type RotateSigningKeyJSONRequestBody = SigningKeyRotateRequest
 
@@ -2850,6 +2901,12 @@ type ServerInterface interface {
 	// GetHealthz Dependency status
 	// (GET /healthz)
 	GetHealthz(w http.ResponseWriter, r *http.Request)
+	// ListExpiringApiKeys API keys that expire or must be rotated soon
+	// (GET /v1/admin/api-keys/expiring)
+	ListExpiringApiKeys(w http.ResponseWriter, r *http.Request, params ListExpiringApiKeysParams)
+	// ForceRotateApiKey Require an API key to be rotated by a deadline
+	// (POST /v1/admin/api-keys/{key_id}/force-rotate)
+	ForceRotateApiKey(w http.ResponseWriter, r *http.Request, keyId KeyID, params ForceRotateApiKeyParams)
 	// GetSecretsStatus Where rotations of the API-key pepper and the key-encryption key stand on this replica
 	// (GET /v1/admin/secrets/status)
 	GetSecretsStatus(w http.ResponseWriter, r *http.Request)
@@ -3100,6 +3157,141 @@ func (siw *ServerInterfaceWrapper) GetHealthz(w http.ResponseWriter, r *http.Req
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.GetHealthz(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ListExpiringApiKeys operation middleware
+func (siw *ServerInterfaceWrapper) ListExpiringApiKeys(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListExpiringApiKeysParams
+
+	// ------------- Optional query parameter "tenant" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tenant", r.URL.Query(), &params.Tenant, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "tenant"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "within" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "within", r.URL.Query(), &params.Within, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "within"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "within", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListExpiringApiKeys(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ForceRotateApiKey operation middleware
+func (siw *ServerInterfaceWrapper) ForceRotateApiKey(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "key_id" -------------
+	var keyId KeyID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "key_id", r.PathValue("key_id"), &keyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "key_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ForceRotateApiKeyParams
+
+	// ------------- Optional query parameter "tenant" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tenant", r.URL.Query(), &params.Tenant, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "tenant"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
+		}
+		return
+	}
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ForceRotateApiKey(w, r, keyId, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -6260,6 +6452,8 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/v1/api-keys/{key_id}", wrapper.RevokeApiKey)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/api-keys/{key_id}", wrapper.GetApiKey)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/api-keys/{key_id}/rotate", wrapper.RotateApiKey)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/api-keys/expiring", wrapper.ListExpiringApiKeys)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/admin/api-keys/{key_id}/force-rotate", wrapper.ForceRotateApiKey)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/audit", wrapper.ListAudit)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/audit/checkpoint", wrapper.GetAuditCheckpoint)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/audit/proof/inclusion", wrapper.GetAuditInclusionProof)
@@ -6485,6 +6679,240 @@ type GetHealthzdefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response GetHealthzdefaultApplicationProblemPlusJSONResponse) VisitGetHealthzResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListExpiringApiKeysRequestObject struct {
+	Params ListExpiringApiKeysParams
+}
+
+type ListExpiringApiKeysResponseObject interface {
+	VisitListExpiringApiKeysResponse(w http.ResponseWriter) error
+}
+
+type ListExpiringApiKeys200JSONResponse ApiKeyList
+
+func (response ListExpiringApiKeys200JSONResponse) VisitListExpiringApiKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListExpiringApiKeys400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response ListExpiringApiKeys400ApplicationProblemPlusJSONResponse) VisitListExpiringApiKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListExpiringApiKeys401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListExpiringApiKeys401ApplicationProblemPlusJSONResponse) VisitListExpiringApiKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListExpiringApiKeys403ApplicationProblemPlusJSONResponse Problem
+
+func (response ListExpiringApiKeys403ApplicationProblemPlusJSONResponse) VisitListExpiringApiKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListExpiringApiKeys404ApplicationProblemPlusJSONResponse Problem
+
+func (response ListExpiringApiKeys404ApplicationProblemPlusJSONResponse) VisitListExpiringApiKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListExpiringApiKeysdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListExpiringApiKeysdefaultApplicationProblemPlusJSONResponse) VisitListExpiringApiKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ForceRotateApiKeyRequestObject struct {
+	KeyId  KeyID `json:"key_id"`
+	Params ForceRotateApiKeyParams
+	Body   *ForceRotateApiKeyJSONRequestBody
+}
+
+type ForceRotateApiKeyResponseObject interface {
+	VisitForceRotateApiKeyResponse(w http.ResponseWriter) error
+}
+
+type ForceRotateApiKey200JSONResponse ApiKey
+
+func (response ForceRotateApiKey200JSONResponse) VisitForceRotateApiKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ForceRotateApiKey400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response ForceRotateApiKey400ApplicationProblemPlusJSONResponse) VisitForceRotateApiKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ForceRotateApiKey401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ForceRotateApiKey401ApplicationProblemPlusJSONResponse) VisitForceRotateApiKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ForceRotateApiKey403ApplicationProblemPlusJSONResponse Problem
+
+func (response ForceRotateApiKey403ApplicationProblemPlusJSONResponse) VisitForceRotateApiKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ForceRotateApiKey404ApplicationProblemPlusJSONResponse Problem
+
+func (response ForceRotateApiKey404ApplicationProblemPlusJSONResponse) VisitForceRotateApiKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ForceRotateApiKey409ApplicationProblemPlusJSONResponse Problem
+
+func (response ForceRotateApiKey409ApplicationProblemPlusJSONResponse) VisitForceRotateApiKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ForceRotateApiKey422ApplicationProblemPlusJSONResponse Problem
+
+func (response ForceRotateApiKey422ApplicationProblemPlusJSONResponse) VisitForceRotateApiKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ForceRotateApiKeydefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ForceRotateApiKeydefaultApplicationProblemPlusJSONResponse) VisitForceRotateApiKeyResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -13735,6 +14163,12 @@ type StrictServerInterface interface {
 	// GetHealthz Dependency status
 	// (GET /healthz)
 	GetHealthz(ctx context.Context, request GetHealthzRequestObject) (GetHealthzResponseObject, error)
+	// ListExpiringApiKeys API keys that expire or must be rotated soon
+	// (GET /v1/admin/api-keys/expiring)
+	ListExpiringApiKeys(ctx context.Context, request ListExpiringApiKeysRequestObject) (ListExpiringApiKeysResponseObject, error)
+	// ForceRotateApiKey Require an API key to be rotated by a deadline
+	// (POST /v1/admin/api-keys/{key_id}/force-rotate)
+	ForceRotateApiKey(ctx context.Context, request ForceRotateApiKeyRequestObject) (ForceRotateApiKeyResponseObject, error)
 	// GetSecretsStatus Where rotations of the API-key pepper and the key-encryption key stand on this replica
 	// (GET /v1/admin/secrets/status)
 	GetSecretsStatus(ctx context.Context, request GetSecretsStatusRequestObject) (GetSecretsStatusResponseObject, error)
@@ -14057,6 +14491,69 @@ func (sh *strictHandler) GetHealthz(w http.ResponseWriter, r *http.Request) {
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(GetHealthzResponseObject); ok {
 		if err := validResponse.VisitGetHealthzResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListExpiringApiKeys operation middleware
+func (sh *strictHandler) ListExpiringApiKeys(w http.ResponseWriter, r *http.Request, params ListExpiringApiKeysParams) {
+	var request ListExpiringApiKeysRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListExpiringApiKeys(ctx, request.(ListExpiringApiKeysRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListExpiringApiKeys")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListExpiringApiKeysResponseObject); ok {
+		if err := validResponse.VisitListExpiringApiKeysResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ForceRotateApiKey operation middleware
+func (sh *strictHandler) ForceRotateApiKey(w http.ResponseWriter, r *http.Request, keyId KeyID, params ForceRotateApiKeyParams) {
+	var request ForceRotateApiKeyRequestObject
+
+	request.KeyId = keyId
+	request.Params = params
+
+	var body ForceRotateApiKeyJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		if !errors.Is(err, io.EOF) {
+			sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+			return
+		}
+	} else {
+		request.Body = &body
+	}
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ForceRotateApiKey(ctx, request.(ForceRotateApiKeyRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ForceRotateApiKey")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ForceRotateApiKeyResponseObject); ok {
+		if err := validResponse.VisitForceRotateApiKeyResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

@@ -23,7 +23,7 @@ import (
 var _ apikey.Store = (*Store)(nil)
 
 const apiKeyColumns = `id, tenant_id, agent_id, name, role, scopes, created_by, hash, pepper_version,
-	prev_hash, prev_pepper_version, prev_valid_until, created_at, expires_at, revoked_at, last_used_at`
+	prev_hash, prev_pepper_version, prev_valid_until, created_at, expires_at, revoked_at, last_used_at, rotate_by`
 
 // touchAPIKeysQuery takes the IDs ($1) and times ($2) of the uses. u keeps each ID's latest time;
 // locked locks, in ID order, the keys it would advance (ORDER BY sorts below the row locks, so
@@ -48,10 +48,10 @@ func (s *Store) CreateAPIKey(ctx context.Context, k apikey.Key) error {
 		scopes = []string{} // the column holds a JSON array, never null
 	}
 	_, err := s.q(ctx).Exec(ctx,
-		`INSERT INTO api_keys (`+apiKeyColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+		`INSERT INTO api_keys (`+apiKeyColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
 		k.ID, k.TenantID, nullString(k.AgentID), k.Name, k.Role, scopes, k.CreatedBy, k.Hash, k.PepperVersion,
 		nullBytes(k.PrevHash), k.PrevPepperVersion, nullTime(k.PrevValidUntil), k.CreatedAt,
-		nullTime(k.ExpiresAt), nullTime(k.RevokedAt), nullTime(k.LastUsedAt))
+		nullTime(k.ExpiresAt), nullTime(k.RevokedAt), nullTime(k.LastUsedAt), nullTime(k.RotateBy))
 	switch {
 	case isUniqueViolation(err):
 		return errs.Wrap(errs.Conflict, err, "api key %s already exists", k.ID)
@@ -98,8 +98,8 @@ func (s *Store) ListAPIKeys(ctx context.Context, tenantID, after string, limit i
 // errs.Conflict when it is not, an errs.NotFound when there is no such key.
 func (s *Store) RotateAPIKey(ctx context.Context, id string, expectHash []byte, r apikey.Rotation) error {
 	tag, err := s.q(ctx).Exec(ctx,
-		`UPDATE api_keys SET hash = $1, pepper_version = $2, prev_hash = $3, prev_pepper_version = $4, prev_valid_until = $5
-		 WHERE id = $6 AND hash = $7`,
+		`UPDATE api_keys SET hash = $1, pepper_version = $2, prev_hash = $3, prev_pepper_version = $4, prev_valid_until = $5,
+		 rotate_by = NULL WHERE id = $6 AND hash = $7`,
 		r.Hash, r.PepperVersion, nullBytes(r.PrevHash), r.PrevPepperVersion, nullTime(r.PrevValidUntil), id, expectHash)
 	if err != nil {
 		return fmt.Errorf("rotate api key %s: %w", id, err)
@@ -115,6 +115,46 @@ func (s *Store) RevokeAPIKey(ctx context.Context, id string, at time.Time) error
 		return fmt.Errorf("revoke api key %s: %w", id, err)
 	}
 	return s.apiKeyWritten(ctx, tag, id, "is already revoked")
+}
+
+// RequireAPIKeyRotation sets the key's rotate_by to by unless the key has an earlier deadline
+// already (kept: the earliest wins) or is revoked (an errs.Conflict); an errs.NotFound when there
+// is no such key.
+func (s *Store) RequireAPIKeyRotation(ctx context.Context, id string, by time.Time) error {
+	var revoked bool
+	err := s.q(ctx).QueryRow(ctx, `UPDATE api_keys SET rotate_by = CASE
+			WHEN revoked_at IS NULL AND (rotate_by IS NULL OR rotate_by > $1) THEN $1 ELSE rotate_by END
+		WHERE id = $2 RETURNING revoked_at IS NOT NULL`, by, id).Scan(&revoked)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return errs.New(errs.NotFound, "api key %s not found", id)
+	case err != nil:
+		return fmt.Errorf("require rotation of api key %s: %w", id, err)
+	case revoked:
+		return errs.New(errs.Conflict, "api key %s is revoked", id)
+	}
+	return nil
+}
+
+// ListAPIKeysDue returns at most limit keys of tenantID ("" for every tenant), not revoked, that
+// expire or must be rotated before before, with an ID greater than after, in ascending ID order.
+func (s *Store) ListAPIKeysDue(ctx context.Context, tenantID string, before time.Time, after string, limit int) ([]apikey.Key, error) {
+	rows, err := s.q(ctx).Query(ctx,
+		`SELECT `+apiKeyColumns+` FROM api_keys
+		 WHERE ($1 = '' OR tenant_id = $1) AND id > $2 AND revoked_at IS NULL AND (expires_at < $3 OR rotate_by < $3)
+		 ORDER BY id LIMIT $4`,
+		tenantID, after, before, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list api keys due of tenant %q: %w", tenantID, err)
+	}
+	keys, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (apikey.Key, error) { return scanAPIKey(row) })
+	if err != nil {
+		return nil, fmt.Errorf("list api keys due of tenant %q: %w", tenantID, err)
+	}
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	return keys, nil
 }
 
 // apiKeyWritten turns the result of a conditional write on one key into nil, an errs.NotFound or
@@ -156,9 +196,10 @@ func scanAPIKey(row pgx.Row) (apikey.Key, error) {
 		k                                              apikey.Key
 		agentID                                        *string
 		prevValidUntil, expiresAt, revokedAt, lastUsed *time.Time
+		rotateBy                                       *time.Time
 	)
 	err := row.Scan(&k.ID, &k.TenantID, &agentID, &k.Name, &k.Role, &k.Scopes, &k.CreatedBy, &k.Hash, &k.PepperVersion,
-		&k.PrevHash, &k.PrevPepperVersion, &prevValidUntil, &k.CreatedAt, &expiresAt, &revokedAt, &lastUsed)
+		&k.PrevHash, &k.PrevPepperVersion, &prevValidUntil, &k.CreatedAt, &expiresAt, &revokedAt, &lastUsed, &rotateBy)
 	if err != nil {
 		return apikey.Key{}, err
 	}
@@ -176,6 +217,7 @@ func scanAPIKey(row pgx.Row) (apikey.Key, error) {
 	k.ExpiresAt = timeOrZero(expiresAt)
 	k.RevokedAt = timeOrZero(revokedAt)
 	k.LastUsedAt = timeOrZero(lastUsed)
+	k.RotateBy = timeOrZero(rotateBy)
 	return k, nil
 }
 

@@ -22,7 +22,7 @@ import (
 var _ apikey.Store = (*Store)(nil)
 
 const apiKeyColumns = `id, tenant_id, agent_id, name, role, scopes, created_by, hash, pepper_version,
-	prev_hash, prev_pepper_version, prev_valid_until, created_at, expires_at, revoked_at, last_used_at`
+	prev_hash, prev_pepper_version, prev_valid_until, created_at, expires_at, revoked_at, last_used_at, rotate_by`
 
 // CreateAPIKey inserts k. A taken ID is an errs.Conflict; an unknown tenant, or an agent that is
 // not the tenant's, an errs.NotFound.
@@ -32,10 +32,10 @@ func (s *Store) CreateAPIKey(ctx context.Context, k apikey.Key) error {
 		return fmt.Errorf("create api key %s: %w", k.ID, err)
 	}
 	_, err = s.w(ctx).ExecContext(ctx,
-		`INSERT INTO api_keys (`+apiKeyColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		`INSERT INTO api_keys (`+apiKeyColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		k.ID, k.TenantID, nullString(k.AgentID), k.Name, k.Role, scopes, k.CreatedBy, k.Hash, k.PepperVersion,
 		nullBytes(k.PrevHash), k.PrevPepperVersion, nullTimeText(k.PrevValidUntil), formatTime(k.CreatedAt),
-		nullTimeText(k.ExpiresAt), nullTimeText(k.RevokedAt), nullTimeText(k.LastUsedAt))
+		nullTimeText(k.ExpiresAt), nullTimeText(k.RevokedAt), nullTimeText(k.LastUsedAt), nullTimeText(k.RotateBy))
 	switch {
 	case isUniqueViolation(err):
 		return errs.Wrap(errs.Conflict, err, "api key %s already exists", k.ID)
@@ -88,8 +88,8 @@ func (s *Store) ListAPIKeys(ctx context.Context, tenantID, after string, limit i
 // errs.Conflict when it is not, an errs.NotFound when there is no such key.
 func (s *Store) RotateAPIKey(ctx context.Context, id string, expectHash []byte, r apikey.Rotation) error {
 	res, err := s.w(ctx).ExecContext(ctx,
-		`UPDATE api_keys SET hash = ?, pepper_version = ?, prev_hash = ?, prev_pepper_version = ?, prev_valid_until = ?
-		 WHERE id = ? AND hash = ?`,
+		`UPDATE api_keys SET hash = ?, pepper_version = ?, prev_hash = ?, prev_pepper_version = ?, prev_valid_until = ?,
+		 rotate_by = NULL WHERE id = ? AND hash = ?`,
 		r.Hash, r.PepperVersion, nullBytes(r.PrevHash), r.PrevPepperVersion, nullTimeText(r.PrevValidUntil), id, expectHash)
 	if err != nil {
 		return fmt.Errorf("rotate api key %s: %w", id, err)
@@ -106,6 +106,51 @@ func (s *Store) RevokeAPIKey(ctx context.Context, id string, at time.Time) error
 		return fmt.Errorf("revoke api key %s: %w", id, err)
 	}
 	return s.apiKeyWritten(ctx, res, id, "is already revoked")
+}
+
+// RequireAPIKeyRotation sets the key's rotate_by to by unless the key has an earlier deadline
+// already (kept: the earliest wins) or is revoked (an errs.Conflict); an errs.NotFound when there
+// is no such key. The fixed-width time text compares as time.
+func (s *Store) RequireAPIKeyRotation(ctx context.Context, id string, by time.Time) error {
+	var revoked bool
+	err := s.w(ctx).QueryRowContext(ctx, `UPDATE api_keys SET rotate_by = CASE
+			WHEN revoked_at IS NULL AND (rotate_by IS NULL OR rotate_by > ?1) THEN ?1 ELSE rotate_by END
+		WHERE id = ?2 RETURNING revoked_at IS NOT NULL`, formatTime(by), id).Scan(&revoked)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return errs.New(errs.NotFound, "api key %s not found", id)
+	case err != nil:
+		return fmt.Errorf("require rotation of api key %s: %w", id, err)
+	case revoked:
+		return errs.New(errs.Conflict, "api key %s is revoked", id)
+	}
+	return nil
+}
+
+// ListAPIKeysDue returns at most limit keys of tenantID ("" for every tenant), not revoked, that
+// expire or must be rotated before before, with an ID greater than after, in ascending ID order.
+func (s *Store) ListAPIKeysDue(ctx context.Context, tenantID string, before time.Time, after string, limit int) ([]apikey.Key, error) {
+	rows, err := s.r(ctx).QueryContext(ctx,
+		`SELECT `+apiKeyColumns+` FROM api_keys
+		 WHERE (?1 = '' OR tenant_id = ?1) AND id > ?2 AND revoked_at IS NULL AND (expires_at < ?3 OR rotate_by < ?3)
+		 ORDER BY id LIMIT ?4`,
+		tenantID, after, formatTime(before), limit)
+	if err != nil {
+		return nil, fmt.Errorf("list api keys due of tenant %q: %w", tenantID, err)
+	}
+	defer rows.Close()
+	var out []apikey.Key
+	for rows.Next() {
+		k, err := scanAPIKey(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list api keys due of tenant %q: %w", tenantID, err)
+		}
+		out = append(out, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list api keys due of tenant %q: %w", tenantID, err)
+	}
+	return out, nil
 }
 
 // apiKeyWritten turns the result of a conditional write on one key into nil, an errs.NotFound or
@@ -167,9 +212,10 @@ func scanAPIKey(r rowScanner) (apikey.Key, error) {
 		agentID                                        sql.NullString
 		scopes, createdAt                              string
 		prevValidUntil, expiresAt, revokedAt, lastUsed sql.NullString
+		rotateBy                                       sql.NullString
 	)
 	err := r.Scan(&k.ID, &k.TenantID, &agentID, &k.Name, &k.Role, &scopes, &k.CreatedBy, &k.Hash, &k.PepperVersion,
-		&k.PrevHash, &k.PrevPepperVersion, &prevValidUntil, &createdAt, &expiresAt, &revokedAt, &lastUsed)
+		&k.PrevHash, &k.PrevPepperVersion, &prevValidUntil, &createdAt, &expiresAt, &revokedAt, &lastUsed, &rotateBy)
 	if err != nil {
 		return apikey.Key{}, err
 	}
@@ -189,6 +235,7 @@ func scanAPIKey(r rowScanner) (apikey.Key, error) {
 		{"expires_at", expiresAt, &k.ExpiresAt},
 		{"revoked_at", revokedAt, &k.RevokedAt},
 		{"last_used_at", lastUsed, &k.LastUsedAt},
+		{"rotate_by", rotateBy, &k.RotateBy},
 	} {
 		if !f.src.Valid {
 			continue

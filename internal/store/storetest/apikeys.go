@@ -24,6 +24,8 @@ func RunAPIKeys(t *testing.T, open func(t *testing.T) DomainStore) {
 	t.Run("list order and paging", func(t *testing.T) { t.Parallel(); testKeyList(t, open) })
 	t.Run("rotate compare-and-set", func(t *testing.T) { t.Parallel(); testKeyRotate(t, open) })
 	t.Run("revoke", func(t *testing.T) { t.Parallel(); testKeyRevoke(t, open) })
+	t.Run("required rotation", func(t *testing.T) { t.Parallel(); testKeyRequireRotation(t, open) })
+	t.Run("keys due", func(t *testing.T) { t.Parallel(); testKeysDue(t, open) })
 	t.Run("touch keeps the latest use", func(t *testing.T) { t.Parallel(); testKeyTouch(t, open) })
 	t.Run("concurrent touches", func(t *testing.T) { t.Parallel(); testKeyConcurrentTouches(t, open) })
 	t.Run("transactions", func(t *testing.T) { t.Parallel(); testKeyTransactions(t, open) })
@@ -40,7 +42,7 @@ func domKey(id, tenantID, agentID string) apikey.Key {
 
 // storedKey is what an adapter returns for k: times in UTC at microsecond precision.
 func storedKey(k apikey.Key) apikey.Key {
-	for _, p := range []*time.Time{&k.PrevValidUntil, &k.CreatedAt, &k.ExpiresAt, &k.RevokedAt, &k.LastUsedAt} {
+	for _, p := range []*time.Time{&k.PrevValidUntil, &k.CreatedAt, &k.ExpiresAt, &k.RevokedAt, &k.LastUsedAt, &k.RotateBy} {
 		if !p.IsZero() {
 			*p = stored(*p)
 		}
@@ -82,7 +84,7 @@ func testKeyRoundTrip(t *testing.T, open func(t *testing.T) DomainStore) {
 		Hash: []byte{0x00, 0xff, 0x10, 0x20}, PepperVersion: "v2",
 		PrevHash: []byte("previous"), PrevPepperVersion: "v1", PrevValidUntil: base.Add(24 * time.Hour),
 		CreatedAt: base, ExpiresAt: base.Add(90 * 24 * time.Hour), RevokedAt: base.Add(time.Hour),
-		LastUsedAt: base.Add(time.Minute),
+		LastUsedAt: base.Add(time.Minute), RotateBy: base.Add(2 * time.Hour),
 	}
 	minimal := apikey.Key{
 		ID: "ak_min", TenantID: "ten_b", Name: "k", Role: user.RoleViewer, CreatedBy: "usr_bob",
@@ -110,7 +112,7 @@ func testKeyRoundTrip(t *testing.T, open func(t *testing.T) DomainStore) {
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("key (-want +got):\n%s", diff)
 			}
-			for _, tm := range []time.Time{got.PrevValidUntil, got.CreatedAt, got.ExpiresAt, got.RevokedAt, got.LastUsedAt} {
+			for _, tm := range []time.Time{got.PrevValidUntil, got.CreatedAt, got.ExpiresAt, got.RevokedAt, got.LastUsedAt, got.RotateBy} {
 				if !tm.IsZero() {
 					checkUTC(t, "time", tm)
 				}
@@ -240,6 +242,107 @@ func testKeyRotate(t *testing.T, open func(t *testing.T) DomainStore) {
 	want.Hash, want.PepperVersion = r2.Hash, r2.PepperVersion
 	want.PrevHash, want.PrevPepperVersion, want.PrevValidUntil = r2.PrevHash, r2.PrevPepperVersion, r2.PrevValidUntil
 	check(t)
+}
+
+func testKeyRequireRotation(t *testing.T, open func(t *testing.T) DomainStore) {
+	s := domKeyStore(t, open)
+	ctx := t.Context()
+	k := domKey("ak_1", "ten_a", "")
+	revoked := domKey("ak_2", "ten_a", "")
+	revoked.RevokedAt = base
+	domCreateKeys(t, s, k, revoked)
+	want := k
+	check := func(t *testing.T, what string) {
+		t.Helper()
+		if diff := cmp.Diff(storedKey(want), domGetKey(t, ctx, s, k.ID)); diff != "" {
+			t.Errorf("%s: key (-want +got):\n%s", what, diff)
+		}
+	}
+	by := base.Add(24 * time.Hour)
+	if err := s.RequireAPIKeyRotation(ctx, k.ID, by); err != nil {
+		t.Fatalf("RequireAPIKeyRotation: %v", err)
+	}
+	want.RotateBy = by
+	check(t, "first deadline")
+	// A later deadline does not postpone the one set; an earlier one replaces it.
+	if err := s.RequireAPIKeyRotation(ctx, k.ID, by.Add(time.Hour)); err != nil {
+		t.Fatalf("RequireAPIKeyRotation later: %v", err)
+	}
+	check(t, "later deadline ignored")
+	earlier := base.Add(time.Hour)
+	if err := s.RequireAPIKeyRotation(ctx, k.ID, earlier); err != nil {
+		t.Fatalf("RequireAPIKeyRotation earlier: %v", err)
+	}
+	want.RotateBy = earlier
+	check(t, "earlier deadline wins")
+	domCode(t, "RequireAPIKeyRotation of a revoked key", s.RequireAPIKeyRotation(ctx, revoked.ID, by), errs.Conflict)
+	if got := domGetKey(t, ctx, s, revoked.ID); !got.RotateBy.IsZero() {
+		t.Errorf("revoked key got a deadline %v", got.RotateBy)
+	}
+	domCode(t, "RequireAPIKeyRotation of an unknown key", s.RequireAPIKeyRotation(ctx, "ak_nope", by), errs.NotFound)
+
+	// A rotation meets the deadline: it is cleared.
+	r := apikey.Rotation{Hash: []byte("hash-2"), PepperVersion: "v1", PrevHash: k.Hash, PrevPepperVersion: "v1", PrevValidUntil: by}
+	if err := s.RotateAPIKey(ctx, k.ID, k.Hash, r); err != nil {
+		t.Fatalf("RotateAPIKey: %v", err)
+	}
+	want.Hash, want.PrevHash, want.PrevPepperVersion, want.PrevValidUntil = r.Hash, r.PrevHash, r.PrevPepperVersion, r.PrevValidUntil
+	want.RotateBy = time.Time{}
+	check(t, "after rotation")
+}
+
+func testKeysDue(t *testing.T, open func(t *testing.T) DomainStore) {
+	s := domKeyStore(t, open)
+	ctx := t.Context()
+	mk := func(id, tenant string, expires, rotateBy, revoked time.Time) apikey.Key {
+		k := domKey(id, tenant, "")
+		k.ExpiresAt, k.RotateBy, k.RevokedAt = expires, rotateBy, revoked
+		return k
+	}
+	var none time.Time
+	cut := base.Add(7 * 24 * time.Hour)
+	keys := []apikey.Key{
+		mk("ak_01", "ten_a", base.Add(time.Hour), none, none),                     // expires soon
+		mk("ak_02", "ten_a", base.Add(30*24*time.Hour), none, none),               // expires later
+		mk("ak_03", "ten_a", none, base.Add(2*time.Hour), none),                   // must be rotated soon
+		mk("ak_04", "ten_a", base.Add(time.Hour), none, base),                     // revoked
+		mk("ak_05", "ten_b", base.Add(-time.Hour), none, none),                    // expired already
+		mk("ak_06", "ten_a", none, none, none),                                    // neither
+		mk("ak_07", "ten_b", base.Add(30*24*time.Hour), cut.Add(time.Hour), none), // both later
+	}
+	domCreateKeys(t, s, keys...)
+	ids := func(ks []apikey.Key) []string {
+		var out []string
+		for _, k := range ks {
+			out = append(out, k.ID)
+		}
+		return out
+	}
+	for _, tt := range []struct {
+		name, tenant, after string
+		limit               int
+		want                []string
+	}{
+		{"one tenant", "ten_a", "", 10, []string{"ak_01", "ak_03"}},
+		{"every tenant", "", "", 10, []string{"ak_01", "ak_03", "ak_05"}},
+		{"paged", "", "ak_01", 1, []string{"ak_03"}},
+		{"other tenant", "ten_b", "", 10, []string{"ak_05"}},
+	} {
+		got, err := s.ListAPIKeysDue(ctx, tt.tenant, cut, tt.after, tt.limit)
+		if err != nil {
+			t.Fatalf("%s: ListAPIKeysDue: %v", tt.name, err)
+		}
+		if diff := cmp.Diff(tt.want, ids(got)); diff != "" {
+			t.Errorf("%s: ids (-want +got):\n%s", tt.name, diff)
+		}
+	}
+	got, err := s.ListAPIKeysDue(ctx, "ten_a", cut, "", 1)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("ListAPIKeysDue: %v, %d keys", err, len(got))
+	}
+	if diff := cmp.Diff(storedKey(keys[0]), got[0]); diff != "" {
+		t.Errorf("listed key (-want +got):\n%s", diff)
+	}
 }
 
 func testKeyRevoke(t *testing.T, open func(t *testing.T) DomainStore) {
