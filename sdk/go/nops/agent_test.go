@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -129,7 +130,7 @@ func TestAgentLifecycle(t *testing.T) {
 	}
 	_, err = c.Invoke(context.Background(), "echo", []byte(`{"msg":1}`), nil)
 	var pe *nops.Error
-	if !asError(err, &pe) || pe.Status != http.StatusBadRequest || len(pe.Errors) == 0 {
+	if !errors.As(err, &pe) || pe.Status != http.StatusBadRequest || len(pe.Errors) == 0 {
 		t.Fatalf("Invoke with a bad input: %v, want a 400 naming the field", err)
 	}
 
@@ -259,18 +260,3 @@ type secretError struct{}
 func (secretError) Error() string { return "db password hunter2 rejected" }
 
 var errSecret = secretError{}
-
-func asError(err error, target **nops.Error) bool {
-	for err != nil {
-		if e, ok := err.(*nops.Error); ok {
-			*target = e
-			return true
-		}
-		u, ok := err.(interface{ Unwrap() error })
-		if !ok {
-			return false
-		}
-		err = u.Unwrap()
-	}
-	return false
-}

@@ -2,6 +2,8 @@ package nops_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -131,4 +133,10 @@ func hasAll(s string, parts ...string) bool {
 		}
 	}
 	return true
+}
+
+// digest is the Content-Digest of b.
+func digest(b []byte) string {
+	sum := sha256.Sum256(b)
+	return "sha-256=:" + base64.StdEncoding.EncodeToString(sum[:]) + ":"
 }
