@@ -2,6 +2,7 @@ package nops
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,6 +39,10 @@ type AgentConfig struct {
 	HeartbeatInterval time.Duration
 	// DrainTimeout bounds the wait for in-flight invocations on shutdown (default 30 s).
 	DrainTimeout time.Duration
+	// SVID, when set, makes the agent serve https with its X.509-SVID, renewed without a
+	// restart, and accept only the kernel's SVIDs as clients (see SVIDSource). The endpoint
+	// Run derives is then https://…
+	SVID SVIDSource
 	// Propagator extracts the caller's trace context (default: W3C traceparent and baggage).
 	Propagator propagation.TextMapPropagator
 	// Hooks are the agent's metric callbacks (the client's own are used for retries).
@@ -296,17 +301,30 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 	scheme := "http"
 	srv := &http.Server{Handler: a.handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.cfg.Logger.Handler(), slog.LevelWarn)}
 	var bg sync.WaitGroup
+	if a.cfg.SVID != nil {
+		scheme = "https"
+	}
 	if endpoint == "" {
 		endpoint = scheme + "://" + ln.Addr().String()
 	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-
+	// Register before serving: an https agent's SVID names its agent ID. The listener is open,
+	// so a call the kernel routes meanwhile waits in its backlog.
 	if _, err := a.Register(ctx, endpoint); err != nil {
-		_ = srv.Close()
-		<-served
+		_ = ln.Close()
 		return err
 	}
+	if a.cfg.SVID != nil {
+		svidCtx, stopSVID := context.WithCancel(context.WithoutCancel(ctx))
+		defer stopSVID()
+		if err := a.cfg.SVID.Start(svidCtx, a.ID()); err != nil {
+			_ = ln.Close()
+			return errors.Join(fmt.Errorf("nops: agent %s: svid: %w", a.cfg.Name, err), a.Deregister(context.WithoutCancel(ctx)))
+		}
+		srv.TLSConfig = serverTLSConfig(a.cfg.SVID)
+		ln = tls.NewListener(ln, srv.TLSConfig)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
 	a.cfg.Logger.InfoContext(ctx, "agent registered", "agent", a.ID(), "name", a.cfg.Name, "endpoint", endpoint)
 	bg.Go(func() {
 		for {
