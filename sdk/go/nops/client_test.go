@@ -344,12 +344,19 @@ func TestSignedRequests(t *testing.T) {
 
 	hmacKey := &nops.RequestKey{ID: hk.ID, Alg: nops.AlgHMACSHA256, Secret: secret}
 	signed := f.client(t, nops.Options{RequestKey: hmacKey})
+	var beats atomic.Int64
 	a, err := nops.NewAgent(signed, nops.AgentConfig{Name: "signed", Version: "1.0.0", HeartbeatInterval: 50 * time.Millisecond,
-		Capabilities: []nops.Capability{echoCapability(nil)}})
+		Capabilities: []nops.Capability{echoCapability(nil)},
+		Hooks: nops.Hooks{OnHeartbeat: func(e nops.HeartbeatEvent) {
+			if e.Err == nil {
+				beats.Add(1)
+			}
+		}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	stop := startAgent(t, a)
+	kerneltest.WaitFor(t, 20*time.Second, "signed heartbeats", func() bool { return beats.Load() >= 2 })
 	res, err := signed.Invoke(context.Background(), "echo", []byte(`{"message":"signed"}`), nil)
 	if err != nil || string(res.Body) != `{"message":"signed"}` {
 		t.Fatalf("signed invoke: %+v %v", res, err)
