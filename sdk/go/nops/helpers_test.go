@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -124,15 +123,6 @@ func decode[T any](t *testing.T, body []byte) T {
 		t.Fatalf("decode %s: %v", body, err)
 	}
 	return v
-}
-
-func hasAll(s string, parts ...string) bool {
-	for _, p := range parts {
-		if !strings.Contains(s, p) {
-			return false
-		}
-	}
-	return true
 }
 
 // digest is the Content-Digest of b.

@@ -54,6 +54,10 @@ func TestSVIDAgent(t *testing.T) {
 	if !strings.HasPrefix(endpoint, "https://") {
 		t.Fatalf("endpoint %s, want https", endpoint)
 	}
+	kerneltest.WaitFor(t, 20*time.Second, "the first SVID", func() bool {
+		_, _, err := src.Current()
+		return err == nil
+	})
 	cert, _, err := src.Current()
 	if err != nil {
 		t.Fatal(err)
