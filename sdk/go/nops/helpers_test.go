@@ -82,26 +82,31 @@ func startAgent(t *testing.T, a *nops.Agent) (stop func() error) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx, ln) }()
+	done := make(chan struct{})
+	var runErr error
+	go func() {
+		runErr = a.Run(ctx, ln)
+		close(done)
+	}()
 	var once atomic.Bool
-	var result error
 	stop = func() error {
 		if once.CompareAndSwap(false, true) {
 			cancel()
 			select {
-			case result = <-done:
+			case <-done:
 			case <-time.After(60 * time.Second):
 				t.Errorf("agent did not stop within 60 s")
+				return nil
 			}
 		}
-		return result
+		<-done
+		return runErr
 	}
 	t.Cleanup(func() { _ = stop() })
 	kerneltest.WaitFor(t, 20*time.Second, "agent registered", func() bool {
 		select {
-		case err := <-done:
-			t.Fatalf("agent stopped: %v", err)
+		case <-done:
+			t.Fatalf("agent stopped: %v", runErr)
 		default:
 		}
 		return a.ID() != ""
@@ -129,4 +134,15 @@ func decode[T any](t *testing.T, body []byte) T {
 func digest(b []byte) string {
 	sum := sha256.Sum256(b)
 	return "sha-256=:" + base64.StdEncoding.EncodeToString(sum[:]) + ":"
+}
+
+// listen opens a loopback listener on a free port.
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	return ln
 }
