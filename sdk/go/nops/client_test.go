@@ -80,6 +80,7 @@ func TestRotateDuringTraffic(t *testing.T) {
 	if n := failed.Load(); n != 0 {
 		t.Fatalf("%d of %d calls failed during the rotation; first: %v", n, n+ok.Load(), firstErr.Load())
 	}
+	t.Logf("%d calls, %d of them after the rotation, 0 failed; old secret valid until %s", ok.Load(), ok.Load()-rotatedAt, rot.OldValidUntil.Format(time.RFC3339Nano))
 	if n := hbErrs.Load(); n != 0 {
 		t.Fatalf("%d heartbeats failed during the rotation", n)
 	}
@@ -196,6 +197,7 @@ func TestRetryAfter429(t *testing.T) {
 	if checked == 0 {
 		t.Fatalf("the kernel answered no 429: %+v", log)
 	}
+	t.Logf("%d attempts, %d answered 429, each retried no sooner than its Retry-After", len(log), checked)
 }
 
 func bodyOf(r interface{ StatusCode() int }) string {
