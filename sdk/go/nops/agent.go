@@ -10,6 +10,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,6 +58,7 @@ type Agent struct {
 	handler *invocationHandler
 
 	inFlight atomic.Int64
+	window   window
 
 	mu sync.Mutex
 	id string
@@ -103,6 +105,7 @@ func NewAgent(c *Client, cfg AgentConfig) (*Agent, error) {
 	a.handler = &invocationHandler{
 		caps: caps, propagator: cfg.Propagator, hooks: cfg.Hooks, logger: cfg.Logger, printer: newPrinter(),
 		track: func(d int64) { a.inFlight.Add(d) },
+		done:  a.window.add,
 	}
 	return a, nil
 }
@@ -229,10 +232,55 @@ func (a *Agent) setID(id string) {
 	a.mu.Unlock()
 }
 
-// load returns the agent's load figures, read from the runtime itself.
+// windowSize is how many recent invocations the latency and error figures cover.
+const windowSize = 256
+
+// window keeps the latency and outcome of the last windowSize invocations served.
+type window struct {
+	mu     sync.Mutex
+	lat    [windowSize]time.Duration
+	failed [windowSize]bool
+	n      int // invocations recorded, capped at windowSize
+	next   int
+}
+
+func (w *window) add(d time.Duration, status int) {
+	w.mu.Lock()
+	w.lat[w.next], w.failed[w.next] = d, status >= 500
+	w.next = (w.next + 1) % windowSize
+	w.n = min(w.n+1, windowSize)
+	w.mu.Unlock()
+}
+
+// figures returns the median and 95th percentile latency and the share of 5xx answers; ok is
+// false before the first invocation.
+func (w *window) figures() (p50, p95 time.Duration, errRate float64, ok bool) {
+	w.mu.Lock()
+	lat := slices.Clone(w.lat[:w.n])
+	failed := 0
+	for _, f := range w.failed[:w.n] {
+		if f {
+			failed++
+		}
+	}
+	w.mu.Unlock()
+	if len(lat) == 0 {
+		return 0, 0, 0, false
+	}
+	slices.Sort(lat)
+	rank := func(q float64) time.Duration { return lat[min(int(q*float64(len(lat))), len(lat)-1)] }
+	return rank(0.50), rank(0.95), float64(failed) / float64(len(lat)), true
+}
+
+// load returns the agent's load figures, read from the runtime itself: in-flight invocations,
+// free capacity, and the latency and error figures of the last invocations served.
 func (a *Agent) load() api.Load {
 	inFlight := a.inFlight.Load()
 	l := api.Load{InFlight: &inFlight}
+	if p50, p95, er, ok := a.window.figures(); ok {
+		ms50, ms95 := float64(p50)/float64(time.Millisecond), float64(p95)/float64(time.Millisecond)
+		l.P50Ms, l.P95Ms, l.ErrorRate = &ms50, &ms95, &er
+	}
 	if a.cfg.Capacity > 0 {
 		free := max(int64(a.cfg.Capacity)-inFlight, 0)
 		l.FreeCapacity = &free
@@ -253,6 +301,11 @@ func (a *Agent) Heartbeat(ctx context.Context, endpoint string) error {
 	ev := HeartbeatEvent{AgentID: id, InFlight: *l.InFlight, Duration: time.Since(start)}
 	if l.FreeCapacity != nil {
 		ev.Free = *l.FreeCapacity
+	}
+	if l.P50Ms != nil {
+		ev.P50 = time.Duration(*l.P50Ms * float64(time.Millisecond))
+		ev.P95 = time.Duration(*l.P95Ms * float64(time.Millisecond))
+		ev.ErrorRate = *l.ErrorRate
 	}
 	switch {
 	case err != nil:

@@ -62,7 +62,9 @@ func TestAgentLifecycle(t *testing.T) {
 	var seen atomic.Value
 	a, err := nops.NewAgent(c, nops.AgentConfig{
 		Name: "echo-agent", Version: "1.0.0", Capacity: 8, HeartbeatInterval: 50 * time.Millisecond,
-		Capabilities: []nops.Capability{echoCapability(&seen)}, Hooks: hooks,
+		Capabilities: []nops.Capability{echoCapability(&seen), {Name: "boom", Handle: func(context.Context, *nops.Invocation) (any, error) {
+			return nil, errSecret
+		}}}, Hooks: hooks,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +91,7 @@ func TestAgentLifecycle(t *testing.T) {
 	if ag.Status != "healthy" || ag.Load.InFlight == nil || ag.Load.FreeCapacity == nil || *ag.Load.FreeCapacity != 8 {
 		t.Fatalf("agent in the registry: %s", body)
 	}
-	if len(ag.Capabilities) != 1 || ag.Capabilities[0].Name != "echo" || ag.Capabilities[0].InputSchema["type"] != "object" {
+	if len(ag.Capabilities) != 2 || ag.Capabilities[0].Name != "echo" || ag.Capabilities[0].InputSchema["type"] != "object" {
 		t.Fatalf("capabilities in the registry: %s", body)
 	}
 
@@ -132,6 +134,30 @@ func TestAgentLifecycle(t *testing.T) {
 	var pe *nops.Error
 	if !errors.As(err, &pe) || pe.Status != http.StatusBadRequest || len(pe.Errors) == 0 {
 		t.Fatalf("Invoke with a bad input: %v, want a 400 naming the field", err)
+	}
+
+	// The heartbeats carry the latency and error figures of the invocations served: 2 echo
+	// calls answered 200, one boom call answered 500.
+	if _, err := c.Invoke(context.Background(), "boom", []byte(`{}`), nil); !errors.As(err, &pe) || pe.Status < 500 {
+		t.Fatalf("Invoke boom: %v, want a 5xx", err)
+	}
+	kerneltest.WaitFor(t, 20*time.Second, "a heartbeat with the error rate", func() bool {
+		e, _ := lastHB.Load().(nops.HeartbeatEvent)
+		return e.ErrorRate > 0
+	})
+	if e := lastHB.Load().(nops.HeartbeatEvent); e.ErrorRate != 1.0/3 || e.P95 <= 0 || e.P50 > e.P95 {
+		t.Fatalf("heartbeat figures %+v, want error rate 1/3 and p50 ≤ p95 > 0", e)
+	}
+	resp, body = f.k.Do(t, "GET", "/v1/agents/"+id, nil, "X-API-Key: "+f.apiKey)
+	mustStatus(t, resp, body, http.StatusOK)
+	figs := decode[struct {
+		Load struct {
+			P95Ms     *float64 `json:"p95_ms"`
+			ErrorRate *float64 `json:"error_rate"`
+		} `json:"load"`
+	}](t, body)
+	if figs.Load.P95Ms == nil || *figs.Load.P95Ms <= 0 || figs.Load.ErrorRate == nil || *figs.Load.ErrorRate <= 0 {
+		t.Fatalf("load in the registry: %s", body)
 	}
 
 	// Registering again under the same name updates the same agent.

@@ -57,3 +57,31 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+// TestWindowFigures checks the heartbeat figures over the invocation window: nearest-rank
+// percentiles, the share of 5xx answers, and only the last windowSize invocations counted.
+func TestWindowFigures(t *testing.T) {
+	var w window
+	if _, _, _, ok := w.figures(); ok {
+		t.Fatal("figures before any invocation")
+	}
+	for i := 1; i <= 100; i++ {
+		status := 200
+		if i%10 == 0 {
+			status = 503
+		} else if i%10 == 5 {
+			status = 404 // a client error is not the agent's failure
+		}
+		w.add(time.Duration(i)*time.Millisecond, status)
+	}
+	p50, p95, er, ok := w.figures()
+	if !ok || p50 != 51*time.Millisecond || p95 != 96*time.Millisecond || er != 0.1 {
+		t.Fatalf("figures %s %s %v %v", p50, p95, er, ok)
+	}
+	for range windowSize {
+		w.add(time.Millisecond, 200)
+	}
+	if p50, p95, er, _ := w.figures(); p50 != time.Millisecond || p95 != time.Millisecond || er != 0 {
+		t.Fatalf("figures after the window turned over: %s %s %v", p50, p95, er)
+	}
+}

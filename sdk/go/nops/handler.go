@@ -103,7 +103,8 @@ type invocationHandler struct {
 	hooks      Hooks
 	logger     *slog.Logger
 	printer    *message.Printer
-	track      func(delta int64) // in-flight accounting of the agent
+	track      func(delta int64)                 // in-flight accounting of the agent
+	done       func(d time.Duration, status int) // latency and outcome accounting
 }
 
 func (h *invocationHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -113,8 +114,10 @@ func (h *invocationHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	name, ok := strings.CutPrefix(r.URL.Path, "/invoke/")
 	inv := &Invocation{ID: r.Header.Get(HeaderInvocationID), Tenant: r.Header.Get(HeaderTenant), Capability: name, Header: r.Header}
 	status := h.serve(w, r, inv, ok)
+	d := time.Since(start)
+	h.done(d, status)
 	h.hooks.invocation(InvocationEvent{
-		Capability: name, InvocationID: inv.ID, Tenant: inv.Tenant, Status: status, Duration: time.Since(start),
+		Capability: name, InvocationID: inv.ID, Tenant: inv.Tenant, Status: status, Duration: d,
 	})
 }
 

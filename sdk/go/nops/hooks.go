@@ -18,9 +18,13 @@ type HeartbeatEvent struct {
 	AgentID  string
 	InFlight int64
 	Free     int64
-	Duration time.Duration
-	Status   string // the agent's status the kernel answered ("" on error)
-	Err      error
+	// P50, P95 and ErrorRate are the figures sent, over the last invocations served (zero
+	// before the first).
+	P50, P95  time.Duration
+	ErrorRate float64
+	Duration  time.Duration
+	Status    string // the agent's status the kernel answered ("" on error)
+	Err       error
 }
 
 // InvocationEvent describes one invocation served.
