@@ -25,8 +25,10 @@
 // [NewAgent] builds an agent: its capabilities, each with a [HandlerFunc] and optionally a JSON
 // Schema of its input. [Agent.Run] registers it (idempotently: an agent of the same name is
 // updated, not duplicated), serves invocations on its listener, heartbeats with jitter and the
-// runtime's own load figures (in-flight calls, free capacity), renews its X.509-SVID at half its
-// lifetime when it uses one, and on cancellation drains in-flight calls and deregisters.
+// runtime's own load figures (in-flight calls, free capacity, p50/p95 latency and error rate of
+// the last invocations), serves https with an X.509-SVID when given an [SVIDSource] (issued by
+// the kernel and renewed at half its lifetime, [KernelSVIDs], or from a SPIFFE Workload API,
+// [WorkloadSVIDs]), and on cancellation drains in-flight calls and deregisters.
 // [Agent.Handler] is the http.Handler that serves invocations: it reads the kernel's headers
 // (Nops-Invocation-Id, Nops-Tenant, Nops-Capability, Nops-Timeout-Ms as the context deadline,
 // the W3C traceparent into the context), validates the input against the capability's schema
