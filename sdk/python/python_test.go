@@ -189,6 +189,30 @@ func TestPythonExampleAgent(t *testing.T) {
 	if !strings.Contains(strings.Join(seen, "\n"), "deregistered") {
 		t.Errorf("the example did not report its deregistration:\n%s", strings.Join(seen, "\n"))
 	}
+
+	// What the quick start (docs/sdk-python.md) shows next: the tenant's events and audit trail.
+	kerneltest.WaitFor(t, 20*time.Second, "the agent's events counted", func() bool {
+		resp, body := e.k.Do(t, "GET", "/v1/events/stats", nil, key)
+		s := string(body)
+		return resp.StatusCode == http.StatusOK && strings.Contains(s, "nops.agent.registered.v1") &&
+			strings.Contains(s, "nops.invocation.completed.v1") && strings.Contains(s, "nops.agent.deregistered.v1")
+	})
+	resp, body = e.k.Do(t, "GET", "/v1/audit?limit=100", nil, key)
+	mustStatus(t, resp, body, http.StatusOK)
+	actions := map[string]bool{}
+	for _, r := range decode[struct {
+		Items []struct {
+			Action   string `json:"action"`
+			Resource string `json:"resource"`
+		} `json:"items"`
+	}](t, body).Items {
+		if r.Resource == "agents/"+agentID {
+			actions[r.Action] = true
+		}
+	}
+	if !actions["agent.register"] || !actions["agent.deregister"] {
+		t.Errorf("audit actions on agents/%s: %v, want agent.register and agent.deregister", agentID, actions)
+	}
 }
 
 func tail(s string, n int) string {

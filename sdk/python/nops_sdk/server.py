@@ -157,6 +157,7 @@ class InvocationServer:
         self.hooks: List[Callable[[InvocationRecord], None]] = []
         self._lock = threading.Lock()
         self._in_flight = 0
+        self._closing = threading.Event()
         self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread: Optional[threading.Thread] = None
@@ -182,7 +183,10 @@ class InvocationServer:
 
     def stop(self) -> None:
         """Stop accepting calls and close the socket (calls in progress finish on their threads).
-        Safe to call on a server never started, and twice."""
+        A request arriving afterwards on a connection kept alive is answered 503 and the connection
+        closed, so nothing new is served once stop() began. Safe to call on a server never started,
+        and twice."""
+        self._closing.set()
         if self._thread is not None:
             self._httpd.shutdown()
             self._thread.join()
@@ -202,6 +206,7 @@ class InvocationServer:
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             server_version = "nops-sdk-python"
+            sys_version = ""  # do not advertise the interpreter's version
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by default
                 return
@@ -211,8 +216,12 @@ class InvocationServer:
                 if done is not None:  # account for the call before the caller can see its answer
                     self._done = None
                     done(status)
+                if server._closing.is_set():
+                    self.close_connection = True
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
+                if self.close_connection:
+                    self.send_header("Connection", "close")
                 self.send_header("Content-Length", str(len(body)))
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
@@ -233,6 +242,9 @@ class InvocationServer:
                 path = self.path.split("?", 1)[0]
                 name = path[len("/invoke/"):] if path.startswith("/invoke/") else None
                 inv_id = self.headers.get("Nops-Invocation-Id", "")
+                if server._closing.is_set():
+                    self._problem(503, "unavailable", "the agent is shutting down")
+                    return
                 cap = server.capabilities.get(name or "")
                 with server._lock:
                     server._in_flight += 1
@@ -332,8 +344,6 @@ class InvocationServer:
                     current_traceparent.reset(token)
                 reply = result if isinstance(result, Reply) else Reply(body=result)
                 headers = dict(reply.headers)
-                if inv.traceparent and "traceparent" not in {k.lower() for k in headers}:
-                    headers["traceparent"] = inv.traceparent
                 if isinstance(reply.body, (bytes, bytearray)):
                     out = bytes(reply.body)
                 else:

@@ -10,7 +10,8 @@ import unittest
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Tuple
 
-from nops_sdk import ApiError, Attempt, Client, RetryPolicy, SigningKey, api_key_id, parse_retry_after
+from nops_sdk import (Agent, ApiError, Attempt, Capability, Client, RetryPolicy, RotationError, SigningKey, api_key_id,
+                      parse_retry_after)
 
 Answer = Tuple[int, Dict[str, str], bytes]
 
@@ -171,6 +172,40 @@ class Credentials(unittest.TestCase):
         self.assertEqual(api_key_id("nops_ak01jq3v6y7m9k2x8p4t5w0zcd1h_" + "a" * 43), "ak01jq3v6y7m9k2x8p4t5w0zcd1h")
         with self.assertRaises(ValueError):
             api_key_id("sk_live_x")
+
+
+class Rotation(unittest.TestCase):
+    OLD = "nops_ak01jq3v6y7m9k2x8p4t5w0zcd1h_" + "a" * 43
+    NEW = "nops_ak01jq3v6y7m9k2x8p4t5w0zcd1h_" + "b" * 43
+
+    def rotate_with(self, whoami: Answer) -> Tuple[Client, Scripted, Agent]:
+        rotated = json.dumps({"id": "ak01jq3v6y7m9k2x8p4t5w0zcd1h", "secret": self.NEW}).encode()
+        s = Scripted([(200, {"Content-Type": "application/json"}, rotated), whoami])
+        self.addCleanup(s.close)
+        c = Client(s.url, api_key=self.OLD, retry=RetryPolicy(max_attempts=1))
+        a = Agent(c, "a", "1.0.0", [Capability("x", lambda inv: None)])
+        self.addCleanup(a.server.stop)
+        return c, s, a
+
+    def test_refused_new_secret_switches_back(self) -> None:
+        c, s, a = self.rotate_with((401, {"Content-Type": "application/problem+json"}, b'{"code":"unauthenticated","status":401}'))
+        with self.assertRaises(RotationError):
+            a.rotate_api_key("1h")
+        self.assertEqual(c.credentials()["api_key"], self.OLD)
+        (m1, p1, h1, b1), (m2, p2, h2, _) = s.requests
+        self.assertEqual((m1, p1, json.loads(b1), h1["x-api-key"]), ("POST", "/v1/api-keys/ak01jq3v6y7m9k2x8p4t5w0zcd1h/rotate", {"grace_period": "1h"}, self.OLD))
+        self.assertEqual((m2, p2, h2["x-api-key"]), ("GET", "/v1/auth/whoami", self.NEW))
+
+    def test_new_secret_of_another_key_switches_back(self) -> None:
+        c, _, a = self.rotate_with((200, {"Content-Type": "application/json"}, b'{"subject":"ak_other"}'))
+        with self.assertRaises(RotationError):
+            a.rotate_api_key("1h")
+        self.assertEqual(c.credentials()["api_key"], self.OLD)
+
+    def test_confirmed(self) -> None:
+        c, _, a = self.rotate_with((200, {"Content-Type": "application/json"}, b'{"subject":"ak01jq3v6y7m9k2x8p4t5w0zcd1h"}'))
+        self.assertEqual(a.rotate_api_key("1h"), self.NEW)
+        self.assertEqual(c.credentials()["api_key"], self.NEW)
 
 
 class RetryAfterParsing(unittest.TestCase):
