@@ -189,9 +189,9 @@ class Agent:
         self._hb_thread.start()
         return agent
 
-    def stop(self) -> None:
-        """Graceful shutdown: stop heartbeating, deregister (so no new call is routed here), then
-        close the server."""
+    def stop(self, drain_timeout: float = 10.0) -> None:
+        """Graceful shutdown: stop heartbeating, deregister (so no new call is routed here), let
+        the calls being served finish (at most drain_timeout seconds), then close the server."""
         self._stop.set()
         if self._hb_thread is not None:
             self._hb_thread.join()
@@ -199,6 +199,7 @@ class Agent:
         try:
             self.deregister()
         finally:
+            self.server.wait_idle(drain_timeout)
             self.server.stop()
 
     def __enter__(self) -> "Agent":

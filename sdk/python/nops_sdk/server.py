@@ -156,6 +156,7 @@ class InvocationServer:
         self.max_body = max_body
         self.hooks: List[Callable[[InvocationRecord], None]] = []
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._in_flight = 0
         self._closing = threading.Event()
         self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
@@ -175,6 +176,12 @@ class InvocationServer:
         """Calls being served now."""
         with self._lock:
             return self._in_flight
+
+    def wait_idle(self, timeout: Optional[float]) -> bool:
+        """Wait until no call is being served (at most timeout seconds; None: no limit);
+        return whether that happened."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
 
     def start(self) -> None:
         """Serve on a background thread."""
@@ -252,6 +259,8 @@ class InvocationServer:
                 def done(status: int) -> None:
                     with server._lock:
                         server._in_flight -= 1
+                        if server._in_flight == 0:
+                            server._idle.notify_all()
                     if cap is not None:
                         took = time.monotonic() - start
                         late = status < 500 and tm_deadline[0] is not None and time.monotonic() > tm_deadline[0]
