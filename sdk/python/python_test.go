@@ -215,6 +215,31 @@ func TestPythonExampleAgent(t *testing.T) {
 	}
 }
 
+// TestPythonSDKInstallsOffline: `pip install ./sdk/python` needs no package index (the build
+// backend is in the tree and uses the standard library only), and the installed package imports
+// from outside the repository.
+func TestPythonSDKInstallsOffline(t *testing.T) {
+	py := python3(t)
+	if err := exec.Command(py, "-m", "pip", "--version").Run(); err != nil {
+		t.Skipf("pip is not installed for %s: %v", py, err)
+	}
+	target := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, py, "-m", "pip", "install", "--no-index", "--no-cache-dir", "--target", target, ".")
+	cmd.Env = append(os.Environ(), "PIP_DISABLE_PIP_VERSION_CHECK=1", "PYTHONDONTWRITEBYTECODE=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("pip install --no-index .: %v\n%s", err, out)
+	}
+	check := exec.CommandContext(ctx, py, "-c", "import nops_sdk, sys; assert nops_sdk.__file__.startswith(sys.argv[1]), nops_sdk.__file__; print(nops_sdk.__version__)", target)
+	check.Dir = t.TempDir()
+	check.Env = append(os.Environ(), "PYTHONPATH="+target, "PYTHONDONTWRITEBYTECODE=1")
+	out, err := check.CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "0.1.0" {
+		t.Fatalf("import the installed package: %v\n%s", err, out)
+	}
+}
+
 func tail(s string, n int) string {
 	if len(s) > n {
 		return "…" + s[len(s)-n:]

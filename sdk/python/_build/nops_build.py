@@ -48,6 +48,11 @@ def _metadata() -> str:
     lines = ["Metadata-Version: 2.1", "Name: " + name, "Version: " + version, "Summary: " + summary]
     if requires:
         lines.append("Requires-Python: " + requires)
+    readme = os.path.join(_ROOT, "README.md")
+    if os.path.exists(readme):
+        lines.append("Description-Content-Type: text/markdown")
+        with open(readme, encoding="utf-8") as f:
+            return "\n".join(lines) + "\n\n" + f.read()
     return "\n".join(lines) + "\n"
 
 
@@ -102,7 +107,7 @@ def build_sdist(sdist_directory: str, config_settings: Optional[Dict[str, str]] 
     name, version, _, _ = _project()
     base = "%s-%s" % (_dist_name(name), version)
     filename = base + ".tar.gz"
-    files = _package_files() + ["pyproject.toml", os.path.join("_build", "nops_build.py")]
+    files = _package_files() + ["pyproject.toml", "README.md", os.path.join("_build", "nops_build.py")]
     with tarfile.open(os.path.join(sdist_directory, filename), "w:gz") as tar:
         for rel in files:
             tar.add(os.path.join(_ROOT, rel), arcname=base + "/" + rel.replace(os.sep, "/"))

@@ -168,7 +168,7 @@ class Client:
     def url(self, path: str, query: Optional[Mapping[str, Any]] = None) -> str:
         """Return the absolute URL of path with query (and the client's tenant, if any)."""
         q: Dict[str, Any] = {}
-        if self.tenant and not path.startswith("/v1/tenants"):
+        if self.tenant and not path.startswith(("/v1/tenants", "/v1/auth/")):
             q["tenant"] = self.tenant
         if query:
             q.update({k: v for k, v in query.items() if v is not None})

@@ -36,6 +36,7 @@ class Build(unittest.TestCase):
                 self.assertFalse(any("__pycache__" in n or n.startswith("tests/") for n in names), names)
                 meta = z.read("nops_sdk-0.1.0.dist-info/METADATA").decode()
                 self.assertIn("Name: nops-sdk\nVersion: 0.1.0\n", meta)
+                self.assertIn("Description-Content-Type: text/markdown\n\n# nops-sdk (Python)", meta)
                 record = z.read("nops_sdk-0.1.0.dist-info/RECORD").decode().splitlines()
                 self.assertEqual(len(record), len(names))
                 self.assertTrue(all(line.endswith(",,") or ",sha256=" in line for line in record))
@@ -50,6 +51,7 @@ class Build(unittest.TestCase):
         self.assertIn("nops_sdk-0.1.0/_build/nops_build.py", names)
         self.assertIn("nops_sdk-0.1.0/nops_sdk/client.py", names)
         self.assertIn("nops_sdk-0.1.0/PKG-INFO", names)
+        self.assertIn("nops_sdk-0.1.0/README.md", names)
 
 
 if __name__ == "__main__":
