@@ -7,7 +7,11 @@ in-flight cap is 10 (limits.inflight_max), and an ADMIN key of a tenant of it. W
 
 from __future__ import annotations
 
+import base64
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import unittest
@@ -339,6 +343,31 @@ class IntegrationSignatures(unittest.TestCase):
             self.assertEqual(c.whoami()["tenant"], self.tenant)
         finally:
             agent.stop()  # DELETE, signed
+
+    def test_example_agent_signs(self) -> None:
+        # examples/python-agent with NOPS_REQUEST_KEY_ID/SECRET works in a tenant that requires
+        # signatures: it registers, heartbeats and deregisters with signed requests.
+        script = os.path.join(os.path.dirname(__file__), "..", "..", "..", "examples", "python-agent", "agent.py")
+        env = dict(os.environ, NOPS_URL=URL, NOPS_API_KEY=self.api_key, NOPS_AGENT_NAME=unique("py-example"),
+                   NOPS_REQUEST_KEY_ID=self.key.key_id,
+                   NOPS_REQUEST_KEY_SECRET=base64.b64encode(self.key.secret).decode())
+        proc = subprocess.Popen([sys.executable, script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            self.assertTrue(line.startswith("ready: agent "), line + (proc.stderr.read() if proc.poll() is not None and proc.stderr else ""))
+            agent_id = line.split()[2]
+            c = self.signed_client()
+            r = c.invoke("text.reverse", {"text": "signed"})
+            self.assertEqual((r.json()["reversed"], r.header("Nops-Agent-Id")), ("dengis", agent_id))
+        finally:
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+        self.assertEqual(proc.returncode, 0, err)
+        self.assertIn("deregistered: agent " + agent_id, out)
+        with self.assertRaises(ApiError) as cm:
+            self.signed_client().get_agent(agent_id)
+        self.assertEqual(cm.exception.status, 404)
 
     def send(self, method: str, path: str, body: Optional[bytes], alter: Any = None) -> ApiError:
         """Sign a request by hand, let alter change it, send it unsigned by the client."""
