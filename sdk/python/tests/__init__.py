@@ -1,0 +1,1 @@
+"""Tests of the NOPS Python SDK (python3 -m unittest discover -v, from sdk/python)."""
