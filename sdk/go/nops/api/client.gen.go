@@ -837,8 +837,11 @@ type ApiKey struct {
 	PreviousSecretValidUntil *time.Time `json:"previous_secret_valid_until,omitempty"`
 	RevokedAt                *time.Time `json:"revoked_at,omitempty"`
 	Role                     string     `json:"role"`
-	Scopes                   []string   `json:"scopes"`
-	Tenant                   string     `json:"tenant"`
+
+	// RotateBy The deadline an administrator set for rotating the key; its secrets are refused from then on unless it is rotated. Absent when none.
+	RotateBy *time.Time `json:"rotate_by,omitempty"`
+	Scopes   []string   `json:"scopes"`
+	Tenant   string     `json:"tenant"`
 }
 
 // ApiKeyCreate defines model for ApiKeyCreate.
@@ -857,6 +860,12 @@ type ApiKeyCreate struct {
 
 // ApiKeyCreateRole At most the creator's own role.
 type ApiKeyCreateRole string
+
+// ApiKeyForceRotate defines model for ApiKeyForceRotate.
+type ApiKeyForceRotate struct {
+	// Deadline How long the holder has to rotate the key, a Go duration such as `24h` (the default) or `0s` (refused at once); at most `2160h`.
+	Deadline *string `json:"deadline,omitempty"`
+}
 
 // ApiKeyList defines model for ApiKeyList.
 type ApiKeyList struct {
@@ -892,7 +901,10 @@ type ApiKeySecret struct {
 	PreviousSecretValidUntil *time.Time `json:"previous_secret_valid_until,omitempty"`
 	RevokedAt                *time.Time `json:"revoked_at,omitempty"`
 	Role                     string     `json:"role"`
-	Scopes                   []string   `json:"scopes"`
+
+	// RotateBy The deadline an administrator set for rotating the key; its secrets are refused from then on unless it is rotated. Absent when none.
+	RotateBy *time.Time `json:"rotate_by,omitempty"`
+	Scopes   []string   `json:"scopes"`
 
 	// Secret `nops_<keyid>_<secret>`, shown this once: store it now.
 	Secret string `json:"secret"`
@@ -2089,6 +2101,42 @@ type UntilQuery = time.Time
 // Unauthorized RFC 9457 problem details.
 type Unauthorized = Problem
 
+// ListExpiringApiKeysParams defines parameters for ListExpiringApiKeys.
+type ListExpiringApiKeysParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
+	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+
+	// Within The window, a Go duration such as `168h` (the default) or `720h`; at most `8784h`.
+	Within *string `form:"within,omitempty" json:"within,omitempty"`
+
+	// Limit Page size.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor Opaque cursor from the previous page's `next_cursor`.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// ForceRotateApiKeyParams defines parameters for ForceRotateApiKey.
+type ForceRotateApiKeyParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
+	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+
+	// IdempotencyKey Makes retrying this request safe (IETF draft-ietf-httpapi-idempotency-key-header). The value
+	// is a Structured Field String, e.g. `"8e03978e-40d5-43e8-bc93-6894a57f9324"`; an unquoted
+	// token of `A-Z a-z 0-9 . _ ~ : -` is accepted too; at most 255 characters once unquoted. Keys
+	// belong to the caller's tenant and to the caller (user or API key): the same value sent by
+	// another tenant or another caller is another key.
+	//
+	// The first completed response to a key is kept for `idempotency.ttl` (24 h by default). A
+	// retry with the same key and the same request (method, path and query, body) gets that
+	// response again — same status, headers and body — with the added header
+	// `Idempotent-Replayed: true`, and nothing is done twice. The same key while the first request
+	// is still being processed gets 409 (with `Retry-After`); the same key with a different request
+	// gets 422. A 5xx response is not kept, so a retry after one is processed anew. Without the
+	// header the request is processed as usual.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // RotateSigningKeyParams defines parameters for RotateSigningKey.
 type RotateSigningKeyParams struct {
 	// IdempotencyKey Makes retrying this request safe (IETF draft-ietf-httpapi-idempotency-key-header). The value
@@ -2713,6 +2761,9 @@ type SuspendTenantParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// ForceRotateApiKeyJSONRequestBody defines body for ForceRotateApiKey for application/json ContentType.
+type ForceRotateApiKeyJSONRequestBody = ApiKeyForceRotate
+
 // RotateSigningKeyJSONRequestBody defines body for RotateSigningKey for application/json ContentType.
 type RotateSigningKeyJSONRequestBody = SigningKeyRotateRequest
 
@@ -2939,6 +2990,51 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /healthz (the `GetHealthz` operationId).
 	GetHealthz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListExpiringApiKeys API keys that expire or must be rotated soon
+	//
+	// The keys, not revoked, whose `expires_at` or `rotate_by` (a deadline set with
+	// `POST /v1/admin/api-keys/{key_id}/force-rotate`) falls within `within` of now — those
+	// already past it included — in ascending ID order. A tenant's administrators see their
+	// tenant's keys; SUPER_ADMIN sees every tenant's, or the one `tenant` names. See
+	// docs/operations.md, "Rotating API keys".
+	//
+	// Corresponds with GET /v1/admin/api-keys/expiring (the `ListExpiringApiKeys` operationId).
+	ListExpiringApiKeys(ctx context.Context, params *ListExpiringApiKeysParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ForceRotateApiKeyWithBody Require an API key to be rotated by a deadline
+	//
+	// Sets the key's `rotate_by` to now + `deadline` (an earlier deadline already set is kept).
+	// Until then the key works as before and every response to a request it authenticates
+	// carries `Nops-Api-Key-Rotate-By` (RFC 3339): the holder rotates it
+	// (`POST /v1/api-keys/{key_id}/rotate`; the Go and Python SDKs do so on their own), which
+	// clears the deadline. From `rotate_by` on, the key's secrets are refused (401) until it is
+	// rotated — by an administrator, then, who hands the new secret over. `deadline` `0s`
+	// refuses the key at once while keeping it rotatable (a suspected leak). Replicas honour a
+	// new deadline within the API-key cache TTL (1 s). Audited (action `apikey.force_rotate`) and
+	// published as `nops.apikey.rotation_required.v1`.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/admin/api-keys/{key_id}/force-rotate (the `ForceRotateApiKey` operationId).
+	ForceRotateApiKeyWithBody(ctx context.Context, keyId KeyID, params *ForceRotateApiKeyParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ForceRotateApiKey Require an API key to be rotated by a deadline
+	//
+	// Sets the key's `rotate_by` to now + `deadline` (an earlier deadline already set is kept).
+	// Until then the key works as before and every response to a request it authenticates
+	// carries `Nops-Api-Key-Rotate-By` (RFC 3339): the holder rotates it
+	// (`POST /v1/api-keys/{key_id}/rotate`; the Go and Python SDKs do so on their own), which
+	// clears the deadline. From `rotate_by` on, the key's secrets are refused (401) until it is
+	// rotated — by an administrator, then, who hands the new secret over. `deadline` `0s`
+	// refuses the key at once while keeping it rotatable (a suspected leak). Replicas honour a
+	// new deadline within the API-key cache TTL (1 s). Audited (action `apikey.force_rotate`) and
+	// published as `nops.apikey.rotation_required.v1`.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/admin/api-keys/{key_id}/force-rotate (the `ForceRotateApiKey` operationId).
+	ForceRotateApiKey(ctx context.Context, keyId KeyID, params *ForceRotateApiKeyParams, body ForceRotateApiKeyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetSecretsStatus Where rotations of the API-key pepper and the key-encryption key stand on this replica
 	//
@@ -3870,6 +3966,81 @@ func (c *Client) GetHealth(ctx context.Context, reqEditors ...RequestEditorFn) (
 // Corresponds with GET /healthz (the `GetHealthz` operationId).
 func (c *Client) GetHealthz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetHealthzRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListExpiringApiKeys API keys that expire or must be rotated soon
+//
+// The keys, not revoked, whose `expires_at` or `rotate_by` (a deadline set with
+// `POST /v1/admin/api-keys/{key_id}/force-rotate`) falls within `within` of now — those
+// already past it included — in ascending ID order. A tenant's administrators see their
+// tenant's keys; SUPER_ADMIN sees every tenant's, or the one `tenant` names. See
+// docs/operations.md, "Rotating API keys".
+//
+// Corresponds with GET /v1/admin/api-keys/expiring (the `ListExpiringApiKeys` operationId).
+func (c *Client) ListExpiringApiKeys(ctx context.Context, params *ListExpiringApiKeysParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListExpiringApiKeysRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ForceRotateApiKeyWithBody Require an API key to be rotated by a deadline
+//
+// Sets the key's `rotate_by` to now + `deadline` (an earlier deadline already set is kept).
+// Until then the key works as before and every response to a request it authenticates
+// carries `Nops-Api-Key-Rotate-By` (RFC 3339): the holder rotates it
+// (`POST /v1/api-keys/{key_id}/rotate`; the Go and Python SDKs do so on their own), which
+// clears the deadline. From `rotate_by` on, the key's secrets are refused (401) until it is
+// rotated — by an administrator, then, who hands the new secret over. `deadline` `0s`
+// refuses the key at once while keeping it rotatable (a suspected leak). Replicas honour a
+// new deadline within the API-key cache TTL (1 s). Audited (action `apikey.force_rotate`) and
+// published as `nops.apikey.rotation_required.v1`.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/admin/api-keys/{key_id}/force-rotate (the `ForceRotateApiKey` operationId).
+func (c *Client) ForceRotateApiKeyWithBody(ctx context.Context, keyId KeyID, params *ForceRotateApiKeyParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewForceRotateApiKeyRequestWithBody(c.Server, keyId, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ForceRotateApiKey Require an API key to be rotated by a deadline
+//
+// Sets the key's `rotate_by` to now + `deadline` (an earlier deadline already set is kept).
+// Until then the key works as before and every response to a request it authenticates
+// carries `Nops-Api-Key-Rotate-By` (RFC 3339): the holder rotates it
+// (`POST /v1/api-keys/{key_id}/rotate`; the Go and Python SDKs do so on their own), which
+// clears the deadline. From `rotate_by` on, the key's secrets are refused (401) until it is
+// rotated — by an administrator, then, who hands the new secret over. `deadline` `0s`
+// refuses the key at once while keeping it rotatable (a suspected leak). Replicas honour a
+// new deadline within the API-key cache TTL (1 s). Audited (action `apikey.force_rotate`) and
+// published as `nops.apikey.rotation_required.v1`.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/admin/api-keys/{key_id}/force-rotate (the `ForceRotateApiKey` operationId).
+func (c *Client) ForceRotateApiKey(ctx context.Context, keyId KeyID, params *ForceRotateApiKeyParams, body ForceRotateApiKeyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewForceRotateApiKeyRequest(c.Server, keyId, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -5691,6 +5862,185 @@ func NewGetHealthzRequest(server string) (*http.Request, error) {
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
 	if err != nil {
 		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewListExpiringApiKeysRequest constructs an http.Request for the ListExpiringApiKeys method
+func NewListExpiringApiKeysRequest(server string, params *ListExpiringApiKeysParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/api-keys/expiring")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Tenant != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "tenant", *params.Tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Within != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "within", *params.Within, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewForceRotateApiKeyRequest calls the generic ForceRotateApiKey builder with application/json body
+func NewForceRotateApiKeyRequest(server string, keyId KeyID, params *ForceRotateApiKeyParams, body ForceRotateApiKeyJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewForceRotateApiKeyRequestWithBody(server, keyId, params, "application/json", bodyReader)
+}
+
+// NewForceRotateApiKeyRequestWithBody constructs an http.Request for the ForceRotateApiKey method, with any body, and a specified content type
+func NewForceRotateApiKeyRequestWithBody(server string, keyId KeyID, params *ForceRotateApiKeyParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "key_id", keyId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/api-keys/%s/force-rotate", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Tenant != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "tenant", *params.Tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
 	}
 
 	return req, nil
@@ -9857,6 +10207,53 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /healthz (the `GetHealthz` operationId).
 	GetHealthzWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetHealthzResponse, error)
 
+	// ListExpiringApiKeysWithResponse API keys that expire or must be rotated soon
+	//
+	// The keys, not revoked, whose `expires_at` or `rotate_by` (a deadline set with
+	// `POST /v1/admin/api-keys/{key_id}/force-rotate`) falls within `within` of now — those
+	// already past it included — in ascending ID order. A tenant's administrators see their
+	// tenant's keys; SUPER_ADMIN sees every tenant's, or the one `tenant` names. See
+	// docs/operations.md, "Rotating API keys".
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/admin/api-keys/expiring (the `ListExpiringApiKeys` operationId).
+	ListExpiringApiKeysWithResponse(ctx context.Context, params *ListExpiringApiKeysParams, reqEditors ...RequestEditorFn) (*ListExpiringApiKeysResponse, error)
+
+	// ForceRotateApiKeyWithBodyWithResponse Require an API key to be rotated by a deadline
+	//
+	// Sets the key's `rotate_by` to now + `deadline` (an earlier deadline already set is kept).
+	// Until then the key works as before and every response to a request it authenticates
+	// carries `Nops-Api-Key-Rotate-By` (RFC 3339): the holder rotates it
+	// (`POST /v1/api-keys/{key_id}/rotate`; the Go and Python SDKs do so on their own), which
+	// clears the deadline. From `rotate_by` on, the key's secrets are refused (401) until it is
+	// rotated — by an administrator, then, who hands the new secret over. `deadline` `0s`
+	// refuses the key at once while keeping it rotatable (a suspected leak). Replicas honour a
+	// new deadline within the API-key cache TTL (1 s). Audited (action `apikey.force_rotate`) and
+	// published as `nops.apikey.rotation_required.v1`.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/admin/api-keys/{key_id}/force-rotate (the `ForceRotateApiKey` operationId).
+	ForceRotateApiKeyWithBodyWithResponse(ctx context.Context, keyId KeyID, params *ForceRotateApiKeyParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ForceRotateApiKeyResponse, error)
+
+	// ForceRotateApiKeyWithResponse Require an API key to be rotated by a deadline
+	//
+	// Sets the key's `rotate_by` to now + `deadline` (an earlier deadline already set is kept).
+	// Until then the key works as before and every response to a request it authenticates
+	// carries `Nops-Api-Key-Rotate-By` (RFC 3339): the holder rotates it
+	// (`POST /v1/api-keys/{key_id}/rotate`; the Go and Python SDKs do so on their own), which
+	// clears the deadline. From `rotate_by` on, the key's secrets are refused (401) until it is
+	// rotated — by an administrator, then, who hands the new secret over. `deadline` `0s`
+	// refuses the key at once while keeping it rotatable (a suspected leak). Replicas honour a
+	// new deadline within the API-key cache TTL (1 s). Audited (action `apikey.force_rotate`) and
+	// published as `nops.apikey.rotation_required.v1`.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/admin/api-keys/{key_id}/force-rotate (the `ForceRotateApiKey` operationId).
+	ForceRotateApiKeyWithResponse(ctx context.Context, keyId KeyID, params *ForceRotateApiKeyParams, body ForceRotateApiKeyJSONRequestBody, reqEditors ...RequestEditorFn) (*ForceRotateApiKeyResponse, error)
+
 	// GetSecretsStatusWithResponse Where rotations of the API-key pepper and the key-encryption key stand on this replica
 	//
 	// For each of the kernel's own secrets — the pepper keying API-key digests and the
@@ -11014,6 +11411,186 @@ func (r GetHealthzResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetHealthzResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// ListExpiringApiKeysResponse401Headers the declared response headers of an HTTP 401 response for ListExpiringApiKeys
+type ListExpiringApiKeysResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+type ListExpiringApiKeysResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ApiKeyList
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ListExpiringApiKeysResponse401Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListExpiringApiKeysResponse) GetJSON200() *ApiKeyList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r ListExpiringApiKeysResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ListExpiringApiKeysResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r ListExpiringApiKeysResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r ListExpiringApiKeysResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListExpiringApiKeysResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListExpiringApiKeysResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListExpiringApiKeysResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListExpiringApiKeysResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListExpiringApiKeysResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// ForceRotateApiKeyResponse401Headers the declared response headers of an HTTP 401 response for ForceRotateApiKey
+type ForceRotateApiKeyResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+type ForceRotateApiKeyResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ApiKey
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *Problem
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ForceRotateApiKeyResponse401Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ForceRotateApiKeyResponse) GetJSON200() *ApiKey {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r ForceRotateApiKeyResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ForceRotateApiKeyResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r ForceRotateApiKeyResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r ForceRotateApiKeyResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r ForceRotateApiKeyResponse) GetApplicationproblemJSON409() *Problem {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r ForceRotateApiKeyResponse) GetApplicationproblemJSON422() *Problem {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ForceRotateApiKeyResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ForceRotateApiKeyResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ForceRotateApiKeyResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ForceRotateApiKeyResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ForceRotateApiKeyResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -16712,6 +17289,71 @@ func (c *ClientWithResponses) GetHealthzWithResponse(ctx context.Context, reqEdi
 	return ParseGetHealthzResponse(rsp)
 }
 
+// ListExpiringApiKeysWithResponse API keys that expire or must be rotated soon
+//
+// The keys, not revoked, whose `expires_at` or `rotate_by` (a deadline set with
+// `POST /v1/admin/api-keys/{key_id}/force-rotate`) falls within `within` of now — those
+// already past it included — in ascending ID order. A tenant's administrators see their
+// tenant's keys; SUPER_ADMIN sees every tenant's, or the one `tenant` names. See
+// docs/operations.md, "Rotating API keys".
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/admin/api-keys/expiring (the `ListExpiringApiKeys` operationId).
+func (c *ClientWithResponses) ListExpiringApiKeysWithResponse(ctx context.Context, params *ListExpiringApiKeysParams, reqEditors ...RequestEditorFn) (*ListExpiringApiKeysResponse, error) {
+	rsp, err := c.ListExpiringApiKeys(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListExpiringApiKeysResponse(rsp)
+}
+
+// ForceRotateApiKeyWithBodyWithResponse Require an API key to be rotated by a deadline
+//
+// Sets the key's `rotate_by` to now + `deadline` (an earlier deadline already set is kept).
+// Until then the key works as before and every response to a request it authenticates
+// carries `Nops-Api-Key-Rotate-By` (RFC 3339): the holder rotates it
+// (`POST /v1/api-keys/{key_id}/rotate`; the Go and Python SDKs do so on their own), which
+// clears the deadline. From `rotate_by` on, the key's secrets are refused (401) until it is
+// rotated — by an administrator, then, who hands the new secret over. `deadline` `0s`
+// refuses the key at once while keeping it rotatable (a suspected leak). Replicas honour a
+// new deadline within the API-key cache TTL (1 s). Audited (action `apikey.force_rotate`) and
+// published as `nops.apikey.rotation_required.v1`.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/admin/api-keys/{key_id}/force-rotate (the `ForceRotateApiKey` operationId).
+func (c *ClientWithResponses) ForceRotateApiKeyWithBodyWithResponse(ctx context.Context, keyId KeyID, params *ForceRotateApiKeyParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ForceRotateApiKeyResponse, error) {
+	rsp, err := c.ForceRotateApiKeyWithBody(ctx, keyId, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseForceRotateApiKeyResponse(rsp)
+}
+
+// ForceRotateApiKeyWithResponse Require an API key to be rotated by a deadline
+//
+// Sets the key's `rotate_by` to now + `deadline` (an earlier deadline already set is kept).
+// Until then the key works as before and every response to a request it authenticates
+// carries `Nops-Api-Key-Rotate-By` (RFC 3339): the holder rotates it
+// (`POST /v1/api-keys/{key_id}/rotate`; the Go and Python SDKs do so on their own), which
+// clears the deadline. From `rotate_by` on, the key's secrets are refused (401) until it is
+// rotated — by an administrator, then, who hands the new secret over. `deadline` `0s`
+// refuses the key at once while keeping it rotatable (a suspected leak). Replicas honour a
+// new deadline within the API-key cache TTL (1 s). Audited (action `apikey.force_rotate`) and
+// published as `nops.apikey.rotation_required.v1`.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/admin/api-keys/{key_id}/force-rotate (the `ForceRotateApiKey` operationId).
+func (c *ClientWithResponses) ForceRotateApiKeyWithResponse(ctx context.Context, keyId KeyID, params *ForceRotateApiKeyParams, body ForceRotateApiKeyJSONRequestBody, reqEditors ...RequestEditorFn) (*ForceRotateApiKeyResponse, error) {
+	rsp, err := c.ForceRotateApiKey(ctx, keyId, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseForceRotateApiKeyResponse(rsp)
+}
+
 // GetSecretsStatusWithResponse Where rotations of the API-key pepper and the key-encryption key stand on this replica
 //
 // For each of the kernel's own secrets — the pepper keying API-key digests and the
@@ -18313,6 +18955,168 @@ func ParseGetHealthzResponse(rsp *http.Response) (*GetHealthzResponse, error) {
 		}
 		response.ApplicationproblemJSONDefault = &dest
 
+	}
+
+	return response, nil
+}
+
+// ParseListExpiringApiKeysResponse parses an HTTP response from a ListExpiringApiKeysWithResponse call
+func ParseListExpiringApiKeysResponse(rsp *http.Response) (*ListExpiringApiKeysResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListExpiringApiKeysResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ApiKeyList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers ListExpiringApiKeysResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseForceRotateApiKeyResponse parses an HTTP response from a ForceRotateApiKeyWithResponse call
+func ParseForceRotateApiKeyResponse(rsp *http.Response) (*ForceRotateApiKeyResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ForceRotateApiKeyResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ApiKey
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers ForceRotateApiKeyResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
 	}
 
 	return response, nil
