@@ -375,3 +375,39 @@ func TestMCPAuthorization(t *testing.T) {
 	resp, body = k.Do(t, "GET", "/mcp", nil, f.keys["ADMIN"])
 	wantProblem(t, resp, body, http.StatusMethodNotAllowed, "method_not_allowed", "")
 }
+
+// An ABAC policy denying the invoke of one capability hides that tool from MCP clients and
+// refuses its calls; the other capabilities of the same agent are listed and callable.
+func TestMCPPolicyHidesDeniedTools(t *testing.T) {
+	f := newFixture(t)
+	k, admin := f.k, f.keys["ADMIN"]
+	resp, body := k.Do(t, "POST", "/v1/policies", map[string]any{
+		"name": "no-secret-op", "effect": "deny", "enabled": true,
+		"expression": `action.startsWith("invoke") && capability == "secret.op"`,
+	}, admin)
+	mustStatus(t, resp, body, http.StatusCreated)
+	pollUntil(t, 10*time.Second, "the policy is in force", func() bool {
+		resp, _ := k.Do(t, "POST", "/v1/invoke/secret.op", map[string]any{}, admin)
+		return resp.StatusCode == http.StatusForbidden
+	})
+	agent := newFleetAgent(t, k, admin, "keeper", "secret.op", "public.op")
+	for name, d := range mcpTools(t, k, admin) {
+		resp, body := approveTool(t, k, admin, name, d.Hash)
+		mustStatus(t, resp, body, http.StatusOK)
+	}
+	s := mcpSession(t, k, admin)
+	names := keysOf(toolNames(t, s))
+	if slices.Contains(names, "secret.op") || !slices.Contains(names, "public.op") {
+		t.Fatalf("tools under the policy: %v", names)
+	}
+	if _, err := s.CallTool(t.Context(), &mcp.CallToolParams{Name: "secret.op"}); err == nil {
+		t.Fatal("a tool the policy denies was callable")
+	}
+	res, err := s.CallTool(t.Context(), &mcp.CallToolParams{Name: "public.op"})
+	if err != nil || res.IsError {
+		t.Fatalf("public.op: %+v, %v", res, err)
+	}
+	if agent.capHits("secret.op") != 0 || agent.capHits("public.op") != 1 {
+		t.Fatalf("agent hits: secret.op %d, public.op %d", agent.capHits("secret.op"), agent.capHits("public.op"))
+	}
+}
