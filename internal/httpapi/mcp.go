@@ -3,8 +3,10 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/nops-kernel/nops/internal/config"
 	"github.com/nops-kernel/nops/internal/control"
@@ -142,6 +144,11 @@ func (d *dispatcher) mcpHandler(h *handlers) http.Handler {
 		if err != nil {
 			d.errw.Write(w, r, err)
 			return
+		}
+		// A tools/call waits for the agent as long as the call's deadline allows (a route may set up
+		// to invoke.max_timeout), longer than the server's write timeout for ordinary answers.
+		if err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(h.deps.Config.Invoke.MaxTimeout.D() + time.Second)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			d.errw.logger.DebugContext(r.Context(), "extend the write deadline of /mcp", "error", err)
 		}
 		ctx := mcpserver.WithCaller(r.Context(), mcpserver.Caller{Tenant: tenantID, Gate: &mcpGate{d: d, r: r, p: p}})
 		h.deps.MCP.ServeHTTP(w, r.WithContext(ctx))

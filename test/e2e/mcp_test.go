@@ -15,6 +15,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/nops-kernel/nops/internal/config"
 	"github.com/nops-kernel/nops/internal/kernel/kerneltest"
 	"github.com/nops-kernel/nops/internal/toolpin"
 )
@@ -409,5 +410,21 @@ func TestMCPPolicyHidesDeniedTools(t *testing.T) {
 	}
 	if agent.capHits("secret.op") != 0 || agent.capHits("public.op") != 1 {
 		t.Fatalf("agent hits: secret.op %d, public.op %d", agent.capHits("secret.op"), agent.capHits("public.op"))
+	}
+}
+
+// A tool call may wait for its agent longer than http.write_timeout (as a relayed invoke may):
+// the /mcp answer's write deadline is the longest call's.
+func TestMCPCallOutlivesTheWriteTimeout(t *testing.T) {
+	f := newFixture(t, func(c *config.Config) { c.HTTP.WriteTimeout = config.Duration(time.Second) })
+	k, admin := f.k, f.keys["ADMIN"]
+	agent := newFleetAgent(t, k, admin, "slow", "slow.op")
+	agent.setDelay(1500*time.Millisecond, 1500*time.Millisecond)
+	d := mcpTools(t, k, admin)["slow.op"]
+	resp, body := approveTool(t, k, admin, "slow.op", d.Hash)
+	mustStatus(t, resp, body, http.StatusOK)
+	res, err := mcpSession(t, k, admin).CallTool(t.Context(), &mcp.CallToolParams{Name: "slow.op"})
+	if err != nil || res.IsError {
+		t.Fatalf("a call slower than the write timeout: %+v, %v", res, err)
 	}
 }
