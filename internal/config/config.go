@@ -189,6 +189,7 @@ type HTTPConfig struct {
 	ShutdownTimeout   Duration  `yaml:"shutdown_timeout" env:"NOPS_HTTP_SHUTDOWN_TIMEOUT" doc:"How long shutdown waits for in-flight requests to drain."`
 	MaxBodyBytes      int64     `yaml:"max_body_bytes" env:"NOPS_HTTP_MAX_BODY_BYTES" doc:"Largest accepted request body, in bytes (larger → 413)."`
 	MaxHeaderBytes    int       `yaml:"max_header_bytes" env:"NOPS_HTTP_MAX_HEADER_BYTES" doc:"Largest accepted request header block, in bytes."`
+	PublicURL         string    `yaml:"public_url" env:"NOPS_HTTP_PUBLIC_URL" doc:"The kernel's public base URL (https://kernel.example.com): the resource of its OAuth protected-resource metadata and of the WWW-Authenticate challenges (docs/mcp.md); empty: derived from each request's Host."`
 	WriteStallTimeout Duration  `yaml:"write_stall_timeout" env:"NOPS_HTTP_WRITE_STALL_TIMEOUT" doc:"A connection whose client reads nothing of a response for this long is closed (slow readers)."`
 	TLS               TLSConfig `yaml:"tls"`
 }
@@ -449,6 +450,11 @@ func (c Config) Validate() error {
 	v.positive("http.write_timeout", c.HTTP.WriteTimeout)
 	v.positive("http.idle_timeout", c.HTTP.IdleTimeout)
 	v.positive("http.shutdown_timeout", c.HTTP.ShutdownTimeout)
+	if u := c.HTTP.PublicURL; u != "" {
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" || pu.RawQuery != "" || pu.Fragment != "" || pu.User != nil {
+			v.add("http.public_url", fmt.Sprintf("must be an absolute http(s) URL without query or fragment, got %q", u))
+		}
+	}
 	if c.HTTP.MaxBodyBytes < 1024 {
 		v.add("http.max_body_bytes", fmt.Sprintf("must be at least 1024, got %d", c.HTTP.MaxBodyBytes))
 	}

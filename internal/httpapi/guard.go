@@ -488,6 +488,25 @@ func (d *dispatcher) authorizePolicy(ctx context.Context, r *http.Request, p pri
 	if !d.guards.Policies.Applies(p.Tenant) {
 		return ctx, nil
 	}
+	ctx, in, err := d.policyInput(ctx, r, p, ip)
+	if err != nil {
+		return ctx, err
+	}
+	dec := d.guards.Policies.Evaluate(ctx, in)
+	if dec.Allowed {
+		return ctx, nil
+	}
+	if err := settleClaim(ctx); err != nil {
+		return ctx, err // a replay is refused and audited as such, not as the policy's denial
+	}
+	d.audit(ctx, p.Tenant, control.ActionAuthorize, r.Method+" "+r.URL.Path, dec.Reason)
+	e := errs.New(errs.Forbidden, "%s", dec.Reason)
+	return ctx, e
+}
+
+// policyInput is what the ABAC policies see of request r of p. The context it returns carries the
+// agent it read for the policies, if it read one (policyAgentFrom).
+func (d *dispatcher) policyInput(ctx context.Context, r *http.Request, p principal.Principal, ip netip.Addr) (context.Context, policy.Input, error) {
 	action, rtype := actionOf(r.Pattern)
 	in := policy.Input{
 		Principal:  policy.PrincipalOf(p, principalKind(r), nil),
@@ -515,7 +534,7 @@ func (d *dispatcher) authorizePolicy(ctx context.Context, r *http.Request, p pri
 				in.Resource.Criticality = string(a.Criticality)
 				ctx = context.WithValue(ctx, policyAgentKey{}, &policyAgent{tenant: in.Resource.Tenant, agent: a})
 			case !errs.Is(err, errs.NotFound) && !errs.Is(err, errs.Invalid):
-				return ctx, fmt.Errorf("load the agent for policies: %w", err)
+				return ctx, in, fmt.Errorf("load the agent for policies: %w", err)
 			}
 		}
 	} else {
@@ -529,16 +548,7 @@ func (d *dispatcher) authorizePolicy(ctx context.Context, r *http.Request, p pri
 	if sig, ok := signedFrom(ctx); ok {
 		in.Request.Signed = sig
 	}
-	dec := d.guards.Policies.Evaluate(ctx, in)
-	if dec.Allowed {
-		return ctx, nil
-	}
-	if err := settleClaim(ctx); err != nil {
-		return ctx, err // a replay is refused and audited as such, not as the policy's denial
-	}
-	d.audit(ctx, p.Tenant, control.ActionAuthorize, r.Method+" "+r.URL.Path, dec.Reason)
-	e := errs.New(errs.Forbidden, "%s", dec.Reason)
-	return ctx, e
+	return ctx, in, nil
 }
 
 type policyAgentKey struct{}

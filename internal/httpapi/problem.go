@@ -76,15 +76,21 @@ func (ew errorWriter) Write(w http.ResponseWriter, r *http.Request, err error) {
 		}
 		p.Errors = &fields
 	}
+	// The challenges point to the protected-resource metadata (RFC 9728 §5.1), as the MCP
+	// authorization specification requires of the kernel's 401s.
+	meta := ""
+	if base := baseURLFrom(ctx); base != "" {
+		meta = `, resource_metadata="` + base + resourceMetadataPath + `"`
+	}
 	if e.Code == errs.Unauthenticated {
 		if e.Err != nil && errors.Is(e.Err, errInvalidToken) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="nops", error="invalid_token"`)
+			w.Header().Set("WWW-Authenticate", `Bearer realm="nops", error="invalid_token"`+meta)
 		} else {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="nops"`)
+			w.Header().Set("WWW-Authenticate", `Bearer realm="nops"`+meta)
 		}
 	}
 	if e.Code == errs.Forbidden && errors.Is(e.Err, errInsufficientScope) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="nops", error="insufficient_scope"`)
+		w.Header().Set("WWW-Authenticate", `Bearer realm="nops", error="insufficient_scope"`+meta)
 	}
 	if e.RetryAfter > 0 && (e.Code == errs.Unavailable || e.Code == errs.RateLimited) {
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds()))))

@@ -57,6 +57,9 @@ type Deps struct {
 	// Invoke runs POST /v1/invoke/{capability}; nil answers 503.
 	Invoke Invoker
 
+	// MCP serves POST /mcp and /v1/mcp/tools*; nil answers 503.
+	MCP MCPServer
+
 	// Flags evaluates feature flags in memory (GET /v1/flags/{key}/evaluation); nil answers 503.
 	Flags *flags.Evaluator
 
@@ -151,6 +154,7 @@ func NewHandler(deps Deps) (http.Handler, error) {
 	})
 	mux.Handle("GET /metrics", d.admission(deps.Metrics))
 	mux.Handle("POST /v1/invoke/{capability}", d.admission(d.invokeHandler(hs)))
+	mux.Handle("POST /mcp", d.admission(d.mcpHandler(hs)))
 	mux.Handle("GET /openapi.json", d.admission(serveBytes("application/json", spec)))
 	for pattern := range ops {
 		if _, registered := muxHas(mux, pattern); !registered {
@@ -159,6 +163,7 @@ func NewHandler(deps Deps) (http.Handler, error) {
 	}
 	return middleware.Chain(d,
 		middleware.RequestID(),
+		withBaseURL(deps.Config),
 		middleware.WithRouteHolder(),
 		middleware.SecurityHeaders(),
 		hsts(deps.Guards.HSTSMaxAge),

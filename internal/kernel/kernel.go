@@ -35,6 +35,7 @@ import (
 	"github.com/nops-kernel/nops/internal/idempotency/redisstore"
 	"github.com/nops-kernel/nops/internal/identity"
 	"github.com/nops-kernel/nops/internal/invoke"
+	"github.com/nops-kernel/nops/internal/mcpserver"
 	"github.com/nops-kernel/nops/internal/mtls"
 	"github.com/nops-kernel/nops/internal/redisconn"
 	"github.com/nops-kernel/nops/internal/relay"
@@ -246,6 +247,19 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 		return nil, fmt.Errorf("async invocations: %w", err)
 	}
 	k.consumers = append(k.consumers, asyncConsumer(consumerOptions(cfg, k.dom.control, k.logger), k.async))
+	mcpSrv, err := mcpserver.New(mcpserver.Deps{
+		Agents:       k.dom.control.Agents,
+		Invoke:       k.invoke,
+		Approvals:    st,
+		Audit:        k.dom.control,
+		DLQ:          k.bus,
+		Logger:       k.logger,
+		Version:      opts.Version,
+		MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mcp server: %w", err)
+	}
 	logins, err := auth.New(st, tokens, auth.Options{Logger: k.logger, Meter: k.tel.MeterProvider().Meter("nops/auth"), BcryptCost: opts.BcryptCost, APIKeys: k.dom.keys})
 	if err != nil {
 		return nil, fmt.Errorf("login service: %w", err)
@@ -266,6 +280,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 		AuditKey:    k.dom.verifierKey,
 		Idempotency: k.idem,
 		Invoke:      invoker{k.invoke, k.async},
+		MCP:         mcpSrv,
 		Flags:       k.flags.eval,
 		Identity:    identityAPI,
 		Revocations: st,

@@ -29,6 +29,7 @@ import (
 	"github.com/nops-kernel/nops/internal/store/sqlite"
 	"github.com/nops-kernel/nops/internal/tenant"
 	"github.com/nops-kernel/nops/internal/token"
+	"github.com/nops-kernel/nops/internal/toolpin"
 	"github.com/nops-kernel/nops/internal/user"
 )
 
@@ -60,6 +61,7 @@ type Store interface {
 	control.SecretsStore // digests and sealed values counted by version, rewraps (secrets.go)
 	mtls.RevocationStore // the mTLS listener's revocation list
 	identity.RevocationStore
+	toolpin.Store // MCP tool approvals (internal/mcpserver)
 	AuditRecords(ctx context.Context, tree string, f store.AuditFilter) ([]audit.Entry, error)
 	InTx(ctx context.Context, fn func(ctx context.Context) error) error
 	Ping(ctx context.Context) error

@@ -15,7 +15,8 @@ type matrixManaged struct {
 }
 
 // matrixCapabilityB is the capability tenant B has a routing table for (and A has nothing of):
-// the {capability} of /v1/routes/{capability} and /v1/invoke/{capability} in the matrices.
+// the {capability} of /v1/routes/{capability} and /v1/invoke/{capability}, and the {tool} of
+// /v1/mcp/tools/{tool}/approval, in the matrices.
 const matrixCapabilityB = "matrix.routed"
 
 // matrixOverrideID is an override ID of the right shape: the override operations are the
@@ -62,7 +63,7 @@ func (m matrixManaged) fill(path string, tenantB bool) string {
 	if strings.HasPrefix(path, "/v1/request-keys/") {
 		path = strings.ReplaceAll(path, "{key_id}", reqKey)
 	}
-	return strings.NewReplacer("{policy_id}", policy, "{override_id}", matrixOverrideID, "{capability}", matrixCapabilityB).Replace(path)
+	return strings.NewReplacer("{policy_id}", policy, "{override_id}", matrixOverrideID, "{capability}", matrixCapabilityB, "{tool}", matrixCapabilityB).Replace(path)
 }
 
 // matrixRoute is a routing table sending every 1.x agent the capability.
@@ -81,6 +82,8 @@ func matrixSampleBody(method, path string) any {
 		return map[string]any{"kind": "cidr", "target": "198.51.100.0/24", "limit": 1000, "period": "1m"}
 	case method == "PUT" && path == "/v1/routes/{capability}":
 		return matrixRoute()
+	case method == "POST" && path == "/v1/mcp/tools/{tool}/approval":
+		return map[string]any{"hash": strings.Repeat("0", 64)}
 	case method == "PUT" && path == "/v1/tenants/{tenant_id}/perimeter":
 		// Never require signatures here: the matrix's keys sign nothing.
 		return map[string]any{"require_signatures": false, "gateway_origins": []string{"198.51.100.0/24"}}

@@ -423,6 +423,27 @@ func (e LivenessStatus) Valid() bool {
 	}
 }
 
+// Defines values for MCPToolStatus.
+const (
+	MCPToolStatusApproved MCPToolStatus = "approved"
+	MCPToolStatusChanged  MCPToolStatus = "changed"
+	MCPToolStatusPending  MCPToolStatus = "pending"
+)
+
+// Valid indicates whether the value is a known member of the MCPToolStatus enum.
+func (e MCPToolStatus) Valid() bool {
+	switch e {
+	case MCPToolStatusApproved:
+		return true
+	case MCPToolStatusChanged:
+		return true
+	case MCPToolStatusPending:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for PepperRotationStatusSource.
 const (
 	PepperSourceConfig PepperRotationStatusSource = "config"
@@ -510,6 +531,21 @@ func (e ProblemCode) Valid() bool {
 	case ProblemCodeUnprocessable:
 		return true
 	case ProblemCodeUnsupportedMediaType:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ProtectedResourceMetadataBearerMethodsSupported.
+const (
+	Header ProtectedResourceMetadataBearerMethodsSupported = "header"
+)
+
+// Valid indicates whether the value is a known member of the ProtectedResourceMetadataBearerMethodsSupported enum.
+func (e ProtectedResourceMetadataBearerMethodsSupported) Valid() bool {
+	switch e {
+	case Header:
 		return true
 	default:
 		return false
@@ -1471,6 +1507,41 @@ type Load struct {
 	P95Ms        *float64 `json:"p95_ms,omitempty"`
 }
 
+// MCPTool defines model for MCPTool.
+type MCPTool struct {
+	// Agents The live agents offering it.
+	Agents []string `json:"agents"`
+
+	// ApprovedHash The approved definition's hash; absent when never approved.
+	ApprovedHash *string `json:"approved_hash,omitempty"`
+	Description  string  `json:"description"`
+
+	// Hash SHA-256 (hex) of the current definition's canonical form.
+	Hash string `json:"hash"`
+
+	// InputSchema The input schema the agents declare (absent when none).
+	InputSchema interface{} `json:"input_schema,omitempty"`
+
+	// McpCompatible False when the input schema is not an object schema, which MCP cannot carry; such a tool is never served.
+	McpCompatible bool          `json:"mcp_compatible"`
+	Name          string        `json:"name"`
+	Status        MCPToolStatus `json:"status"`
+}
+
+// MCPToolStatus defines model for MCPTool.Status.
+type MCPToolStatus string
+
+// MCPToolApproval defines model for MCPToolApproval.
+type MCPToolApproval struct {
+	// Hash The hash of the definition being approved, as GET /v1/mcp/tools showed it.
+	Hash string `json:"hash"`
+}
+
+// MCPToolList defines model for MCPToolList.
+type MCPToolList struct {
+	Items []MCPTool `json:"items"`
+}
+
 // Page defines model for Page.
 type Page struct {
 	// NextCursor Pass as `cursor` to get the next page; absent on the last page.
@@ -1592,6 +1663,22 @@ type Problem struct {
 
 // ProblemCode Stable machine-readable error code.
 type ProblemCode string
+
+// ProtectedResourceMetadata OAuth 2.0 protected resource metadata (RFC 9728).
+type ProtectedResourceMetadata struct {
+	// AuthorizationServers The kernel's token issuer (`auth.issuer`).
+	AuthorizationServers   []string                                          `json:"authorization_servers"`
+	BearerMethodsSupported []ProtectedResourceMetadataBearerMethodsSupported `json:"bearer_methods_supported"`
+
+	// Resource The kernel's base URL.
+	Resource              string    `json:"resource"`
+	ResourceDocumentation *string   `json:"resource_documentation,omitempty"`
+	ResourceName          *string   `json:"resource_name,omitempty"`
+	ScopesSupported       *[]string `json:"scopes_supported,omitempty"`
+}
+
+// ProtectedResourceMetadataBearerMethodsSupported defines model for ProtectedResourceMetadata.BearerMethodsSupported.
+type ProtectedResourceMetadataBearerMethodsSupported string
 
 // RateLimitOverride defines model for RateLimitOverride.
 type RateLimitOverride struct {
@@ -2519,6 +2606,18 @@ type GetInvocationParams struct {
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 }
 
+// ListMCPToolsParams defines parameters for ListMCPTools.
+type ListMCPToolsParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
+	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+}
+
+// ApproveMCPToolParams defines parameters for ApproveMCPTool.
+type ApproveMCPToolParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
+	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+}
+
 // ListPoliciesParams defines parameters for ListPolicies.
 type ListPoliciesParams struct {
 	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
@@ -2801,6 +2900,9 @@ type RevokeSVIDJSONRequestBody = SVIDRevocationRequest
 // IssueSVIDJSONRequestBody defines body for IssueSVID for application/json ContentType.
 type IssueSVIDJSONRequestBody = SVIDRequest
 
+// ApproveMCPToolJSONRequestBody defines body for ApproveMCPTool for application/json ContentType.
+type ApproveMCPToolJSONRequestBody = MCPToolApproval
+
 // CreatePolicyJSONRequestBody defines body for CreatePolicy for application/json ContentType.
 type CreatePolicyJSONRequestBody = PolicySpec
 
@@ -2892,6 +2994,9 @@ type ServerInterface interface {
 	// GetJWKS Public token signing keys (RFC 7517 JWK Set)
 	// (GET /.well-known/jwks.json)
 	GetJWKS(w http.ResponseWriter, r *http.Request)
+	// GetProtectedResourceMetadata OAuth 2.0 protected resource metadata (RFC 9728)
+	// (GET /.well-known/oauth-protected-resource)
+	GetProtectedResourceMetadata(w http.ResponseWriter, r *http.Request)
 	// GetReadiness Readiness
 	// (GET /_readyz)
 	GetReadiness(w http.ResponseWriter, r *http.Request)
@@ -3018,6 +3123,12 @@ type ServerInterface interface {
 	// GetInvocation Status and result of an async invocation
 	// (GET /v1/invocations/{invocation_id})
 	GetInvocation(w http.ResponseWriter, r *http.Request, invocationId string, params GetInvocationParams)
+	// ListMCPTools The tenant's MCP tools and their pinning
+	// (GET /v1/mcp/tools)
+	ListMCPTools(w http.ResponseWriter, r *http.Request, params ListMCPToolsParams)
+	// ApproveMCPTool Approve a tool's current definition
+	// (POST /v1/mcp/tools/{tool}/approval)
+	ApproveMCPTool(w http.ResponseWriter, r *http.Request, tool string, params ApproveMCPToolParams)
 	// ListPolicies List the caller's tenant's policies (SUPER_ADMIN — a named tenant's, or the global ones)
 	// (GET /v1/policies)
 	ListPolicies(w http.ResponseWriter, r *http.Request, params ListPoliciesParams)
@@ -3115,6 +3226,20 @@ func (siw *ServerInterfaceWrapper) GetJWKS(w http.ResponseWriter, r *http.Reques
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.GetJWKS(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetProtectedResourceMetadata operation middleware
+func (siw *ServerInterfaceWrapper) GetProtectedResourceMetadata(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetProtectedResourceMetadata(w, r)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -5062,6 +5187,81 @@ func (siw *ServerInterfaceWrapper) GetInvocation(w http.ResponseWriter, r *http.
 	handler.ServeHTTP(w, r)
 }
 
+// ListMCPTools operation middleware
+func (siw *ServerInterfaceWrapper) ListMCPTools(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListMCPToolsParams
+
+	// ------------- Optional query parameter "tenant" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tenant", r.URL.Query(), &params.Tenant, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "tenant"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListMCPTools(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ApproveMCPTool operation middleware
+func (siw *ServerInterfaceWrapper) ApproveMCPTool(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "tool" -------------
+	var tool string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "tool", r.PathValue("tool"), &tool, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tool", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ApproveMCPToolParams
+
+	// ------------- Optional query parameter "tenant" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tenant", r.URL.Query(), &params.Tenant, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "tenant"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "tenant", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ApproveMCPTool(w, r, tool, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // ListPolicies operation middleware
 func (siw *ServerInterfaceWrapper) ListPolicies(w http.ResponseWriter, r *http.Request) {
 
@@ -6495,6 +6695,9 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/identity/ca/rotate", wrapper.RotateCA)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/identity/revocations", wrapper.ListSVIDRevocations)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/identity/revocations", wrapper.RevokeSVID)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/.well-known/oauth-protected-resource", wrapper.GetProtectedResourceMetadata)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/mcp/tools", wrapper.ListMCPTools)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/mcp/tools/{tool}/approval", wrapper.ApproveMCPTool)
 
 	return m
 }
@@ -6537,6 +6740,44 @@ type GetJWKSdefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response GetJWKSdefaultApplicationProblemPlusJSONResponse) VisitGetJWKSResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetProtectedResourceMetadataRequestObject struct {
+}
+
+type GetProtectedResourceMetadataResponseObject interface {
+	VisitGetProtectedResourceMetadataResponse(w http.ResponseWriter) error
+}
+
+type GetProtectedResourceMetadata200JSONResponse ProtectedResourceMetadata
+
+func (response GetProtectedResourceMetadata200JSONResponse) VisitGetProtectedResourceMetadataResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetProtectedResourceMetadatadefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetProtectedResourceMetadatadefaultApplicationProblemPlusJSONResponse) VisitGetProtectedResourceMetadataResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -10906,6 +11147,254 @@ func (response GetInvocationdefaultApplicationProblemPlusJSONResponse) VisitGetI
 	return err
 }
 
+type ListMCPToolsRequestObject struct {
+	Params ListMCPToolsParams
+}
+
+type ListMCPToolsResponseObject interface {
+	VisitListMCPToolsResponse(w http.ResponseWriter) error
+}
+
+type ListMCPTools200JSONResponse MCPToolList
+
+func (response ListMCPTools200JSONResponse) VisitListMCPToolsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListMCPTools400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response ListMCPTools400ApplicationProblemPlusJSONResponse) VisitListMCPToolsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListMCPTools401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListMCPTools401ApplicationProblemPlusJSONResponse) VisitListMCPToolsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListMCPTools403ApplicationProblemPlusJSONResponse Problem
+
+func (response ListMCPTools403ApplicationProblemPlusJSONResponse) VisitListMCPToolsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListMCPTools404ApplicationProblemPlusJSONResponse Problem
+
+func (response ListMCPTools404ApplicationProblemPlusJSONResponse) VisitListMCPToolsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListMCPTools503ApplicationProblemPlusJSONResponse Problem
+
+func (response ListMCPTools503ApplicationProblemPlusJSONResponse) VisitListMCPToolsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListMCPToolsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListMCPToolsdefaultApplicationProblemPlusJSONResponse) VisitListMCPToolsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ApproveMCPToolRequestObject struct {
+	Tool   string `json:"tool"`
+	Params ApproveMCPToolParams
+	Body   *ApproveMCPToolJSONRequestBody
+}
+
+type ApproveMCPToolResponseObject interface {
+	VisitApproveMCPToolResponse(w http.ResponseWriter) error
+}
+
+type ApproveMCPTool200JSONResponse MCPTool
+
+func (response ApproveMCPTool200JSONResponse) VisitApproveMCPToolResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ApproveMCPTool400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response ApproveMCPTool400ApplicationProblemPlusJSONResponse) VisitApproveMCPToolResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ApproveMCPTool401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ApproveMCPTool401ApplicationProblemPlusJSONResponse) VisitApproveMCPToolResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ApproveMCPTool403ApplicationProblemPlusJSONResponse Problem
+
+func (response ApproveMCPTool403ApplicationProblemPlusJSONResponse) VisitApproveMCPToolResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ApproveMCPTool404ApplicationProblemPlusJSONResponse Problem
+
+func (response ApproveMCPTool404ApplicationProblemPlusJSONResponse) VisitApproveMCPToolResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ApproveMCPTool409ApplicationProblemPlusJSONResponse Problem
+
+func (response ApproveMCPTool409ApplicationProblemPlusJSONResponse) VisitApproveMCPToolResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ApproveMCPTool503ApplicationProblemPlusJSONResponse Problem
+
+func (response ApproveMCPTool503ApplicationProblemPlusJSONResponse) VisitApproveMCPToolResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ApproveMCPTooldefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ApproveMCPTooldefaultApplicationProblemPlusJSONResponse) VisitApproveMCPToolResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListPoliciesRequestObject struct {
 	Params ListPoliciesParams
 }
@@ -14154,6 +14643,9 @@ type StrictServerInterface interface {
 	// GetJWKS Public token signing keys (RFC 7517 JWK Set)
 	// (GET /.well-known/jwks.json)
 	GetJWKS(ctx context.Context, request GetJWKSRequestObject) (GetJWKSResponseObject, error)
+	// GetProtectedResourceMetadata OAuth 2.0 protected resource metadata (RFC 9728)
+	// (GET /.well-known/oauth-protected-resource)
+	GetProtectedResourceMetadata(ctx context.Context, request GetProtectedResourceMetadataRequestObject) (GetProtectedResourceMetadataResponseObject, error)
 	// GetReadiness Readiness
 	// (GET /_readyz)
 	GetReadiness(ctx context.Context, request GetReadinessRequestObject) (GetReadinessResponseObject, error)
@@ -14280,6 +14772,12 @@ type StrictServerInterface interface {
 	// GetInvocation Status and result of an async invocation
 	// (GET /v1/invocations/{invocation_id})
 	GetInvocation(ctx context.Context, request GetInvocationRequestObject) (GetInvocationResponseObject, error)
+	// ListMCPTools The tenant's MCP tools and their pinning
+	// (GET /v1/mcp/tools)
+	ListMCPTools(ctx context.Context, request ListMCPToolsRequestObject) (ListMCPToolsResponseObject, error)
+	// ApproveMCPTool Approve a tool's current definition
+	// (POST /v1/mcp/tools/{tool}/approval)
+	ApproveMCPTool(ctx context.Context, request ApproveMCPToolRequestObject) (ApproveMCPToolResponseObject, error)
 	// ListPolicies List the caller's tenant's policies (SUPER_ADMIN — a named tenant's, or the global ones)
 	// (GET /v1/policies)
 	ListPolicies(ctx context.Context, request ListPoliciesRequestObject) (ListPoliciesResponseObject, error)
@@ -14419,6 +14917,30 @@ func (sh *strictHandler) GetJWKS(w http.ResponseWriter, r *http.Request) {
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(GetJWKSResponseObject); ok {
 		if err := validResponse.VisitGetJWKSResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetProtectedResourceMetadata operation middleware
+func (sh *strictHandler) GetProtectedResourceMetadata(w http.ResponseWriter, r *http.Request) {
+	var request GetProtectedResourceMetadataRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetProtectedResourceMetadata(ctx, request.(GetProtectedResourceMetadataRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetProtectedResourceMetadata")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetProtectedResourceMetadataResponseObject); ok {
+		if err := validResponse.VisitGetProtectedResourceMetadataResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {
@@ -15610,6 +16132,66 @@ func (sh *strictHandler) GetInvocation(w http.ResponseWriter, r *http.Request, i
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(GetInvocationResponseObject); ok {
 		if err := validResponse.VisitGetInvocationResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListMCPTools operation middleware
+func (sh *strictHandler) ListMCPTools(w http.ResponseWriter, r *http.Request, params ListMCPToolsParams) {
+	var request ListMCPToolsRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListMCPTools(ctx, request.(ListMCPToolsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListMCPTools")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListMCPToolsResponseObject); ok {
+		if err := validResponse.VisitListMCPToolsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ApproveMCPTool operation middleware
+func (sh *strictHandler) ApproveMCPTool(w http.ResponseWriter, r *http.Request, tool string, params ApproveMCPToolParams) {
+	var request ApproveMCPToolRequestObject
+
+	request.Tool = tool
+	request.Params = params
+
+	var body ApproveMCPToolJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ApproveMCPTool(ctx, request.(ApproveMCPToolRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ApproveMCPTool")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ApproveMCPToolResponseObject); ok {
+		if err := validResponse.VisitApproveMCPToolResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

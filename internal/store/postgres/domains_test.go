@@ -40,3 +40,7 @@ func TestRoutesListPlan(t *testing.T) {
 		t.Fatalf("plan of ListRoutes:\n%s", plan)
 	}
 }
+
+func TestToolPins(t *testing.T) {
+	storetest.RunToolPins(t, func(t *testing.T) storetest.ToolPinStore { return openDomains(t).(*Store) })
+}
