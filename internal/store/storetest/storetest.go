@@ -53,7 +53,8 @@ var migrations = []struct {
 	{18, "00018_rotation.sql"},
 	{19, "00019_flags.sql"},
 	{20, "00020_sealed_signing_keys.sql"},
-	{21, "00021_api_key_rotate_by.sql"},
+	{21, "00021_mcp_tool_approvals.sql"},
+	{22, "00022_api_key_rotate_by.sql"},
 }
 
 // Run runs the suite. open must return a fresh store with every migration applied, on a database

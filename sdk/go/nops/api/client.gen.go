@@ -422,6 +422,27 @@ func (e LivenessStatus) Valid() bool {
 	}
 }
 
+// Defines values for MCPToolStatus.
+const (
+	MCPToolStatusApproved MCPToolStatus = "approved"
+	MCPToolStatusChanged  MCPToolStatus = "changed"
+	MCPToolStatusPending  MCPToolStatus = "pending"
+)
+
+// Valid indicates whether the value is a known member of the MCPToolStatus enum.
+func (e MCPToolStatus) Valid() bool {
+	switch e {
+	case MCPToolStatusApproved:
+		return true
+	case MCPToolStatusChanged:
+		return true
+	case MCPToolStatusPending:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for PepperRotationStatusSource.
 const (
 	PepperSourceConfig PepperRotationStatusSource = "config"
@@ -509,6 +530,21 @@ func (e ProblemCode) Valid() bool {
 	case ProblemCodeUnprocessable:
 		return true
 	case ProblemCodeUnsupportedMediaType:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ProtectedResourceMetadataBearerMethodsSupported.
+const (
+	Header ProtectedResourceMetadataBearerMethodsSupported = "header"
+)
+
+// Valid indicates whether the value is a known member of the ProtectedResourceMetadataBearerMethodsSupported enum.
+func (e ProtectedResourceMetadataBearerMethodsSupported) Valid() bool {
+	switch e {
+	case Header:
 		return true
 	default:
 		return false
@@ -1470,6 +1506,41 @@ type Load struct {
 	P95Ms        *float64 `json:"p95_ms,omitempty"`
 }
 
+// MCPTool defines model for MCPTool.
+type MCPTool struct {
+	// Agents The live agents offering it.
+	Agents []string `json:"agents"`
+
+	// ApprovedHash The approved definition's hash; absent when never approved.
+	ApprovedHash *string `json:"approved_hash,omitempty"`
+	Description  string  `json:"description"`
+
+	// Hash SHA-256 (hex) of the current definition's canonical form.
+	Hash string `json:"hash"`
+
+	// InputSchema The input schema the agents declare (absent when none).
+	InputSchema interface{} `json:"input_schema,omitempty"`
+
+	// McpCompatible False when the input schema is not an object schema, which MCP cannot carry; such a tool is never served.
+	McpCompatible bool          `json:"mcp_compatible"`
+	Name          string        `json:"name"`
+	Status        MCPToolStatus `json:"status"`
+}
+
+// MCPToolStatus defines model for MCPTool.Status.
+type MCPToolStatus string
+
+// MCPToolApproval defines model for MCPToolApproval.
+type MCPToolApproval struct {
+	// Hash The hash of the definition being approved, as GET /v1/mcp/tools showed it.
+	Hash string `json:"hash"`
+}
+
+// MCPToolList defines model for MCPToolList.
+type MCPToolList struct {
+	Items []MCPTool `json:"items"`
+}
+
 // Page defines model for Page.
 type Page struct {
 	// NextCursor Pass as `cursor` to get the next page; absent on the last page.
@@ -1591,6 +1662,22 @@ type Problem struct {
 
 // ProblemCode Stable machine-readable error code.
 type ProblemCode string
+
+// ProtectedResourceMetadata OAuth 2.0 protected resource metadata (RFC 9728).
+type ProtectedResourceMetadata struct {
+	// AuthorizationServers The kernel's token issuer (`auth.issuer`).
+	AuthorizationServers   []string                                          `json:"authorization_servers"`
+	BearerMethodsSupported []ProtectedResourceMetadataBearerMethodsSupported `json:"bearer_methods_supported"`
+
+	// Resource The kernel's base URL.
+	Resource              string    `json:"resource"`
+	ResourceDocumentation *string   `json:"resource_documentation,omitempty"`
+	ResourceName          *string   `json:"resource_name,omitempty"`
+	ScopesSupported       *[]string `json:"scopes_supported,omitempty"`
+}
+
+// ProtectedResourceMetadataBearerMethodsSupported defines model for ProtectedResourceMetadata.BearerMethodsSupported.
+type ProtectedResourceMetadataBearerMethodsSupported string
 
 // RateLimitOverride defines model for RateLimitOverride.
 type RateLimitOverride struct {
@@ -2518,6 +2605,18 @@ type GetInvocationParams struct {
 	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
 }
 
+// ListMCPToolsParams defines parameters for ListMCPTools.
+type ListMCPToolsParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
+	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+}
+
+// ApproveMCPToolParams defines parameters for ApproveMCPTool.
+type ApproveMCPToolParams struct {
+	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
+	Tenant *TenantQuery `form:"tenant,omitempty" json:"tenant,omitempty"`
+}
+
 // ListPoliciesParams defines parameters for ListPolicies.
 type ListPoliciesParams struct {
 	// Tenant The tenant to act in. Only SUPER_ADMIN may name one (others act in their own); for `/v1/audit*` SUPER_ADMIN without it reads the global log, and for `/v1/dlq*` and `/v1/events/*` it acts on every tenant; for `/v1/policies` it acts on the global policies.
@@ -2800,6 +2899,9 @@ type RevokeSVIDJSONRequestBody = SVIDRevocationRequest
 // IssueSVIDJSONRequestBody defines body for IssueSVID for application/json ContentType.
 type IssueSVIDJSONRequestBody = SVIDRequest
 
+// ApproveMCPToolJSONRequestBody defines body for ApproveMCPTool for application/json ContentType.
+type ApproveMCPToolJSONRequestBody = MCPToolApproval
+
 // CreatePolicyJSONRequestBody defines body for CreatePolicy for application/json ContentType.
 type CreatePolicyJSONRequestBody = PolicySpec
 
@@ -2967,6 +3069,16 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /.well-known/jwks.json (the `GetJWKS` operationId).
 	GetJWKS(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetProtectedResourceMetadata OAuth 2.0 protected resource metadata (RFC 9728)
+	//
+	// Where MCP clients (and any OAuth client) learn how to get a token for the kernel: `resource`
+	// is the kernel's base URL (`http.public_url`, else the request's scheme and Host),
+	// `authorization_servers` names the kernel's token issuer (`auth.issuer`). Every 401 of the
+	// kernel points here in its `WWW-Authenticate` challenge (`resource_metadata`). See docs/mcp.md.
+	//
+	// Corresponds with GET /.well-known/oauth-protected-resource (the `GetProtectedResourceMetadata` operationId).
+	GetProtectedResourceMetadata(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetReadiness Readiness
 	//
@@ -3573,6 +3685,41 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/invocations/{invocation_id} (the `GetInvocation` operationId).
 	GetInvocation(ctx context.Context, invocationId string, params *GetInvocationParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// ListMCPTools The tenant's MCP tools and their pinning
+	//
+	// Every capability the tenant's live agents offer, as an MCP tool: its definition (description,
+	// input schema), the SHA-256 of the definition's canonical form (`hash`), the approved hash and
+	// the status — `approved` (listed to MCP clients), `pending` (never approved) or `changed`
+	// (approved, but the definition changed since: withheld until approved again). A SUPER_ADMIN
+	// names the tenant with `tenant`. See docs/mcp.md.
+	//
+	// Corresponds with GET /v1/mcp/tools (the `ListMCPTools` operationId).
+	ListMCPTools(ctx context.Context, params *ListMCPToolsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ApproveMCPToolWithBody Approve a tool's current definition
+	//
+	// Pins the tool to the definition whose hash the body names — the one the administrator
+	// reviewed in `GET /v1/mcp/tools`. 409 when the current definition has another hash (it
+	// changed since it was read: review it again); nothing changes then. The approval is recorded
+	// in the audit trail (`mcp.tool.approve`) and applies at once on every replica.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/mcp/tools/{tool}/approval (the `ApproveMCPTool` operationId).
+	ApproveMCPToolWithBody(ctx context.Context, tool string, params *ApproveMCPToolParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ApproveMCPTool Approve a tool's current definition
+	//
+	// Pins the tool to the definition whose hash the body names — the one the administrator
+	// reviewed in `GET /v1/mcp/tools`. 409 when the current definition has another hash (it
+	// changed since it was read: review it again); nothing changes then. The approval is recorded
+	// in the audit trail (`mcp.tool.approve`) and applies at once on every replica.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/mcp/tools/{tool}/approval (the `ApproveMCPTool` operationId).
+	ApproveMCPTool(ctx context.Context, tool string, params *ApproveMCPToolParams, body ApproveMCPToolJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListPolicies List the caller's tenant's policies (SUPER_ADMIN — a named tenant's, or the global ones)
 	//
 	// Oldest first. A page holds at most 100 policies, whatever `limit` asks.
@@ -3913,6 +4060,26 @@ type ClientInterface interface {
 // Corresponds with GET /.well-known/jwks.json (the `GetJWKS` operationId).
 func (c *Client) GetJWKS(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetJWKSRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetProtectedResourceMetadata OAuth 2.0 protected resource metadata (RFC 9728)
+//
+// Where MCP clients (and any OAuth client) learn how to get a token for the kernel: `resource`
+// is the kernel's base URL (`http.public_url`, else the request's scheme and Host),
+// `authorization_servers` names the kernel's token issuer (`auth.issuer`). Every 401 of the
+// kernel points here in its `WWW-Authenticate` challenge (`resource_metadata`). See docs/mcp.md.
+//
+// Corresponds with GET /.well-known/oauth-protected-resource (the `GetProtectedResourceMetadata` operationId).
+func (c *Client) GetProtectedResourceMetadata(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetProtectedResourceMetadataRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -5078,6 +5245,71 @@ func (c *Client) GetInvocation(ctx context.Context, invocationId string, params 
 	return c.Client.Do(req)
 }
 
+// ListMCPTools The tenant's MCP tools and their pinning
+//
+// Every capability the tenant's live agents offer, as an MCP tool: its definition (description,
+// input schema), the SHA-256 of the definition's canonical form (`hash`), the approved hash and
+// the status — `approved` (listed to MCP clients), `pending` (never approved) or `changed`
+// (approved, but the definition changed since: withheld until approved again). A SUPER_ADMIN
+// names the tenant with `tenant`. See docs/mcp.md.
+//
+// Corresponds with GET /v1/mcp/tools (the `ListMCPTools` operationId).
+func (c *Client) ListMCPTools(ctx context.Context, params *ListMCPToolsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListMCPToolsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ApproveMCPToolWithBody Approve a tool's current definition
+//
+// Pins the tool to the definition whose hash the body names — the one the administrator
+// reviewed in `GET /v1/mcp/tools`. 409 when the current definition has another hash (it
+// changed since it was read: review it again); nothing changes then. The approval is recorded
+// in the audit trail (`mcp.tool.approve`) and applies at once on every replica.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/mcp/tools/{tool}/approval (the `ApproveMCPTool` operationId).
+func (c *Client) ApproveMCPToolWithBody(ctx context.Context, tool string, params *ApproveMCPToolParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewApproveMCPToolRequestWithBody(c.Server, tool, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ApproveMCPTool Approve a tool's current definition
+//
+// Pins the tool to the definition whose hash the body names — the one the administrator
+// reviewed in `GET /v1/mcp/tools`. 409 when the current definition has another hash (it
+// changed since it was read: review it again); nothing changes then. The approval is recorded
+// in the audit trail (`mcp.tool.approve`) and applies at once on every replica.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/mcp/tools/{tool}/approval (the `ApproveMCPTool` operationId).
+func (c *Client) ApproveMCPTool(ctx context.Context, tool string, params *ApproveMCPToolParams, body ApproveMCPToolJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewApproveMCPToolRequest(c.Server, tool, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ListPolicies List the caller's tenant's policies (SUPER_ADMIN — a named tenant's, or the global ones)
 //
 // Oldest first. A page holds at most 100 policies, whatever `limit` asks.
@@ -5769,6 +6001,33 @@ func NewGetJWKSRequest(server string) (*http.Request, error) {
 	}
 
 	operationPath := fmt.Sprintf("/.well-known/jwks.json")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetProtectedResourceMetadataRequest constructs an http.Request for the GetProtectedResourceMetadata method
+func NewGetProtectedResourceMetadataRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/.well-known/oauth-protected-resource")
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -8467,6 +8726,134 @@ func NewGetInvocationRequest(server string, invocationId string, params *GetInvo
 	return req, nil
 }
 
+// NewListMCPToolsRequest constructs an http.Request for the ListMCPTools method
+func NewListMCPToolsRequest(server string, params *ListMCPToolsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/mcp/tools")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Tenant != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "tenant", *params.Tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewApproveMCPToolRequest calls the generic ApproveMCPTool builder with application/json body
+func NewApproveMCPToolRequest(server string, tool string, params *ApproveMCPToolParams, body ApproveMCPToolJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewApproveMCPToolRequestWithBody(server, tool, params, "application/json", bodyReader)
+}
+
+// NewApproveMCPToolRequestWithBody constructs an http.Request for the ApproveMCPTool method, with any body, and a specified content type
+func NewApproveMCPToolRequestWithBody(server string, tool string, params *ApproveMCPToolParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tool", tool, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/mcp/tools/%s/approval", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Tenant != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "tenant", *params.Tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewListPoliciesRequest constructs an http.Request for the ListPolicies method
 func NewListPoliciesRequest(server string, params *ListPoliciesParams) (*http.Request, error) {
 	var err error
@@ -10178,6 +10565,18 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /.well-known/jwks.json (the `GetJWKS` operationId).
 	GetJWKSWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetJWKSResponse, error)
 
+	// GetProtectedResourceMetadataWithResponse OAuth 2.0 protected resource metadata (RFC 9728)
+	//
+	// Where MCP clients (and any OAuth client) learn how to get a token for the kernel: `resource`
+	// is the kernel's base URL (`http.public_url`, else the request's scheme and Host),
+	// `authorization_servers` names the kernel's token issuer (`auth.issuer`). Every 401 of the
+	// kernel points here in its `WWW-Authenticate` challenge (`resource_metadata`). See docs/mcp.md.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /.well-known/oauth-protected-resource (the `GetProtectedResourceMetadata` operationId).
+	GetProtectedResourceMetadataWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetProtectedResourceMetadataResponse, error)
+
 	// GetReadinessWithResponse Readiness
 	//
 	// 200 only when the database, the event bus and, if configured, Redis answer; 503 with the
@@ -10841,6 +11240,43 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/invocations/{invocation_id} (the `GetInvocation` operationId).
 	GetInvocationWithResponse(ctx context.Context, invocationId string, params *GetInvocationParams, reqEditors ...RequestEditorFn) (*GetInvocationResponse, error)
 
+	// ListMCPToolsWithResponse The tenant's MCP tools and their pinning
+	//
+	// Every capability the tenant's live agents offer, as an MCP tool: its definition (description,
+	// input schema), the SHA-256 of the definition's canonical form (`hash`), the approved hash and
+	// the status — `approved` (listed to MCP clients), `pending` (never approved) or `changed`
+	// (approved, but the definition changed since: withheld until approved again). A SUPER_ADMIN
+	// names the tenant with `tenant`. See docs/mcp.md.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/mcp/tools (the `ListMCPTools` operationId).
+	ListMCPToolsWithResponse(ctx context.Context, params *ListMCPToolsParams, reqEditors ...RequestEditorFn) (*ListMCPToolsResponse, error)
+
+	// ApproveMCPToolWithBodyWithResponse Approve a tool's current definition
+	//
+	// Pins the tool to the definition whose hash the body names — the one the administrator
+	// reviewed in `GET /v1/mcp/tools`. 409 when the current definition has another hash (it
+	// changed since it was read: review it again); nothing changes then. The approval is recorded
+	// in the audit trail (`mcp.tool.approve`) and applies at once on every replica.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/mcp/tools/{tool}/approval (the `ApproveMCPTool` operationId).
+	ApproveMCPToolWithBodyWithResponse(ctx context.Context, tool string, params *ApproveMCPToolParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ApproveMCPToolResponse, error)
+
+	// ApproveMCPToolWithResponse Approve a tool's current definition
+	//
+	// Pins the tool to the definition whose hash the body names — the one the administrator
+	// reviewed in `GET /v1/mcp/tools`. 409 when the current definition has another hash (it
+	// changed since it was read: review it again); nothing changes then. The approval is recorded
+	// in the audit trail (`mcp.tool.approve`) and applies at once on every replica.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/mcp/tools/{tool}/approval (the `ApproveMCPTool` operationId).
+	ApproveMCPToolWithResponse(ctx context.Context, tool string, params *ApproveMCPToolParams, body ApproveMCPToolJSONRequestBody, reqEditors ...RequestEditorFn) (*ApproveMCPToolResponse, error)
+
 	// ListPoliciesWithResponse List the caller's tenant's policies (SUPER_ADMIN — a named tenant's, or the global ones)
 	//
 	// Oldest first. A page holds at most 100 policies, whatever `limit` asks.
@@ -11253,6 +11689,54 @@ func (r GetJWKSResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetJWKSResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetProtectedResourceMetadataResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ProtectedResourceMetadata
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetProtectedResourceMetadataResponse) GetJSON200() *ProtectedResourceMetadata {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetProtectedResourceMetadataResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetProtectedResourceMetadataResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetProtectedResourceMetadataResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetProtectedResourceMetadataResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetProtectedResourceMetadataResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -14754,6 +15238,193 @@ func (r GetInvocationResponse) ContentType() string {
 	return ""
 }
 
+// ListMCPToolsResponse401Headers the declared response headers of an HTTP 401 response for ListMCPTools
+type ListMCPToolsResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+type ListMCPToolsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *MCPToolList
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Problem
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ListMCPToolsResponse401Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListMCPToolsResponse) GetJSON200() *MCPToolList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r ListMCPToolsResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ListMCPToolsResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r ListMCPToolsResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r ListMCPToolsResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListMCPToolsResponse) GetApplicationproblemJSON503() *Problem {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListMCPToolsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListMCPToolsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListMCPToolsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListMCPToolsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListMCPToolsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// ApproveMCPToolResponse401Headers the declared response headers of an HTTP 401 response for ApproveMCPTool
+type ApproveMCPToolResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+type ApproveMCPToolResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *MCPTool
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Problem
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ApproveMCPToolResponse401Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ApproveMCPToolResponse) GetJSON200() *MCPTool {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r ApproveMCPToolResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ApproveMCPToolResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r ApproveMCPToolResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r ApproveMCPToolResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r ApproveMCPToolResponse) GetApplicationproblemJSON409() *Problem {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ApproveMCPToolResponse) GetApplicationproblemJSON503() *Problem {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ApproveMCPToolResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ApproveMCPToolResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ApproveMCPToolResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ApproveMCPToolResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ApproveMCPToolResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // ListPoliciesResponse401Headers the declared response headers of an HTTP 401 response for ListPolicies
 type ListPoliciesResponse401Headers struct {
 	WWWAuthenticate *string
@@ -17242,6 +17913,24 @@ func (c *ClientWithResponses) GetJWKSWithResponse(ctx context.Context, reqEditor
 	return ParseGetJWKSResponse(rsp)
 }
 
+// GetProtectedResourceMetadataWithResponse OAuth 2.0 protected resource metadata (RFC 9728)
+//
+// Where MCP clients (and any OAuth client) learn how to get a token for the kernel: `resource`
+// is the kernel's base URL (`http.public_url`, else the request's scheme and Host),
+// `authorization_servers` names the kernel's token issuer (`auth.issuer`). Every 401 of the
+// kernel points here in its `WWW-Authenticate` challenge (`resource_metadata`). See docs/mcp.md.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /.well-known/oauth-protected-resource (the `GetProtectedResourceMetadata` operationId).
+func (c *ClientWithResponses) GetProtectedResourceMetadataWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetProtectedResourceMetadataResponse, error) {
+	rsp, err := c.GetProtectedResourceMetadata(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetProtectedResourceMetadataResponse(rsp)
+}
+
 // GetReadinessWithResponse Readiness
 //
 // 200 only when the database, the event bus and, if configured, Redis answer; 503 with the
@@ -18235,6 +18924,61 @@ func (c *ClientWithResponses) GetInvocationWithResponse(ctx context.Context, inv
 	return ParseGetInvocationResponse(rsp)
 }
 
+// ListMCPToolsWithResponse The tenant's MCP tools and their pinning
+//
+// Every capability the tenant's live agents offer, as an MCP tool: its definition (description,
+// input schema), the SHA-256 of the definition's canonical form (`hash`), the approved hash and
+// the status — `approved` (listed to MCP clients), `pending` (never approved) or `changed`
+// (approved, but the definition changed since: withheld until approved again). A SUPER_ADMIN
+// names the tenant with `tenant`. See docs/mcp.md.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/mcp/tools (the `ListMCPTools` operationId).
+func (c *ClientWithResponses) ListMCPToolsWithResponse(ctx context.Context, params *ListMCPToolsParams, reqEditors ...RequestEditorFn) (*ListMCPToolsResponse, error) {
+	rsp, err := c.ListMCPTools(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListMCPToolsResponse(rsp)
+}
+
+// ApproveMCPToolWithBodyWithResponse Approve a tool's current definition
+//
+// Pins the tool to the definition whose hash the body names — the one the administrator
+// reviewed in `GET /v1/mcp/tools`. 409 when the current definition has another hash (it
+// changed since it was read: review it again); nothing changes then. The approval is recorded
+// in the audit trail (`mcp.tool.approve`) and applies at once on every replica.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/mcp/tools/{tool}/approval (the `ApproveMCPTool` operationId).
+func (c *ClientWithResponses) ApproveMCPToolWithBodyWithResponse(ctx context.Context, tool string, params *ApproveMCPToolParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ApproveMCPToolResponse, error) {
+	rsp, err := c.ApproveMCPToolWithBody(ctx, tool, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseApproveMCPToolResponse(rsp)
+}
+
+// ApproveMCPToolWithResponse Approve a tool's current definition
+//
+// Pins the tool to the definition whose hash the body names — the one the administrator
+// reviewed in `GET /v1/mcp/tools`. 409 when the current definition has another hash (it
+// changed since it was read: review it again); nothing changes then. The approval is recorded
+// in the audit trail (`mcp.tool.approve`) and applies at once on every replica.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/mcp/tools/{tool}/approval (the `ApproveMCPTool` operationId).
+func (c *ClientWithResponses) ApproveMCPToolWithResponse(ctx context.Context, tool string, params *ApproveMCPToolParams, body ApproveMCPToolJSONRequestBody, reqEditors ...RequestEditorFn) (*ApproveMCPToolResponse, error) {
+	rsp, err := c.ApproveMCPTool(ctx, tool, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseApproveMCPToolResponse(rsp)
+}
+
 // ListPoliciesWithResponse List the caller's tenant's policies (SUPER_ADMIN — a named tenant's, or the global ones)
 //
 // Oldest first. A page holds at most 100 policies, whatever `limit` asks.
@@ -18830,6 +19574,39 @@ func ParseGetJWKSResponse(rsp *http.Response) (*GetJWKSResponse, error) {
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest JWKSet
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetProtectedResourceMetadataResponse parses an HTTP response from a GetProtectedResourceMetadataWithResponse call
+func ParseGetProtectedResourceMetadataResponse(rsp *http.Response) (*GetProtectedResourceMetadataResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetProtectedResourceMetadataResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ProtectedResourceMetadata
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -21972,6 +22749,175 @@ func ParseGetInvocationResponse(rsp *http.Response) (*GetInvocationResponse, err
 	switch {
 	case rsp.StatusCode == 401:
 		var headers GetInvocationResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseListMCPToolsResponse parses an HTTP response from a ListMCPToolsWithResponse call
+func ParseListMCPToolsResponse(rsp *http.Response) (*ListMCPToolsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListMCPToolsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest MCPToolList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers ListMCPToolsResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseApproveMCPToolResponse parses an HTTP response from a ApproveMCPToolWithResponse call
+func ParseApproveMCPToolResponse(rsp *http.Response) (*ApproveMCPToolResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ApproveMCPToolResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest MCPTool
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers ApproveMCPToolResponse401Headers
 		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
