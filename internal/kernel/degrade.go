@@ -5,7 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/nops-kernel/nops/internal/bus"
 	"github.com/nops-kernel/nops/internal/degrade"
@@ -26,6 +30,27 @@ const WriteProbeLease = "degrade-write-probe"
 func (k *Kernel) buildDegrade(checker *health.Checker, gate *middleware.Gate) (*degrade.Monitor, error) {
 	cfg := k.cfg
 	holder := k.relay.Holder()
+	// The last readiness report a round read, for nops_dependency_up (alerts NopsDatabaseDown,
+	// NopsBusDown, NopsRedisDown): the rounds refresh it every health.degrade_interval.
+	var lastReport atomic.Pointer[health.Report]
+	if _, err := k.tel.MeterProvider().Meter("nops/degrade").Int64ObservableGauge("nops_dependency_up",
+		metric.WithDescription("1 while the dependency's readiness check (database, bus, redis) is up on this replica, else 0."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			rep := lastReport.Load()
+			if rep == nil {
+				return nil
+			}
+			for _, c := range rep.Checks {
+				v := int64(0)
+				if c.Up {
+					v = 1
+				}
+				o.Observe(v, metric.WithAttributes(attribute.String("check", c.Name)))
+			}
+			return nil
+		})); err != nil {
+		return nil, fmt.Errorf("dependency gauge: %w", err)
+	}
 	timeout := cfg.Health.CheckTimeout.D()
 	signals := map[degrade.Mode]func(context.Context) degrade.Signal{
 		degrade.ReadOnly: func(ctx context.Context) degrade.Signal {
@@ -40,7 +65,9 @@ func (k *Kernel) buildDegrade(checker *health.Checker, gate *middleware.Gate) (*
 			return degrade.Signal{}
 		},
 		degrade.BusDown: func(ctx context.Context) degrade.Signal {
-			for _, c := range checker.Check(ctx).Checks {
+			rep := checker.Check(ctx)
+			lastReport.Store(&rep)
+			for _, c := range rep.Checks {
 				if c.Name == "bus" && !c.Up {
 					return degrade.Signal{Bad: true, Reason: "bus readiness check down: " + c.Error}
 				}

@@ -239,6 +239,19 @@ func TestDegradedBusDown(t *testing.T) {
 	kerneltest.WaitFor(t, 15*time.Second, "bus_down is entered", func() bool {
 		return activeModes(t, k)["bus_down"] == "auto"
 	})
+	for _, m := range []struct {
+		name, label string
+		want        float64
+	}{
+		{"nops_dependency_up", `check="bus"`, 0},
+		{"nops_dependency_up", `check="database"`, 1},
+		{"nops_degraded_mode", `mode="bus_down"`, 1},
+		{"nops_degraded_mode", `mode="read_only"`, 0},
+	} {
+		if v, err := cl.metric(m.name, m.label); err != nil || v != m.want {
+			t.Errorf("%s{%s} = %v (%v), want %v", m.name, m.label, v, err, m.want)
+		}
+	}
 	invoke(5)
 	for i := range 3 {
 		resp, body := k.Do(t, "POST", "/v1/agents", agentSpec(fmt.Sprintf("during-%d", i)), admin)
