@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -53,10 +54,12 @@ func fastDegrade(c *config.Config) {
 	c.Egress.AllowLoopback = "true" // the test's agents listen on loopback
 }
 
-// degradationEvents returns the mode changes on the bus, as "mode change trigger".
+// degradationEvents returns the mode changes on the bus, as "mode change trigger", in the order
+// of their changed_at: an event published on the bus directly (the database refused the outbox)
+// can overtake one still waiting in the outbox, so consumers order them by time.
 func degradationEvents(t *testing.T, evs []events.Event) []string {
 	t.Helper()
-	var out []string
+	var changes []events.DegradationChanged
 	for _, ev := range evs {
 		if ev.Type != events.TypeDegradationChanged {
 			continue
@@ -68,9 +71,32 @@ func degradationEvents(t *testing.T, evs []events.Event) []string {
 		if ev.TraceParent == "" {
 			t.Errorf("degradation event %s carries no trace context", ev.ID)
 		}
+		changes = append(changes, p)
+	}
+	slices.SortStableFunc(changes, func(a, b events.DegradationChanged) int { return a.ChangedAt.Compare(b.ChangedAt) })
+	var out []string
+	for _, p := range changes {
 		out = append(out, p.Mode+" "+p.Change+" "+p.Trigger)
 	}
 	return out
+}
+
+// waitBilling waits until the bus carries one billing.usage event per accepted invocation (a
+// synchronous call's events reach the outbox through the batching recorder, a moment after the
+// answer) and returns the published events; it fails when they do not all arrive.
+func waitBilling(t *testing.T, k *kerneltest.Kernel, accepted int) []events.Event {
+	t.Helper()
+	var evs []events.Event
+	n := 0
+	kerneltest.WaitFor(t, 20*time.Second, fmt.Sprintf("%d billing.usage events", accepted), func() bool {
+		evs = publishedEvents(t, k)
+		n = countType(evs, events.TypeBillingUsage)
+		return n >= accepted
+	})
+	if n != accepted {
+		t.Errorf("%d billing.usage events for %d accepted invocations", n, accepted)
+	}
+	return evs
 }
 
 func countType(evs []events.Event, typ events.Type) int {
@@ -167,21 +193,28 @@ func TestDegradedReadOnly(t *testing.T) {
 	if r := cl.call("ro.op"); r.status != http.StatusServiceUnavailable {
 		t.Errorf("an invocation in read_only mode: %v, want 503", r)
 	}
-	resp, body = k.Do(t, "GET", "/v1/agents", nil, admin)
-	mustStatus(t, resp, body, http.StatusOK)
-	resp, body = k.Do(t, "GET", "/healthz", nil)
-	mustStatus(t, resp, body, http.StatusOK) // every dependency answers; the mode shows
-	var hz struct {
-		Status      string `json:"status"`
-		Degradation []struct {
-			Mode string `json:"mode"`
-		} `json:"degradation"`
-	}
-	if err := json.Unmarshal(body, &hz); err != nil {
-		t.Fatal(err)
-	}
-	if hz.Status != "degraded" || len(hz.Degradation) != 1 || hz.Degradation[0].Mode != "read_only" {
-		t.Errorf("/healthz in read_only mode: %s", body)
+	// Reads are served (once the pool has replaced the sessions the proxy dropped).
+	kerneltest.WaitFor(t, 15*time.Second, "reads are served in read_only mode", func() bool {
+		resp, _ := k.Do(t, "GET", "/v1/agents", nil, admin)
+		return resp.StatusCode == http.StatusOK
+	})
+	// Every dependency answers again (the checks may still show the moment the proxy dropped
+	// the sessions): /healthz is 200 and shows the mode.
+	kerneltest.WaitFor(t, 15*time.Second, "/healthz 200 showing read_only", func() bool {
+		resp, body := k.Do(t, "GET", "/healthz", nil)
+		var hz struct {
+			Status      string `json:"status"`
+			Degradation []struct {
+				Mode string `json:"mode"`
+			} `json:"degradation"`
+		}
+		if err := json.Unmarshal(body, &hz); err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode == http.StatusOK && hz.Status == "degraded" && len(hz.Degradation) == 1 && hz.Degradation[0].Mode == "read_only"
+	})
+	if activeModes(t, k)["read_only"] == "" {
+		t.Fatal("read_only left while the database still refuses writes")
 	}
 
 	setDatabaseReadOnly(t, dbURL, false)
@@ -194,20 +227,37 @@ func TestDegradedReadOnly(t *testing.T) {
 	mustStatus(t, resp, body, http.StatusCreated)
 	invoke(2)
 
-	evs := publishedEvents(t, k)
-	if n := countType(evs, events.TypeBillingUsage); n != accepted {
-		t.Errorf("%d billing.usage events for %d accepted invocations", n, accepted)
+	// A full outage (reads fail too): writes are still refused by the mode rather than failing
+	// half way, /healthz reports the database down, and the kernel recovers by itself.
+	proxy.Cut()
+	kerneltest.WaitFor(t, 15*time.Second, "read_only is entered during the outage", func() bool {
+		return activeModes(t, k)["read_only"] == "auto"
+	})
+	resp, body = k.Do(t, "POST", "/v1/agents", agentSpec("outage"), admin)
+	wantUnavailable(t, resp, body, "read-only mode")
+	kerneltest.WaitFor(t, 15*time.Second, "/healthz reports the database down", func() bool {
+		resp, _ := k.Do(t, "GET", "/healthz", nil)
+		return resp.StatusCode == http.StatusServiceUnavailable
+	})
+	proxy.Restore()
+	kerneltest.WaitFor(t, 15*time.Second, "the kernel returns to normal after the outage", func() bool {
+		return len(activeModes(t, k)) == 0
+	})
+	resp, body = k.Do(t, "POST", "/v1/agents", agentSpec("after-outage"), admin)
+	mustStatus(t, resp, body, http.StatusCreated)
+	invoke(1)
+
+	evs := waitBilling(t, k, accepted)
+	if n := countType(evs, events.TypeAgentRegistered); n != 4 { // ro-agent, before, after, after-outage
+		t.Errorf("%d agent.registered events, want 4 (the refused ones have none)", n)
 	}
-	if n := countType(evs, events.TypeAgentRegistered); n != 3 { // ro-agent, before, after
-		t.Errorf("%d agent.registered events, want 3 (the refused one has none)", n)
-	}
-	want := []string{"read_only entered auto", "read_only left auto"}
+	want := []string{"read_only entered auto", "read_only left auto", "read_only entered auto", "read_only left auto"}
 	if got := degradationEvents(t, evs); strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("degradation events %v, want %v", got, want)
 	}
 	audit := degradationAudit(t, f)
-	if len(audit) != 2 || !strings.Contains(strings.Join(audit, "|"), "event published on the bus directly") {
-		t.Errorf("degradation audit records %q: want the entry (its event sent on the bus directly) and the exit", audit)
+	if len(audit) != 4 || strings.Count(strings.Join(audit, "|"), "event published on the bus directly") != 2 {
+		t.Errorf("degradation audit records %q: want two entries (their events sent on the bus directly) and two exits", audit)
 	}
 }
 
@@ -262,10 +312,7 @@ func TestDegradedBusDown(t *testing.T) {
 		return len(activeModes(t, k)) == 0
 	})
 
-	evs := publishedEvents(t, k)
-	if n := countType(evs, events.TypeBillingUsage); n != accepted {
-		t.Errorf("%d billing.usage events for %d accepted invocations", n, accepted)
-	}
+	evs := waitBilling(t, k, accepted)
 	if n := countType(evs, events.TypeAgentRegistered); n != 4 {
 		t.Errorf("%d agent.registered events, want 4", n)
 	}
@@ -337,10 +384,7 @@ func TestDegradedShedBestEffort(t *testing.T) {
 	resp, body = k.Do(t, "GET", "/v1/agents", nil, admin)
 	mustStatus(t, resp, body, http.StatusOK)
 
-	evs := publishedEvents(t, k)
-	if n := countType(evs, events.TypeBillingUsage); n != accepted {
-		t.Errorf("%d billing.usage events for %d accepted invocations", n, accepted)
-	}
+	evs := waitBilling(t, k, accepted)
 	want := []string{"shed_best_effort entered auto", "shed_best_effort left auto", "shed_best_effort entered manual", "shed_best_effort left manual"}
 	if got := degradationEvents(t, evs); strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("degradation events %v, want %v", got, want)
