@@ -66,7 +66,9 @@ func auditedKernel(t *testing.T) (*kerneltest.Kernel, map[string]string) {
 		}
 	}
 	var size int
-	db, err := sql.Open("sqlite", filepath.Join(k.Config.DataDir, kernel.SQLiteFile))
+	// The running kernel writes too (checkpoints, the degraded-mode write probe every second):
+	// wait for its lock instead of failing with SQLITE_BUSY.
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(k.Config.DataDir, kernel.SQLiteFile)+"?_pragma=busy_timeout(5000)")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +88,9 @@ func auditedKernel(t *testing.T) (*kerneltest.Kernel, map[string]string) {
 
 func tamper(t *testing.T, k *kerneltest.Kernel, query string) {
 	t.Helper()
-	db, err := sql.Open("sqlite", filepath.Join(k.Config.DataDir, kernel.SQLiteFile))
+	// The running kernel writes too (checkpoints, the degraded-mode write probe every second):
+	// wait for its lock instead of failing with SQLITE_BUSY.
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(k.Config.DataDir, kernel.SQLiteFile)+"?_pragma=busy_timeout(5000)")
 	if err != nil {
 		t.Fatal(err)
 	}

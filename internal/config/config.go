@@ -294,6 +294,10 @@ type LogConfig struct {
 type HealthConfig struct {
 	CacheTTL     Duration `yaml:"cache_ttl" env:"NOPS_HEALTH_CACHE_TTL" doc:"How long a dependency check result is reused by /_readyz and /healthz."`
 	CheckTimeout Duration `yaml:"check_timeout" env:"NOPS_HEALTH_CHECK_TIMEOUT" doc:"Timeout of one dependency check."`
+	// The degraded modes (docs/criticality.md).
+	DegradeInterval   Duration `yaml:"degrade_interval" env:"NOPS_HEALTH_DEGRADE_INTERVAL" doc:"How often each replica re-evaluates its degraded modes (write probe, bus check, load, kernel.degrade.* flags)."`
+	DegradeRecover    int      `yaml:"degrade_recover_rounds" env:"NOPS_HEALTH_DEGRADE_RECOVER_ROUNDS" doc:"Healthy rounds in a row before an automatic degraded mode is left (hysteresis against flapping)."`
+	DegradeRetryAfter Duration `yaml:"degrade_retry_after" env:"NOPS_HEALTH_DEGRADE_RETRY_AFTER" doc:"Retry-After of the 503s a degraded mode answers (writes in read_only, best-effort requests in shed_best_effort)."`
 }
 
 // TelemetryConfig configures OpenTelemetry. The OTLP exporter itself is configured by the
@@ -371,8 +375,9 @@ func Default() Config {
 			KeyPublishDelay:   Duration(time.Minute),
 			KeyReloadInterval: Duration(10 * time.Second),
 		},
-		Log:       LogConfig{Level: "info"},
-		Health:    HealthConfig{CacheTTL: Duration(time.Second), CheckTimeout: Duration(2 * time.Second)},
+		Log: LogConfig{Level: "info"},
+		Health: HealthConfig{CacheTTL: Duration(time.Second), CheckTimeout: Duration(2 * time.Second),
+			DegradeInterval: Duration(time.Second), DegradeRecover: 3, DegradeRetryAfter: Duration(5 * time.Second)},
 		Telemetry: TelemetryConfig{ServiceName: "nops-kernel"},
 		Registry: RegistryConfig{
 			StaleAfter:     Duration(30 * time.Second),
@@ -643,6 +648,11 @@ func (c Config) Validate() error {
 	v.oneOf("log.level", c.Log.Level, []string{"debug", "info", "warn", "error"})
 	v.positive("health.cache_ttl", c.Health.CacheTTL)
 	v.positive("health.check_timeout", c.Health.CheckTimeout)
+	v.positive("health.degrade_interval", c.Health.DegradeInterval)
+	v.positive("health.degrade_retry_after", c.Health.DegradeRetryAfter)
+	if c.Health.DegradeRecover < 1 || c.Health.DegradeRecover > 100 {
+		v.add("health.degrade_recover_rounds", "must be 1 to 100")
+	}
 	if strings.TrimSpace(c.Telemetry.ServiceName) == "" {
 		v.add("telemetry.service_name", "must not be empty")
 	}

@@ -171,6 +171,12 @@ func samples() []sample {
 		{"flag deleted", events.TypeFlagChanged, events.KernelTenant, events.FlagSubject("a"), &events.FlagChanged{
 			Key: "a", Change: events.FlagDeleted, Revision: 1, ChangedAt: base,
 		}},
+		{"degradation entered", events.TypeDegradationChanged, events.KernelTenant, events.DegradationSubject("read_only"), events.DegradationChanged{
+			Mode: events.DegradeReadOnly, Change: events.DegradeEntered, Trigger: events.DegradeTriggerAuto, Reason: "database write probe failing: unavailable", Kernel: "kernel-1.example", ChangedAt: base,
+		}},
+		{"degradation left", events.TypeDegradationChanged, events.KernelTenant, events.DegradationSubject("shed_best_effort"), &events.DegradationChanged{
+			Mode: events.DegradeShedBestEffort, Change: events.DegradeLeft, Trigger: events.DegradeTriggerManual, Reason: "flag kernel.degrade.shed_best_effort", Kernel: "k", ChangedAt: base,
+		}},
 		{"agent breaker changed", events.TypeAgentBreakerChanged, tenantA, events.AgentSubject(agentID), events.AgentBreakerChanged{
 			AgentID: agentID, Tenant: tenantA, From: "closed", To: "open", Kernel: "kernel-1.example", ChangedAt: base,
 		}},

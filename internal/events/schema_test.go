@@ -73,8 +73,8 @@ func TestSchemaFilesMatchCatalogue(t *testing.T) {
 
 func TestCatalogue(t *testing.T) {
 	types := events.Catalogue()
-	if len(types) != 21 {
-		t.Errorf("catalogue has %d types, want the 13 of issue 3, nops.billing.usage.v1, the two route, two invocation and the breaker events of issue 6, nops.flag.changed.v1 and nops.apikey.rotation_required.v1", len(types))
+	if len(types) != 22 {
+		t.Errorf("catalogue has %d types, want the 13 of issue 3, nops.billing.usage.v1, the two route, two invocation and the breaker events of issue 6, nops.flag.changed.v1, nops.apikey.rotation_required.v1 and nops.degradation.changed.v1", len(types))
 	}
 	covered := map[events.Type]bool{}
 	for _, s := range samples() {

@@ -41,6 +41,8 @@ const (
 	TypeInvocationCompleted Type = "nops.invocation.completed.v1"
 	// TypeFlagChanged is a feature flag created, updated or deleted (flags.go).
 	TypeFlagChanged Type = "nops.flag.changed.v1"
+	// TypeDegradationChanged is a replica entering or leaving a degraded mode (degradation.go).
+	TypeDegradationChanged Type = "nops.degradation.changed.v1"
 )
 
 // Catalogue returns every event type the kernel emits, in a stable order. The slice is the
@@ -56,6 +58,7 @@ func Catalogue() []Type {
 		TypeRouteUpdated, TypeRouteDeleted,
 		TypeInvocationRequested, TypeInvocationCompleted,
 		TypeFlagChanged,
+		TypeDegradationChanged,
 	}
 }
 
@@ -178,6 +181,8 @@ func decodePayload(t Type, data []byte) (Payload, error) {
 		return decodeAs[RouteDeleted](data)
 	case TypeFlagChanged:
 		return decodeAs[FlagChanged](data)
+	case TypeDegradationChanged:
+		return decodeAs[DegradationChanged](data)
 	case TypeInvocationRequested:
 		return decodeAs[InvocationRequested](data)
 	case TypeInvocationCompleted:

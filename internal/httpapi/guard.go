@@ -18,6 +18,7 @@ import (
 
 	"github.com/nops-kernel/nops/internal/clientip"
 	"github.com/nops-kernel/nops/internal/control"
+	"github.com/nops-kernel/nops/internal/degrade"
 	"github.com/nops-kernel/nops/internal/errs"
 	"github.com/nops-kernel/nops/internal/middleware"
 	"github.com/nops-kernel/nops/internal/policy"
@@ -83,34 +84,25 @@ func infraPath(path string) bool {
 	return false
 }
 
-// criticalityOf classifies a request for load shedding before its route is matched:
-// probes and heartbeats are critical (an agent missing heartbeats would be taken out of
-// routing), authentication and changes essential, reads and bulk event work best effort.
-func criticalityOf(r *http.Request) middleware.Criticality {
-	p := r.URL.Path
-	switch {
-	case infraPath(p), strings.HasSuffix(p, "/heartbeat") && strings.HasPrefix(p, "/v1/agents/"):
-		return middleware.Critical
-	case strings.HasPrefix(p, "/v1/auth/"):
-		return middleware.Essential
-	case strings.HasPrefix(p, "/v1/events/"), strings.HasPrefix(p, "/v1/dlq"):
-		return middleware.BestEffort
-	case r.Method == http.MethodGet || r.Method == http.MethodHead:
-		return middleware.BestEffort
-	}
-	return middleware.Essential
-}
-
 // edge is the perimeter middleware that runs before the dispatcher: it resolves the client
-// address, applies the IP's in-flight gate and its rate limits, and writes the RateLimit
-// headers.
-func (g Guards) edge(errw errorWriter) func(http.Handler) http.Handler {
+// address, classifies the request by the criticality matrix (internal/degrade: requests
+// matching no operation are best effort), refuses what the active degraded modes do not serve
+// (modes nil: none), applies the IP's in-flight gate (load shedding by class) and its rate
+// limits, and writes the RateLimit headers.
+func (g Guards) edge(errw errorWriter, matrix *degrade.Matrix, modes *degrade.Monitor) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ip := g.clientAddr(r)
 			r = r.WithContext(context.WithValue(r.Context(), clientAddrKey{}, ip))
-			class := criticalityOf(r)
+			_, row, _ := matrix.Lookup(r)
+			class := row.Class
 			r = r.WithContext(middleware.WithCriticality(r.Context(), class))
+			if modes != nil {
+				if err := modes.Admit(r.Context(), r, row); err != nil {
+					errw.Write(w, r, err)
+					return
+				}
+			}
 			if g.IPGate != nil {
 				key := ""
 				if ip.IsValid() {

@@ -66,6 +66,13 @@ func (h *handlers) GetHealthz(ctx context.Context, _ gen.GetHealthzRequestObject
 		UptimeSeconds: now.Sub(h.deps.StartedAt).Seconds(),
 		Checks:        checkResults(rep),
 	}
+	if h.deps.Degrade != nil {
+		st := h.deps.Degrade.Status()
+		if modes := degradedModes(st, true); len(modes) > 0 {
+			body.Degradation = &modes
+			body.Status = gen.HealthzStatusDegraded
+		}
+	}
 	if !rep.Ready {
 		body.Status = gen.HealthzStatusDegraded
 		return gen.GetHealthz503JSONResponse(body), nil

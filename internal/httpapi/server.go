@@ -20,6 +20,7 @@ import (
 	"github.com/nops-kernel/nops/internal/apikey"
 	"github.com/nops-kernel/nops/internal/config"
 	"github.com/nops-kernel/nops/internal/control"
+	"github.com/nops-kernel/nops/internal/degrade"
 	"github.com/nops-kernel/nops/internal/errs"
 	"github.com/nops-kernel/nops/internal/flags"
 	"github.com/nops-kernel/nops/internal/httpapi/gen"
@@ -80,6 +81,10 @@ type Deps struct {
 		Revoke(ctx context.Context, rs ...mtls.Revocation) error
 	}
 
+	// Degrade holds the degraded modes: the edge refuses what they do not serve, /healthz and
+	// GET /v1/status show them. Nil: no degraded modes (GET /v1/status answers 503).
+	Degrade *degrade.Monitor
+
 	// Guards are the perimeter's rate limits, in-flight gates, policies and HSTS; the zero
 	// value turns them off.
 	Guards Guards
@@ -117,6 +122,10 @@ func NewHandler(deps Deps) (http.Handler, error) {
 		return nil, err
 	}
 	versions, err := newVersioning(doc)
+	if err != nil {
+		return nil, err
+	}
+	matrix, err := degrade.NewMatrix()
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +180,7 @@ func NewHandler(deps Deps) (http.Handler, error) {
 		middleware.Metrics(deps.MeterProvider),
 		middleware.Logging(deps.Logger),
 		middleware.Recover(deps.Logger, errw.Write),
-		deps.Guards.edge(errw),
+		deps.Guards.edge(errw, matrix, deps.Degrade),
 		middleware.BodyLimit(deps.Config.HTTP.MaxBodyBytes, errw.Write),
 		versions.middleware(errw),
 	), nil

@@ -28,6 +28,7 @@ import (
 	"github.com/nops-kernel/nops/internal/bus"
 	"github.com/nops-kernel/nops/internal/config"
 	"github.com/nops-kernel/nops/internal/consumers"
+	"github.com/nops-kernel/nops/internal/degrade"
 	"github.com/nops-kernel/nops/internal/flags"
 	"github.com/nops-kernel/nops/internal/health"
 	"github.com/nops-kernel/nops/internal/httpapi"
@@ -81,6 +82,7 @@ type Kernel struct {
 	bus       bus.Bus
 	idem      idempotency.Store // Idempotency-Key records: st, or Redis
 	relay     *relay.Relay
+	degrade   *degrade.Monitor // the degraded modes (degrade.go)
 	consumers []consumers.Spec
 
 	closeOnce sync.Once
@@ -169,6 +171,9 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 		InboxRetention: max(cfg.Outbox.Retention.D(), cfg.Bus.Retention.D()),
 		Logger:         k.logger,
 		Meter:          k.tel.MeterProvider().Meter("nops/outbox"),
+		// bus_down forced on by its flag holds the relay (bus maintenance); k.degrade is set
+		// before Run starts the relay.
+		Hold: func() bool { return k.degrade != nil && k.degrade.Status().Forced(degrade.BusDown) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("outbox relay: %w", err)
@@ -260,6 +265,9 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 	if err != nil {
 		return nil, fmt.Errorf("mcp server: %w", err)
 	}
+	if k.degrade, err = k.buildDegrade(checker, perim.ipGate); err != nil {
+		return nil, fmt.Errorf("degraded modes: %w", err)
+	}
 	logins, err := auth.New(st, tokens, auth.Options{Logger: k.logger, Meter: k.tel.MeterProvider().Meter("nops/auth"), BcryptCost: opts.BcryptCost, APIKeys: k.dom.keys})
 	if err != nil {
 		return nil, fmt.Errorf("login service: %w", err)
@@ -269,6 +277,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 		Logger:      k.logger,
 		Config:      cfg,
 		Health:      checker,
+		Degrade:     k.degrade,
 		Keys:        tokens,
 		Login:       logins,
 		Verifier:    tokens,
@@ -391,6 +400,9 @@ func (k *Kernel) Flags() *openfeature.Client { return k.flags.client }
 // FlagEvaluator returns the in-memory evaluator of the kernel's feature flags.
 func (k *Kernel) FlagEvaluator() *flags.Evaluator { return k.flags.eval }
 
+// Degradation returns the degraded-mode monitor (tests read its status and run rounds).
+func (k *Kernel) Degradation() *degrade.Monitor { return k.degrade }
+
 // Bus returns the kernel's event bus (tests read the stream through it).
 func (k *Kernel) Bus() bus.Bus { return k.bus }
 
@@ -429,6 +441,7 @@ func (k *Kernel) Run(ctx context.Context) error {
 			return k.dom.control.RunHeartbeats(ctx, heartbeatWriters(k.cfg))
 		},
 		"outbox relay":      k.relay.Run,
+		"degraded modes":    k.degrade.Run,
 		"feature flags":     k.flags.eval.Run,
 		"async invocations": k.async.Run,
 		"idempotency purge": func(ctx context.Context) error {

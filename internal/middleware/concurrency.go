@@ -82,6 +82,7 @@ type Gate struct {
 	total   int
 	perKey  map[string]int
 	active  metric.Int64UpDownCounter
+	shedN   atomic.Uint64 // requests shed so far (the degraded-mode monitor reads it)
 	shed    metric.Int64Counter
 	limited metric.Int64Counter
 }
@@ -145,6 +146,19 @@ func (g *Gate) InFlight() int {
 	return g.total
 }
 
+// Shed returns how many requests the gate has shed (refused by class threshold) since it was
+// made.
+func (g *Gate) Shed() uint64 { return g.shedN.Load() }
+
+// Saturated reports whether best-effort requests would be shed now: the requests in flight
+// reached BestEffortMax. Always false without a hard cap (Max 0).
+func (g *Gate) Saturated() bool {
+	if g.cfg.Max == 0 {
+		return false
+	}
+	return g.InFlight() >= g.cfg.BestEffortMax
+}
+
 // Acquire admits one request of class for key, or refuses it. On admission it returns release,
 // which the caller must call exactly once when the request is over (in a defer, so a panic
 // releases too; further calls do nothing). An unknown or empty class counts as best_effort. An
@@ -166,6 +180,7 @@ func (g *Gate) Acquire(ctx context.Context, key string, class Criticality) (rele
 		return nil, &errs.Error{Code: errs.RateLimited, Message: "too many concurrent requests from this client", RetryAfter: g.cfg.RetryAfter}
 	case g.cfg.Max > 0 && g.total >= g.limits[class]:
 		g.mu.Unlock()
+		g.shedN.Add(1)
 		g.shed.Add(ctx, 1, metric.WithAttributes(g.gateKV, attribute.String("class", string(class))))
 		return nil, &errs.Error{Code: errs.Unavailable, Message: "the server is overloaded; retry later", RetryAfter: g.cfg.RetryAfter}
 	}

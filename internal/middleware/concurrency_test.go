@@ -148,10 +148,18 @@ func TestGateDefaults(t *testing.T) {
 func TestGateShedsByCriticality(t *testing.T) {
 	g, m := newGate(t, middleware.GateConfig{Name: "ip", Max: 6, EssentialMax: 4, BestEffortMax: 2})
 	var held []func()
-	for range 2 {
-		held = append(held, acquire(t, g, "", middleware.BestEffort))
+	held = append(held, acquire(t, g, "", middleware.BestEffort))
+	if g.Saturated() {
+		t.Error("Saturated with 1 in flight, best_effort_max 2")
+	}
+	held = append(held, acquire(t, g, "", middleware.BestEffort))
+	if !g.Saturated() {
+		t.Error("not Saturated with 2 in flight, best_effort_max 2")
 	}
 	refused(t, g, "", middleware.BestEffort, errs.Unavailable)
+	if g.Shed() != 1 {
+		t.Errorf("Shed = %d after one refusal, want 1", g.Shed())
+	}
 	refused(t, g, "", "bogus", errs.Unavailable) // an unknown class is best_effort
 	held = append(held, acquire(t, g, "", middleware.Essential), acquire(t, g, "", middleware.Essential))
 	refused(t, g, "", middleware.Essential, errs.Unavailable)
@@ -160,6 +168,9 @@ func TestGateShedsByCriticality(t *testing.T) {
 	refused(t, g, "", middleware.Critical, errs.Unavailable)
 	refused(t, g, "", middleware.Essential, errs.Unavailable)
 
+	if g.Shed() != 6 {
+		t.Errorf("Shed = %d after six refusals, want 6", g.Shed())
+	}
 	want := map[string]int64{"class=best_effort,gate=ip": 3, "class=essential,gate=ip": 2, "class=critical,gate=ip": 1}
 	if diff := cmp.Diff(want, m.sums(t, "nops_load_shed_total")); diff != "" {
 		t.Errorf("nops_load_shed_total (-want +got):\n%s", diff)

@@ -72,6 +72,10 @@ type Options struct {
 	// BackoffInitial and BackoffMax pace retries after a failure. Defaults 100 ms and 2 s.
 	BackoffInitial time.Duration
 	BackoffMax     time.Duration
+	// Hold, when set and true, stops publishing (the lease is still kept): the events wait in
+	// the outbox. The kernel holds the relay while the bus_down degraded mode is forced on by its
+	// flag, for bus maintenance (internal/degrade). Default: never.
+	Hold func() bool
 	// Logger receives lease changes and failures. Default: discard.
 	Logger *slog.Logger
 	// Meter records the relay's metrics (see the package documentation). Default: none.
@@ -311,6 +315,9 @@ func (r *Relay) round(ctx context.Context, l *lease, bo *backoff) (time.Duration
 	}
 	if !r.safe(*l) {
 		return 0, false // the acquiring statement took too long: renew first
+	}
+	if r.opts.Hold != nil && r.opts.Hold() {
+		return r.opts.PollInterval, true
 	}
 
 	recs, err := r.store.PendingOutbox(ctx, r.opts.Batch)

@@ -578,3 +578,31 @@ func TestRunTwice(t *testing.T) {
 		t.Fatal("second Run succeeded")
 	}
 }
+
+// TestHold: while Hold says so the relay publishes nothing and the records wait in the outbox
+// (forced bus_down); once it stops holding, every record is published, in order.
+func TestHold(t *testing.T) {
+	eachBackend(t, func(t *testing.T, open func(t *testing.T) Store) {
+		s := open(t)
+		var held atomic.Bool
+		var asked atomic.Int64
+		held.Store(true)
+		hold := func() bool { asked.Add(1); return held.Load() }
+		want := []events.OutboxRecord{record(t, 1, ""), record(t, 2, ""), record(t, 1, "")}
+		add(t, s, want...)
+		pub := newRecorder(0)
+		r := newRelay(t, s, nil, pub.as("a"), relay.Options{Hold: hold})
+		run(t, r)
+		waitFor(t, "several held rounds", func() bool { return asked.Load() >= 5 })
+		if n := pub.count(); n != 0 {
+			t.Fatalf("%d records published while held", n)
+		}
+		if n := len(pending(t, s)); n != len(want) {
+			t.Fatalf("%d records pending while held, want %d", n, len(want))
+		}
+		held.Store(false)
+		r.Notify()
+		waitFor(t, "every record published", func() bool { return pub.count() == len(want) })
+		checkOrder(t, want, pub.messages())
+	})
+}

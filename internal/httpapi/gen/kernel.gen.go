@@ -177,6 +177,45 @@ func (e CheckResultStatus) Valid() bool {
 	}
 }
 
+// Defines values for DegradedModeMode.
+const (
+	BusDown        DegradedModeMode = "bus_down"
+	ReadOnly       DegradedModeMode = "read_only"
+	ShedBestEffort DegradedModeMode = "shed_best_effort"
+)
+
+// Valid indicates whether the value is a known member of the DegradedModeMode enum.
+func (e DegradedModeMode) Valid() bool {
+	switch e {
+	case BusDown:
+		return true
+	case ReadOnly:
+		return true
+	case ShedBestEffort:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for DegradedModeTrigger.
+const (
+	Auto   DegradedModeTrigger = "auto"
+	Manual DegradedModeTrigger = "manual"
+)
+
+// Valid indicates whether the value is a known member of the DegradedModeTrigger enum.
+func (e DegradedModeTrigger) Valid() bool {
+	switch e {
+	case Auto:
+		return true
+	case Manual:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for FlagType.
 const (
 	FlagTypeBoolean FlagType = "boolean"
@@ -756,6 +795,24 @@ func (e SigningKeyState) Valid() bool {
 	}
 }
 
+// Defines values for StatusStatus.
+const (
+	StatusStatusDegraded StatusStatus = "degraded"
+	StatusStatusNormal   StatusStatus = "normal"
+)
+
+// Valid indicates whether the value is a known member of the StatusStatus enum.
+func (e StatusStatus) Valid() bool {
+	switch e {
+	case StatusStatusDegraded:
+		return true
+	case StatusStatusNormal:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for TenantStatus.
 const (
 	Active    TenantStatus = "active"
@@ -1171,6 +1228,27 @@ type DeadLetterList struct {
 	NextCursor *string `json:"next_cursor,omitempty"`
 }
 
+// DegradedMode defines model for DegradedMode.
+type DegradedMode struct {
+	Active bool             `json:"active"`
+	Mode   DegradedModeMode `json:"mode"`
+
+	// Reason Why the mode is active, without secrets. Absent while inactive.
+	Reason *string `json:"reason,omitempty"`
+
+	// Since When the mode was last entered or left; absent before any change.
+	Since *time.Time `json:"since,omitempty"`
+
+	// Trigger auto: dependency health or load; manual: the flag kernel.degrade.<mode>. Absent while inactive.
+	Trigger *DegradedModeTrigger `json:"trigger,omitempty"`
+}
+
+// DegradedModeMode defines model for DegradedMode.Mode.
+type DegradedModeMode string
+
+// DegradedModeTrigger auto: dependency health or load; manual: the flag kernel.degrade.<mode>. Absent while inactive.
+type DegradedModeTrigger string
+
 // EventConsumer defines model for EventConsumer.
 type EventConsumer struct {
 	// AckPending Events delivered and not yet settled.
@@ -1346,12 +1424,15 @@ type FlagSpecType string
 
 // Healthz defines model for Healthz.
 type Healthz struct {
-	Checks        []CheckResult `json:"checks"`
-	Commit        string        `json:"commit"`
-	StartedAt     time.Time     `json:"started_at"`
-	Status        HealthzStatus `json:"status"`
-	UptimeSeconds float64       `json:"uptime_seconds"`
-	Version       string        `json:"version"`
+	Checks []CheckResult `json:"checks"`
+	Commit string        `json:"commit"`
+
+	// Degradation The degraded modes active on this replica (none when empty); `status` is `degraded` while one is.
+	Degradation   *[]DegradedMode `json:"degradation,omitempty"`
+	StartedAt     time.Time       `json:"started_at"`
+	Status        HealthzStatus   `json:"status"`
+	UptimeSeconds float64         `json:"uptime_seconds"`
+	Version       string          `json:"version"`
 }
 
 // HealthzStatus defines model for Healthz.Status.
@@ -2058,6 +2139,21 @@ type SigningKeyRotation struct {
 	// Superseded The kids it supersedes; they retire at `retires_at`.
 	Superseded []string `json:"superseded"`
 }
+
+// Status defines model for Status.
+type Status struct {
+	// CheckedAt When the modes were last evaluated; absent before the first round.
+	CheckedAt *time.Time     `json:"checked_at,omitempty"`
+	Checks    []CheckResult  `json:"checks"`
+	Modes     []DegradedMode `json:"modes"`
+
+	// RetryAfterSeconds The Retry-After the active modes' refusals carry.
+	RetryAfterSeconds *int         `json:"retry_after_seconds,omitempty"`
+	Status            StatusStatus `json:"status"`
+}
+
+// StatusStatus defines model for Status.Status.
+type StatusStatus string
 
 // Tenant defines model for Tenant.
 type Tenant struct {
@@ -3183,6 +3279,9 @@ type ServerInterface interface {
 	// PutRoute Create or replace the routing table of a capability
 	// (PUT /v1/routes/{capability})
 	PutRoute(w http.ResponseWriter, r *http.Request, capability RouteCapability, params PutRouteParams)
+	// GetStatus Status board
+	// (GET /v1/status)
+	GetStatus(w http.ResponseWriter, r *http.Request)
 	// GetSystemConfig The kernel's effective configuration, secrets redacted
 	// (GET /v1/system/config)
 	GetSystemConfig(w http.ResponseWriter, r *http.Request)
@@ -6160,6 +6259,20 @@ func (siw *ServerInterfaceWrapper) PutRoute(w http.ResponseWriter, r *http.Reque
 	handler.ServeHTTP(w, r)
 }
 
+// GetStatus operation middleware
+func (siw *ServerInterfaceWrapper) GetStatus(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetStatus(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // GetSystemConfig operation middleware
 func (siw *ServerInterfaceWrapper) GetSystemConfig(w http.ResponseWriter, r *http.Request) {
 
@@ -6628,6 +6741,7 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/health", wrapper.GetHealth)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/_readyz", wrapper.GetReadiness)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/healthz", wrapper.GetHealthz)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/status", wrapper.GetStatus)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/.well-known/jwks.json", wrapper.GetJWKS)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/signing-keys", wrapper.ListSigningKeys)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/admin/signing-keys/rotate", wrapper.RotateSigningKey)
@@ -13687,6 +13801,44 @@ func (response PutRoutedefaultApplicationProblemPlusJSONResponse) VisitPutRouteR
 	return err
 }
 
+type GetStatusRequestObject struct {
+}
+
+type GetStatusResponseObject interface {
+	VisitGetStatusResponse(w http.ResponseWriter) error
+}
+
+type GetStatus200JSONResponse Status
+
+func (response GetStatus200JSONResponse) VisitGetStatusResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetStatusdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetStatusdefaultApplicationProblemPlusJSONResponse) VisitGetStatusResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetSystemConfigRequestObject struct {
 }
 
@@ -14832,6 +14984,9 @@ type StrictServerInterface interface {
 	// PutRoute Create or replace the routing table of a capability
 	// (PUT /v1/routes/{capability})
 	PutRoute(ctx context.Context, request PutRouteRequestObject) (PutRouteResponseObject, error)
+	// GetStatus Status board
+	// (GET /v1/status)
+	GetStatus(ctx context.Context, request GetStatusRequestObject) (GetStatusResponseObject, error)
 	// GetSystemConfig The kernel's effective configuration, secrets redacted
 	// (GET /v1/system/config)
 	GetSystemConfig(ctx context.Context, request GetSystemConfigRequestObject) (GetSystemConfigResponseObject, error)
@@ -16712,6 +16867,30 @@ func (sh *strictHandler) PutRoute(w http.ResponseWriter, r *http.Request, capabi
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(PutRouteResponseObject); ok {
 		if err := validResponse.VisitPutRouteResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetStatus operation middleware
+func (sh *strictHandler) GetStatus(w http.ResponseWriter, r *http.Request) {
+	var request GetStatusRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetStatus(ctx, request.(GetStatusRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetStatus")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetStatusResponseObject); ok {
+		if err := validResponse.VisitGetStatusResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

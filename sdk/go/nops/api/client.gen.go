@@ -176,6 +176,45 @@ func (e CheckResultStatus) Valid() bool {
 	}
 }
 
+// Defines values for DegradedModeMode.
+const (
+	BusDown        DegradedModeMode = "bus_down"
+	ReadOnly       DegradedModeMode = "read_only"
+	ShedBestEffort DegradedModeMode = "shed_best_effort"
+)
+
+// Valid indicates whether the value is a known member of the DegradedModeMode enum.
+func (e DegradedModeMode) Valid() bool {
+	switch e {
+	case BusDown:
+		return true
+	case ReadOnly:
+		return true
+	case ShedBestEffort:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for DegradedModeTrigger.
+const (
+	Auto   DegradedModeTrigger = "auto"
+	Manual DegradedModeTrigger = "manual"
+)
+
+// Valid indicates whether the value is a known member of the DegradedModeTrigger enum.
+func (e DegradedModeTrigger) Valid() bool {
+	switch e {
+	case Auto:
+		return true
+	case Manual:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for FlagType.
 const (
 	FlagTypeBoolean FlagType = "boolean"
@@ -755,6 +794,24 @@ func (e SigningKeyState) Valid() bool {
 	}
 }
 
+// Defines values for StatusStatus.
+const (
+	StatusStatusDegraded StatusStatus = "degraded"
+	StatusStatusNormal   StatusStatus = "normal"
+)
+
+// Valid indicates whether the value is a known member of the StatusStatus enum.
+func (e StatusStatus) Valid() bool {
+	switch e {
+	case StatusStatusDegraded:
+		return true
+	case StatusStatusNormal:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for TenantStatus.
 const (
 	Active    TenantStatus = "active"
@@ -1170,6 +1227,27 @@ type DeadLetterList struct {
 	NextCursor *string `json:"next_cursor,omitempty"`
 }
 
+// DegradedMode defines model for DegradedMode.
+type DegradedMode struct {
+	Active bool             `json:"active"`
+	Mode   DegradedModeMode `json:"mode"`
+
+	// Reason Why the mode is active, without secrets. Absent while inactive.
+	Reason *string `json:"reason,omitempty"`
+
+	// Since When the mode was last entered or left; absent before any change.
+	Since *time.Time `json:"since,omitempty"`
+
+	// Trigger auto: dependency health or load; manual: the flag kernel.degrade.<mode>. Absent while inactive.
+	Trigger *DegradedModeTrigger `json:"trigger,omitempty"`
+}
+
+// DegradedModeMode defines model for DegradedMode.Mode.
+type DegradedModeMode string
+
+// DegradedModeTrigger auto: dependency health or load; manual: the flag kernel.degrade.<mode>. Absent while inactive.
+type DegradedModeTrigger string
+
 // EventConsumer defines model for EventConsumer.
 type EventConsumer struct {
 	// AckPending Events delivered and not yet settled.
@@ -1345,12 +1423,15 @@ type FlagSpecType string
 
 // Healthz defines model for Healthz.
 type Healthz struct {
-	Checks        []CheckResult `json:"checks"`
-	Commit        string        `json:"commit"`
-	StartedAt     time.Time     `json:"started_at"`
-	Status        HealthzStatus `json:"status"`
-	UptimeSeconds float64       `json:"uptime_seconds"`
-	Version       string        `json:"version"`
+	Checks []CheckResult `json:"checks"`
+	Commit string        `json:"commit"`
+
+	// Degradation The degraded modes active on this replica (none when empty); `status` is `degraded` while one is.
+	Degradation   *[]DegradedMode `json:"degradation,omitempty"`
+	StartedAt     time.Time       `json:"started_at"`
+	Status        HealthzStatus   `json:"status"`
+	UptimeSeconds float64         `json:"uptime_seconds"`
+	Version       string          `json:"version"`
 }
 
 // HealthzStatus defines model for Healthz.Status.
@@ -2057,6 +2138,21 @@ type SigningKeyRotation struct {
 	// Superseded The kids it supersedes; they retire at `retires_at`.
 	Superseded []string `json:"superseded"`
 }
+
+// Status defines model for Status.
+type Status struct {
+	// CheckedAt When the modes were last evaluated; absent before the first round.
+	CheckedAt *time.Time     `json:"checked_at,omitempty"`
+	Checks    []CheckResult  `json:"checks"`
+	Modes     []DegradedMode `json:"modes"`
+
+	// RetryAfterSeconds The Retry-After the active modes' refusals carry.
+	RetryAfterSeconds *int         `json:"retry_after_seconds,omitempty"`
+	Status            StatusStatus `json:"status"`
+}
+
+// StatusStatus defines model for Status.Status.
+type StatusStatus string
 
 // Tenant defines model for Tenant.
 type Tenant struct {
@@ -3098,7 +3194,9 @@ type ClientInterface interface {
 
 	// GetHealthz Dependency status
 	//
-	// Each dependency with the latency of its check, plus version, commit and uptime.
+	// Each dependency with the latency of its check, plus version, commit and uptime, and the
+	// degraded modes active on this replica (`degradation`). 503 while a dependency is down;
+	// `status` is `degraded` then, and while a degraded mode is active.
 	//
 	// Corresponds with GET /healthz (the `GetHealthz` operationId).
 	GetHealthz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -3967,6 +4065,16 @@ type ClientInterface interface {
 	// Corresponds with PUT /v1/routes/{capability} (the `PutRoute` operationId).
 	PutRoute(ctx context.Context, capability RouteCapability, params *PutRouteParams, body PutRouteJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetStatus Status board
+	//
+	// The degraded modes of this replica (read_only, bus_down, shed_best_effort; see
+	// docs/criticality.md) with their trigger, reason and start, and the dependency checks.
+	// Public like /healthz: operators and status pages read it during an incident. Always 200
+	// while the process serves; `status` says whether any mode is active.
+	//
+	// Corresponds with GET /v1/status (the `GetStatus` operationId).
+	GetStatus(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GetSystemConfig The kernel's effective configuration, secrets redacted
 	//
 	// Corresponds with GET /v1/system/config (the `GetSystemConfig` operationId).
@@ -4128,7 +4236,9 @@ func (c *Client) GetHealth(ctx context.Context, reqEditors ...RequestEditorFn) (
 
 // GetHealthz Dependency status
 //
-// Each dependency with the latency of its check, plus version, commit and uptime.
+// Each dependency with the latency of its check, plus version, commit and uptime, and the
+// degraded modes active on this replica (`degradation`). 503 while a dependency is down;
+// `status` is `degraded` then, and while a degraded mode is active.
 //
 // Corresponds with GET /healthz (the `GetHealthz` operationId).
 func (c *Client) GetHealthz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -5787,6 +5897,26 @@ func (c *Client) PutRouteWithBody(ctx context.Context, capability RouteCapabilit
 // Corresponds with PUT /v1/routes/{capability} (the `PutRoute` operationId).
 func (c *Client) PutRoute(ctx context.Context, capability RouteCapability, params *PutRouteParams, body PutRouteJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewPutRouteRequest(c.Server, capability, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetStatus Status board
+//
+// The degraded modes of this replica (read_only, bus_down, shed_best_effort; see
+// docs/criticality.md) with their trigger, reason and start, and the dependency checks.
+// Public like /healthz: operators and status pages read it during an incident. Always 200
+// while the process serves; `status` says whether any mode is active.
+//
+// Corresponds with GET /v1/status (the `GetStatus` operationId).
+func (c *Client) GetStatus(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetStatusRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -10074,6 +10204,33 @@ func NewPutRouteRequestWithBody(server string, capability RouteCapability, param
 	return req, nil
 }
 
+// NewGetStatusRequest constructs an http.Request for the GetStatus method
+func NewGetStatusRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/status")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewGetSystemConfigRequest constructs an http.Request for the GetSystemConfig method
 func NewGetSystemConfigRequest(server string) (*http.Request, error) {
 	var err error
@@ -10599,7 +10756,9 @@ type ClientWithResponsesInterface interface {
 
 	// GetHealthzWithResponse Dependency status
 	//
-	// Each dependency with the latency of its check, plus version, commit and uptime.
+	// Each dependency with the latency of its check, plus version, commit and uptime, and the
+	// degraded modes active on this replica (`degradation`). 503 while a dependency is down;
+	// `status` is `degraded` then, and while a degraded mode is active.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -11547,6 +11706,18 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with PUT /v1/routes/{capability} (the `PutRoute` operationId).
 	PutRouteWithResponse(ctx context.Context, capability RouteCapability, params *PutRouteParams, body PutRouteJSONRequestBody, reqEditors ...RequestEditorFn) (*PutRouteResponse, error)
+
+	// GetStatusWithResponse Status board
+	//
+	// The degraded modes of this replica (read_only, bus_down, shed_best_effort; see
+	// docs/criticality.md) with their trigger, reason and start, and the dependency checks.
+	// Public like /healthz: operators and status pages read it during an incident. Always 200
+	// while the process serves; `status` says whether any mode is active.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/status (the `GetStatus` operationId).
+	GetStatusWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetStatusResponse, error)
 
 	// GetSystemConfigWithResponse The kernel's effective configuration, secrets redacted
 	//
@@ -17136,6 +17307,54 @@ func (r PutRouteResponse) ContentType() string {
 	return ""
 }
 
+type GetStatusResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Status
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetStatusResponse) GetJSON200() *Status {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetStatusResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetStatusResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetStatusResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetStatusResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetStatusResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // GetSystemConfigResponse401Headers the declared response headers of an HTTP 401 response for GetSystemConfig
 type GetSystemConfigResponse401Headers struct {
 	WWWAuthenticate *string
@@ -17965,7 +18184,9 @@ func (c *ClientWithResponses) GetHealthWithResponse(ctx context.Context, reqEdit
 
 // GetHealthzWithResponse Dependency status
 //
-// Each dependency with the latency of its check, plus version, commit and uptime.
+// Each dependency with the latency of its check, plus version, commit and uptime, and the
+// degraded modes active on this replica (`degradation`). 503 while a dependency is down;
+// `status` is `degraded` then, and while a degraded mode is active.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -19392,6 +19613,24 @@ func (c *ClientWithResponses) PutRouteWithResponse(ctx context.Context, capabili
 		return nil, err
 	}
 	return ParsePutRouteResponse(rsp)
+}
+
+// GetStatusWithResponse Status board
+//
+// The degraded modes of this replica (read_only, bus_down, shed_best_effort; see
+// docs/criticality.md) with their trigger, reason and start, and the dependency checks.
+// Public like /healthz: operators and status pages read it during an incident. Always 200
+// while the process serves; `status` says whether any mode is active.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/status (the `GetStatus` operationId).
+func (c *ClientWithResponses) GetStatusWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetStatusResponse, error) {
+	rsp, err := c.GetStatus(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetStatusResponse(rsp)
 }
 
 // GetSystemConfigWithResponse The kernel's effective configuration, secrets redacted
@@ -24505,6 +24744,39 @@ func ParsePutRouteResponse(rsp *http.Response) (*PutRouteResponse, error) {
 			headers.WWWAuthenticate = &value
 		}
 		response.Headers401 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetStatusResponse parses an HTTP response from a GetStatusWithResponse call
+func ParseGetStatusResponse(rsp *http.Response) (*GetStatusResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetStatusResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Status
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
 	}
 
 	return response, nil
