@@ -47,8 +47,21 @@ type AgentConfig struct {
 	// Propagator extracts the caller's trace context (default: W3C traceparent and baggage).
 	Propagator propagation.TextMapPropagator
 	// Hooks are the agent's metric callbacks (the client's own are used for retries).
-	Hooks  Hooks
-	Logger *slog.Logger
+	Hooks Hooks
+	// DisableAutoRotate turns off the automatic rotation of the client's API key. By default,
+	// when an answer of the kernel carries Nops-Api-Key-Rotate-By (an administrator
+	// force-rotated the key), the agent rotates the key itself in the background, once, with
+	// Client.RotateAPIKey (rotate, switch, confirm: no call fails), and hands the new key to
+	// OnKeyRotated.
+	DisableAutoRotate bool
+	// RotationGrace is how long the previous secret keeps working after an automatic rotation
+	// (default 1 h), capped at half the time left before the deadline but not below 5 s.
+	RotationGrace time.Duration
+	// OnKeyRotated receives the new raw API key after an automatic rotation, for the caller to
+	// store it (the previous one stops working after the grace period). It is called on the
+	// rotation's goroutine.
+	OnKeyRotated func(newKey string)
+	Logger       *slog.Logger
 }
 
 // Agent is an agent runtime bound to a kernel client.
@@ -60,9 +73,22 @@ type Agent struct {
 	inFlight atomic.Int64
 	window   window
 
+	// rotating guards the single automatic key rotation in flight; rotations tracks it, so
+	// Run waits for it; nextRotation is the earliest time to try again after a failed one.
+	rotating     atomic.Bool
+	rotations    sync.WaitGroup
+	nextRotation time.Time
+
 	mu sync.Mutex
 	id string
 }
+
+// autoRotateRetry is the wait before another automatic rotation after a failed one.
+const autoRotateRetry = 30 * time.Second
+
+// minAutoGrace is the grace period an automatic rotation never goes below because of a close
+// deadline: the time for the agent's requests in flight to be answered.
+const minAutoGrace = 5 * time.Second
 
 // NewAgent checks cfg and compiles the capabilities' input schemas once.
 func NewAgent(c *Client, cfg AgentConfig) (*Agent, error) {
@@ -83,6 +109,9 @@ func NewAgent(c *Client, cfg AgentConfig) (*Agent, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.RotationGrace <= 0 {
+		cfg.RotationGrace = time.Hour
 	}
 	a := &Agent{c: c, cfg: cfg}
 	caps := make(map[string]*compiled, len(cfg.Capabilities))
@@ -107,7 +136,63 @@ func NewAgent(c *Client, cfg AgentConfig) (*Agent, error) {
 		track: func(d int64) { a.inFlight.Add(d) },
 		done:  a.window.add,
 	}
+	if !cfg.DisableAutoRotate {
+		c.watchRotateBy(a.rotateBy)
+	}
 	return a, nil
+}
+
+// rotateBy starts the automatic rotation of the client's API key, due by the deadline by,
+// unless one is in flight or the last one failed less than autoRotateRetry ago.
+func (a *Agent) rotateBy(by time.Time) {
+	if !a.rotating.CompareAndSwap(false, true) {
+		return
+	}
+	a.mu.Lock()
+	wait := time.Now().Before(a.nextRotation)
+	a.mu.Unlock()
+	if wait {
+		a.rotating.Store(false)
+		return
+	}
+	a.rotations.Go(func() {
+		defer a.rotating.Store(false)
+		a.autoRotate(by)
+	})
+}
+
+// autoGrace is the grace period of an automatic rotation: the configured one, capped at half
+// the time left before the deadline, that cap never below minAutoGrace.
+func autoGrace(configured, left time.Duration) time.Duration {
+	return min(configured, max(left/2, minAutoGrace))
+}
+
+// autoRotate rotates the client's API key (rotate, switch, confirm), reports it to the hooks
+// and hands the new key to OnKeyRotated.
+func (a *Agent) autoRotate(by time.Time) {
+	start := time.Now()
+	left := by.Sub(start)
+	grace := autoGrace(a.cfg.RotationGrace, left)
+	ctx, cancel := context.WithTimeout(context.Background(), max(min(left, 2*time.Minute), 30*time.Second))
+	defer cancel()
+	rot, err := a.c.RotateAPIKey(ctx, grace)
+	ev := KeyRotationEvent{KeyID: rot.KeyID, RotateBy: by, Grace: grace, OldValidUntil: rot.OldValidUntil, Duration: time.Since(start), Err: err}
+	if err != nil {
+		if ev.KeyID == "" {
+			ev.KeyID, _ = apiKeyID(a.c.APIKey())
+		}
+		a.mu.Lock()
+		a.nextRotation = time.Now().Add(autoRotateRetry)
+		a.mu.Unlock()
+		a.cfg.Hooks.keyRotation(ev)
+		a.cfg.Logger.Warn("automatic API key rotation failed", "key", ev.KeyID, "rotate_by", by, "err", err)
+		return
+	}
+	a.cfg.Hooks.keyRotation(ev)
+	a.cfg.Logger.Info("API key rotated as the kernel required", "key", rot.KeyID, "rotate_by", by, "old_valid_until", rot.OldValidUntil)
+	if a.cfg.OnKeyRotated != nil {
+		a.cfg.OnKeyRotated(a.c.APIKey())
+	}
 }
 
 // Handler returns the http.Handler that serves the agent's invocations (POST
@@ -399,6 +484,7 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 	case serveErr = <-served:
 	}
 	bg.Wait()
+	a.rotations.Wait() // a key rotation under way finishes: its new secret must reach OnKeyRotated
 	drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.DrainTimeout)
 	defer cancel()
 	shutdownErr := srv.Shutdown(drainCtx)

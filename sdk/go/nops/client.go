@@ -91,6 +91,40 @@ type Client struct {
 	retry  RetryPolicy
 	hooks  Hooks
 	api    *api.ClientWithResponses
+	// rotateBy, when set, is told the deadline of a Nops-Api-Key-Rotate-By answer to a request
+	// sent with the current API key (an Agent rotates the key then).
+	rotateBy atomic.Pointer[func(time.Time)]
+}
+
+// HeaderAPIKeyRotateBy is the header the kernel adds to every answer to a request authenticated
+// by an API key an administrator required to be rotated (force-rotate): the RFC 3339 deadline
+// from which the key is refused unless rotated.
+const HeaderAPIKeyRotateBy = "Nops-Api-Key-Rotate-By"
+
+// watchRotateBy makes fn hear the rotation deadlines the kernel announces for the client's
+// current API key (nil: nobody does). fn is called synchronously on the request's goroutine.
+func (c *Client) watchRotateBy(fn func(time.Time)) {
+	if fn == nil {
+		c.rotateBy.Store(nil)
+		return
+	}
+	c.rotateBy.Store(&fn)
+}
+
+// noticeRotateBy passes on the rotation deadline an answer to a request sent with cred
+// announces, when cred is still the client's API key: an answer to a request sent before a
+// rotation says nothing about the new secret.
+func (c *Client) noticeRotateBy(cred *credential, resp *http.Response) {
+	v := resp.Header.Get(HeaderAPIKeyRotateBy)
+	fn := c.rotateBy.Load()
+	if v == "" || fn == nil || cred.header != "X-API-Key" || c.cred.Load() != cred {
+		return
+	}
+	by, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return // not a deadline: nothing to act on
+	}
+	(*fn)(by)
 }
 
 // NewClient returns a client of the kernel at o.BaseURL.
@@ -218,7 +252,11 @@ func (c *Client) send(ctx context.Context, method string, u *url.URL, header htt
 	}
 	cred.inFlight.Add(1)
 	defer cred.inFlight.Add(-1)
-	return c.hc.Do(req)
+	resp, err := c.hc.Do(req)
+	if err == nil {
+		c.noticeRotateBy(cred, resp)
+	}
+	return resp, err
 }
 
 // retryable says whether the outcome of attempt calls for another, after which delay.

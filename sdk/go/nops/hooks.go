@@ -11,6 +11,20 @@ type Hooks struct {
 	OnInvocation func(InvocationEvent)
 	// OnRetry is called before the client retries a request.
 	OnRetry func(RetryEvent)
+	// OnKeyRotation is called after each automatic rotation of the agent's API key, done or
+	// failed (see AgentConfig.DisableAutoRotate).
+	OnKeyRotation func(KeyRotationEvent)
+}
+
+// KeyRotationEvent describes one automatic API key rotation.
+type KeyRotationEvent struct {
+	KeyID    string
+	RotateBy time.Time     // the deadline the kernel announced
+	Grace    time.Duration // the grace period asked for the previous secret
+	// OldValidUntil is when the kernel stops accepting the previous secret (zero on error).
+	OldValidUntil time.Time
+	Duration      time.Duration
+	Err           error
 }
 
 // HeartbeatEvent describes one heartbeat.
@@ -60,5 +74,11 @@ func (h Hooks) invocation(e InvocationEvent) {
 func (h Hooks) retry(e RetryEvent) {
 	if h.OnRetry != nil {
 		h.OnRetry(e)
+	}
+}
+
+func (h Hooks) keyRotation(e KeyRotationEvent) {
+	if h.OnKeyRotation != nil {
+		h.OnKeyRotation(e)
 	}
 }

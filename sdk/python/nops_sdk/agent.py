@@ -17,8 +17,10 @@ seconds ± ``heartbeat_jitter`` (a fraction), carrying the load figures of the l
 
 from __future__ import annotations
 
+import datetime
 import random
 import threading
+import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional
 
@@ -46,9 +48,17 @@ class Agent:
                  criticality: Optional[str] = None, heartbeat_interval: float = 10.0,
                  heartbeat_jitter: float = 0.2, max_concurrency: Optional[int] = None,
                  load_window: int = 256, load_provider: Optional[Callable[[], Mapping[str, Any]]] = None,
-                 rand: Callable[[], float] = random.random) -> None:
+                 rand: Callable[[], float] = random.random, auto_rotate: bool = True,
+                 rotation_grace: float = 3600.0, on_key_rotated: Optional[Callable[[str], None]] = None) -> None:
         """endpoint is the URL the kernel reaches the agent at (default: the server's own URL,
-        right when kernel and agent share a host)."""
+        right when kernel and agent share a host).
+
+        auto_rotate (the default): when an answer of the kernel carries
+        ``Nops-Api-Key-Rotate-By`` (an administrator force-rotated the key), the agent rotates its
+        key itself on a background thread, one rotation at a time, with rotate_api_key (no call
+        fails), the previous secret kept for rotation_grace seconds capped at half the time left
+        before the deadline (never below 5 s), and hands the new key to on_key_rotated to be
+        stored. The on_key_rotation hooks get a dict per rotation, done or failed."""
         self.client = client
         self.name, self.version = name, version
         self.server = InvocationServer(capabilities, host=host, port=port)
@@ -70,6 +80,14 @@ class Agent:
         self._stop = threading.Event()
         self._hb_thread: Optional[threading.Thread] = None
         self.server.hooks.append(self._observe)
+        self.rotation_grace = rotation_grace
+        self.on_key_rotated = on_key_rotated
+        self.on_key_rotation: List[Callable[[Dict[str, Any]], None]] = []
+        self._rotating = False
+        self._next_rotation = 0.0
+        self._rotation_thread: Optional[threading.Thread] = None
+        if auto_rotate:
+            client.on_rotate_by = self._rotate_by
 
     # Specification and registration -------------------------------------------------------
 
@@ -239,3 +257,81 @@ class Agent:
             self.client.set_api_key(str(old))
             raise RotationError("the new secret authenticates as %r" % who.get("subject"))
         return new
+
+    # Automatic rotation --------------------------------------------------------------------
+
+    def _rotate_by(self, value: str) -> None:
+        """Start the automatic rotation the kernel asks for (deadline value, RFC 3339), unless
+        one is under way or the last one failed less than AUTO_ROTATE_RETRY seconds ago."""
+        try:
+            by = _parse_rfc3339(value)
+        except ValueError:
+            return
+        with self._lock:
+            if self._rotating or time.monotonic() < self._next_rotation:
+                return
+            self._rotating = True
+            t = threading.Thread(target=self._auto_rotate, args=(by,), name="nops-key-rotation", daemon=True)
+            self._rotation_thread = t
+        t.start()
+
+    def wait_rotation(self, timeout: Optional[float] = None) -> None:
+        """Wait for the automatic rotation under way, if any."""
+        with self._lock:
+            t = self._rotation_thread
+        if t is not None:
+            t.join(timeout)
+
+    def _auto_rotate(self, by: datetime.datetime) -> None:
+        start = time.monotonic()
+        left = (by - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+        grace = auto_grace(self.rotation_grace, left)
+        event: Dict[str, Any] = {"rotate_by": by, "grace": grace, "error": None}
+        try:
+            event["key_id"] = api_key_id(str(self.client.credentials().get("api_key") or ""))
+        except ValueError:
+            event["key_id"] = None
+        new: Optional[str] = None
+        try:
+            new = self.rotate_api_key(grace_period="%.3fs" % grace)
+        except Exception as e:  # noqa: BLE001 - reported to the hooks, tried again later
+            event["error"] = e
+        event["duration"] = time.monotonic() - start
+        with self._lock:
+            if new is None:
+                self._next_rotation = time.monotonic() + AUTO_ROTATE_RETRY
+        try:
+            for hook in list(self.on_key_rotation):
+                try:
+                    hook(event)
+                except Exception:  # noqa: BLE001 - a metrics hook must not stop the rotation
+                    pass
+            if new is not None and self.on_key_rotated is not None:
+                self.on_key_rotated(new)
+        finally:
+            with self._lock:
+                self._rotating = False
+
+
+#: The wait, in seconds, before another automatic rotation after a failed one.
+AUTO_ROTATE_RETRY = 30.0
+#: The grace period, in seconds, an automatic rotation never goes below because of a close deadline.
+MIN_AUTO_GRACE = 5.0
+
+
+def auto_grace(configured: float, left: float) -> float:
+    """The grace period of an automatic rotation: the configured one, capped at half the time left
+    before the deadline, that cap never below MIN_AUTO_GRACE."""
+    return min(configured, max(left / 2.0, MIN_AUTO_GRACE))
+
+
+def _parse_rfc3339(value: str) -> datetime.datetime:
+    v = value.strip()
+    if v.endswith(("Z", "z")):
+        v = v[:-1] + "+00:00"
+    if "T" not in v.upper():
+        raise ValueError("not an RFC 3339 time: %r" % value)
+    d = datetime.datetime.fromisoformat(v)
+    if d.tzinfo is None:
+        raise ValueError("an RFC 3339 time has an offset: %r" % value)
+    return d

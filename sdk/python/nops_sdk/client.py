@@ -34,6 +34,10 @@ from .signing import SigningKey, sign
 #: sent on every request the client makes from inside a handler unless one is given explicitly.
 current_traceparent: ContextVar[Optional[str]] = ContextVar("nops_current_traceparent", default=None)
 
+#: The header the kernel adds to every answer to a request authenticated by an API key an
+#: administrator required to be rotated (force-rotate): the RFC 3339 deadline.
+ROTATE_BY_HEADER = "Nops-Api-Key-Rotate-By"
+
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 
@@ -138,6 +142,9 @@ class Client:
         if self.ssl_context is not None:
             handlers.append(urllib.request.HTTPSHandler(context=self.ssl_context))
         self._opener = urllib.request.build_opener(*handlers)
+        #: Called with the value of ``Nops-Api-Key-Rotate-By`` when an answer to a request sent
+        #: with the client's current API key carries it (an Agent rotates the key then).
+        self.on_rotate_by: Optional[Callable[[str], None]] = None
 
     # Credentials -------------------------------------------------------------------------
 
@@ -227,6 +234,8 @@ class Client:
                 resp = self._send(method, url, h, data)
             except (urllib.error.URLError, OSError) as exc:
                 err = exc
+            if resp is not None:
+                self._notice_rotate_by(resp, creds.get("api_key"))
             retry_after = resp.header("Retry-After") if resp is not None else None
             again = number < attempts and (err is not None or (resp is not None and resp.status in policy.statuses))
             delay = policy.delay(number, resp.headers if resp is not None else None) if again else None
@@ -241,6 +250,19 @@ class Client:
                     raise ApiError(resp)
                 return resp
             policy.sleep(delay)
+
+    def _notice_rotate_by(self, resp: Response, sent_with: Any) -> None:
+        """Pass on the key rotation deadline an answer announces, when the request was sent with
+        the client's current API key (an answer to one sent before a rotation says nothing about
+        the new secret)."""
+        by = resp.header(ROTATE_BY_HEADER)
+        listener = self.on_rotate_by
+        if not by or listener is None or not sent_with:
+            return
+        with self._lock:
+            current = self.api_key
+        if sent_with == current:
+            listener(by)
 
     def _send(self, method: str, url: str, headers: Mapping[str, str], data: Optional[bytes]) -> Response:
         req = urllib.request.Request(url, data=data, method=method, headers=dict(headers))

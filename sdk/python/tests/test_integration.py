@@ -427,3 +427,74 @@ class IntegrationSignatures(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class IntegrationAutoRotate(unittest.TestCase):
+    """An administrator force-rotates the key of an agent serving traffic: the agent rotates it
+    by itself, once, without a failed call."""
+
+    def test_force_rotate(self) -> None:
+        tenant_admin = Client(URL, api_key=os.environ["NOPS_API_KEY"])
+        agent_key = tenant_admin.create_api_key("py-auto", "ADMIN")
+        old = agent_key["secret"]
+        agent_client = Client(URL, api_key=old)
+        rec = Recorder()
+        rotated: List[str] = []
+        events: List[Dict[str, Any]] = []
+        agent = Agent(agent_client, unique("py-auto"), "1.0.0",
+                      [Capability("py.auto", rec.echo, input_schema=ECHO_SCHEMA)],
+                      heartbeat_interval=0.2, rotation_grace=2.0, on_key_rotated=rotated.append)
+        agent.on_key_rotation.append(events.append)
+        agent.start()
+        failures: List[BaseException] = []
+        done = threading.Event()
+        counts = {"ok": 0}
+        lock = threading.Lock()
+
+        def traffic() -> None:
+            while not done.is_set():
+                try:
+                    agent_client.invoke("py.auto", {"text": "x"})
+                    with lock:
+                        counts["ok"] += 1
+                except BaseException as e:  # noqa: BLE001 - counted, reported below
+                    failures.append(e)
+                    return
+
+        workers = [threading.Thread(target=traffic) for _ in range(3)]
+        try:
+            for w in workers:
+                w.start()
+            time.sleep(0.3)
+            self.assertEqual(agent_client.credentials()["api_key"], old, "rotated without a deadline")
+            tenant_admin.request("POST", "/v1/admin/api-keys/%s/force-rotate" % agent_key["id"], {"deadline": "1h"})
+            deadline = time.monotonic() + 30
+            while not rotated and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertEqual(len(rotated), 1, "the agent did not rotate its key by itself")
+            time.sleep(0.3)
+        finally:
+            done.set()
+            for w in workers:
+                w.join()
+            agent.stop()
+        self.assertEqual(failures, [], "calls failed during the rotation")
+        new = rotated[0]
+        self.assertNotEqual(new, old)
+        self.assertEqual(agent_client.credentials()["api_key"], new)
+        self.assertEqual(len(events), 1, events)
+        self.assertIsNone(events[0]["error"])
+        self.assertEqual(events[0]["grace"], 2.0)
+        key = tenant_admin.request("GET", "/v1/api-keys/" + agent_key["id"]).json()
+        self.assertNotIn("rotate_by", key)
+        r = agent_client.request("GET", "/v1/auth/whoami")
+        self.assertIsNone(r.header("Nops-Api-Key-Rotate-By"))
+        # The old secret is refused once the grace is over.
+        deadline = time.monotonic() + 30
+        status = 200
+        while time.monotonic() < deadline:
+            status = agent_client.request("GET", "/v1/auth/whoami", credentials={"api_key": old}, check=False).status
+            if status == 401:
+                break
+            time.sleep(0.2)
+        self.assertEqual(status, 401)
