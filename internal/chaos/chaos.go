@@ -50,7 +50,7 @@ type Rule struct {
 	ErrorPercent   float64
 }
 
-// FieldError names the field of a rule that is invalid: Field is "rules[i].name".
+// FieldError names the field of a rule that is invalid: Field is "rules.<i>.<name>", as the API contract names array items.
 type FieldError struct {
 	Field  string
 	Reason string
@@ -64,7 +64,7 @@ func Validate(rules []Rule) error {
 	seen := map[Target]bool{}
 	for i, r := range rules {
 		f := func(name, reason string) error {
-			return &FieldError{Field: fmt.Sprintf("rules[%d].%s", i, name), Reason: reason}
+			return &FieldError{Field: fmt.Sprintf("rules.%d.%s", i, name), Reason: reason}
 		}
 		switch r.Target {
 		case Database, Bus, Redis, Agent:
@@ -149,7 +149,7 @@ func (c *Chaos) Set(rules []Rule) error {
 // if ctx ends first) and may return an error wrapping ErrInjected. A nil Chaos, or one without a
 // rule for target, returns nil at once.
 func (c *Chaos) Inject(ctx context.Context, target Target) error {
-	if c == nil {
+	if c == nil || exempt(ctx) {
 		return nil
 	}
 	r, ok := (*c.rules.Load())[target]
@@ -175,3 +175,11 @@ func (c *Chaos) Inject(ctx context.Context, target Target) error {
 
 // hit tells whether a draw in [0, 100) falls within percent: 0 never, 100 always.
 func hit(draw, percent float64) bool { return draw < percent }
+
+type exemptKey struct{}
+
+// Exempt returns ctx marked so that Inject injects nothing for calls made with it: the change of
+// the rules itself must get through the faults it lifts.
+func Exempt(ctx context.Context) context.Context { return context.WithValue(ctx, exemptKey{}, true) }
+
+func exempt(ctx context.Context) bool { b, _ := ctx.Value(exemptKey{}).(bool); return b }

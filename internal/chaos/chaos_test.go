@@ -117,13 +117,13 @@ func TestChaosValidate(t *testing.T) {
 		rules []Rule
 		field string
 	}{
-		{[]Rule{{Target: "disk"}}, "rules[0].target"},
-		{[]Rule{good, good}, "rules[1].target"},
-		{[]Rule{good, {Target: Agent, ErrorPercent: 100.5}}, "rules[1].error_percent"},
-		{[]Rule{{Target: Agent, ErrorPercent: -1}}, "rules[0].error_percent"},
-		{[]Rule{{Target: Agent, LatencyPercent: 101}}, "rules[0].latency_percent"},
-		{[]Rule{{Target: Agent, Latency: -time.Second}}, "rules[0].latency"},
-		{[]Rule{{Target: Agent, Latency: MaxLatency + 1}}, "rules[0].latency"},
+		{[]Rule{{Target: "disk"}}, "rules.0.target"},
+		{[]Rule{good, good}, "rules.1.target"},
+		{[]Rule{good, {Target: Agent, ErrorPercent: 100.5}}, "rules.1.error_percent"},
+		{[]Rule{{Target: Agent, ErrorPercent: -1}}, "rules.0.error_percent"},
+		{[]Rule{{Target: Agent, LatencyPercent: 101}}, "rules.0.latency_percent"},
+		{[]Rule{{Target: Agent, Latency: -time.Second}}, "rules.0.latency"},
+		{[]Rule{{Target: Agent, Latency: MaxLatency + 1}}, "rules.0.latency"},
 	} {
 		err := c.Set(tc.rules)
 		var fe *FieldError
