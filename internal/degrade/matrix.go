@@ -60,7 +60,7 @@ var Routes = map[string]Route{
 	"POST /v1/admin/api-keys/{key_id}/force-rotate": wr(Essential, "a leaked key must be refused at once"),
 	"GET /v1/admin/secrets/status":                  rd(Essential, "key-compromise runbooks read it"),
 	"GET /v1/admin/chaos":                           rd(Essential, "game days read the faults in force"),
-	"PUT /v1/admin/chaos":                           rd(Critical, "lifts a game day's faults: never shed, nor refused in read_only, which database faults may cause (its audit append still needs the database)"),
+	"PUT /v1/admin/chaos":                           wr(Critical, "lifts a game day's faults: never shed"),
 	"GET /v1/admin/signing-keys":                    rd(Essential, "key-compromise runbooks read it"),
 	"POST /v1/admin/signing-keys/rotate":            wr(Essential, ""),
 	"GET /v1/agents":                                rd(BestEffort, ""),

@@ -8,9 +8,9 @@ import (
 
 // chaosStore applies the chaos toggles' database faults (docs/chaos.md) at the entry of every
 // store transaction the kernel's use cases open: InTx, which every audited change (internal/control)
-// and every outbox write pass through. Reads and the single-statement writes outside a transaction
-XX A nested InTx
-// draws once: only the outermost transaction of a call is faulted.
+// and its outbox record pass through. Reads and the writes made outside a transaction (the relay's
+// leases, the degraded modes' write probe) are not affected. A nested InTx draws once: only the
+// outermost transaction of a call is faulted. The kernel wraps its store only with chaos.enabled.
 type chaosStore struct {
 	Store
 	chaos *chaos.Chaos
