@@ -138,3 +138,25 @@ func TestChaosValidate(t *testing.T) {
 		t.Fatalf("valid rules: %v, %v", err, c.Rules())
 	}
 }
+
+// FuzzValidate: whatever a client sends, Set either refuses it with a field error or keeps rules
+// that hold the invariants Inject relies on.
+func FuzzValidate(f *testing.F) {
+	f.Add("agent", int64(0), 50.0, 100.0)
+	f.Add("disk", int64(-1), -1.0, 101.0)
+	f.Fuzz(func(t *testing.T, target string, latency int64, latencyPercent, errorPercent float64) {
+		c := newEnabled(t)
+		r := Rule{Target: Target(target), Latency: time.Duration(latency), LatencyPercent: latencyPercent, ErrorPercent: errorPercent}
+		err := c.Set([]Rule{r})
+		if err != nil {
+			var fe *FieldError
+			if !errors.As(err, &fe) || len(c.Rules()) != 0 {
+				t.Fatalf("%+v: %v", r, err)
+			}
+			return
+		}
+		if r.Latency < 0 || r.Latency > MaxLatency || !(r.ErrorPercent >= 0 && r.ErrorPercent <= 100) || !(r.LatencyPercent >= 0 && r.LatencyPercent <= 100) {
+			t.Fatalf("accepted %+v", r)
+		}
+	})
+}
