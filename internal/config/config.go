@@ -40,6 +40,7 @@ type Config struct {
 	Egress      EgressConfig      `yaml:"egress"`
 	Identity    IdentityConfig    `yaml:"identity"`
 	Flags       FlagsConfig       `yaml:"flags"`
+	Chaos       ChaosConfig       `yaml:"chaos"`
 }
 
 // InvokeConfig tunes the invoke API's routing and resilience; see docs/routing.md.

@@ -18,3 +18,8 @@ func (c Config) validateFlags(v *validator) {
 		v.add("flags.refresh_interval", fmt.Sprintf("must be between 100ms and 10m, got %s", d))
 	}
 }
+
+// ChaosConfig gates the chaos toggles (docs/chaos.md): fault injection for game days.
+type ChaosConfig struct {
+	Enabled bool `yaml:"enabled" env:"NOPS_CHAOS_ENABLED" doc:"Allow a SUPER_ADMIN to inject latency and errors into the database, bus, Redis and agent calls of this replica (PUT /v1/admin/chaos), for game days and tests. Off: the chaos rules cannot be set."`
+}

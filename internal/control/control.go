@@ -19,6 +19,7 @@ import (
 
 	"github.com/nops-kernel/nops/internal/apikey"
 	"github.com/nops-kernel/nops/internal/audit"
+	"github.com/nops-kernel/nops/internal/chaos"
 	"github.com/nops-kernel/nops/internal/events"
 	"github.com/nops-kernel/nops/internal/flags"
 	"github.com/nops-kernel/nops/internal/perimeter"
@@ -70,6 +71,7 @@ type Control struct {
 	Routes      *routing.Service     // routing tables of the invoke path
 	SigningKeys SigningKeys          // token signing keys, rotated with an overlap (rotation.go)
 	CA          CARotator            // the built-in identity CA, whose root rotates (rotation.go)
+	Chaos       *chaos.Chaos         // this replica's fault injection (chaos.go); nil: off
 	opts        Options
 	beats       chan heartbeatReq // nil: every heartbeat commits alone
 

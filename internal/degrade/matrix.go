@@ -59,6 +59,8 @@ var Routes = map[string]Route{
 	"GET /v1/admin/api-keys/expiring":               rd(Essential, "key-compromise and rotation runbooks read it"),
 	"POST /v1/admin/api-keys/{key_id}/force-rotate": wr(Essential, "a leaked key must be refused at once"),
 	"GET /v1/admin/secrets/status":                  rd(Essential, "key-compromise runbooks read it"),
+	"GET /v1/admin/chaos":                           rd(Essential, "game days read the faults in force"),
+	"PUT /v1/admin/chaos":                           wr(Critical, "lifts a game day's faults: never shed"),
 	"GET /v1/admin/signing-keys":                    rd(Essential, "key-compromise runbooks read it"),
 	"POST /v1/admin/signing-keys/rotate":            wr(Essential, ""),
 	"GET /v1/agents":                                rd(BestEffort, ""),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/nops-kernel/nops/internal/balancer"
 	"github.com/nops-kernel/nops/internal/billing"
 	"github.com/nops-kernel/nops/internal/bus"
+	"github.com/nops-kernel/nops/internal/chaos"
 	"github.com/nops-kernel/nops/internal/config"
 	"github.com/nops-kernel/nops/internal/consumers"
 	"github.com/nops-kernel/nops/internal/control"
@@ -38,7 +40,7 @@ func egressPolicy(cfg config.Config) (egress.Policy, error) {
 // buildInvoke assembles the invoke engine: the safe egress transport (mTLS with the kernel's
 // SVID wid to https agents), routing tables, balancer, breakers and the invocation.completed and
 // billing.usage events of completed calls.
-func buildInvoke(cfg config.Config, ctl *control.Control, routes invoke.Routes, usage *billing.Recorder, wid identity.Source, mp metric.MeterProvider, prop propagation.TextMapPropagator, logger *slog.Logger) (*invoke.Service, error) {
+func buildInvoke(cfg config.Config, ch *chaos.Chaos, ctl *control.Control, routes invoke.Routes, usage *billing.Recorder, wid identity.Source, mp metric.MeterProvider, prop propagation.TextMapPropagator, logger *slog.Logger) (*invoke.Service, error) {
 	pol, err := egressPolicy(cfg)
 	if err != nil {
 		return nil, err
@@ -57,6 +59,10 @@ func buildInvoke(cfg config.Config, ctl *control.Control, routes invoke.Routes, 
 	})
 	if err != nil {
 		return nil, err
+	}
+	var agents http.RoundTripper = transport
+	if cfg.Chaos.Enabled {
+		agents = ch.Transport(transport) // faults before the request leaves (docs/chaos.md)
 	}
 	in := cfg.Invoke
 	return invoke.New(invoke.Config{
@@ -80,7 +86,7 @@ func buildInvoke(cfg config.Config, ctl *control.Control, routes invoke.Routes, 
 	}, invoke.Deps{
 		Agents:     ctl.Agents,
 		Routes:     routes,
-		Transport:  transport,
+		Transport:  agents,
 		Logger:     logger,
 		Meter:      mp.Meter("nops/invoke"),
 		Propagator: prop,

@@ -26,6 +26,7 @@ import (
 
 	"github.com/nops-kernel/nops/internal/auth"
 	"github.com/nops-kernel/nops/internal/bus"
+	"github.com/nops-kernel/nops/internal/chaos"
 	"github.com/nops-kernel/nops/internal/config"
 	"github.com/nops-kernel/nops/internal/consumers"
 	"github.com/nops-kernel/nops/internal/degrade"
@@ -80,6 +81,7 @@ type Kernel struct {
 	mtlsSrv *http.Server
 
 	bus       bus.Bus
+	chaos     *chaos.Chaos      // the chaos toggles' rules of this replica (chaos.go)
 	idem      idempotency.Store // Idempotency-Key records: st, or Redis
 	relay     *relay.Relay
 	degrade   *degrade.Monitor // the degraded modes (degrade.go)
@@ -123,15 +125,24 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 		return k.tel.Shutdown(ctx)
 	})
 
+	// The chaos toggles (docs/chaos.md): with chaos.enabled the database, bus, Redis and agent
+	// calls pass through k.chaos, whose rules only a SUPER_ADMIN sets; off, nothing is wrapped.
+	if k.chaos, err = chaos.New(cfg.Chaos.Enabled, k.tel.MeterProvider().Meter("nops/chaos")); err != nil {
+		return nil, err
+	}
+
 	st, err := OpenStore(ctx, cfg, k.logger)
 	if err != nil {
 		return nil, err
 	}
-	k.st = st
 	k.closers = append(k.closers, st.Close)
 	if err := st.MigrateUp(ctx); err != nil {
 		return nil, fmt.Errorf("migrate database: %w", err)
 	}
+	if cfg.Chaos.Enabled {
+		st = chaosStore{Store: st, chaos: k.chaos}
+	}
+	k.st = st
 
 	checks := []health.Check{{Name: "database", Probe: st.Ping}}
 	var rc *redis.Client
@@ -141,6 +152,9 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 			return nil, fmt.Errorf("redis: %w", err)
 		}
 		k.closers = append(k.closers, rc.Close)
+		if cfg.Chaos.Enabled {
+			rc.AddHook(k.chaos.RedisHook())
+		}
 	}
 
 	ins, err := bus.NewInstruments(bus.InstrumentOptions{
@@ -157,6 +171,9 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 		return nil, fmt.Errorf("event bus: %w", err)
 	}
 	k.closers = append(k.closers, k.bus.Close)
+	if cfg.Chaos.Enabled {
+		k.bus = k.chaos.Bus(k.bus)
+	}
 	checks = append(checks, health.Check{Name: "bus", Probe: k.bus.Ping})
 	if rc != nil {
 		checks = append(checks, health.Check{Name: "redis", Probe: func(ctx context.Context) error { return rc.Ping(ctx).Err() }})
@@ -219,6 +236,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 		return nil, err
 	}
 	k.dom.control.SigningKeys = tokens // rotated through control, audited (rotation.go there)
+	k.dom.control.Chaos = k.chaos      // set through control, audited (chaos.go there)
 	if k.flags, err = buildFlags(ctx, cfg, st, k.dom.control, k.tel.MeterProvider().Meter("nops/flags"), k.logger); err != nil {
 		return nil, fmt.Errorf("feature flags: %w", err)
 	}
@@ -244,7 +262,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 		}
 		k.closers = append(k.closers, k.mtls.Close)
 	}
-	k.invoke, err = buildInvoke(cfg, k.dom.control, k.dom.routes, perim.usage, k.wid, k.tel.MeterProvider(), k.tel.Propagator(), k.logger)
+	k.invoke, err = buildInvoke(cfg, k.chaos, k.dom.control, k.dom.routes, perim.usage, k.wid, k.tel.MeterProvider(), k.tel.Propagator(), k.logger)
 	if err != nil {
 		return nil, fmt.Errorf("invoke: %w", err)
 	}

@@ -120,6 +120,30 @@ func (e CAAuthorityKind) Valid() bool {
 	}
 }
 
+// Defines values for ChaosRuleTarget.
+const (
+	ChaosRuleTargetAgent    ChaosRuleTarget = "agent"
+	ChaosRuleTargetBus      ChaosRuleTarget = "bus"
+	ChaosRuleTargetDatabase ChaosRuleTarget = "database"
+	ChaosRuleTargetRedis    ChaosRuleTarget = "redis"
+)
+
+// Valid indicates whether the value is a known member of the ChaosRuleTarget enum.
+func (e ChaosRuleTarget) Valid() bool {
+	switch e {
+	case ChaosRuleTargetAgent:
+		return true
+	case ChaosRuleTargetBus:
+		return true
+	case ChaosRuleTargetDatabase:
+		return true
+	case ChaosRuleTargetRedis:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for CheckResultError.
 const (
 	CheckResultErrorTimeout     CheckResultError = "timeout"
@@ -140,19 +164,19 @@ func (e CheckResultError) Valid() bool {
 
 // Defines values for CheckResultName.
 const (
-	Bus      CheckResultName = "bus"
-	Database CheckResultName = "database"
-	Redis    CheckResultName = "redis"
+	CheckResultNameBus      CheckResultName = "bus"
+	CheckResultNameDatabase CheckResultName = "database"
+	CheckResultNameRedis    CheckResultName = "redis"
 )
 
 // Valid indicates whether the value is a known member of the CheckResultName enum.
 func (e CheckResultName) Valid() bool {
 	switch e {
-	case Bus:
+	case CheckResultNameBus:
 		return true
-	case Database:
+	case CheckResultNameDatabase:
 		return true
-	case Redis:
+	case CheckResultNameRedis:
 		return true
 	default:
 		return false
@@ -1118,6 +1142,39 @@ type Capability struct {
 
 	// OutputSchema JSON Schema (draft 2020-12) of the capability's output.
 	OutputSchema *map[string]interface{} `json:"output_schema,omitempty"`
+}
+
+// Chaos defines model for Chaos.
+type Chaos struct {
+	// Enabled Whether the configuration allows chaos rules (`chaos.enabled`).
+	Enabled bool        `json:"enabled"`
+	Rules   []ChaosRule `json:"rules"`
+}
+
+// ChaosRule defines model for ChaosRule.
+type ChaosRule struct {
+	// ErrorPercent Share of calls that fail, in percent (default 0).
+	ErrorPercent *float64 `json:"error_percent,omitempty"`
+
+	// LatencyMs Latency added before the call, in milliseconds (default 0).
+	LatencyMs *int64 `json:"latency_ms,omitempty"`
+
+	// LatencyPercent Share of calls delayed by `latency_ms`, in percent (default 0).
+	LatencyPercent *float64 `json:"latency_percent,omitempty"`
+
+	// Target database: every store transaction (InTx); bus: every publish; redis: every Redis
+	// command; agent: every call sent to an agent (fails like a transport error).
+	Target ChaosRuleTarget `json:"target"`
+}
+
+// ChaosRuleTarget database: every store transaction (InTx); bus: every publish; redis: every Redis
+// command; agent: every call sent to an agent (fails like a transport error).
+type ChaosRuleTarget string
+
+// ChaosRules defines model for ChaosRules.
+type ChaosRules struct {
+	// Rules One rule per target at most.
+	Rules []ChaosRule `json:"rules"`
 }
 
 // CheckResult defines model for CheckResult.
@@ -2960,6 +3017,9 @@ type SuspendTenantParams struct {
 // ForceRotateApiKeyJSONRequestBody defines body for ForceRotateApiKey for application/json ContentType.
 type ForceRotateApiKeyJSONRequestBody = ApiKeyForceRotate
 
+// SetChaosJSONRequestBody defines body for SetChaos for application/json ContentType.
+type SetChaosJSONRequestBody = ChaosRules
+
 // RotateSigningKeyJSONRequestBody defines body for RotateSigningKey for application/json ContentType.
 type RotateSigningKeyJSONRequestBody = SigningKeyRotateRequest
 
@@ -3108,6 +3168,12 @@ type ServerInterface interface {
 	// ForceRotateApiKey Require an API key to be rotated by a deadline
 	// (POST /v1/admin/api-keys/{key_id}/force-rotate)
 	ForceRotateApiKey(w http.ResponseWriter, r *http.Request, keyId KeyID, params ForceRotateApiKeyParams)
+	// GetChaos This replica's chaos rules (fault injection for game days)
+	// (GET /v1/admin/chaos)
+	GetChaos(w http.ResponseWriter, r *http.Request)
+	// SetChaos Replace this replica's chaos rules
+	// (PUT /v1/admin/chaos)
+	SetChaos(w http.ResponseWriter, r *http.Request)
 	// GetSecretsStatus Where rotations of the API-key pepper and the key-encryption key stand on this replica
 	// (GET /v1/admin/secrets/status)
 	GetSecretsStatus(w http.ResponseWriter, r *http.Request)
@@ -3516,6 +3582,34 @@ func (siw *ServerInterfaceWrapper) ForceRotateApiKey(w http.ResponseWriter, r *h
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.ForceRotateApiKey(w, r, keyId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetChaos operation middleware
+func (siw *ServerInterfaceWrapper) GetChaos(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetChaos(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// SetChaos operation middleware
+func (siw *ServerInterfaceWrapper) SetChaos(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.SetChaos(w, r)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -6745,6 +6839,8 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/.well-known/jwks.json", wrapper.GetJWKS)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/signing-keys", wrapper.ListSigningKeys)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/admin/signing-keys/rotate", wrapper.RotateSigningKey)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/admin/chaos", wrapper.GetChaos)
+	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/v1/admin/chaos", wrapper.SetChaos)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/v1/auth/token", wrapper.CreateToken)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/auth/whoami", wrapper.GetWhoami)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/v1/system/config", wrapper.GetSystemConfig)
@@ -7268,6 +7364,195 @@ type ForceRotateApiKeydefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response ForceRotateApiKeydefaultApplicationProblemPlusJSONResponse) VisitForceRotateApiKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetChaosRequestObject struct {
+}
+
+type GetChaosResponseObject interface {
+	VisitGetChaosResponse(w http.ResponseWriter) error
+}
+
+type GetChaos200JSONResponse Chaos
+
+func (response GetChaos200JSONResponse) VisitGetChaosResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetChaos401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetChaos401ApplicationProblemPlusJSONResponse) VisitGetChaosResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetChaos403ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response GetChaos403ApplicationProblemPlusJSONResponse) VisitGetChaosResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetChaosdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetChaosdefaultApplicationProblemPlusJSONResponse) VisitGetChaosResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetChaosRequestObject struct {
+	Body *SetChaosJSONRequestBody
+}
+
+type SetChaosResponseObject interface {
+	VisitSetChaosResponse(w http.ResponseWriter) error
+}
+
+type SetChaos200JSONResponse Chaos
+
+func (response SetChaos200JSONResponse) VisitSetChaosResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetChaos400ApplicationProblemPlusJSONResponse struct {
+	ProblemApplicationProblemPlusJSONResponse
+}
+
+func (response SetChaos400ApplicationProblemPlusJSONResponse) VisitSetChaosResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetChaos401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response SetChaos401ApplicationProblemPlusJSONResponse) VisitSetChaosResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetChaos403ApplicationProblemPlusJSONResponse Problem
+
+func (response SetChaos403ApplicationProblemPlusJSONResponse) VisitSetChaosResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetChaos409ApplicationProblemPlusJSONResponse Problem
+
+func (response SetChaos409ApplicationProblemPlusJSONResponse) VisitSetChaosResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetChaos503ApplicationProblemPlusJSONResponse Problem
+
+func (response SetChaos503ApplicationProblemPlusJSONResponse) VisitSetChaosResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetChaosdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response SetChaosdefaultApplicationProblemPlusJSONResponse) VisitSetChaosResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -14813,6 +15098,12 @@ type StrictServerInterface interface {
 	// ForceRotateApiKey Require an API key to be rotated by a deadline
 	// (POST /v1/admin/api-keys/{key_id}/force-rotate)
 	ForceRotateApiKey(ctx context.Context, request ForceRotateApiKeyRequestObject) (ForceRotateApiKeyResponseObject, error)
+	// GetChaos This replica's chaos rules (fault injection for game days)
+	// (GET /v1/admin/chaos)
+	GetChaos(ctx context.Context, request GetChaosRequestObject) (GetChaosResponseObject, error)
+	// SetChaos Replace this replica's chaos rules
+	// (PUT /v1/admin/chaos)
+	SetChaos(ctx context.Context, request SetChaosRequestObject) (SetChaosResponseObject, error)
 	// GetSecretsStatus Where rotations of the API-key pepper and the key-encryption key stand on this replica
 	// (GET /v1/admin/secrets/status)
 	GetSecretsStatus(ctx context.Context, request GetSecretsStatusRequestObject) (GetSecretsStatusResponseObject, error)
@@ -15231,6 +15522,61 @@ func (sh *strictHandler) ForceRotateApiKey(w http.ResponseWriter, r *http.Reques
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(ForceRotateApiKeyResponseObject); ok {
 		if err := validResponse.VisitForceRotateApiKeyResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetChaos operation middleware
+func (sh *strictHandler) GetChaos(w http.ResponseWriter, r *http.Request) {
+	var request GetChaosRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetChaos(ctx, request.(GetChaosRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetChaos")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetChaosResponseObject); ok {
+		if err := validResponse.VisitGetChaosResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// SetChaos operation middleware
+func (sh *strictHandler) SetChaos(w http.ResponseWriter, r *http.Request) {
+	var request SetChaosRequestObject
+
+	var body SetChaosJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.SetChaos(ctx, request.(SetChaosRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "SetChaos")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(SetChaosResponseObject); ok {
+		if err := validResponse.VisitSetChaosResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {
