@@ -119,6 +119,30 @@ func (e CAAuthorityKind) Valid() bool {
 	}
 }
 
+// Defines values for ChaosRuleTarget.
+const (
+	ChaosRuleTargetAgent    ChaosRuleTarget = "agent"
+	ChaosRuleTargetBus      ChaosRuleTarget = "bus"
+	ChaosRuleTargetDatabase ChaosRuleTarget = "database"
+	ChaosRuleTargetRedis    ChaosRuleTarget = "redis"
+)
+
+// Valid indicates whether the value is a known member of the ChaosRuleTarget enum.
+func (e ChaosRuleTarget) Valid() bool {
+	switch e {
+	case ChaosRuleTargetAgent:
+		return true
+	case ChaosRuleTargetBus:
+		return true
+	case ChaosRuleTargetDatabase:
+		return true
+	case ChaosRuleTargetRedis:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for CheckResultError.
 const (
 	CheckResultErrorTimeout     CheckResultError = "timeout"
@@ -139,19 +163,19 @@ func (e CheckResultError) Valid() bool {
 
 // Defines values for CheckResultName.
 const (
-	Bus      CheckResultName = "bus"
-	Database CheckResultName = "database"
-	Redis    CheckResultName = "redis"
+	CheckResultNameBus      CheckResultName = "bus"
+	CheckResultNameDatabase CheckResultName = "database"
+	CheckResultNameRedis    CheckResultName = "redis"
 )
 
 // Valid indicates whether the value is a known member of the CheckResultName enum.
 func (e CheckResultName) Valid() bool {
 	switch e {
-	case Bus:
+	case CheckResultNameBus:
 		return true
-	case Database:
+	case CheckResultNameDatabase:
 		return true
-	case Redis:
+	case CheckResultNameRedis:
 		return true
 	default:
 		return false
@@ -1117,6 +1141,39 @@ type Capability struct {
 
 	// OutputSchema JSON Schema (draft 2020-12) of the capability's output.
 	OutputSchema *map[string]interface{} `json:"output_schema,omitempty"`
+}
+
+// Chaos defines model for Chaos.
+type Chaos struct {
+	// Enabled Whether the configuration allows chaos rules (`chaos.enabled`).
+	Enabled bool        `json:"enabled"`
+	Rules   []ChaosRule `json:"rules"`
+}
+
+// ChaosRule defines model for ChaosRule.
+type ChaosRule struct {
+	// ErrorPercent Share of calls that fail, in percent (default 0).
+	ErrorPercent *float64 `json:"error_percent,omitempty"`
+
+	// LatencyMs Latency added before the call, in milliseconds (default 0).
+	LatencyMs *int64 `json:"latency_ms,omitempty"`
+
+	// LatencyPercent Share of calls delayed by `latency_ms`, in percent (default 0).
+	LatencyPercent *float64 `json:"latency_percent,omitempty"`
+
+	// Target database: every store transaction (InTx); bus: every publish; redis: every Redis
+	// command; agent: every call sent to an agent (fails like a transport error).
+	Target ChaosRuleTarget `json:"target"`
+}
+
+// ChaosRuleTarget database: every store transaction (InTx); bus: every publish; redis: every Redis
+// command; agent: every call sent to an agent (fails like a transport error).
+type ChaosRuleTarget string
+
+// ChaosRules defines model for ChaosRules.
+type ChaosRules struct {
+	// Rules One rule per target at most.
+	Rules []ChaosRule `json:"rules"`
 }
 
 // CheckResult defines model for CheckResult.
@@ -2959,6 +3016,9 @@ type SuspendTenantParams struct {
 // ForceRotateApiKeyJSONRequestBody defines body for ForceRotateApiKey for application/json ContentType.
 type ForceRotateApiKeyJSONRequestBody = ApiKeyForceRotate
 
+// SetChaosJSONRequestBody defines body for SetChaos for application/json ContentType.
+type SetChaosJSONRequestBody = ChaosRules
+
 // RotateSigningKeyJSONRequestBody defines body for RotateSigningKey for application/json ContentType.
 type RotateSigningKeyJSONRequestBody = SigningKeyRotateRequest
 
@@ -3245,6 +3305,39 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /v1/admin/api-keys/{key_id}/force-rotate (the `ForceRotateApiKey` operationId).
 	ForceRotateApiKey(ctx context.Context, keyId KeyID, params *ForceRotateApiKeyParams, body ForceRotateApiKeyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetChaos This replica's chaos rules (fault injection for game days)
+	//
+	// The faults this replica injects into its calls to the database, the bus, Redis and the
+	// agents, and whether the configuration allows them (`chaos.enabled`, off by default). Rules
+	// are per replica: each replica answers with its own. See docs/chaos.md.
+	//
+	// Corresponds with GET /v1/admin/chaos (the `GetChaos` operationId).
+	GetChaos(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SetChaosWithBody Replace this replica's chaos rules
+	//
+	// Replaces the rules of the replica that answers (rules are per replica and in memory: a
+	// restart clears them); an empty `rules` stops every injection. With `chaos.enabled` off the
+	// answer is 409 and nothing changes. Recorded in the global audit tree (action
+	// `chaos.update`). See docs/chaos.md.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /v1/admin/chaos (the `SetChaos` operationId).
+	SetChaosWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SetChaos Replace this replica's chaos rules
+	//
+	// Replaces the rules of the replica that answers (rules are per replica and in memory: a
+	// restart clears them); an empty `rules` stops every injection. With `chaos.enabled` off the
+	// answer is 409 and nothing changes. Recorded in the global audit tree (action
+	// `chaos.update`). See docs/chaos.md.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /v1/admin/chaos (the `SetChaos` operationId).
+	SetChaos(ctx context.Context, body SetChaosJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetSecretsStatus Where rotations of the API-key pepper and the key-encryption key stand on this replica
 	//
@@ -4318,6 +4411,69 @@ func (c *Client) ForceRotateApiKeyWithBody(ctx context.Context, keyId KeyID, par
 // Corresponds with POST /v1/admin/api-keys/{key_id}/force-rotate (the `ForceRotateApiKey` operationId).
 func (c *Client) ForceRotateApiKey(ctx context.Context, keyId KeyID, params *ForceRotateApiKeyParams, body ForceRotateApiKeyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewForceRotateApiKeyRequest(c.Server, keyId, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetChaos This replica's chaos rules (fault injection for game days)
+//
+// The faults this replica injects into its calls to the database, the bus, Redis and the
+// agents, and whether the configuration allows them (`chaos.enabled`, off by default). Rules
+// are per replica: each replica answers with its own. See docs/chaos.md.
+//
+// Corresponds with GET /v1/admin/chaos (the `GetChaos` operationId).
+func (c *Client) GetChaos(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetChaosRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SetChaosWithBody Replace this replica's chaos rules
+//
+// Replaces the rules of the replica that answers (rules are per replica and in memory: a
+// restart clears them); an empty `rules` stops every injection. With `chaos.enabled` off the
+// answer is 409 and nothing changes. Recorded in the global audit tree (action
+// `chaos.update`). See docs/chaos.md.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /v1/admin/chaos (the `SetChaos` operationId).
+func (c *Client) SetChaosWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetChaosRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SetChaos Replace this replica's chaos rules
+//
+// Replaces the rules of the replica that answers (rules are per replica and in memory: a
+// restart clears them); an empty `rules` stops every injection. With `chaos.enabled` off the
+// answer is 409 and nothing changes. Recorded in the global audit tree (action
+// `chaos.update`). See docs/chaos.md.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /v1/admin/chaos (the `SetChaos` operationId).
+func (c *Client) SetChaos(ctx context.Context, body SetChaosJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetChaosRequest(c.Server, body)
 	if err != nil {
 		return nil, err
 	}
@@ -6431,6 +6587,73 @@ func NewForceRotateApiKeyRequestWithBody(server string, keyId KeyID, params *For
 		}
 
 	}
+
+	return req, nil
+}
+
+// NewGetChaosRequest constructs an http.Request for the GetChaos method
+func NewGetChaosRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/chaos")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewSetChaosRequest calls the generic SetChaos builder with application/json body
+func NewSetChaosRequest(server string, body SetChaosJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewSetChaosRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewSetChaosRequestWithBody constructs an http.Request for the SetChaos method, with any body, and a specified content type
+func NewSetChaosRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/chaos")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
 
 	return req, nil
 }
@@ -10812,6 +11035,41 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /v1/admin/api-keys/{key_id}/force-rotate (the `ForceRotateApiKey` operationId).
 	ForceRotateApiKeyWithResponse(ctx context.Context, keyId KeyID, params *ForceRotateApiKeyParams, body ForceRotateApiKeyJSONRequestBody, reqEditors ...RequestEditorFn) (*ForceRotateApiKeyResponse, error)
 
+	// GetChaosWithResponse This replica's chaos rules (fault injection for game days)
+	//
+	// The faults this replica injects into its calls to the database, the bus, Redis and the
+	// agents, and whether the configuration allows them (`chaos.enabled`, off by default). Rules
+	// are per replica: each replica answers with its own. See docs/chaos.md.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/admin/chaos (the `GetChaos` operationId).
+	GetChaosWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetChaosResponse, error)
+
+	// SetChaosWithBodyWithResponse Replace this replica's chaos rules
+	//
+	// Replaces the rules of the replica that answers (rules are per replica and in memory: a
+	// restart clears them); an empty `rules` stops every injection. With `chaos.enabled` off the
+	// answer is 409 and nothing changes. Recorded in the global audit tree (action
+	// `chaos.update`). See docs/chaos.md.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/admin/chaos (the `SetChaos` operationId).
+	SetChaosWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetChaosResponse, error)
+
+	// SetChaosWithResponse Replace this replica's chaos rules
+	//
+	// Replaces the rules of the replica that answers (rules are per replica and in memory: a
+	// restart clears them); an empty `rules` stops every injection. With `chaos.enabled` off the
+	// answer is 409 and nothing changes. Recorded in the global audit tree (action
+	// `chaos.update`). See docs/chaos.md.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/admin/chaos (the `SetChaos` operationId).
+	SetChaosWithResponse(ctx context.Context, body SetChaosJSONRequestBody, reqEditors ...RequestEditorFn) (*SetChaosResponse, error)
+
 	// GetSecretsStatusWithResponse Where rotations of the API-key pepper and the key-encryption key stand on this replica
 	//
 	// For each of the kernel's own secrets — the pepper keying API-key digests and the
@@ -12246,6 +12504,165 @@ func (r ForceRotateApiKeyResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r ForceRotateApiKeyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetChaosResponse401Headers the declared response headers of an HTTP 401 response for GetChaos
+type GetChaosResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+type GetChaosResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Chaos
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *GetChaosResponse401Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetChaosResponse) GetJSON200() *Chaos {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r GetChaosResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r GetChaosResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetChaosResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetChaosResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetChaosResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetChaosResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetChaosResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// SetChaosResponse401Headers the declared response headers of an HTTP 401 response for SetChaos
+type SetChaosResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+type SetChaosResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Chaos
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Problem
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *SetChaosResponse401Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SetChaosResponse) GetJSON200() *Chaos {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r SetChaosResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r SetChaosResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r SetChaosResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r SetChaosResponse) GetApplicationproblemJSON409() *Problem {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r SetChaosResponse) GetApplicationproblemJSON503() *Problem {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r SetChaosResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r SetChaosResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SetChaosResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SetChaosResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SetChaosResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -18264,6 +18681,59 @@ func (c *ClientWithResponses) ForceRotateApiKeyWithResponse(ctx context.Context,
 	return ParseForceRotateApiKeyResponse(rsp)
 }
 
+// GetChaosWithResponse This replica's chaos rules (fault injection for game days)
+//
+// The faults this replica injects into its calls to the database, the bus, Redis and the
+// agents, and whether the configuration allows them (`chaos.enabled`, off by default). Rules
+// are per replica: each replica answers with its own. See docs/chaos.md.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/admin/chaos (the `GetChaos` operationId).
+func (c *ClientWithResponses) GetChaosWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetChaosResponse, error) {
+	rsp, err := c.GetChaos(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetChaosResponse(rsp)
+}
+
+// SetChaosWithBodyWithResponse Replace this replica's chaos rules
+//
+// Replaces the rules of the replica that answers (rules are per replica and in memory: a
+// restart clears them); an empty `rules` stops every injection. With `chaos.enabled` off the
+// answer is 409 and nothing changes. Recorded in the global audit tree (action
+// `chaos.update`). See docs/chaos.md.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/admin/chaos (the `SetChaos` operationId).
+func (c *ClientWithResponses) SetChaosWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetChaosResponse, error) {
+	rsp, err := c.SetChaosWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetChaosResponse(rsp)
+}
+
+// SetChaosWithResponse Replace this replica's chaos rules
+//
+// Replaces the rules of the replica that answers (rules are per replica and in memory: a
+// restart clears them); an empty `rules` stops every injection. With `chaos.enabled` off the
+// answer is 409 and nothing changes. Recorded in the global audit tree (action
+// `chaos.update`). See docs/chaos.md.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/admin/chaos (the `SetChaos` operationId).
+func (c *ClientWithResponses) SetChaosWithResponse(ctx context.Context, body SetChaosJSONRequestBody, reqEditors ...RequestEditorFn) (*SetChaosResponse, error) {
+	rsp, err := c.SetChaos(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetChaosResponse(rsp)
+}
+
 // GetSecretsStatusWithResponse Where rotations of the API-key pepper and the key-encryption key stand on this replica
 //
 // For each of the kernel's own secrets — the pepper keying API-key digests and the
@@ -20125,6 +20595,147 @@ func ParseForceRotateApiKeyResponse(rsp *http.Response) (*ForceRotateApiKeyRespo
 	switch {
 	case rsp.StatusCode == 401:
 		var headers ForceRotateApiKeyResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetChaosResponse parses an HTTP response from a GetChaosWithResponse call
+func ParseGetChaosResponse(rsp *http.Response) (*GetChaosResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetChaosResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Chaos
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers GetChaosResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseSetChaosResponse parses an HTTP response from a SetChaosWithResponse call
+func ParseSetChaosResponse(rsp *http.Response) (*SetChaosResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SetChaosResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Chaos
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers SetChaosResponse401Headers
 		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
