@@ -118,27 +118,15 @@ func (c *cli) keysCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			items, err := api.listAll(ctx, "/v1/api-keys", q, pageSize, progressWriter(cmd.ErrOrStderr()))
-			if err != nil {
-				return err
-			}
-			if api.json() {
-				return printItems(cmd.OutOrStdout(), items)
-			}
-			keys, err := decodeItems[keyDoc](items)
-			if err != nil {
-				return err
-			}
-			now := time.Now()
-			rows := make([][]string, 0, len(keys))
-			for _, k := range keys {
-				last := "never"
-				if k.LastUsedAt != nil {
-					last = ago(*k.LastUsedAt, now)
-				}
-				rows = append(rows, []string{k.ID, k.Name, k.Role, orDash(k.AgentID), k.status(now), formatTime(k.ExpiresAt), last})
-			}
-			return table(cmd.OutOrStdout(), []string{"ID", "NAME", "ROLE", "AGENT", "STATUS", "EXPIRES", "LAST USED"}, rows)
+			return listKeys(ctx, cmd, api, "/v1/api-keys", q, pageSize,
+				[]string{"ID", "NAME", "ROLE", "AGENT", "STATUS", "EXPIRES", "LAST USED"},
+				func(k keyDoc, now time.Time) []string {
+					last := "never"
+					if k.LastUsedAt != nil {
+						last = ago(*k.LastUsedAt, now)
+					}
+					return []string{k.ID, k.Name, k.Role, orDash(k.AgentID), k.status(now), formatTime(k.ExpiresAt), last}
+				})
 		}),
 	}
 	bindPageSize(list, &pageSize)
@@ -223,23 +211,11 @@ func (c *cli) keysCmd() *cobra.Command {
 				return err
 			}
 			q.Set("within", within)
-			items, err := api.listAll(ctx, "/v1/admin/api-keys/expiring", q, pageSize, progressWriter(cmd.ErrOrStderr()))
-			if err != nil {
-				return err
-			}
-			if api.json() {
-				return printItems(cmd.OutOrStdout(), items)
-			}
-			keys, err := decodeItems[keyDoc](items)
-			if err != nil {
-				return err
-			}
-			now := time.Now()
-			rows := make([][]string, 0, len(keys))
-			for _, k := range keys {
-				rows = append(rows, []string{k.ID, k.Tenant, k.Name, k.status(now), formatTime(k.ExpiresAt), formatTime(k.RotateBy)})
-			}
-			return table(cmd.OutOrStdout(), []string{"ID", "TENANT", "NAME", "STATUS", "EXPIRES", "ROTATE BY"}, rows)
+			return listKeys(ctx, cmd, api, "/v1/admin/api-keys/expiring", q, pageSize,
+				[]string{"ID", "TENANT", "NAME", "STATUS", "EXPIRES", "ROTATE BY"},
+				func(k keyDoc, now time.Time) []string {
+					return []string{k.ID, k.Tenant, k.Name, k.status(now), formatTime(k.ExpiresAt), formatTime(k.RotateBy)}
+				})
 		}),
 	}
 	expiring.Flags().StringVar(&within, "within", "168h", "the window, a Go duration")
@@ -278,6 +254,29 @@ func (c *cli) keysCmd() *cobra.Command {
 
 	k.AddCommand(create, list, get, rotate, revoke, expiring, forceRotate)
 	return k
+}
+
+// listKeys prints every page of a key listing at path: the items as JSON with -o json, else a
+// table of header with one row per key.
+func listKeys(ctx context.Context, cmd *cobra.Command, api *apiClient, path string, q url.Values, pageSize int,
+	header []string, row func(k keyDoc, now time.Time) []string) error {
+	items, err := api.listAll(ctx, path, q, pageSize, progressWriter(cmd.ErrOrStderr()))
+	if err != nil {
+		return err
+	}
+	if api.json() {
+		return printItems(cmd.OutOrStdout(), items)
+	}
+	keys, err := decodeItems[keyDoc](items)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	rows := make([][]string, 0, len(keys))
+	for _, k := range keys {
+		rows = append(rows, row(k, now))
+	}
+	return table(cmd.OutOrStdout(), header, rows)
 }
 
 func keyFields(k keyDoc) [][2]string {
