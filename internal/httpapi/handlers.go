@@ -162,6 +162,9 @@ func (h *handlers) GetWhoami(ctx context.Context, _ gen.GetWhoamiRequestObject) 
 	if p.Tenant != "" {
 		body.Tenant = &p.Tenant
 	}
+	if id := workloadIDFrom(ctx); id != "" {
+		body.SpiffeId = &id
+	}
 	return gen.GetWhoami200JSONResponse(body), nil
 }
 

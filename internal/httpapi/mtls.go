@@ -105,6 +105,16 @@ func mtlsPublic(path string) bool {
 	return gatewayPublic(path) || path == "/v1/identity/bundle"
 }
 
+// workloadIDKey carries, in the request context, the SPIFFE ID of a caller authenticated by its
+// SVID, for GET /v1/auth/whoami.
+type workloadIDKey struct{}
+
+// workloadIDFrom returns the SPIFFE ID of a caller authenticated by its SVID, or "".
+func workloadIDFrom(ctx context.Context) string {
+	id, _ := ctx.Value(workloadIDKey{}).(string)
+	return id
+}
+
 // workloadCaller is a caller authenticated by its SVID.
 type workloadCaller struct {
 	w       scope.Workload

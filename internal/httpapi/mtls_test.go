@@ -116,6 +116,7 @@ func TestMTLSAgentPrincipal(t *testing.T) {
 		"scopes": []any{"registry:heartbeat:" + w.tenant, "registry:read:" + w.tenant, "identity:renew:" + w.tenant,
 			"identity:read:" + w.tenant, "invoke:*:" + w.tenant, "invocations:read:" + w.tenant},
 		"expires_at": w.peer.Load().NotAfter.Format(time.RFC3339),
+		"spiffe_id":  w.peer.Load().ID.String(),
 	}
 	if d := cmp.Diff(want, who); d != "" {
 		t.Fatalf("whoami of an agent SVID (-want +got):\n%s", d)

@@ -174,6 +174,8 @@ func (d *dispatcher) admit(out http.Header, r *http.Request, op *operation) (*ht
 			if err := d.authorizeWorkload(ctx, r, workload); err != nil {
 				return r, err
 			}
+			ctx = context.WithValue(ctx, workloadIDKey{}, workload.w.ID.String())
+			r = r.WithContext(ctx)
 		} else if dec := rbac.Authorize(p, op.scopes); !dec.Allowed {
 			d.audit(ctx, p.Tenant, control.ActionAuthorize, resource, dec.Reason)
 			return r, errs.Wrap(errs.Forbidden, fmt.Errorf("%w: %s", errInsufficientScope, dec.Reason), "this operation needs the scopes %s", strings.Join(op.scopes, " "))

@@ -91,12 +91,13 @@ func TestMTLSAgentWorkload(t *testing.T) {
 	mustStatus(t, resp, body, http.StatusOK)
 	who := decode[struct {
 		Subject   string    `json:"subject"`
+		SPIFFEID  string    `json:"spiffe_id"`
 		Tenant    string    `json:"tenant"`
 		Roles     []string  `json:"roles"`
 		Scopes    []string  `json:"scopes"`
 		ExpiresAt time.Time `json:"expires_at"`
 	}](t, body)
-	if who.Subject != a.agent || who.Tenant != m.tenant || len(who.Roles) != 0 || !who.ExpiresAt.Equal(a.svid.certs[0].NotAfter) ||
+	if who.Subject != a.agent || who.SPIFFEID != a.id.String() || who.Tenant != m.tenant || len(who.Roles) != 0 || !who.ExpiresAt.Equal(a.svid.certs[0].NotAfter) ||
 		!slices.Contains(who.Scopes, "registry:heartbeat:"+m.tenant) || !slices.Contains(who.Scopes, "invoke:*:"+m.tenant) {
 		t.Fatalf("whoami over mTLS: %+v; want agent %s of %s, no roles, its SVID's expiry and the agent scopes", who, a.agent, m.tenant)
 	}
@@ -113,6 +114,13 @@ func TestMTLSAgentWorkload(t *testing.T) {
 		wantProblem(t, resp, body, http.StatusForbidden, "forbidden", "registry:write:"+m.tenant)
 		if n := countAudit(t, m.k, m.keys["ADMIN"], "auth.authorize", "POST /v1/agents"); n != 1 {
 			t.Fatalf("%d audit records of the refusal, want 1", n)
+		}
+	})
+	t.Run("whoami on the API listener names no SPIFFE ID", func(t *testing.T) {
+		resp, body := m.k.Do(t, "GET", "/v1/auth/whoami", nil, a.key)
+		mustStatus(t, resp, body, http.StatusOK)
+		if strings.Contains(string(body), "spiffe_id") {
+			t.Fatalf("whoami with the agent's API key: %s", body)
 		}
 	})
 	t.Run("an operation outside the scope table", func(t *testing.T) {

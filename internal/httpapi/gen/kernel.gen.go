@@ -2290,8 +2290,11 @@ type Whoami struct {
 	ExpiresAt time.Time `json:"expires_at"`
 	Roles     []string  `json:"roles"`
 	Scopes    []string  `json:"scopes"`
-	Subject   string    `json:"subject"`
-	Tenant    *string   `json:"tenant,omitempty"`
+
+	// SpiffeId The caller's SPIFFE ID, when it authenticated with an X.509-SVID on the mTLS listener.
+	SpiffeId *string `json:"spiffe_id,omitempty"`
+	Subject  string  `json:"subject"`
+	Tenant   *string `json:"tenant,omitempty"`
 }
 
 // AgentID defines model for AgentID.
