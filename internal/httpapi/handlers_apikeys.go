@@ -217,16 +217,11 @@ func graceIn(body *gen.ApiKeyRotate) (time.Duration, error) {
 	if body == nil || body.GracePeriod == nil {
 		return 0, nil
 	}
-	d, err := time.ParseDuration(strings.TrimSpace(*body.GracePeriod))
-	switch {
-	case err != nil:
-		return 0, errs.Field("body.grace_period", "must be a Go duration such as 24h, 90m or 0s")
-	case d < 0:
-		return 0, errs.Field("body.grace_period", "must not be negative")
-	case d == 0:
+	d, err := durationIn("body.grace_period", body.GracePeriod, 0)
+	if err == nil && d == 0 {
 		return noGrace, nil
 	}
-	return d, nil
+	return d, err
 }
 
 // keyOut renders a key without its digests: the contract has no place for them, and the secret
