@@ -50,6 +50,7 @@ func newRootCmd(env func(string) (string, bool), signals func(chan<- os.Signal) 
 	root.AddCommand(c.secretsCmd())  // rotation of the API-key pepper and the key-encryption key (secrets.go)
 	// Rotation of the token signing keys (admin_signingkeys.go).
 	root.AddCommand(c.signingKeysCmd())
+	root.AddCommand(c.egressCmd()) // signed egress allow-lists (egress.go)
 	return root
 }
 

@@ -69,7 +69,13 @@ type EgressConfig struct {
 	AllowLoopback string `yaml:"allow_loopback" env:"NOPS_EGRESS_ALLOW_LOOPBACK" doc:"Agents on loopback addresses: true, false, or auto (allowed with the embedded database — the laptop setup of make run — refused with database.url)."`
 	AllowPrivate  bool   `yaml:"allow_private" env:"NOPS_EGRESS_ALLOW_PRIVATE" doc:"Agents on private addresses (RFC 1918, fc00::/7, 100.64.0.0/10); cloud metadata addresses stay refused."`
 	Allow         string `yaml:"allow" env:"NOPS_EGRESS_ALLOW" doc:"Comma-separated CIDRs agents may be at even when loopback/private ranges are refused (never opens link-local or metadata addresses)."`
-	Deny          string `yaml:"deny" env:"NOPS_EGRESS_DENY" doc:"Comma-separated CIDRs agents may never be at."`
+	Deny          string `yaml:"deny" env:"NOPS_EGRESS_DENY" doc:"Comma-separated CIDRs no outbound connection of the kernel may reach."`
+	AllowPublic   bool   `yaml:"allow_public" env:"NOPS_EGRESS_ALLOW_PUBLIC" doc:"Agents on public internet addresses (egress class D4). Off by default: deny by default."`
+	// ViolationAction applies without a signed allow-list; a signed list says it per service.
+	ViolationAction       string   `yaml:"violation_action" env:"NOPS_EGRESS_VIOLATION_ACTION" doc:"What a refused call to an agent also does: none (refuse, audit, count) or deregister_agent (also deregister the agent). A signed allow-list sets it per service with on_violation."`
+	AllowlistFile         string   `yaml:"allowlist_file" env:"NOPS_EGRESS_ALLOWLIST_FILE" doc:"Signed egress allow-list (D0-D4 per service and tenant, nops egress sign); replaces allow_loopback, allow_private, allow, allow_public and violation_action. The kernel refuses to start on a tampered file."`
+	AllowlistKeys         string   `yaml:"allowlist_keys" env:"NOPS_EGRESS_ALLOWLIST_KEYS" doc:"Comma-separated verifier keys (nops egress keygen) trusted to sign egress.allowlist_file."`
+	AllowlistReloadPeriod Duration `yaml:"allowlist_reload_interval" env:"NOPS_EGRESS_ALLOWLIST_RELOAD_INTERVAL" doc:"How often the kernel rereads egress.allowlist_file; a new version loads when its signature holds and its serial does not go back. 0 turns rereading off."`
 }
 
 // LoopbackAllowed resolves egress.allow_loopback's auto.
@@ -406,7 +412,7 @@ func Default() Config {
 			CandidatesTTL:    Duration(time.Second),
 			ResultTTL:        Duration(24 * time.Hour),
 		},
-		Egress:   EgressConfig{AllowLoopback: "auto"},
+		Egress:   EgressConfig{AllowLoopback: "auto", ViolationAction: "none", AllowlistReloadPeriod: Duration(10 * time.Second)},
 		Identity: defaultIdentity(),
 		Flags:    defaultFlags(),
 		Audit: AuditConfig{

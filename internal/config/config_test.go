@@ -88,6 +88,13 @@ func TestValidateNamesFieldAndAcceptedValues(t *testing.T) {
 		{"body limit", func(c *Config) { c.HTTP.MaxBodyBytes = 10 }, []string{"http.max_body_bytes"}},
 		{"zero timeout", func(c *Config) { c.HTTP.ReadTimeout = 0 }, []string{"http.read_timeout"}},
 		{"pool", func(c *Config) { c.Database.MinConns = 50 }, []string{"database.min_conns"}},
+		{"violation action", func(c *Config) { c.Egress.ViolationAction = "reboot" }, []string{"egress.violation_action", "none, deregister_agent"}},
+		{"allow-list without keys", func(c *Config) { c.Egress.AllowlistFile = "/etc/nops/egress" }, []string{"egress.allowlist_keys", "required"}},
+		{"keys without allow-list", func(c *Config) { c.Egress.AllowlistKeys = "ops+1+AAAA" }, []string{"egress.allowlist_keys", "egress.allowlist_file"}},
+		{"allow-list and flags", func(c *Config) {
+			c.Egress.AllowlistFile, c.Egress.AllowlistKeys, c.Egress.AllowPublic, c.Egress.AllowLoopback = "/f", "k", true, "true"
+		}, []string{"egress.allow_public", "egress.allow_loopback", "the signed allow-list decides"}},
+		{"negative reload", func(c *Config) { c.Egress.AllowlistReloadPeriod = Duration(-time.Second) }, []string{"egress.allowlist_reload_interval"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

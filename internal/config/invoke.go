@@ -49,4 +49,33 @@ func (c Config) validateInvoke(v *validator) {
 	if _, err := ParsePrefixList(c.Egress.Deny); err != nil {
 		v.add("egress.deny", err.Error())
 	}
+	e := c.Egress
+	v.oneOf("egress.violation_action", e.ViolationAction, []string{"none", "deregister_agent"})
+	if e.AllowlistReloadPeriod < 0 {
+		v.add("egress.allowlist_reload_interval", "must not be negative")
+	}
+	if e.AllowlistFile == "" {
+		if e.AllowlistKeys != "" {
+			v.add("egress.allowlist_keys", "needs egress.allowlist_file")
+		}
+		return
+	}
+	if e.AllowlistKeys == "" {
+		v.add("egress.allowlist_keys", "required with egress.allowlist_file: the verifier keys of its signers (nops egress keygen)")
+	}
+	// The signed list says where agents may be: the unsigned openings would contradict it.
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{
+		{"egress.allow_loopback", e.AllowLoopback == "true"},
+		{"egress.allow_private", e.AllowPrivate},
+		{"egress.allow", e.Allow != ""},
+		{"egress.allow_public", e.AllowPublic},
+		{"egress.violation_action", e.ViolationAction != "none"},
+	} {
+		if f.set {
+			v.add(f.name, "not allowed with egress.allowlist_file: the signed allow-list decides (docs/egress.md)")
+		}
+	}
 }

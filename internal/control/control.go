@@ -226,6 +226,22 @@ func (c *Control) Deny(ctx context.Context, tenantID, action, resource, reason s
 	return nil
 }
 
+// Allow records an allowed action of the kernel's own that changes nothing in the store (a new
+// egress allow-list loaded); its own transaction.
+func (c *Control) Allow(ctx context.Context, tenantID, action, resource, reason string) error {
+	var appended audit.Record
+	err := c.store.InTx(ctx, func(ctx context.Context) error {
+		var err error
+		appended, err = audit.Append(ctx, c.store, c.record(ctx, tenantID, action, resource, true, reason))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("audit %s: %w", action, err)
+	}
+	c.opts.Appended(appended.Tree, appended.Seq+1)
+	return nil
+}
+
 // traceparent renders the span in ctx as a W3C traceparent for the event's distributed-tracing
 // extension, "" without a valid span.
 func traceparent(ctx context.Context) string {

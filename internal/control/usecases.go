@@ -30,6 +30,12 @@ const (
 	ActionLogin             = "auth.login"
 	// ActionEgressRefused records an invocation the egress policy kept from an agent's address.
 	ActionEgressRefused = "invoke.egress_refused"
+	// ActionEgressServiceRefused records a connection of a kernel service other than agent calls
+	// (the OTLP exporter) refused by the egress gate, at most once a minute per destination.
+	ActionEgressServiceRefused = "egress.refused"
+	// ActionEgressAllowlist records a signed egress allow-list read again: loaded (allowed) or
+	// refused (denied, with the reason; the loaded list stays).
+	ActionEgressAllowlist = "egress.allowlist_load"
 )
 
 // CreateTenant creates a tenant; recorded in the global tree.
@@ -136,6 +142,20 @@ func (c *Control) DeregisterAgent(ctx context.Context, tenantID, id, ifMatch str
 			return outcome{}, err
 		}
 		return outcome{tenant: tenantID, action: ActionAgentDeregister, resource: "agents/" + id, event: events.AgentDeregistered{Agent: agentSnapshot(a)}}, nil
+	})
+}
+
+// RollbackAgent deregisters an agent as the kernel's own rollback of an egress violation: the
+// audit record (agent.deregister, actor the kernel when ctx has no principal) gives reason, and
+// agent.deregistered is published as for any deregistration.
+func (c *Control) RollbackAgent(ctx context.Context, tenantID, id, reason string) error {
+	return c.mutate(ctx, func(ctx context.Context) (outcome, error) {
+		a, err := c.Agents.Delete(ctx, tenantID, id, "")
+		if err != nil {
+			return outcome{}, err
+		}
+		return outcome{tenant: tenantID, action: ActionAgentDeregister, resource: "agents/" + id,
+			reason: "egress rollback: " + reason, event: events.AgentDeregistered{Agent: agentSnapshot(a)}}, nil
 	})
 }
 

@@ -1,12 +1,21 @@
-// Package egress is how the kernel calls the HTTP endpoints tenants registered for their agents
-// without becoming an SSRF tool: an address policy checked at dial time, an http.Transport and
-// http.Client built on it (no proxy from the environment, no redirects followed), header
-// hygiene for proxying a caller's request to an agent and the agent's response back, and the
-// validation of an endpoint URL.
+// Package egress is the kernel's egress gate: every outbound connection (calls to the HTTP
+// endpoints tenants registered for their agents, the OTLP exporter) goes through it, so the
+// kernel cannot become an SSRF tool or send data where nobody approved. It has two layers,
+// both checked at dial time on the address being connected to: an address policy (Policy:
+// always-refused ranges, egress.deny, the configuration's loopback/private openings) and the
+// allow-list rules of the connecting service and tenant (Rules: destination classes D0–D4,
+// prefixes, names, ports; deny by default), loaded from a signed allow-list (AllowList,
+// OpenAllowList: an Ed25519 signed note, verified at load) or built from the configuration. Gate
+// holds the current list, reloads it (Reload, Run), counts refusals and hands them to hooks for
+// audit and rollback. Around that: an http.Transport and http.Client built on the checked
+// dialer (no proxy from the environment, no redirects followed), header hygiene for proxying a
+// caller's request to an agent and the agent's response back, and the validation of an endpoint
+// URL.
 //
 // Who may import it: the packages that call agents or accept their endpoints (invoke and routing,
-// registry for ValidateEndpoint) and internal/kernel, which builds the Policy from configuration
-// (egress.allow_loopback, egress.allow_private, egress.allow, egress.deny). It imports identity
+// registry for ValidateEndpoint) and internal/kernel, which builds the Gate from configuration
+// (egress.allow_loopback, egress.allow_private, egress.allow, egress.allow_public, egress.deny,
+// egress.allowlist_file) and cmd/nops (nops egress keygen|sign|verify). It imports identity
 // and mtls of the project, for mTLS to agents with https endpoints (mtls.go: NewAgentTransport
 // presents the kernel's SVID and checks that the agent presents its registered SPIFFE ID). docs/egress.md is the operator's view.
 //

@@ -86,3 +86,17 @@ func isDNSName(host string) bool {
 	}
 	return strings.IndexFunc(last, func(r rune) bool { return r < '0' || r > '9' }) >= 0
 }
+
+// AddressOnly judges agent endpoints with the address policy p alone, for every tenant alike
+// (no allow-list rules): what a registry without the kernel's gate uses.
+func AddressOnly(p Policy) interface {
+	ValidateEndpoint(tenantID, raw string) (*url.URL, error)
+} {
+	return addressOnly{p.clone()}
+}
+
+type addressOnly struct{ p Policy }
+
+func (a addressOnly) ValidateEndpoint(_ string, raw string) (*url.URL, error) {
+	return a.p.ValidateEndpoint(raw)
+}

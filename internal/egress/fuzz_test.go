@@ -1,6 +1,7 @@
 package egress_test
 
 import (
+	"bytes"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -217,3 +218,73 @@ var outboundStripped = append(slices.Clone(hopByHopNames),
 
 var inboundStripped = append(slices.Clone(hopByHopNames),
 	"Set-Cookie", "Strict-Transport-Security", "Alt-Svc", "Clear-Site-Data")
+
+// FuzzParseAllowList: arbitrary text never panics; whatever parses survives its own checks
+// (every service known, classes in range, host entries within their service's class).
+func FuzzParseAllowList(f *testing.F) {
+	f.Add([]byte(contractList))
+	f.Add([]byte("serial: 1\nservices:\n  agents:\n    class: D4\n"))
+	f.Add([]byte("serial: 1\nservices:\n  agents:\n    class: D2\n    allow:\n      - host: '*.a.b'\n        class: D2\n        ports: ['1-2', 3]\n"))
+	f.Add([]byte("serial: 9\ntenants:\n  t:\n    otlp: {class: D1, allow: [{cidr: ::1/128}]}\n"))
+	f.Fuzz(func(t *testing.T, text []byte) {
+		l, err := egress.ParseAllowList(text)
+		if err != nil {
+			return
+		}
+		check := func(service string, r *egress.Rules) {
+			if r.Class > egress.D4 || (r.Action != egress.ActionNone && r.Action != egress.ActionDeregister) {
+				t.Fatalf("%s: accepted class %v action %q", service, r.Class, r.Action)
+			}
+			for _, d := range r.Allow {
+				if d.Prefix.IsValid() == (d.Host != "") {
+					t.Fatalf("%s: entry %+v is neither an address nor a name entry", service, d)
+				}
+				if d.Host != "" && (d.Class < egress.D1 || d.Class > r.Class) {
+					t.Fatalf("%s: name entry of class %v in a %v service", service, d.Class, r.Class)
+				}
+				for _, p := range d.Ports {
+					if p.From == 0 || p.From > p.To {
+						t.Fatalf("%s: port range %+v", service, p)
+					}
+				}
+			}
+		}
+		for name, r := range l.Services {
+			check(name, r)
+		}
+		for _, svcs := range l.Tenants {
+			for name, r := range svcs {
+				check(name, r)
+			}
+		}
+	})
+}
+
+// FuzzOpenAllowList: arbitrary bytes are never accepted as signed by a key that did not sign
+// them, and never panic.
+func FuzzOpenAllowList(f *testing.F) {
+	skey, vkey, err := egress.GenerateAllowListKey("fuzz")
+	if err != nil {
+		f.Fatal(err)
+	}
+	vs, err := egress.ParseVerifierKeys(vkey)
+	if err != nil {
+		f.Fatal(err)
+	}
+	signed, err := egress.SignAllowList([]byte("serial: 1\nservices:\n  agents:\n    class: D1\n"), skey)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(signed)
+	f.Add([]byte("serial: 1\n\n— fuzz AAAA\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		l, err := egress.OpenAllowList(data, vs)
+		if err != nil {
+			return
+		}
+		// Accepted: it must be the signed text, byte for byte up to the signature block.
+		if !bytes.HasPrefix(data, signed[:bytes.LastIndex(signed, []byte("\n\n"))]) || l.Serial != 1 {
+			t.Fatalf("accepted a list that was not signed: %q", data)
+		}
+	})
+}

@@ -97,6 +97,11 @@ type AgentTransportOptions struct {
 	IdleAgentTimeout time.Duration
 	// Meter supplies nops_egress_mtls_handshakes_total; nil: no metric.
 	Meter metric.Meter
+	// Gate, when set, supplies the allow-list rules of the agents service for each call's tenant
+	// (checked at dial time after the Policy) and hears of refused dials. Connections are pooled
+	// per tenant (and, for https, per agent), so a connection dialled under one tenant's rules
+	// never serves another's, and every pool is dropped when the gate loads a new allow-list.
+	Gate *Gate
 }
 
 // Defaults of AgentTransportOptions.
@@ -121,15 +126,18 @@ type AgentTransport struct {
 	pol   Policy
 	opts  TransportOptions
 	ids   identity.Source
-	plain *http.Transport
+	gate  *Gate
+	plain *http.Transport // http without a gate
 	max   int
 	idle  time.Duration
 	now   func() time.Time // the clock of idle eviction; tests replace it
 
-	mu        sync.Mutex // guards agents, lru and swept
+	mu        sync.Mutex // guards agents, lru, swept, list and plains
 	agents    map[spiffeid.ID]*list.Element
 	lru       *list.List // of *agentTransport, most recently used first
 	swept     time.Time
+	list      *AllowList                 // the gate's list the pools below were made under
+	plains    map[string]*http.Transport // http with a gate, one pool per tenant
 	handshake func(ctx context.Context, reason string)
 }
 
@@ -155,7 +163,9 @@ func NewAgentTransport(p Policy, ids identity.Source, o AgentTransportOptions) (
 		pol:    p.clone(),
 		opts:   plainOpts,
 		ids:    ids,
+		gate:   o.Gate,
 		plain:  NewTransport(p, plainOpts),
+		plains: map[string]*http.Transport{},
 		max:    orDefaultInt(o.MaxAgents, DefaultMaxAgents),
 		idle:   orDefault(o.IdleAgentTimeout, orDefault(o.IdleConnTimeout, DefaultIdleConnTimeout)),
 		now:    time.Now,
@@ -183,10 +193,10 @@ func NewAgentTransport(p Policy, ids identity.Source, o AgentTransportOptions) (
 // RoundTrip sends req through the plain transport (http) or the transport of the agent in req's
 // context (https).
 func (t *AgentTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme != "https" {
-		return t.plain.RoundTrip(req)
-	}
 	tenantID, agentID, ok := AgentFromContext(req.Context())
+	if req.URL.Scheme != "https" {
+		return t.plainFor(tenantID).RoundTrip(req)
+	}
 	var expected spiffeid.ID
 	err := errNoAgent
 	if ok {
@@ -198,7 +208,7 @@ func (t *AgentTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	resp, err := t.transportFor(expected).RoundTrip(req)
+	resp, err := t.transportFor(expected, tenantID).RoundTrip(req)
 	if err != nil {
 		if _, ok := IsTLSRefused(err); !ok && isRemoteAlert(err) {
 			// The handshake completed on the kernel's side (TLS 1.3 verifies the client last) and
@@ -221,9 +231,12 @@ func isRemoteAlert(err error) bool {
 func (t *AgentTransport) CloseIdleConnections() {
 	t.plain.CloseIdleConnections()
 	t.mu.Lock()
-	ts := make([]*http.Transport, 0, t.lru.Len())
+	ts := make([]*http.Transport, 0, t.lru.Len()+len(t.plains))
 	for e := t.lru.Front(); e != nil; e = e.Next() {
 		ts = append(ts, e.Value.(*agentTransport).t)
+	}
+	for _, p := range t.plains {
+		ts = append(ts, p)
 	}
 	t.mu.Unlock()
 	for _, tr := range ts {
@@ -242,15 +255,15 @@ func (t *AgentTransport) Agents() int {
 // the transports beyond the cache's bound or idle too long. A dropped transport's idle
 // connections are closed; one still serving a response finishes it and its connection closes
 // after IdleConnTimeout.
-func (t *AgentTransport) transportFor(id spiffeid.ID) *http.Transport {
+func (t *AgentTransport) transportFor(id spiffeid.ID, tenantID string) *http.Transport {
 	now := t.now()
-	var dropped []*http.Transport
 	t.mu.Lock()
+	dropped := t.syncList()
 	e, ok := t.agents[id]
 	if ok {
 		t.lru.MoveToFront(e)
 	} else {
-		e = t.lru.PushFront(&agentTransport{id: id, t: t.newAgentTransport(id)})
+		e = t.lru.PushFront(&agentTransport{id: id, t: t.newAgentTransport(id, tenantID)})
 		t.agents[id] = e
 	}
 	at := e.Value.(*agentTransport)
@@ -280,7 +293,7 @@ func (t *AgentTransport) drop(e *list.Element) *http.Transport {
 
 // newAgentTransport makes the transport of calls expecting id: mtls.ClientConfig over the
 // kernel's identity, its verification wrapped to name the reason of a refusal and count it.
-func (t *AgentTransport) newAgentTransport(id spiffeid.ID) *http.Transport {
+func (t *AgentTransport) newAgentTransport(id spiffeid.ID, tenantID string) *http.Transport {
 	conf := mtls.ClientConfig(t.ids, t.ids, id)
 	verify := conf.VerifyPeerCertificate
 	conf.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
@@ -292,9 +305,63 @@ func (t *AgentTransport) newAgentTransport(id spiffeid.ID) *http.Transport {
 		t.handshake(context.Background(), "")
 		return nil
 	}
-	o := t.opts
+	o := t.gated(tenantID)
 	o.TLSClientConfig = conf
 	return NewTransport(t.pol, o)
+}
+
+// gated returns the transport options of calls for tenantID: with a gate, its current rules of
+// the agents service for the tenant and the gate's refusal hook. Caller holds t.mu.
+func (t *AgentTransport) gated(tenantID string) TransportOptions {
+	o := t.opts
+	if t.gate != nil {
+		o.Rules = t.list.Rules(ServiceAgents, tenantID)
+		o.Service, o.Tenant, o.OnBlocked = ServiceAgents, tenantID, t.gate.refused
+	}
+	return o
+}
+
+// syncList drops every pool when the gate holds another allow-list than the one they were
+// made under, and returns the dropped transports for the caller to close once it has released
+// t.mu. Caller holds t.mu.
+func (t *AgentTransport) syncList() []*http.Transport {
+	if t.gate == nil {
+		return nil
+	}
+	cur := t.gate.AllowList()
+	if cur == t.list {
+		return nil
+	}
+	var dropped []*http.Transport
+	for e := t.lru.Front(); e != nil; e = e.Next() {
+		dropped = append(dropped, e.Value.(*agentTransport).t)
+	}
+	for _, p := range t.plains {
+		dropped = append(dropped, p)
+	}
+	t.agents, t.lru, t.plains, t.list = map[spiffeid.ID]*list.Element{}, list.New(), map[string]*http.Transport{}, cur
+	return dropped
+}
+
+// plainFor returns the transport of http calls for tenantID: without a gate the one plain
+// transport, with one the tenant's own (its rules, and its name in refusals). The tenants'
+// transports hold no connection once idle for IdleConnTimeout.
+func (t *AgentTransport) plainFor(tenantID string) *http.Transport {
+	if t.gate == nil {
+		return t.plain
+	}
+	t.mu.Lock()
+	dropped := t.syncList()
+	p, ok := t.plains[tenantID]
+	if !ok {
+		p = NewTransport(t.pol, t.gated(tenantID))
+		t.plains[tenantID] = p
+	}
+	t.mu.Unlock()
+	for _, d := range dropped {
+		d.CloseIdleConnections()
+	}
+	return p
 }
 
 // tlsRefusal names why the agent's certificates raw failed verification with err, when the

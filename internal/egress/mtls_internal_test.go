@@ -42,22 +42,22 @@ func TestAgentTransportCacheIsBounded(t *testing.T) {
 	}
 	defer tr.CloseIdleConnections()
 	ids := agentIDs(3)
-	a := tr.transportFor(ids[0])
-	b := tr.transportFor(ids[1])
+	a := tr.transportFor(ids[0], "t")
+	b := tr.transportFor(ids[1], "t")
 	if a == b {
 		t.Fatal("two agents share a transport")
 	}
-	if again := tr.transportFor(ids[0]); again != a {
+	if again := tr.transportFor(ids[0], "t"); again != a {
 		t.Fatal("the same agent got a new transport")
 	}
-	tr.transportFor(ids[2]) // over the bound: b, the least recently used, goes
+	tr.transportFor(ids[2], "t") // over the bound: b, the least recently used, goes
 	if n := tr.Agents(); n != 2 {
 		t.Fatalf("%d transports cached, want 2", n)
 	}
-	if tr.transportFor(ids[0]) != a {
+	if tr.transportFor(ids[0], "t") != a {
 		t.Fatal("the recently used agent's transport was dropped")
 	}
-	if tr.transportFor(ids[1]) == b {
+	if tr.transportFor(ids[1], "t") == b {
 		t.Fatal("the least recently used agent's transport was kept")
 	}
 }
@@ -71,16 +71,16 @@ func TestAgentTransportCacheDropsIdleAgents(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	tr.now = func() time.Time { return now }
 	ids := agentIDs(3)
-	a := tr.transportFor(ids[0])
-	tr.transportFor(ids[1])
+	a := tr.transportFor(ids[0], "t")
+	tr.transportFor(ids[1], "t")
 	now = now.Add(30 * time.Second)
-	tr.transportFor(ids[0]) // a used again; b not
+	tr.transportFor(ids[0], "t") // a used again; b not
 	now = now.Add(45 * time.Second)
-	tr.transportFor(ids[2]) // b idle 75 s > 1 min: dropped; a idle 45 s: kept
+	tr.transportFor(ids[2], "t") // b idle 75 s > 1 min: dropped; a idle 45 s: kept
 	if n := tr.Agents(); n != 2 {
 		t.Fatalf("%d transports cached, want 2 (a and c)", n)
 	}
-	if tr.transportFor(ids[0]) != a {
+	if tr.transportFor(ids[0], "t") != a {
 		t.Fatal("an agent used within the idle timeout was dropped")
 	}
 }

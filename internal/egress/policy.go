@@ -23,9 +23,11 @@ const (
 	ReasonPrivate     = "private not allowed"
 )
 
-// Policy says which destination addresses the kernel may dial. The zero value is the production
-// default: public addresses only. A Policy is a value: the kernel builds it from configuration
-// once and never mutates it, so it is safe for concurrent use.
+// Policy is the address layer of the egress gate: which destination addresses may be dialled at
+// all. The zero value refuses the always-refused ranges, loopback and private addresses and
+// lets public addresses through to the second layer, the allow-list's Rules (rules.go), which
+// decide by class, prefix, name and port — deny by default. A Policy is a value: the kernel
+// builds it from configuration once and never mutates it, so it is safe for concurrent use.
 type Policy struct {
 	// AllowLoopback opens 127.0.0.0/8 and ::1. The embedded dev setup (make run) turns it on so
 	// agents on the same machine can be called; production leaves it off.
@@ -44,15 +46,32 @@ type Policy struct {
 
 // BlockedError is the refusal of one destination address.
 type BlockedError struct {
-	Addr   netip.Addr // the refused address, IPv4-mapped addresses unmapped, zone removed
-	Host   string     // the host name or literal being dialled, when known
-	Reason string     // one of the Reason constants
+	Addr    netip.Addr // the refused address, IPv4-mapped addresses unmapped, zone removed
+	Host    string     // the host name or literal being dialled, when known
+	Port    uint16     // the port being dialled, when known (Rules refusals)
+	Class   Class      // the address's class, for Rules refusals (ReasonClass, ReasonNotListed)
+	Reason  string     // one of the Reason constants
+	Service string     // the gated service whose connection was refused, when dialled through a gate
+	Tenant  string     // the tenant the connection was for, when known
 }
 
 // Error says which address was refused and why. The host name is left out: the address is what
 // was refused, and the host is what the tenant registered (the caller may show both).
 func (e *BlockedError) Error() string {
+	switch e.Reason {
+	case ReasonClass:
+		return fmt.Sprintf("egress to %s refused: %s (%s address, the %s egress class is narrower)", e.Addr, e.Reason, e.Class, e.serviceName())
+	case ReasonNotListed:
+		return fmt.Sprintf("egress to %s port %d refused: %s of %s", e.Addr, e.Port, e.Reason, e.serviceName())
+	}
 	return fmt.Sprintf("egress to %s refused: %s", e.Addr, e.Reason)
+}
+
+func (e *BlockedError) serviceName() string {
+	if e.Service == "" {
+		return "the service"
+	}
+	return "service " + e.Service
 }
 
 // IsBlocked finds a *BlockedError in err's chain (through *url.Error and *net.OpError, which

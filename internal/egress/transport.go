@@ -21,18 +21,40 @@ import (
 // by accident. Callers must not replace ControlContext. The caller may set Resolver. A
 // non-IP address (a Unix socket path) is refused.
 func (p Policy) Dialer(timeout, keepAlive time.Duration) *net.Dialer {
+	return p.RulesDialer(nil, timeout, keepAlive)
+}
+
+// RulesDialer is Dialer also checking each address against r (nil: the address policy only).
+// Rules judge host names too: dial through DialHost so the hook knows the name being dialled.
+func (p Policy) RulesDialer(r *Rules, timeout, keepAlive time.Duration) *net.Dialer {
 	p = p.clone()
 	return &net.Dialer{
 		Timeout:   timeout,
 		KeepAlive: keepAlive,
-		ControlContext: func(_ context.Context, _, address string, _ syscall.RawConn) error {
+		ControlContext: func(ctx context.Context, _, address string, _ syscall.RawConn) error {
 			ap, err := netip.ParseAddrPort(address)
 			if err != nil {
 				return &BlockedError{Reason: ReasonInvalid}
 			}
-			return p.Check(ap.Addr())
+			if err := p.Check(ap.Addr()); err != nil {
+				return err
+			}
+			if r == nil {
+				return nil
+			}
+			host, _ := ctx.Value(dialHostKey{}).(string)
+			return r.Check(host, ap.Addr(), ap.Port())
 		},
 	}
+}
+
+// dialHostKey is the context key of the host name being dialled, for the rules check.
+type dialHostKey struct{}
+
+// DialHost dials addr ("host:port") with d, telling d's check the host name.
+func DialHost(ctx context.Context, d *net.Dialer, network, addr string) (net.Conn, error) {
+	host, _, _ := net.SplitHostPort(addr)
+	return d.DialContext(context.WithValue(ctx, dialHostKey{}, host), network, addr)
 }
 
 // TransportOptions tunes NewTransport. Zero fields take the defaults below; a negative duration
@@ -55,6 +77,14 @@ type TransportOptions struct {
 	// Resolver resolves agents' host names; nil means the system resolver. Whatever it answers is
 	// checked at dial time.
 	Resolver *net.Resolver
+
+	// Rules, when set, are checked at dial time after the Policy (the gate's allow-list for one
+	// service and tenant); Service and Tenant name them in a refusal's BlockedError, and
+	// OnBlocked, when set, hears of every refused dial (to count it).
+	Rules     *Rules
+	Service   string
+	Tenant    string
+	OnBlocked func(ctx context.Context, b *BlockedError)
 }
 
 // Defaults for zero TransportOptions fields.
@@ -81,7 +111,7 @@ const (
 //   - DisableCompression is true: the transport neither asks for gzip nor decodes it, so bodies
 //     pass through byte for byte and Content-Encoding/Content-Length stay the agent's.
 func NewTransport(p Policy, o TransportOptions) *http.Transport {
-	d := p.Dialer(orDefault(o.DialTimeout, DefaultDialTimeout), keepAlive(o.KeepAlive))
+	d := p.RulesDialer(o.Rules, orDefault(o.DialTimeout, DefaultDialTimeout), keepAlive(o.KeepAlive))
 	d.Resolver = o.Resolver
 	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
 	if o.TLSClientConfig != nil {
@@ -90,10 +120,14 @@ func NewTransport(p Policy, o TransportOptions) *http.Transport {
 	return &http.Transport{
 		Proxy: nil,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := d.DialContext(ctx, network, addr)
+			c, err := DialHost(ctx, d, network, addr)
 			if be, ok := IsBlocked(err); ok && be.Host == "" {
 				// The BlockedError was made by this dial's check: no one else holds it yet.
 				be.Host, _, _ = net.SplitHostPort(addr)
+				be.Service, be.Tenant = o.Service, o.Tenant
+				if o.OnBlocked != nil {
+					o.OnBlocked(ctx, be)
+				}
 			}
 			return c, err
 		},

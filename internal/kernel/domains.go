@@ -13,6 +13,7 @@ import (
 	"github.com/nops-kernel/nops/internal/audit"
 	"github.com/nops-kernel/nops/internal/config"
 	"github.com/nops-kernel/nops/internal/control"
+	"github.com/nops-kernel/nops/internal/egress"
 	"github.com/nops-kernel/nops/internal/registry"
 	"github.com/nops-kernel/nops/internal/routing"
 	"github.com/nops-kernel/nops/internal/tenant"
@@ -36,7 +37,7 @@ type domains struct {
 // buildDomains assembles the tenant, registry, API key, audit and routing services over st;
 // enqueued is called after each commit that added events to the outbox. secrets are the key files,
 // opened before the token service (whose keys the key-encryption key seals).
-func buildDomains(cfg config.Config, st Store, secrets *secretFiles, enqueued func(), meter metric.Meter, logger *slog.Logger) (*domains, error) {
+func buildDomains(cfg config.Config, st Store, secrets *secretFiles, gate *egress.Gate, enqueued func(), meter metric.Meter, logger *slog.Logger) (*domains, error) {
 	d := &domains{}
 	statusChanges, err := meter.Int64Counter("nops_agent_status_changes_total",
 		metric.WithDescription("Agent status changes (healthy, stale, zombie) per agent, by the status entered."))
@@ -57,11 +58,7 @@ func buildDomains(cfg config.Config, st Store, secrets *secretFiles, enqueued fu
 	if err != nil {
 		return nil, fmt.Errorf("tenant service: %w", err)
 	}
-	pol, err := egressPolicy(cfg)
-	if err != nil {
-		return nil, err
-	}
-	agents, err := registry.NewService(st, registry.Config{TTL: registry.TTLs{Stale: cfg.Registry.StaleAfter.D(), Zombie: cfg.Registry.ZombieAfter.D()}, Egress: pol})
+	agents, err := registry.NewService(st, registry.Config{TTL: registry.TTLs{Stale: cfg.Registry.StaleAfter.D(), Zombie: cfg.Registry.ZombieAfter.D()}, Egress: gate})
 	if err != nil {
 		return nil, fmt.Errorf("registry service: %w", err)
 	}

@@ -2,7 +2,6 @@ package kernel
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
@@ -24,33 +23,17 @@ import (
 	"github.com/nops-kernel/nops/internal/invoke"
 )
 
-// egressPolicy is the configured policy for calls to agents.
-func egressPolicy(cfg config.Config) (egress.Policy, error) {
-	allow, err := config.ParsePrefixList(cfg.Egress.Allow)
-	if err != nil {
-		return egress.Policy{}, fmt.Errorf("egress.allow: %w", err)
-	}
-	deny, err := config.ParsePrefixList(cfg.Egress.Deny)
-	if err != nil {
-		return egress.Policy{}, fmt.Errorf("egress.deny: %w", err)
-	}
-	return egress.Policy{AllowLoopback: cfg.LoopbackAllowed(), AllowPrivate: cfg.Egress.AllowPrivate, Allow: allow, Deny: deny}, nil
-}
-
 // buildInvoke assembles the invoke engine: the safe egress transport (mTLS with the kernel's
 // SVID wid to https agents), routing tables, balancer, breakers and the invocation.completed and
 // billing.usage events of completed calls.
-func buildInvoke(cfg config.Config, ch *chaos.Chaos, ctl *control.Control, routes invoke.Routes, usage *billing.Recorder, wid identity.Source, mp metric.MeterProvider, prop propagation.TextMapPropagator, logger *slog.Logger) (*invoke.Service, error) {
-	pol, err := egressPolicy(cfg)
-	if err != nil {
-		return nil, err
-	}
+func buildInvoke(cfg config.Config, ch *chaos.Chaos, ctl *control.Control, gate *egress.Gate, eaudit *egressAudit, routes invoke.Routes, usage *billing.Recorder, wid identity.Source, mp metric.MeterProvider, prop propagation.TextMapPropagator, logger *slog.Logger) (*invoke.Service, error) {
 	// The replica named in breaker events: breakers are per replica.
 	node, _ := os.Hostname()
 	if !events.ValidKernelName(node) {
 		node = ""
 	}
-	transport, err := egress.NewAgentTransport(pol, wid, egress.AgentTransportOptions{
+	transport, err := egress.NewAgentTransport(gate.AgentsPolicy(), wid, egress.AgentTransportOptions{
+		Gate: gate,
 		TransportOptions: egress.TransportOptions{
 			MaxIdleConnsPerHost: 256,
 			IdleConnTimeout:     90 * time.Second,
@@ -91,9 +74,10 @@ func buildInvoke(cfg config.Config, ch *chaos.Chaos, ctl *control.Control, route
 		Meter:      mp.Meter("nops/invoke"),
 		Propagator: prop,
 		OnBlocked: func(ctx context.Context, tenant, agentID string, b *egress.BlockedError) {
-			if err := ctl.Deny(ctx, tenant, control.ActionEgressRefused, "agents/"+agentID, b.Reason); err != nil {
+			if err := ctl.Deny(ctx, tenant, control.ActionEgressRefused, "agents/"+agentID, b.Error()); err != nil {
 				logger.ErrorContext(ctx, "audit a refused egress", "agent", agentID, "error", err)
 			}
+			eaudit.OnAgentRefused(tenant, agentID, b)
 		},
 		// A synchronous call's invocation.completed and billing.usage go through the batching
 		// recorder, off the request path; an async call's are written by invoke.Async in the

@@ -30,6 +30,7 @@ import (
 	"github.com/nops-kernel/nops/internal/config"
 	"github.com/nops-kernel/nops/internal/consumers"
 	"github.com/nops-kernel/nops/internal/degrade"
+	"github.com/nops-kernel/nops/internal/egress"
 	"github.com/nops-kernel/nops/internal/flags"
 	"github.com/nops-kernel/nops/internal/health"
 	"github.com/nops-kernel/nops/internal/httpapi"
@@ -80,12 +81,14 @@ type Kernel struct {
 	mtlsLn  net.Listener
 	mtlsSrv *http.Server
 
-	bus       bus.Bus
-	chaos     *chaos.Chaos      // the chaos toggles' rules of this replica (chaos.go)
-	idem      idempotency.Store // Idempotency-Key records: st, or Redis
-	relay     *relay.Relay
-	degrade   *degrade.Monitor // the degraded modes (degrade.go)
-	consumers []consumers.Spec
+	bus         bus.Bus
+	chaos       *chaos.Chaos      // the chaos toggles' rules of this replica (chaos.go)
+	gate        *egress.Gate      // every outbound connection's egress gate (egress.go)
+	egressAudit *egressAudit      // its audit records and rollback actions
+	idem        idempotency.Store // Idempotency-Key records: st, or Redis
+	relay       *relay.Relay
+	degrade     *degrade.Monitor // the degraded modes (degrade.go)
+	consumers   []consumers.Spec
 
 	closeOnce sync.Once
 	closers   []func() error // in opening order; Close runs them backwards
@@ -115,9 +118,17 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 	}()
 	startedAt := time.Now()
 
-	k.tel, err = telemetry.Setup(ctx, telemetry.Options{ServiceName: cfg.Telemetry.ServiceName, Version: opts.Version, Commit: opts.Commit, Logger: k.logger})
+	// The egress gate exists first: every outbound connection goes through it, the OTLP
+	// exporter's included (egress.go, docs/egress.md). A tampered signed allow-list stops here.
+	if k.gate, err = buildGate(cfg, k.logger); err != nil {
+		return nil, fmt.Errorf("egress: %w", err)
+	}
+	k.tel, err = telemetry.Setup(ctx, telemetry.Options{ServiceName: cfg.Telemetry.ServiceName, Version: opts.Version, Commit: opts.Commit, Logger: k.logger, OTLPClient: otlpClient(k.gate)})
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
+	}
+	if err := k.gate.Instrument(k.tel.MeterProvider().Meter("nops/egress")); err != nil {
+		return nil, err
 	}
 	k.closers = append(k.closers, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -231,7 +242,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 	if err := auth.Bootstrap(ctx, st, cfg.Auth.BootstrapAdminPassword, opts.BcryptCost, opts.Out, k.logger, time.Now()); err != nil {
 		return nil, err
 	}
-	k.dom, err = buildDomains(cfg, st, secrets, k.relay.Notify, k.tel.MeterProvider().Meter("nops/registry"), k.logger)
+	k.dom, err = buildDomains(cfg, st, secrets, k.gate, k.relay.Notify, k.tel.MeterProvider().Meter("nops/registry"), k.logger)
 	if err != nil {
 		return nil, err
 	}
@@ -262,7 +273,9 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 		}
 		k.closers = append(k.closers, k.mtls.Close)
 	}
-	k.invoke, err = buildInvoke(cfg, k.chaos, k.dom.control, k.dom.routes, perim.usage, k.wid, k.tel.MeterProvider(), k.tel.Propagator(), k.logger)
+	k.egressAudit = newEgressAudit(k.gate, k.dom.control, k.logger)
+	k.closers = append(k.closers, k.egressAudit.Close)
+	k.invoke, err = buildInvoke(cfg, k.chaos, k.dom.control, k.gate, k.egressAudit, k.dom.routes, perim.usage, k.wid, k.tel.MeterProvider(), k.tel.Propagator(), k.logger)
 	if err != nil {
 		return nil, fmt.Errorf("invoke: %w", err)
 	}
@@ -425,12 +438,18 @@ func (k *Kernel) Degradation() *degrade.Monitor { return k.degrade }
 func (k *Kernel) Bus() bus.Bus { return k.bus }
 
 // Reload re-reads what can change without a restart: the TLS certificate and key files (a
-// no-op on plain HTTP), the API-key pepper file and the key-encryption key file. A broken file
+// no-op on plain HTTP), the API-key pepper file, the key-encryption key file and the signed
+// egress allow-list (egress.allowlist_file). A broken file
 // is refused and what it would replace keeps serving; the error names it.
 func (k *Kernel) Reload(ctx context.Context) error {
 	var secretsErr error // the pepper and key-encryption key files (secrets.go)
 	if k.dom != nil {
 		secretsErr = k.dom.secrets.reload()
+	}
+	if k.gate != nil { // the signed egress allow-list (egress.go)
+		if _, err := k.gate.Reload(ctx); err != nil {
+			secretsErr = errors.Join(secretsErr, err)
+		}
 	}
 	if k.perim == nil || k.perim.tls == nil {
 		return secretsErr
@@ -478,6 +497,12 @@ func (k *Kernel) Run(ctx context.Context) error {
 	}
 	if k.mtls != nil {
 		jobs["mtls revocations"] = k.mtls.Run
+	}
+	if k.cfg.Egress.AllowlistFile != "" && k.cfg.Egress.AllowlistReloadPeriod > 0 {
+		jobs["egress allow-list"] = func(ctx context.Context) error {
+			k.gate.Run(ctx, k.cfg.Egress.AllowlistReloadPeriod.D()) // a refused file is logged, audited and counted
+			return nil
+		}
 	}
 	maps.Copy(jobs, k.perim.jobs(k.cfg))
 	maps.Copy(jobs, k.dom.secrets.jobs(k.cfg)) // reloads of the pepper and key-encryption key files

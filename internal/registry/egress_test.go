@@ -40,7 +40,7 @@ func TestEndpointsCheckedAgainstTheEgressPolicy(t *testing.T) {
 	for name, pol := range policies {
 		t.Run(name, func(t *testing.T) {
 			store := newFakeStore(tenantA)
-			svc, err := registry.NewService(store, registry.Config{TTL: testTTL, Egress: pol})
+			svc, err := registry.NewService(store, registry.Config{TTL: testTTL, Egress: egress.AddressOnly(pol)})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -40,12 +41,17 @@ type Config struct {
 	TTL         TTLs             // status decay; zero means DefaultTTLs()
 	Now         func() time.Time // the clock; nil means time.Now
 	MaxRoutable int              // most candidates Routable considers; 0 means DefaultMaxRoutable
-	// Egress is the policy endpoints are checked against at Register and Update
-	// (egress.Policy.ValidateEndpoint): an IP literal it refuses (metadata, link-local,
-	// multicast, and loopback or private when not opened) is a 400 naming body.endpoint. Host
-	// names are judged when dialled. The zero value is the production default, public addresses
-	// only; the kernel passes the configured policy.
-	Egress egress.Policy
+	// Egress checks endpoints at Register and Update for the agent's tenant: an IP literal the
+	// policy refuses (metadata, link-local, multicast, loopback or private when not opened, an
+	// address or port the tenant's allow-list rules refuse) or a host name those rules can never
+	// let through is a 400 naming body.endpoint. Other host names are judged when dialled. The
+	// kernel passes its egress gate; nil means egress.AddressOnly(egress.Policy{}).
+	Egress EndpointValidator
+}
+
+// EndpointValidator judges an agent endpoint of a tenant (egress.Gate, egress.AddressOnly).
+type EndpointValidator interface {
+	ValidateEndpoint(tenantID, raw string) (*url.URL, error)
 }
 
 // Service applies the registry rules over a Store. Create it with NewService.
@@ -54,7 +60,7 @@ type Service struct {
 	ttl         TTLs
 	now         func() time.Time
 	maxRoutable int
-	egress      egress.Policy
+	egress      EndpointValidator
 }
 
 // Change is the outcome of Update: the agent before and after. Changed is false when the input
@@ -101,6 +107,9 @@ func NewService(store Store, cfg Config) (*Service, error) {
 	if cfg.MaxRoutable == 0 {
 		cfg.MaxRoutable = DefaultMaxRoutable
 	}
+	if cfg.Egress == nil {
+		cfg.Egress = egress.AddressOnly(egress.Policy{})
+	}
 	return &Service{store: store, ttl: cfg.TTL, now: cfg.Now, maxRoutable: cfg.MaxRoutable, egress: cfg.Egress}, nil
 }
 
@@ -123,7 +132,7 @@ func (s *Service) Register(ctx context.Context, tenantID string, in AgentInput) 
 	if err := checkTenant(tenantID); err != nil {
 		return Agent{}, err
 	}
-	norm, err := s.normalize(in)
+	norm, err := s.normalize(tenantID, in)
 	if err != nil {
 		return Agent{}, err
 	}
@@ -153,13 +162,13 @@ func (s *Service) Register(ctx context.Context, tenantID string, in AgentInput) 
 	return a, nil
 }
 
-// normalize validates in (Normalize) and checks its endpoint against the egress policy.
-func (s *Service) normalize(in AgentInput) (AgentInput, error) {
+// normalize validates in (Normalize) and checks its endpoint against tenantID's egress rules.
+func (s *Service) normalize(tenantID string, in AgentInput) (AgentInput, error) {
 	norm, err := in.Normalize()
 	if err != nil {
 		return AgentInput{}, err
 	}
-	if _, err := s.egress.ValidateEndpoint(norm.Endpoint); err != nil {
+	if _, err := s.egress.ValidateEndpoint(tenantID, norm.Endpoint); err != nil {
 		return AgentInput{}, errs.Field("body.endpoint", err.Error())
 	}
 	return norm, nil
@@ -298,7 +307,7 @@ func (s *Service) Update(ctx context.Context, tenantID, id, ifMatch string, in A
 	if strings.Trim(ifMatch, " \t") == "" {
 		return Change{}, preconditionRequired()
 	}
-	norm, err := s.normalize(in)
+	norm, err := s.normalize(tenantID, in)
 	if err != nil {
 		return Change{}, err
 	}

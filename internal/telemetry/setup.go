@@ -33,6 +33,11 @@ type Options struct {
 	Commit      string
 	// Logger receives export errors. Nil discards them.
 	Logger *slog.Logger
+	// OTLPClient carries the OTLP/HTTP trace exports: the kernel passes a client over its egress
+	// gate (docs/egress.md), so the exporter connects only where the allow-list lets it. Its
+	// transport decides TLS: OTEL_EXPORTER_OTLP_CERTIFICATE and the client-certificate variables
+	// are not read then. Nil: the exporter's own client.
+	OTLPClient *http.Client
 }
 
 // Telemetry owns one kernel's tracer provider, meter provider and Prometheus registry.
@@ -89,7 +94,11 @@ func Setup(ctx context.Context, opts Options) (*Telemetry, error) {
 		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample())),
 	}
 	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "" {
-		exp, err := otlptracehttp.New(ctx)
+		var expOpts []otlptracehttp.Option
+		if opts.OTLPClient != nil {
+			expOpts = append(expOpts, otlptracehttp.WithHTTPClient(opts.OTLPClient))
+		}
+		exp, err := otlptracehttp.New(ctx, expOpts...)
 		if err != nil {
 			return nil, fmt.Errorf("create otlp trace exporter: %w", err)
 		}
