@@ -232,3 +232,82 @@ func TestEgressTamperedAllowListRefusedAtStart(t *testing.T) {
 		})
 	}
 }
+
+// collector is an OTLP/HTTP collector stand-in: it counts TCP connections and trace exports.
+type collector struct {
+	*tcpCounter
+	exports atomic.Int64
+}
+
+func startCollector(t *testing.T) *collector {
+	t.Helper()
+	c := &collector{tcpCounter: &tcpCounter{}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.port = ln.Addr().(*net.TCPAddr).Port
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			if r.Method == http.MethodPost && r.URL.Path == "/v1/traces" {
+				c.exports.Add(1)
+			}
+			w.Header().Set("Content-Type", "application/x-protobuf")
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				c.accepts.Add(1)
+			}
+		},
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = srv.Serve(ln) })
+	t.Cleanup(func() { _ = srv.Close(); wg.Wait() })
+	return c
+}
+
+// TestEgressOTLPExporter: the trace exporter dials through the egress gate. Without a signed
+// list it reaches the endpoint the operator configured; under a signed list that does not name
+// the collector it never contacts it, and the refusals are counted and audited (once a minute).
+// Not parallel: it sets the process's OTEL_* variables.
+func TestEgressOTLPExporter(t *testing.T) {
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "100") // export every 100 ms
+	traffic := func(k *kerneltest.Kernel, auth string) {
+		resp, body := k.Do(t, "GET", "/v1/agents", nil, auth)
+		mustStatus(t, resp, body, http.StatusOK)
+	}
+
+	t.Run("configured endpoint", func(t *testing.T) {
+		col := startCollector(t)
+		t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", col.url())
+		f := newFixture(t)
+		kerneltest.WaitFor(t, 20*time.Second, "spans exported to the configured collector", func() bool {
+			traffic(f.k, f.keys["ADMIN"])
+			return col.exports.Load() > 0
+		})
+	})
+
+	t.Run("collector outside the signed list", func(t *testing.T) {
+		col := startCollector(t)
+		t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", col.url())
+		skey, vkey := allowListKeys(t)
+		path := filepath.Join(t.TempDir(), "egress.allowlist")
+		writeSignedList(t, path, skey, "serial: 1\nservices:\n  agents:\n    class: D1\n    allow:\n      - cidr: 127.0.0.0/8\n")
+		f := newFixture(t, func(c *config.Config) {
+			c.Egress.AllowlistFile, c.Egress.AllowlistKeys = path, vkey
+		})
+		kerneltest.WaitFor(t, 20*time.Second, "the exporter's connections refused", func() bool {
+			traffic(f.k, f.keys["ADMIN"])
+			return metricValue(t, f.k, "nops_egress_refused_total", `service="otlp"`, `reason="class not allowed"`) >= 2
+		})
+		if n := col.accepts.Load(); n != 0 {
+			t.Fatalf("the collector outside the allow-list was contacted: %d connections", n)
+		}
+		recs := auditRecords(t, f.k, f.admin, "action=egress.refused")
+		if len(recs.Items) != 1 || recs.Items[0].Decision.Allowed || recs.Items[0].Resource != "egress/otlp" {
+			t.Fatalf("egress.refused audit (one per destination and minute): %+v", recs.Items)
+		}
+	})
+}
