@@ -137,15 +137,13 @@ var Routes = map[string]Route{
 }
 
 // Capabilities is the matrix row of each agent criticality (the registry's agent field
-// "criticality", which invocations inherit): what each degraded mode does to calls of agents of
-// that class.
-//
-// Today every invocation is served as the invoke route is (critical) whatever its agent's class:
-// the class orders agents for routing and resource governance, not for the degraded modes.
+// "criticality", default best_effort, which invocations inherit): what each degraded mode does
+// to calls of agents of that class. The invoke route itself is critical (the edge never sheds it);
+// Monitor.AdmitAgent sheds the best-effort agents inside the call.
 var Capabilities = map[Class]string{
 	Critical:   "invocations served in bus_down and shed_best_effort; refused (503) in read_only, where their billing.usage event could not be written",
-	Essential:  "as critical: the invoke route is critical whatever the agent's class",
-	BestEffort: "as critical: the invoke route is critical whatever the agent's class",
+	Essential:  "as critical",
+	BestEffort: "as critical, except in shed_best_effort: the call goes only to the capability's critical and essential agents, and is refused (503 with Retry-After) when it has none — best-effort work is shed first",
 }
 
 // Consumers classifies the event consumers the kernel runs, by name (a name ending in "-" is a

@@ -227,6 +227,18 @@ func (m *Monitor) Admit(ctx context.Context, r *http.Request, row Route) error {
 	return nil
 }
 
+// AdmitAgent refuses a call to an agent of criticality class (the agent's registered
+// `criticality`: critical, essential, best_effort) that the active modes shed: best_effort agents
+// in shed_best_effort mode, so their capabilities are refused before critical and essential ones.
+// The refusal is an *errs.Error unavailable (503) with Retry-After, counted like Admit's.
+func (m *Monitor) AdmitAgent(ctx context.Context, class string) error {
+	if Class(class) != BestEffort || !m.state.Load().Active(ShedBestEffort) {
+		return nil
+	}
+	m.refusals.Add(ctx, 1, metric.WithAttributes(attribute.String("mode", string(ShedBestEffort)), attribute.String("class", class)))
+	return &errs.Error{Code: errs.Unavailable, Message: "the kernel is shedding best-effort agents under load: every agent of this capability is best_effort; retry later", RetryAfter: m.opts.RetryAfter}
+}
+
 // Run runs a round every Interval until ctx ends.
 func (m *Monitor) Run(ctx context.Context) error {
 	t := time.NewTicker(m.opts.Interval)

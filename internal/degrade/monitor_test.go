@@ -220,6 +220,34 @@ func TestMonitorAdmit(t *testing.T) {
 	}
 }
 
+// TestMonitorAdmitAgent: best-effort agents are shed in shed_best_effort mode, and only then;
+// critical and essential agents are never shed.
+func TestMonitorAdmitAgent(t *testing.T) {
+	f := newMonitor(t)
+	ctx := context.Background()
+	for _, c := range []string{"critical", "essential", "best_effort"} {
+		if err := f.m.AdmitAgent(ctx, c); err != nil {
+			t.Fatalf("%s agent refused in normal mode: %v", c, err)
+		}
+	}
+	f.bad[degrade.ReadOnly] = true
+	f.m.Round(ctx)
+	if err := f.m.AdmitAgent(ctx, "best_effort"); err != nil {
+		t.Fatalf("best-effort agent refused in read_only alone: %v", err)
+	}
+	f.manual[degrade.ShedBestEffort] = true
+	f.m.Round(ctx)
+	var e *errs.Error
+	if err := f.m.AdmitAgent(ctx, "best_effort"); !errors.As(err, &e) || e.Code != errs.Unavailable || e.RetryAfter != 7*time.Second {
+		t.Fatalf("best-effort agent in shed_best_effort: %v, want unavailable with Retry-After 7s", err)
+	}
+	for _, c := range []string{"critical", "essential"} {
+		if err := f.m.AdmitAgent(ctx, c); err != nil {
+			t.Errorf("%s agent refused in shed_best_effort: %v", c, err)
+		}
+	}
+}
+
 func TestNewRefusesBadOptions(t *testing.T) {
 	if _, err := degrade.New(degrade.Options{Kernel: "k"}); err == nil {
 		t.Error("New without Record succeeded")

@@ -161,7 +161,11 @@ type Deps struct {
 	OnComplete func(ctx context.Context, c Completion)
 	// OnBreaker is called when an agent's breaker changes state ("closed", "half_open", "open").
 	OnBreaker func(tenant, agentID, from, to string)
-	Now       func() time.Time
+	// AdmitAgent, when set, says whether calls may go to agents of a criticality class now: nil,
+	// or the refusal (the degraded mode shed_best_effort sheds best_effort agents first). Refused
+	// agents are left out of the call; when none is left, the refusal is the call's answer.
+	AdmitAgent func(ctx context.Context, criticality string) error
+	Now        func() time.Time
 }
 
 // Service routes calls to agents. It is safe for concurrent use.
@@ -434,6 +438,11 @@ func (s *Service) start(ctx context.Context, req Request) (*call, error) {
 		s.m.finished(req.TenantID, req.Capability, "", OutcomeRejected, 0)
 		return nil, errs.New(errs.NotFound, "no live agent of this tenant offers capability %q", req.Capability)
 	}
+	if agents, err = s.admitted(c.ctx, agents); err != nil {
+		c.cancel()
+		s.m.finished(req.TenantID, req.Capability, "", OutcomeRejected, 0)
+		return nil, err
+	}
 	c.agents = make(map[string]registry.Agent, len(agents))
 	for _, tier := range routing.Resolve(route, agents) {
 		var cands []balancer.Candidate
@@ -542,6 +551,36 @@ func (c *call) finalError(err error) error {
 		return errs.Wrap(errs.Unavailable, err, "the call was cancelled")
 	}
 	return errs.Wrap(errs.BadGateway, err, "the agent call failed")
+}
+
+// admitted returns the agents whose criticality class AdmitAgent lets through now, or its
+// refusal when it lets none through. The cached slice is never modified.
+func (s *Service) admitted(ctx context.Context, agents []registry.Agent) ([]registry.Agent, error) {
+	if s.deps.AdmitAgent == nil {
+		return agents, nil
+	}
+	var refusal error
+	verdict := map[registry.Criticality]error{}
+	kept, copied := agents, false
+	for i, a := range agents {
+		err, seen := verdict[a.Criticality]
+		if !seen {
+			err = s.deps.AdmitAgent(ctx, string(a.Criticality))
+			verdict[a.Criticality] = err
+		}
+		switch {
+		case err != nil && !copied: // the first refused agent: keep a copy of the ones before it
+			refusal, kept, copied = err, append(make([]registry.Agent, 0, len(agents)-1), agents[:i]...), true
+		case err != nil:
+			refusal = err
+		case copied:
+			kept = append(kept, a)
+		}
+	}
+	if len(kept) == 0 {
+		return nil, refusal
+	}
+	return kept, nil
 }
 
 // pick chooses an agent not tried yet, with a free breaker and bulkhead permit, and begins the

@@ -527,3 +527,47 @@ func TestHedgesAtTheCallsEndLeaveNothingInFlight(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestAdmitAgentShedsByClass: agents of a class AdmitAgent refuses are left out of the call;
+// when every agent of the capability is refused, the refusal is the answer and none is called.
+func TestAdmitAgentShedsByClass(t *testing.T) {
+	f := &fleet{}
+	var bestHits, critHits atomic.Int32
+	best, _ := f.add(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { bestHits.Add(1) }), "")
+	var shedding atomic.Bool
+	admit := func(_ context.Context, class string) error {
+		if shedding.Load() && class == string(registry.CriticalityBestEffort) {
+			return &errs.Error{Code: errs.Unavailable, Message: "shedding best-effort agents", RetryAfter: 5 * time.Second}
+		}
+		return nil
+	}
+	f.mu.Lock()
+	f.agents[0].Criticality = registry.CriticalityBestEffort
+	f.mu.Unlock()
+	s, _ := newService(t, f, invoke.Config{}, func(d *invoke.Deps) { d.AdmitAgent = admit })
+
+	if w := call(t, s, `{}`); w.Code != http.StatusOK || bestHits.Load() != 1 {
+		t.Fatalf("not shedding: %d %s, hits %d", w.Code, w.Body, bestHits.Load())
+	}
+	shedding.Store(true)
+	if w := call(t, s, `{}`); w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "shedding") {
+		t.Fatalf("only best-effort agents while shedding: %d %s", w.Code, w.Body)
+	}
+	if bestHits.Load() != 1 {
+		t.Fatalf("a shed best-effort agent was called: %d hits", bestHits.Load())
+	}
+
+	// A critical agent of the same capability serves while the best-effort one is shed.
+	crit, _ := f.add(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { critHits.Add(1) }), "")
+	f.mu.Lock()
+	f.agents[1].Criticality = registry.CriticalityCritical
+	f.mu.Unlock()
+	for range 10 {
+		if w := call(t, s, `{}`); w.Code != http.StatusOK {
+			t.Fatalf("critical agent while shedding: %d %s", w.Code, w.Body)
+		}
+	}
+	if critHits.Load() != 10 || bestHits.Load() != 1 {
+		t.Fatalf("hits: critical %d (want 10), best-effort %d (want 1); agents %s %s", critHits.Load(), bestHits.Load(), crit, best)
+	}
+}

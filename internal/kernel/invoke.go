@@ -26,7 +26,7 @@ import (
 // buildInvoke assembles the invoke engine: the safe egress transport (mTLS with the kernel's
 // SVID wid to https agents), routing tables, balancer, breakers and the invocation.completed and
 // billing.usage events of completed calls.
-func buildInvoke(cfg config.Config, ch *chaos.Chaos, ctl *control.Control, gate *egress.Gate, eaudit *egressAudit, routes invoke.Routes, usage *billing.Recorder, wid identity.Source, mp metric.MeterProvider, prop propagation.TextMapPropagator, logger *slog.Logger) (*invoke.Service, error) {
+func buildInvoke(cfg config.Config, ch *chaos.Chaos, ctl *control.Control, gate *egress.Gate, eaudit *egressAudit, admit func(context.Context, string) error, routes invoke.Routes, usage *billing.Recorder, wid identity.Source, mp metric.MeterProvider, prop propagation.TextMapPropagator, logger *slog.Logger) (*invoke.Service, error) {
 	// The replica named in breaker events: breakers are per replica.
 	node, _ := os.Hostname()
 	if !events.ValidKernelName(node) {
@@ -73,6 +73,7 @@ func buildInvoke(cfg config.Config, ch *chaos.Chaos, ctl *control.Control, gate 
 		Logger:     logger,
 		Meter:      mp.Meter("nops/invoke"),
 		Propagator: prop,
+		AdmitAgent: admit,
 		OnBlocked: func(ctx context.Context, tenant, agentID string, b *egress.BlockedError) {
 			if err := ctl.Deny(ctx, tenant, control.ActionEgressRefused, "agents/"+agentID, b.Error()); err != nil {
 				logger.ErrorContext(ctx, "audit a refused egress", "agent", agentID, "error", err)

@@ -275,7 +275,14 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 	}
 	k.egressAudit = newEgressAudit(k.gate, k.dom.control, k.logger)
 	k.closers = append(k.closers, k.egressAudit.Close)
-	k.invoke, err = buildInvoke(cfg, k.chaos, k.dom.control, k.gate, k.egressAudit, k.dom.routes, perim.usage, k.wid, k.tel.MeterProvider(), k.tel.Propagator(), k.logger)
+	// Degraded modes shed best-effort agents (built below, before anything is served).
+	admitAgent := func(ctx context.Context, class string) error {
+		if k.degrade == nil {
+			return nil
+		}
+		return k.degrade.AdmitAgent(ctx, class)
+	}
+	k.invoke, err = buildInvoke(cfg, k.chaos, k.dom.control, k.gate, k.egressAudit, admitAgent, k.dom.routes, perim.usage, k.wid, k.tel.MeterProvider(), k.tel.Propagator(), k.logger)
 	if err != nil {
 		return nil, fmt.Errorf("invoke: %w", err)
 	}

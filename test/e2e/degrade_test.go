@@ -327,14 +327,17 @@ func TestDegradedBusDown(t *testing.T) {
 
 // TestDegradedShedBestEffort: overload (requests in flight at the gate's best-effort
 // threshold) enters shed_best_effort by itself; best-effort reads answer 503 with Retry-After
-// while invocations (critical) go on and are billed; the mode is left once the load is gone.
-// Then the same mode forced by its flag, and left when the flag goes off.
+// while invocations of critical agents go on and are billed; the mode is left once the load is
+// gone. Then the same mode forced by its flag: a capability served only by best-effort agents is
+// refused (never reaching its agent) while a critical agent's is served; left when the flag goes
+// off.
 func TestDegradedShedBestEffort(t *testing.T) {
 	f := newFixture(t, fastDegrade, func(c *config.Config) {
 		c.Limits.InFlightMax = 8 // best_effort threshold 6, essential 7
 	})
 	k, admin := f.k, f.keys["ADMIN"]
-	slow := newFleetAgent(t, k, admin, "slow-agent", "slow.op")
+	slow := newFleetAgentOfClass(t, k, admin, "slow-agent", "critical", "slow.op")
+	spare := newFleetAgent(t, k, admin, "spare-agent", "spare.op") // best_effort, the default
 	cl := newInvokeClient(t, k, admin)
 
 	slow.setDelay(3*time.Second, 3*time.Second)
@@ -374,6 +377,11 @@ func TestDegradedShedBestEffort(t *testing.T) {
 		t.Errorf("an invocation (critical) while best effort is shed: %v", r)
 	}
 	accepted++
+	resp, body = k.Do(t, "POST", "/v1/invoke/spare.op", map[string]string{}, admin)
+	wantUnavailable(t, resp, body, "best-effort")
+	if n := spare.hits.Load(); n != 0 {
+		t.Errorf("a shed best-effort agent was called %d times", n)
+	}
 	resp, body = k.Do(t, "GET", "/healthz", nil)
 	mustStatus(t, resp, body, http.StatusOK)
 	resp, body = k.Do(t, "DELETE", "/v1/flags/kernel.degrade.shed_best_effort", nil, f.admin)
@@ -383,6 +391,10 @@ func TestDegradedShedBestEffort(t *testing.T) {
 	})
 	resp, body = k.Do(t, "GET", "/v1/agents", nil, admin)
 	mustStatus(t, resp, body, http.StatusOK)
+	if r := cl.call("spare.op"); r.status != http.StatusOK {
+		t.Errorf("the best-effort agent after the mode: %v", r)
+	}
+	accepted++
 
 	evs := waitBilling(t, k, accepted)
 	want := []string{"shed_best_effort entered auto", "shed_best_effort left auto", "shed_best_effort entered manual", "shed_best_effort left manual"}

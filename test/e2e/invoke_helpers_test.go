@@ -48,6 +48,13 @@ type fleetAgent struct {
 // tenant of auth as name, offering capabilities.
 func newFleetAgent(t *testing.T, k *kerneltest.Kernel, auth, name string, capabilities ...string) *fleetAgent {
 	t.Helper()
+	return newFleetAgentOfClass(t, k, auth, name, "", capabilities...)
+}
+
+// newFleetAgentOfClass is newFleetAgent registering the agent with a criticality ("" for the
+// default, best_effort).
+func newFleetAgentOfClass(t *testing.T, k *kerneltest.Kernel, auth, name, criticality string, capabilities ...string) *fleetAgent {
+	t.Helper()
 	a := &fleetAgent{name: name, byCap: map[string]int{}, killed: make(chan struct{})}
 	a.srv = httptest.NewServer(http.HandlerFunc(a.serve))
 	t.Cleanup(a.kill)
@@ -55,9 +62,11 @@ func newFleetAgent(t *testing.T, k *kerneltest.Kernel, auth, name string, capabi
 	for _, c := range capabilities {
 		caps = append(caps, map[string]any{"name": c})
 	}
-	resp, body := k.Do(t, "POST", "/v1/agents", map[string]any{
-		"name": name, "version": "1.0.0", "endpoint": a.srv.URL, "capabilities": caps,
-	}, auth)
+	spec := map[string]any{"name": name, "version": "1.0.0", "endpoint": a.srv.URL, "capabilities": caps}
+	if criticality != "" {
+		spec["criticality"] = criticality
+	}
+	resp, body := k.Do(t, "POST", "/v1/agents", spec, auth)
 	mustStatus(t, resp, body, http.StatusCreated)
 	a.id = decode[agentDoc](t, body).ID
 	return a
