@@ -108,12 +108,14 @@ func (b *Bus) store(ctx context.Context, stream, buckets string, items []item) e
 func (b *Bus) storeBatch(ctx context.Context, stream, buckets string, width int64, batch []item) ([]int64, error) {
 	args := make([]any, 0, 5+len(batch))
 	args = append(args, buckets, width, b.cfg.Retention.Milliseconds(), b.cfg.MaxLen, batch[len(batch)-1].msg.ID)
+	for _, it := range batch {
+		args = append(args, it.dedupKey)
+	}
 	var res *redis.Cmd
 	_, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		for _, it := range batch {
 			// Do rather than XAdd: fewer allocations per message (no XAddArgs, no values slice).
 			p.Do(ctx, "XADD", stream, "*", "meta", metaField(it.msg), "data", it.msg.Payload)
-			args = append(args, it.dedupKey)
 		}
 		// EVAL rather than EVALSHA: in a transaction a NOSCRIPT would come after the XADDs.
 		// Redis finds the script in its cache by the SHA1 of the text, once per batch.
