@@ -602,18 +602,25 @@ func (st *settler) Nak(ctx context.Context, delay time.Duration) error {
 // only queues the acknowledgement.
 func (st *settler) Term(ctx context.Context) error { return st.Ack(ctx) }
 
-// encodeMeta is the meta field of m's entry without the time the publish script puts first:
-// tenant, type and traceparent (none of which holds a newline: bus.Message.Validate) and the id,
-// last because it may hold anything.
+// encodeMeta is the meta field of m's entry without its first line: tenant, type and
+// traceparent (none of which holds a newline: bus.Message.Validate) and the id, last because it
+// may hold anything.
 func encodeMeta(m bus.Message) string {
 	return m.Tenant + "\n" + m.Type + "\n" + m.TraceParent + "\n" + m.ID
+}
+
+// metaField is the meta field Publish writes: an empty first line (once the server's time in µs,
+// now in the entry id only, to the millisecond), then encodeMeta's lines.
+func metaField(m bus.Message) string {
+	return "\n" + m.Tenant + "\n" + m.Type + "\n" + m.TraceParent + "\n" + m.ID
 }
 
 // decodeMessage reads a message from an entry's fields as go-redis returns them (string
 // values; anything else reads as missing). It reads go-redis's map directly rather than a
 // converted copy: one map less per delivered entry. Entries have the fields meta
-// ("<µs>\n<tenant>\n<type>\n<traceparent>\n<id>") and data; entries written before meta
-// existed have the fields id, tenant, type, tp (when set), ts and data, and still decode.
+// ("<µs>\n<tenant>\n<type>\n<traceparent>\n<id>", the first line empty since publishes no
+// longer run XADD in a script, see metaField) and data; entries written before meta existed have
+// the fields id, tenant, type, tp (when set), ts and data, and still decode.
 func decodeMessage(id string, f map[string]any) (bus.Message, time.Time, error) {
 	str := func(k string) string {
 		v, _ := f[k].(string)
@@ -642,8 +649,9 @@ func decodeMessage(id string, f map[string]any) (bus.Message, time.Time, error) 
 	return m, storedTime(id, ts), nil
 }
 
-// storedTime is when an entry was stored: the entry id's millisecond refined by the ts field's
-// microseconds (the server's TIME when the script ran). When ts falls in another millisecond than
+// storedTime is when an entry was stored: the entry id's millisecond, refined by the ts field's
+// microseconds (the server's TIME when the script of earlier versions ran) when the entry has
+// them; entries published now have none and read as the start of the id's millisecond. When ts falls in another millisecond than
 // the id (the clock ticked between TIME and XADD, or stepped back), the id wins: the time is the
 // start or the end of the id's millisecond, so StoredAt always agrees with the entry id and its order.
 func storedTime(id, ts string) time.Time {

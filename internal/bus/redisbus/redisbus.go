@@ -1,9 +1,11 @@
 // Package redisbus is the Redis Streams adapter of the kernel's event bus (bus.Bus): one stream
 // holds every event, consumer groups are the durable consumers, a per-consumer retry stream takes
 // redeliveries, a sorted set per consumer paces retries, and a stream per tenant is the
-// dead-letter queue. Every change that must be atomic (dedup check + XADD + trimming, claim +
-// delivery counter, dead letter + its tenant) is one Lua script, so it is atomic in Redis and
-// costs one round trip; a batch of publishes is one pipeline of such scripts.
+// dead-letter queue. Every change that must be atomic (claim + delivery counter, dead letter + its
+// tenant) is one Lua script, so it is atomic in Redis and costs one round trip; a batch of
+// publishes is one transaction (MULTI, an XADD per message, the script that removes the
+// duplicates again, remembers the new ids and trims, EXEC), so the dedup check is atomic with the
+// append without the payloads passing through Lua.
 //
 // Only internal/kernel (and tests) import redisbus; domain packages use bus.Bus.
 //
@@ -25,8 +27,9 @@
 // keys of one namespace live in one hash slot, which the multi-key scripts require (a cluster
 // would otherwise reject them with CROSSSLOT). On a single Redis they change nothing.
 //
-//	{ns}:events                 the event stream: fields meta ("<µs>\n<tenant>\n<type>\n<traceparent>\n<id>",
-//	                            the time the server stored it first) and data (the payload)
+//	{ns}:events                 the event stream: fields meta ("\n<tenant>\n<type>\n<traceparent>\n<id>";
+//	                            entries of earlier versions hold the server's time in µs on the
+//	                            first line) and data (the payload)
 //	{ns}:retry:<consumer>       redeliveries to one consumer (Redeliver), same fields
 //	{ns}:delay:<consumer>       sorted set of deliveries waiting for a retry; score = due time (ms)
 //	{ns}:consumer:<consumer>    hash of the consumer's filter (tenants, types), for ConsumerStats
@@ -39,7 +42,7 @@
 //
 // # Trimming
 //
-// Each publish script call, after its XADDs, trims by age (XTRIM MINID ~ now−Retention, the
+// Each publish transaction, after its XADDs, trims by age (XTRIM MINID ~ now−Retention, the
 // retention the replay engine promises) and by length (XTRIM MAXLEN ~ MaxLen, the memory bound),
 // so both limits hold after every publish without a maintenance job. Both trims are approximate ("~"): Redis
 // removes whole internal nodes only, so the stream may briefly hold a node's worth more. Entries

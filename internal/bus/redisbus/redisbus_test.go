@@ -357,12 +357,13 @@ func dedupMarked(t *testing.T, c redis.UniversalClient, prefix, key string) bool
 	return false
 }
 
-// TestPublishScriptBuckets runs the publish script with a bucket width so large (10^12 ms) that
-// the server's time is in bucket 1 until the year 2286, so the buckets around it can be laid out
-// beforehand: keys in the current bucket and the one before it are duplicates, keys in an older
-// one are not and that bucket is deleted; new keys go to the current bucket, which expires three
-// widths after its start; a key repeated within a call is stored once; the dedup key, not the
-// id, decides.
+// TestPublishScriptBuckets runs one publish transaction with a bucket width so large (10^12 ms)
+// that the server's time is in bucket 1 until the year 2286, so the buckets around it can be laid
+// out beforehand: keys in the current bucket and the one before it are duplicates, keys in an
+// older one are not and that bucket is deleted; new keys go to the current bucket, which expires
+// three widths after its start; a key repeated within a batch is stored once; the dedup key, not
+// the id, decides. The entries of the duplicates, added and removed in the same transaction, leave
+// no trace for a consumer group: its lag is 0 once it read the rest.
 func TestPublishScriptBuckets(t *testing.T) {
 	b, c := testBus(t, nil)
 	ctx := ctxT(t)
@@ -375,19 +376,26 @@ func TestPublishScriptBuckets(t *testing.T) {
 		}
 	}
 	stream := b.keys.events()
-	args := []any{prefix, width, DefaultRetention.Milliseconds(), DefaultMaxLen}
+	if err := c.XGroupCreateMkStream(ctx, stream, "g", "0").Err(); err != nil {
+		t.Fatalf("XGROUP CREATE: %v", err)
+	}
+	var batch []item
 	for _, m := range []struct{ dedupKey, id string }{
 		{"in-now", "in-now"}, {"in-prev", "in-prev"}, {"in-old", "in-old"}, {"new-1", "new-1"}, {"new-1", "new-1"},
-		{"in-now", "other-id"}, {"k-1", "in-now"},
+		{"in-now", "other-id"}, {"k-1", "in-now"}, {"in-prev", "last"},
 	} {
-		args = append(args, m.dedupKey, encodeMeta(msg(m.id)), "{}")
+		batch = append(batch, item{dedupKey: m.dedupKey, msg: msg(m.id)})
 	}
-	got, err := publishScript.Run(ctx, c, []string{stream}, args...).Int64Slice()
+	got, err := b.storeBatch(ctx, stream, prefix, width, batch)
 	if err != nil {
-		t.Fatalf("publish script: %v", err)
+		t.Fatalf("publish transaction: %v", err)
 	}
-	if want := []int64{0, 0, 1, 1, 0, 0, 1}; !slices.Equal(got, want) {
+	if want := []int64{0, 0, 1, 1, 0, 0, 1, 0}; !slices.Equal(got, want) {
 		t.Errorf("stored = %v, want %v", got, want)
+	}
+	// A batch of new keys only (the common path), after it.
+	if got, err := b.storeBatch(ctx, stream, prefix, width, []item{{"new-2", msg("new-2")}, {"new-3", msg("new-3")}}); err != nil || !slices.Equal(got, []int64{1, 1}) {
+		t.Errorf("second batch stored %v, %v; want [1 1]", got, err)
 	}
 	entries, err := c.XRange(ctx, stream, "-", "+").Result()
 	if err != nil {
@@ -401,7 +409,7 @@ func TestPublishScriptBuckets(t *testing.T) {
 		}
 		ids = append(ids, m.ID)
 	}
-	if want := []string{"in-old", "new-1", "in-now"}; !slices.Equal(ids, want) {
+	if want := []string{"in-old", "new-1", "in-now", "new-2", "new-3"}; !slices.Equal(ids, want) {
 		t.Errorf("stream ids = %v, want %v", ids, want)
 	}
 	if n := c.Exists(ctx, prefix+"-1").Val(); n != 0 {
@@ -412,7 +420,7 @@ func TestPublishScriptBuckets(t *testing.T) {
 		t.Fatalf("SMEMBERS: %v", err)
 	}
 	slices.Sort(members)
-	if want := []string{"in-now", "in-old", "k-1", "new-1"}; !slices.Equal(members, want) {
+	if want := []string{"in-now", "in-old", "k-1", "new-1", "new-2", "new-3"}; !slices.Equal(members, want) {
 		t.Errorf("current bucket = %v, want %v", members, want)
 	}
 	ttl, err := c.PTTL(ctx, prefix+"1").Result()
@@ -427,11 +435,93 @@ func TestPublishScriptBuckets(t *testing.T) {
 	if want := time.UnixMilli(4 * width).Sub(now); (ttl - want).Abs() > time.Minute {
 		t.Errorf("current bucket expires in %v, want about %v (three widths after its start)", ttl, want)
 	}
+	if !b.lagReported {
+		return
+	}
+	read, err := c.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "c", Streams: []string{stream, ">"}, Count: 100, Block: -1}).Result()
+	if err != nil || len(read) != 1 || len(read[0].Messages) != len(entries) {
+		t.Fatalf("XREADGROUP = %v, %v; want the %d entries", read, err, len(entries))
+	}
+	groups, err := c.XInfoGroups(ctx, stream).Result()
+	if err != nil || len(groups) != 1 {
+		t.Fatalf("XINFO GROUPS = %v, %v", groups, err)
+	}
+	if g := groups[0]; g.Lag != 0 || g.EntriesRead != int64(len(entries)) {
+		t.Errorf("after reading every entry the group has lag %d and %d entries read, want 0 and %d: the removed duplicates count", g.Lag, g.EntriesRead, len(entries))
+	}
 }
 
-// TestEntryFormat: an entry has two fields, meta ("<µs>\n<tenant>\n<type>\n<traceparent>\n<id>",
-// the server's time first) and data, and reads back as published, traceparent or not and
-// whatever the id holds. Entries in the format of earlier versions (a field each, tp only when
+// TestPublishScriptChecksTheBatch: the publish script marks nothing when the stream does not end
+// with the batch's last message (its XADDs did not store), and when a dedup bucket cannot be
+// read or written it removes the batch's entries before failing: no entry without its dedup key,
+// no dedup key without its entry.
+func TestPublishScriptChecksTheBatch(t *testing.T) {
+	b, c := testBus(t, nil)
+	ctx := ctxT(t)
+	stream, prefix := b.keys.events(), b.keys.dedup()
+	if err := b.Publish(ctx, msg("before")); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	args := []any{prefix, bucketWidth(DefaultDedupWindow), DefaultRetention.Milliseconds(), DefaultMaxLen, "not-added", "not-added"}
+	if err := publishScript.Run(ctx, c, []string{stream}, args...).Err(); err == nil {
+		t.Errorf("the script accepted a stream that does not end with the batch")
+	}
+	if dedupMarked(t, c, prefix, "not-added") {
+		t.Errorf("the script marked a message whose XADD did not store")
+	}
+
+	info0, err := c.XInfoStream(ctx, stream).Result()
+	if err != nil {
+		t.Fatalf("XINFO STREAM: %v", err)
+	}
+	// Every bucket a publish might read (now and the one before) holds a string.
+	width := bucketWidth(DefaultDedupWindow)
+	now, err := c.Time(ctx).Result()
+	if err != nil {
+		t.Fatalf("TIME: %v", err)
+	}
+	bucket := now.UnixMilli() / width
+	var bad []string
+	for _, n := range []int64{bucket - 1, bucket, bucket + 1} {
+		key := prefix + strconv.FormatInt(n, 10)
+		if err := c.Del(ctx, key).Err(); err != nil {
+			t.Fatalf("DEL %s: %v", key, err)
+		}
+		if err := c.Set(ctx, key, "oops", 0).Err(); err != nil {
+			t.Fatalf("SET %s: %v", key, err)
+		}
+		bad = append(bad, key)
+	}
+	if err := b.Publish(ctx, msg("bad-1"), msg("bad-2")); !errs.Is(err, errs.Unavailable) {
+		t.Fatalf("Publish with a string at the bucket's key = %v, want unavailable", err)
+	}
+	info, err := c.XInfoStream(ctx, stream).Result()
+	if err != nil {
+		t.Fatalf("XINFO STREAM: %v", err)
+	}
+	if info.Length != 1 || info.LastEntry.ID != info0.LastEntry.ID {
+		t.Errorf("after a failed publish the stream holds %d entries ending with %s, want 1 ending with %s", info.Length, info.LastEntry.ID, info0.LastEntry.ID)
+	}
+	// 0-1 stands for none (0-0), which XSETID cannot set back (see publishScript).
+	if deleted := strings.Replace(info.MaxDeletedEntryID, "0-1", "0-0", 1); b.lagReported && (info.EntriesAdded != info0.EntriesAdded || deleted != info0.MaxDeletedEntryID) {
+		t.Errorf("after a failed publish the stream counts %d entries added, greatest deleted %s; want %d and %s as before",
+			info.EntriesAdded, info.MaxDeletedEntryID, info0.EntriesAdded, info0.MaxDeletedEntryID)
+	}
+	if err := c.Del(ctx, bad...).Err(); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	if err := b.Publish(ctx, msg("bad-1"), msg("bad-2")); err != nil {
+		t.Fatalf("Publish once the buckets are fixed: %v", err)
+	}
+	if n := c.XLen(ctx, stream).Val(); n != 3 {
+		t.Errorf("the stream holds %d entries, want 3", n)
+	}
+}
+
+// TestEntryFormat: an entry has two fields, meta ("\n<tenant>\n<type>\n<traceparent>\n<id>":
+// an empty first line, where earlier versions wrote the server's time in µs) and data, and reads
+// back as published, traceparent or not and whatever the id holds, stored at its entry id's
+// millisecond. Entries in the format of earlier versions (a field each, tp only when
 // set) still decode, are delivered and are counted by a filtered consumer's lag.
 func TestEntryFormat(t *testing.T) {
 	b, c := testBus(t, nil)
@@ -452,9 +542,8 @@ func TestEntryFormat(t *testing.T) {
 	for i, want := range []bus.Message{plain, traced} {
 		e := entries[i]
 		meta, _ := e.Values["meta"].(string)
-		ts, rest, _ := strings.Cut(meta, "\n")
-		if len(e.Values) != 2 || e.Values["data"] != string(want.Payload) || rest != encodeMeta(want) {
-			t.Errorf("entry %d = %q, want meta \"<µs>\\n%s\" and data", i, e.Values, encodeMeta(want))
+		if len(e.Values) != 2 || e.Values["data"] != string(want.Payload) || meta != "\n"+encodeMeta(want) {
+			t.Errorf("entry %d = %q, want meta \"\\n%s\" and data", i, e.Values, encodeMeta(want))
 		}
 		got, storedAt, err := decodeMessage(e.ID, e.Values)
 		if err != nil {
@@ -463,11 +552,8 @@ func TestEntryFormat(t *testing.T) {
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("entry %d (-published +read):\n%s", i, diff)
 		}
-		// The meta's microseconds refine the entry id's millisecond when both fall in the same
-		// millisecond; when the clock ticked between the script's TIME and XADD the id wins
-		// (storedTime).
-		if us, _ := strconv.ParseInt(ts, 10, 64); storedAt.Before(before.Truncate(time.Millisecond)) || (us/1000 == storedAt.UnixMilli() && storedAt.UnixMicro() != us) {
-			t.Errorf("entry %d stored at %s (meta %q), want the server's time of the publish, after %s", i, storedAt, ts, before)
+		if !storedAt.Equal(entryTime(e.ID)) || storedAt.Before(before.Truncate(time.Millisecond)) {
+			t.Errorf("entry %d stored at %s, want its entry id's millisecond %s, the server's time of the publish (after %s)", i, storedAt, entryTime(e.ID), before)
 		}
 	}
 
