@@ -3,6 +3,7 @@ package invoke
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -24,6 +25,42 @@ type instruments struct {
 	transitions metric.Int64Counter
 	exhausted   metric.Int64Counter
 	ejections   metric.Int64Counter
+
+	// sets holds the attribute sets of the per-call series (finished, attempt, inFlight), built
+	// once per combination: a set is sorted, hashed and allocated, four times per call
+	// otherwise. It holds one entry per series the SDK already keeps, so it is bounded as the
+	// series of registered agents are (tenants × capabilities × agents × the few outcomes and
+	// kinds).
+	sets sync.Map // callSeries → metric.MeasurementOption
+}
+
+// callSeries names one per-call series: kind is "finished", "attempt" or "in_flight", label the
+// outcome (finished) or the attempt's kind (attempt), empty for in_flight.
+type callSeries struct {
+	kind, tenant, capability, agent, label string
+}
+
+// set returns the attribute set of k, building it on first use. A series without an agent (a
+// call rejected before one was picked) is not kept: its capability is whatever the caller asked
+// for, and the cache must stay bounded by the registry, not by the callers.
+func (in *instruments) set(k callSeries) metric.MeasurementOption {
+	if o, ok := in.sets.Load(k); ok {
+		return o.(metric.MeasurementOption)
+	}
+	cache := k.agent != ""
+	kvs := []attribute.KeyValue{attribute.String("tenant", k.tenant), attribute.String("capability", k.capability),
+		attribute.String("agent", k.agent)}
+	switch k.kind {
+	case "finished":
+		kvs = append(kvs, attribute.String("outcome", k.label))
+	case "attempt":
+		kvs = append(kvs, attribute.String("kind", k.label))
+	}
+	o := metric.WithAttributeSet(attribute.NewSet(kvs...))
+	if cache {
+		in.sets.Store(k, o)
+	}
+	return o
 }
 
 func newInstruments(m metric.Meter) (*instruments, error) {
@@ -109,9 +146,7 @@ func (in *instruments) observe(m metric.Meter, gs *guards, bal *balancer.Balance
 }
 
 func (in *instruments) finished(tenant, capability, agent, outcome string, d time.Duration) {
-	attrs := metric.WithAttributeSet(attribute.NewSet(
-		attribute.String("tenant", tenant), attribute.String("capability", capability),
-		attribute.String("agent", agent), attribute.String("outcome", outcome)))
+	attrs := in.set(callSeries{"finished", tenant, capability, agent, outcome})
 	in.requests.Add(context.Background(), 1, attrs)
 	if d > 0 {
 		in.duration.Record(context.Background(), d.Seconds(), attrs)
@@ -119,15 +154,11 @@ func (in *instruments) finished(tenant, capability, agent, outcome string, d tim
 }
 
 func (in *instruments) attempt(tenant, capability, agent, kind string) {
-	in.attempts.Add(context.Background(), 1, metric.WithAttributeSet(attribute.NewSet(
-		attribute.String("tenant", tenant), attribute.String("capability", capability),
-		attribute.String("agent", agent), attribute.String("kind", kind))))
+	in.attempts.Add(context.Background(), 1, in.set(callSeries{"attempt", tenant, capability, agent, kind}))
 }
 
 func (in *instruments) inFlight(tenant, capability, agent string, delta int64) {
-	in.inflight.Add(context.Background(), delta, metric.WithAttributeSet(attribute.NewSet(
-		attribute.String("tenant", tenant), attribute.String("capability", capability),
-		attribute.String("agent", agent))))
+	in.inflight.Add(context.Background(), delta, in.set(callSeries{"in_flight", tenant, capability, agent, ""}))
 }
 
 // breakerSeen creates an agent's transition series at 0, so that Prometheus's increase() sees

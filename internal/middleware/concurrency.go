@@ -75,16 +75,19 @@ type GateConfig struct {
 // Concurrency: safe for concurrent use; one mutex guards the counts (held for a map update, never
 // across I/O or a metric call).
 type Gate struct {
-	cfg     GateConfig
-	limits  map[Criticality]int
-	gateKV  attribute.KeyValue
-	mu      sync.Mutex
-	total   int
-	perKey  map[string]int
-	active  metric.Int64UpDownCounter
-	shedN   atomic.Uint64 // requests shed so far (the degraded-mode monitor reads it)
-	shed    metric.Int64Counter
-	limited metric.Int64Counter
+	cfg    GateConfig
+	limits map[Criticality]int
+	gateKV attribute.KeyValue
+	// gateAttrs is gateKV as a measurement option, built once: building an attribute set sorts,
+	// hashes and allocates, twice per admitted request otherwise.
+	gateAttrs metric.MeasurementOption
+	mu        sync.Mutex
+	total     int
+	perKey    map[string]int
+	active    metric.Int64UpDownCounter
+	shedN     atomic.Uint64 // requests shed so far (the degraded-mode monitor reads it)
+	shed      metric.Int64Counter
+	limited   metric.Int64Counter
 }
 
 // NewGate returns a Gate. mp may be nil (no metrics).
@@ -119,6 +122,7 @@ func NewGate(cfg GateConfig, mp metric.MeterProvider) (*Gate, error) {
 		gateKV: attribute.String("gate", cfg.Name),
 		perKey: map[string]int{},
 	}
+	g.gateAttrs = metric.WithAttributeSet(attribute.NewSet(g.gateKV))
 	meter := mp.Meter(meterName)
 	var err error
 	if g.active, err = meter.Int64UpDownCounter("nops_inflight_requests", metric.WithUnit("{request}"),
@@ -176,7 +180,7 @@ func (g *Gate) Acquire(ctx context.Context, key string, class Criticality) (rele
 	switch {
 	case perKey && g.perKey[key] >= g.cfg.PerKey:
 		g.mu.Unlock()
-		g.limited.Add(ctx, 1, metric.WithAttributes(g.gateKV))
+		g.limited.Add(ctx, 1, g.gateAttrs)
 		return nil, &errs.Error{Code: errs.RateLimited, Message: "too many concurrent requests from this client", RetryAfter: g.cfg.RetryAfter}
 	case g.cfg.Max > 0 && g.total >= g.limits[class]:
 		g.mu.Unlock()
@@ -189,7 +193,7 @@ func (g *Gate) Acquire(ctx context.Context, key string, class Criticality) (rele
 		g.perKey[key]++
 	}
 	g.mu.Unlock()
-	g.active.Add(ctx, 1, metric.WithAttributes(g.gateKV))
+	g.active.Add(ctx, 1, g.gateAttrs)
 
 	var released atomic.Bool
 	return func() {
@@ -206,7 +210,7 @@ func (g *Gate) Acquire(ctx context.Context, key string, class Criticality) (rele
 			}
 		}
 		g.mu.Unlock()
-		g.active.Add(context.WithoutCancel(ctx), -1, metric.WithAttributes(g.gateKV))
+		g.active.Add(context.WithoutCancel(ctx), -1, g.gateAttrs)
 	}, nil
 }
 

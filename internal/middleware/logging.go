@@ -32,6 +32,11 @@ func Logging(logger *slog.Logger) func(http.Handler) http.Handler {
 					level = slog.LevelError
 				}
 				ctx := r.Context()
+				if !logger.Enabled(ctx, level) {
+					// LogAttrs would drop the line too, but only after the attributes (the trace
+					// id's hex among them) were built: at a level above info, on every request.
+					return
+				}
 				attrs := make([]slog.Attr, 0, 9)
 				attrs = append(attrs, slog.String("request_id", RequestIDFromContext(ctx)))
 				if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {

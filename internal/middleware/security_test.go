@@ -72,3 +72,38 @@ func TestSecurityHeaderValuesIsACopy(t *testing.T) {
 		t.Errorf("modifying the returned map changed the middleware: %v", rec.Header())
 	}
 }
+
+// The values of one response are set from one shared allocation: a handler adding to or
+// changing one field must leave the other fields, and the next response, as they were.
+func TestSecurityHeadersFieldsDoNotAlias(t *testing.T) {
+	h := middleware.SecurityHeaders()(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/change" {
+			w.Header().Add("Cache-Control", "private")
+			w.Header()["X-Frame-Options"][0] = "SAMEORIGIN"
+		}
+	}))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/change", nil))
+	got := rec.Header()
+	if diff := cmp.Diff([]string{"no-store", "private"}, got.Values("Cache-Control")); diff != "" {
+		t.Errorf("Cache-Control (-want +got):\n%s", diff)
+	}
+	if v := got.Get("X-Frame-Options"); v != "SAMEORIGIN" {
+		t.Errorf("X-Frame-Options = %q, want the handler's SAMEORIGIN", v)
+	}
+	for k, want := range middleware.SecurityHeaderValues() {
+		if k == "Cache-Control" || k == "X-Frame-Options" {
+			continue
+		}
+		if diff := cmp.Diff([]string{want}, got.Values(k)); diff != "" {
+			t.Errorf("%s after the handler changed others (-want +got):\n%s", k, diff)
+		}
+	}
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+	for k, want := range middleware.SecurityHeaderValues() {
+		if diff := cmp.Diff([]string{want}, rec.Header().Values(k)); diff != "" {
+			t.Errorf("%s on the next response (-want +got):\n%s", k, diff)
+		}
+	}
+}
