@@ -34,17 +34,23 @@ type tcpCounter struct {
 
 func startTCPCounter(t *testing.T) *tcpCounter {
 	t.Helper()
+	return serveCounting(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"ok":true}`)
+	}))
+}
+
+// serveCounting serves h on 127.0.0.1:0, counting the TCP connections it accepts.
+func serveCounting(t *testing.T, h http.Handler) *tcpCounter {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := &tcpCounter{port: ln.Addr().(*net.TCPAddr).Port}
 	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			_, _ = io.Copy(io.Discard, r.Body)
-			w.Header().Set("Content-Type", "application/json")
-			_, _ = io.WriteString(w, `{"ok":true}`)
-		}),
+		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ConnState: func(_ net.Conn, s http.ConnState) {
 			if s == http.StateNew {
@@ -241,30 +247,14 @@ type collector struct {
 
 func startCollector(t *testing.T) *collector {
 	t.Helper()
-	c := &collector{tcpCounter: &tcpCounter{}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.port = ln.Addr().(*net.TCPAddr).Port
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			_, _ = io.Copy(io.Discard, r.Body)
-			if r.Method == http.MethodPost && r.URL.Path == "/v1/traces" {
-				c.exports.Add(1)
-			}
-			w.Header().Set("Content-Type", "application/x-protobuf")
-		}),
-		ReadHeaderTimeout: 5 * time.Second,
-		ConnState: func(_ net.Conn, s http.ConnState) {
-			if s == http.StateNew {
-				c.accepts.Add(1)
-			}
-		},
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = srv.Serve(ln) })
-	t.Cleanup(func() { _ = srv.Close(); wg.Wait() })
+	c := &collector{}
+	c.tcpCounter = serveCounting(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		if r.Method == http.MethodPost && r.URL.Path == "/v1/traces" {
+			c.exports.Add(1)
+		}
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
 	return c
 }
 
