@@ -12,16 +12,23 @@ Every request:
 
 The credential can be switched at any time (API key rotation): requests already sent keep the
 old one, later ones use the new one.
+
+Connections are kept alive and reused: each thread has its own persistent connection to the
+kernel (``http.client``), so a client shared by threads never interleaves two requests on one
+connection. A request that fails on a reused connection before any answer came back (the
+kernel closed the idle connection meanwhile) is sent again once on a new connection when it is
+safe to repeat — an idempotent method, or a request with an ``Idempotency-Key`` — as Go's
+net/http does. Redirects are never followed.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import ssl
 import threading
 import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -39,6 +46,13 @@ current_traceparent: ContextVar[Optional[str]] = ContextVar("nops_current_tracep
 ROTATE_BY_HEADER = "Nops-Api-Key-Rotate-By"
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
+
+def _stale(exc: BaseException) -> bool:
+    """Whether exc is how a kept-alive connection closed by the server fails: the request could
+    not be written, or the connection ended before any byte of an answer."""
+    return isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
+                            ConnectionAbortedError, http.client.CannotSendRequest))
 
 
 @dataclass
@@ -102,11 +116,6 @@ class Attempt:
     delay: Optional[float]  # the wait before the next attempt; None when none follows
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        return None
-
-
 def api_key_id(api_key: str) -> str:
     """Return the key ID (``ak…``) of a raw API key ``nops_<keyid>_<secret>``."""
     if not api_key.startswith("nops_") or api_key.count("_") != 2:
@@ -138,10 +147,13 @@ class Client:
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")
         self._lock = threading.Lock()
-        handlers: List[Any] = [_NoRedirect()]
-        if self.ssl_context is not None:
-            handlers.append(urllib.request.HTTPSHandler(context=self.ssl_context))
-        self._opener = urllib.request.build_opener(*handlers)
+        parts = urllib.parse.urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("base_url must be an absolute http or https URL, got %r" % self.base_url)
+        self._scheme, self._host, self._port = parts.scheme, parts.hostname, parts.port
+        self._local = threading.local()  # this thread's kept-alive connection
+        #: Connections opened so far (for tests and metrics): fewer than requests when reused.
+        self.connections_opened = 0
         #: Called with the value of ``Nops-Api-Key-Rotate-By`` when an answer to a request sent
         #: with the client's current API key carries it (an Agent rotates the key then).
         self.on_rotate_by: Optional[Callable[[str], None]] = None
@@ -193,7 +205,7 @@ class Client:
 
         body is JSON-encoded (raw_body is sent as is). A POST gets an Idempotency-Key (the one
         given, or a random UUID) shared by its attempts. With check (the default) an error status
-        raises ApiError; transport failures raise urllib.error.URLError (or OSError) once the
+        raises ApiError; transport failures raise OSError or http.client.HTTPException once the
         attempts are exhausted. credentials overrides the client's for this request only.
         """
         method = method.upper()
@@ -232,7 +244,7 @@ class Client:
             err: Optional[BaseException] = None
             try:
                 resp = self._send(method, url, h, data)
-            except (urllib.error.URLError, OSError) as exc:
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
                 err = exc
             if resp is not None:
                 self._notice_rotate_by(resp, creds.get("api_key"))
@@ -265,16 +277,62 @@ class Client:
             listener(by)
 
     def _send(self, method: str, url: str, headers: Mapping[str, str], data: Optional[bytes]) -> Response:
-        req = urllib.request.Request(url, data=data, method=method, headers=dict(headers))
+        parts = urllib.parse.urlsplit(url)
+        target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+        replayable = method in _IDEMPOTENT or "Idempotency-Key" in headers
+        conn, reused = self._connection()
         try:
-            with self._opener.open(req, timeout=self.timeout) as r:
-                return Response(r.status, dict(r.headers.items()), r.read())
-        except urllib.error.HTTPError as e:
-            try:
-                body = e.read()
-            finally:
-                e.close()
-            return Response(e.code, dict(e.headers.items()) if e.headers else {}, body)
+            return self._exchange(conn, method, target, headers, data)
+        except (http.client.HTTPException, OSError) as exc:
+            self._drop(conn)
+            # A kept-alive connection the kernel closed while it was idle fails before any answer:
+            # send the request again on a new connection, once, when repeating it is safe.
+            if not (reused and replayable and _stale(exc)):
+                raise
+        conn, _ = self._connection()
+        try:
+            return self._exchange(conn, method, target, headers, data)
+        except (http.client.HTTPException, OSError):
+            self._drop(conn)
+            raise
+
+    def _exchange(self, conn: http.client.HTTPConnection, method: str, target: str,
+                  headers: Mapping[str, str], data: Optional[bytes]) -> Response:
+        h = dict(headers)
+        if data is None and method in ("POST", "PUT", "PATCH"):
+            h["Content-Length"] = "0"
+        conn.request(method, target, body=data, headers=h)
+        r = conn.getresponse()
+        body = r.read()
+        if r.will_close:
+            self._drop(conn)
+        return Response(r.status, dict(r.getheaders()), body)
+
+    def _connection(self) -> "tuple[http.client.HTTPConnection, bool]":
+        """Return this thread's connection and whether it served a request before."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn, True
+        if self._scheme == "https":
+            ctx = self.ssl_context or ssl.create_default_context()
+            conn = http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout, context=ctx)
+        else:
+            conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+        self._local.conn = conn
+        with self._lock:
+            self.connections_opened += 1
+        return conn, False
+
+    def _drop(self, conn: http.client.HTTPConnection) -> None:
+        conn.close()
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+
+    def close(self) -> None:
+        """Close this thread's kept-alive connection (others close with their threads)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._drop(conn)
 
     # API ---------------------------------------------------------------------------------
 

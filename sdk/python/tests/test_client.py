@@ -3,6 +3,7 @@ re-signing of each attempt, credentials, problems."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import threading
@@ -231,3 +232,89 @@ class RetryAfterParsing(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class KeepAlive(unittest.TestCase):
+    """Connection reuse against an HTTP/1.1 server that counts the connections it accepts."""
+
+    def start(self, close_after_each: bool) -> Tuple[ThreadingHTTPServer, List[int], str]:
+        conns: List[int] = []
+        requests: List[str] = []
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a: Any) -> None:
+                return
+
+            def setup(self) -> None:
+                super().setup()
+                conns.append(1)
+
+            def _any(self) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(n)
+                requests.append(self.command)
+                out = b"{}"
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+                # Closing without saying so (no "Connection: close"): what a server closing an
+                # idle kept-alive connection looks like to the client's next request.
+                self.close_connection = close_after_each
+
+            do_GET = do_POST = do_PATCH = _any
+
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        self.addCleanup(httpd.server_close)
+        self.addCleanup(httpd.shutdown)
+        return httpd, conns, "http://127.0.0.1:%d" % httpd.server_address[1]
+
+    def test_requests_reuse_one_connection_per_thread(self) -> None:
+        _, conns, url = self.start(close_after_each=False)
+        c = Client(url, api_key="nops_ak1_s")
+        self.addCleanup(c.close)
+        for _ in range(5):
+            c.request("GET", "/v1/agents")
+        c.request("POST", "/v1/agents", {"name": "a"})
+        self.assertEqual(c.connections_opened, 1)
+        self.assertEqual(len(conns), 1)
+
+        # Another thread gets its own connection; the first one stays in use.
+        def other() -> None:
+            c.request("GET", "/v1/agents")
+            c.close()
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        c.request("GET", "/v1/agents")
+        self.assertEqual(c.connections_opened, 2)
+        self.assertEqual(len(conns), 2)
+
+    def test_a_connection_closed_while_idle_is_replaced_once(self) -> None:
+        _, conns, url = self.start(close_after_each=True)
+        attempts: List[Attempt] = []
+        c = Client(url, api_key="nops_ak1_s", on_attempt=attempts.append)
+        self.addCleanup(c.close)
+        for _ in range(3):
+            self.assertEqual(c.request("GET", "/v1/agents").status, 200)
+        self.assertEqual(c.request("POST", "/v1/agents", {"name": "a"}).status, 200)  # has an Idempotency-Key
+        # Each request after the first found its connection closed and went on a new one, within
+        # the same attempt (no retry of the policy was used).
+        self.assertEqual(len(conns), 4)
+        self.assertEqual([a.number for a in attempts], [1, 1, 1, 1])
+
+    def test_a_request_that_cannot_be_repeated_is_not_sent_twice(self) -> None:
+        _, conns, url = self.start(close_after_each=True)
+        c = Client(url, api_key="nops_ak1_s", retry=RetryPolicy(max_attempts=1))
+        self.addCleanup(c.close)
+        c.request("GET", "/v1/agents")
+        # PATCH without an Idempotency-Key is neither idempotent nor keyed: the stale connection's
+        # failure is the answer, not a silent second send.
+        with self.assertRaises((OSError, http.client.HTTPException)):
+            c.request("PATCH", "/v1/agents/x", {"a": 1})
+        self.assertEqual(len(conns), 1)
