@@ -18,7 +18,8 @@ run: build
 # CPUs busy, at no cost in wall time. No -trimpath by default: it changes the cache key of every
 # package, so a later `go run ./examples/echo-agent` or `go build` without it compiled all ~380
 # packages of the agent again (standard library included: about 50 CPU-seconds) instead of only
-# linking. The first build compiles ~750 packages, about 250 CPU-seconds (docs/build-time.md).
+# linking. The first build compiles ~750 packages, about 250 CPU-seconds: docs/benchmarks.md,
+# "Cold build and the README quick start".
 build:
 	$(GO) build $(BUILDFLAGS) -ldflags '$(LDFLAGS)' -o $(BINDIR)/ ./cmd/nops ./examples/echo-agent
 
