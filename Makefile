@@ -1,18 +1,27 @@
 # NOPS Kernel. `make run` starts a kernel with embedded defaults; `make test` runs every test.
 GO        ?= go
-BIN       ?= bin/nops
+BINDIR    ?= bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS   := -X github.com/nops-kernel/nops/internal/buildinfo.version=$(VERSION) -X github.com/nops-kernel/nops/internal/buildinfo.commit=$(COMMIT)
 TESTFLAGS ?=
+# Extra `go build` flags, e.g. BUILDFLAGS=-trimpath for a release binary without local paths.
+BUILDFLAGS ?=
 
 .PHONY: run build test generate check-generated lint fmt alerts-test api-baseline release-notes
 
 run: build
-	./$(BIN) server
+	./$(BINDIR)/nops server
 
+# Writes bin/nops and bin/echo-agent (the quick start's Go agent) in one `go build`: the agent's
+# few packages of its own then compile while the kernel's last packages and link keep one of two
+# CPUs busy, at no cost in wall time. No -trimpath by default: it changes the cache key of every
+# package, so a later `go run ./examples/echo-agent` or `go build` without it compiled all ~380
+# packages of the agent again (standard library included: about 50 CPU-seconds) instead of only
+# linking. The first build compiles ~750 packages, about 250 CPU-seconds: docs/benchmarks.md,
+# "Cold build and the README quick start".
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/nops
+	$(GO) build $(BUILDFLAGS) -ldflags '$(LDFLAGS)' -o $(BINDIR)/ ./cmd/nops ./examples/echo-agent
 
 # The DoS test compares a client's p99 latency with and without an attack on the same server:
 # it runs alone, after the rest, so that other packages' tests (run in parallel) do not add
