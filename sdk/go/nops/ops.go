@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nops-kernel/nops/sdk/go/nops/api"
@@ -43,6 +44,13 @@ func (e *Error) Error() string {
 		msg += ": " + e.Detail
 	} else if e.Title != "" {
 		msg += ": " + e.Title
+	}
+	if len(e.Errors) > 0 {
+		fields := make([]string, 0, len(e.Errors))
+		for _, f := range e.Errors {
+			fields = append(fields, f.Name+": "+f.Reason)
+		}
+		msg += " (" + strings.Join(fields, "; ") + ")"
 	}
 	return msg
 }
