@@ -3,15 +3,14 @@ package apikey
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
-	"slices"
-	"syscall"
 	"time"
+
+	"github.com/nops-kernel/nops/internal/keyfile"
 )
 
-// PepperState is where a pepper stands in a rotation.
-type PepperState string
+// PepperState is where a pepper stands in a rotation (keyfile.State, and unknown).
+type PepperState = keyfile.State
 
 // The states of a pepper. The list of a pepper file is in the order the peppers were introduced:
 // AddPepper appends, PromotePepper moves the promoted pepper to the end. A pepper after the
@@ -20,9 +19,9 @@ type PepperState string
 // current pepper the next time it verifies). A version that stored keys name but the set does
 // not hold is unknown (those keys no longer verify).
 const (
-	PepperCurrent PepperState = "current"
-	PepperPending PepperState = "pending"
-	PepperOlder   PepperState = "older"
+	PepperCurrent             = keyfile.StateCurrent
+	PepperPending             = keyfile.StatePending
+	PepperOlder               = keyfile.StateOlder
 	PepperUnknown PepperState = "unknown"
 )
 
@@ -52,16 +51,18 @@ var ErrPepperPending = errors.New("a pepper added earlier is not current yet")
 
 func (pf pepperFile) info() PepperFileInfo {
 	info := PepperFileInfo{Current: pf.Current}
-	state := PepperOlder
-	for _, e := range pf.Peppers {
-		s := state
-		if e.Version == pf.Current {
-			s, state = PepperCurrent, PepperPending
-		}
-		info.Peppers = append(info.Peppers, PepperFileEntry{Version: e.Version, CreatedAt: e.CreatedAt, State: s})
+	versions := make([]string, len(pf.Peppers))
+	for i, e := range pf.Peppers {
+		versions[i] = e.Version
+	}
+	for i, st := range keyfile.States(versions, pf.Current) {
+		e := pf.Peppers[i]
+		info.Peppers = append(info.Peppers, PepperFileEntry{Version: e.Version, CreatedAt: e.CreatedAt, State: st})
 	}
 	return info
 }
+
+func pepperVersion(e pepperEntry) string { return e.Version }
 
 func (pf pepperFile) ring() (PepperRing, error) {
 	ps, err := pf.peppers()
@@ -136,12 +137,10 @@ func AddPepper(path string) (string, error) {
 func PromotePepper(path, version string) (previous string, err error) {
 	err = updatePepperFile(path, func(pf *pepperFile) error {
 		previous = pf.Current
-		i := slices.IndexFunc(pf.Peppers, func(e pepperEntry) bool { return e.Version == version })
-		if i < 0 {
+		var ok bool
+		if pf.Peppers, ok = keyfile.Promote(pf.Peppers, version, pepperVersion); !ok {
 			return fmt.Errorf("pepper %q is not in the pepper file", version)
 		}
-		e := pf.Peppers[i]
-		pf.Peppers = append(slices.Delete(pf.Peppers, i, i+1), e)
 		pf.Current = version
 		return nil
 	})
@@ -156,11 +155,10 @@ func RetirePepper(path, version string) error {
 		if version == pf.Current {
 			return fmt.Errorf("pepper %s is current: promote another pepper first", version)
 		}
-		i := slices.IndexFunc(pf.Peppers, func(e pepperEntry) bool { return e.Version == version })
-		if i < 0 {
+		var ok bool
+		if pf.Peppers, ok = keyfile.Remove(pf.Peppers, version, pepperVersion); !ok {
 			return fmt.Errorf("pepper %q is not in the pepper file", version)
 		}
-		pf.Peppers = slices.Delete(pf.Peppers, i, i+1)
 		return nil
 	})
 }
@@ -169,7 +167,7 @@ func RetirePepper(path, version string) error {
 // directory (concurrent commands follow one another rather than lose an update), checks that
 // the result is a valid set, and replaces the file atomically (0600, synced, renamed).
 func updatePepperFile(path string, change func(pf *pepperFile) error) error {
-	unlock, err := lockDir(filepath.Dir(path))
+	unlock, err := keyfile.LockDir(filepath.Dir(path))
 	if err != nil {
 		return err
 	}
@@ -185,24 +183,6 @@ func updatePepperFile(path string, change func(pf *pepperFile) error) error {
 		return fmt.Errorf("pepper file %s: %w", path, err)
 	}
 	return writePepperFile(path, pf, true)
-}
-
-// lockDir takes an exclusive advisory lock (flock) on dir and returns its release. Locking the
-// directory rather than the file survives the rename that replaces the file, and leaves no lock
-// file behind.
-func lockDir(dir string) (func(), error) {
-	d, err := os.Open(dir)
-	if err != nil {
-		return nil, fmt.Errorf("open directory %s: %w", dir, err)
-	}
-	if err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX); err != nil {
-		d.Close()
-		return nil, fmt.Errorf("lock directory %s: %w", dir, err)
-	}
-	return func() {
-		_ = syscall.Flock(int(d.Fd()), syscall.LOCK_UN)
-		d.Close()
-	}, nil
 }
 
 // ReadPepperRing reads the pepper file at path without creating it, and returns its set and a

@@ -5,7 +5,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/nops-kernel/nops/internal/keyfile"
 )
@@ -39,5 +41,61 @@ func TestWrite(t *testing.T) {
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 1 {
 		t.Fatalf("directory holds %d entries, want only the file (no temporary left)", len(entries))
+	}
+}
+
+func TestStates(t *testing.T) {
+	got := keyfile.States([]string{"v1", "v2", "v3", "v4"}, "v2")
+	want := []keyfile.State{keyfile.StateOlder, keyfile.StateCurrent, keyfile.StatePending, keyfile.StatePending}
+	if !slices.Equal(got, want) {
+		t.Fatalf("States = %v, want %v", got, want)
+	}
+	if got := keyfile.States([]string{"v1"}, "v9"); !slices.Equal(got, []keyfile.State{keyfile.StateOlder}) {
+		t.Fatalf("no current version: %v", got)
+	}
+}
+
+func TestPromoteAndRemove(t *testing.T) {
+	id := func(s string) string { return s }
+	l, ok := keyfile.Promote([]string{"a", "b", "c"}, "a", id)
+	if !ok || !slices.Equal(l, []string{"b", "c", "a"}) {
+		t.Fatalf("Promote = %v %v", l, ok)
+	}
+	if _, ok := keyfile.Promote(l, "z", id); ok {
+		t.Fatal("Promote of a missing version")
+	}
+	l, ok = keyfile.Remove(l, "c", id)
+	if !ok || !slices.Equal(l, []string{"b", "a"}) {
+		t.Fatalf("Remove = %v %v", l, ok)
+	}
+	if _, ok := keyfile.Remove(l, "c", id); ok {
+		t.Fatal("Remove of a missing version")
+	}
+}
+
+// TestLockDirSerialises: a second lock on the directory waits for the first's release.
+func TestLockDirSerialises(t *testing.T) {
+	dir := t.TempDir()
+	unlock, err := keyfile.LockDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan struct{})
+	go func() {
+		u, err := keyfile.LockDir(dir)
+		if err == nil {
+			u()
+		}
+		close(got)
+	}()
+	select {
+	case <-got:
+		t.Fatal("a second lock was taken while the first was held")
+	case <-time.After(100 * time.Millisecond):
+	}
+	unlock()
+	<-got
+	if _, err := keyfile.LockDir(filepath.Join(dir, "missing")); err == nil {
+		t.Fatal("LockDir of a missing directory")
 	}
 }

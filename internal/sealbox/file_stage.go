@@ -3,24 +3,23 @@ package sealbox
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
-	"slices"
-	"syscall"
 	"time"
+
+	"github.com/nops-kernel/nops/internal/keyfile"
 )
 
-// State is where a KEK of a key file stands in a rotation.
-type State string
+// State is where a KEK of a key file stands in a rotation (keyfile.State).
+type State = keyfile.State
 
 // The states of a KEK. The list of a key file is in the order the keys were introduced:
 // AddFile appends, PromoteFile moves the promoted key to the end. A key after the current one is
 // pending (added, known to the replicas that loaded the file, sealing nothing yet); a key before
 // it is older (opening what it sealed until a rewrap re-seals that under the current one).
 const (
-	StateCurrent State = "current"
-	StatePending State = "pending"
-	StateOlder   State = "older"
+	StateCurrent = keyfile.StateCurrent
+	StatePending = keyfile.StatePending
+	StateOlder   = keyfile.StateOlder
 )
 
 // FileInfo describes a key file without its secrets.
@@ -54,16 +53,18 @@ func ReadFileInfo(path string) (FileInfo, error) {
 
 func (kf keyFile) info() FileInfo {
 	info := FileInfo{Current: kf.Current}
-	state := StateOlder
-	for _, k := range kf.Keys {
-		s := state
-		if k.Version == kf.Current {
-			s, state = StateCurrent, StatePending
-		}
-		info.Keys = append(info.Keys, FileKeyInfo{Version: k.Version, CreatedAt: k.CreatedAt, State: s})
+	versions := make([]string, len(kf.Keys))
+	for i, k := range kf.Keys {
+		versions[i] = k.Version
+	}
+	for i, st := range keyfile.States(versions, kf.Current) {
+		k := kf.Keys[i]
+		info.Keys = append(info.Keys, FileKeyInfo{Version: k.Version, CreatedAt: k.CreatedAt, State: st})
 	}
 	return info
 }
+
+func keyVersion(k fileKey) string { return k.Version }
 
 // AddFile adds a generated KEK to the key file at path without making it current: replicas that
 // load the file open what it seals, and nothing is sealed with it until PromoteFile. It returns
@@ -94,12 +95,10 @@ func AddFile(path string) (string, error) {
 func PromoteFile(path, version string) (previous string, err error) {
 	err = updateFile(path, func(kf *keyFile) error {
 		previous = kf.Current
-		i := slices.IndexFunc(kf.Keys, func(k fileKey) bool { return k.Version == version })
-		if i < 0 {
+		var ok bool
+		if kf.Keys, ok = keyfile.Promote(kf.Keys, version, keyVersion); !ok {
 			return fmt.Errorf("key %q is not in the key file", version)
 		}
-		k := kf.Keys[i]
-		kf.Keys = append(slices.Delete(kf.Keys, i, i+1), k)
 		kf.Current = version
 		return nil
 	})
@@ -114,11 +113,10 @@ func RetireFile(path, version string) error {
 		if version == kf.Current {
 			return fmt.Errorf("key %s is current: promote another key first", version)
 		}
-		i := slices.IndexFunc(kf.Keys, func(k fileKey) bool { return k.Version == version })
-		if i < 0 {
+		var ok bool
+		if kf.Keys, ok = keyfile.Remove(kf.Keys, version, keyVersion); !ok {
 			return fmt.Errorf("key %q is not in the key file", version)
 		}
-		kf.Keys = slices.Delete(kf.Keys, i, i+1)
 		return nil
 	})
 }
@@ -127,7 +125,7 @@ func RetireFile(path, version string) error {
 // concurrent updates by several commands follow one another rather than lose one, checks the
 // result opens as a Box, and replaces the file atomically (0600, synced, renamed).
 func updateFile(path string, change func(kf *keyFile) error) error {
-	unlock, err := lockDir(filepath.Dir(path))
+	unlock, err := keyfile.LockDir(filepath.Dir(path))
 	if err != nil {
 		return err
 	}
@@ -143,24 +141,6 @@ func updateFile(path string, change func(kf *keyFile) error) error {
 		return fmt.Errorf("key file %s: %w", path, err)
 	}
 	return writeFile(path, kf, true)
-}
-
-// lockDir takes an exclusive advisory lock (flock) on dir and returns its release. Locking the
-// directory rather than the file survives the rename that replaces the file, and leaves no lock
-// file behind.
-func lockDir(dir string) (func(), error) {
-	d, err := os.Open(dir)
-	if err != nil {
-		return nil, fmt.Errorf("open directory %s: %w", dir, err)
-	}
-	if err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX); err != nil {
-		d.Close()
-		return nil, fmt.Errorf("lock directory %s: %w", dir, err)
-	}
-	return func() {
-		_ = syscall.Flock(int(d.Fd()), syscall.LOCK_UN)
-		d.Close()
-	}, nil
 }
 
 // LoadFile opens the Box of the key file at path without creating it, and describes its keys.
