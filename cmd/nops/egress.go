@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -129,12 +130,7 @@ func (c *cli) egressVerifyCmd() *cobra.Command {
 			for _, s := range egress.Services {
 				writeRules(tw, "*", s, l.Rules(s, ""))
 			}
-			tenants := make([]string, 0, len(l.Tenants))
-			for t := range l.Tenants {
-				tenants = append(tenants, t)
-			}
-			slices.Sort(tenants)
-			for _, t := range tenants {
+			for _, t := range slices.Sorted(maps.Keys(l.Tenants)) {
 				for _, s := range egress.Services {
 					if r, ok := l.Tenants[t][s]; ok {
 						writeRules(tw, t, s, r)

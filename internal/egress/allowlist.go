@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -96,19 +97,19 @@ func ParseAllowList(text []byte) (*AllowList, error) {
 		return nil, errors.New("serial: required, a number above 0 that grows with every new version")
 	}
 	l := &AllowList{Serial: f.Serial, Services: map[string]*Rules{}, Tenants: map[string]map[string]*Rules{}}
-	for _, name := range sortedKeys(f.Services) {
+	for _, name := range slices.Sorted(maps.Keys(f.Services)) {
 		r, err := f.Services[name].compile("services."+name, name)
 		if err != nil {
 			return nil, err
 		}
 		l.Services[name] = r
 	}
-	for _, tenant := range sortedKeys(f.Tenants) {
+	for _, tenant := range slices.Sorted(maps.Keys(f.Tenants)) {
 		if strings.TrimSpace(tenant) == "" {
 			return nil, errors.New("tenants: a tenant id must not be empty")
 		}
 		l.Tenants[tenant] = map[string]*Rules{}
-		for _, name := range sortedKeys(f.Tenants[tenant]) {
+		for _, name := range slices.Sorted(maps.Keys(f.Tenants[tenant])) {
 			r, err := f.Tenants[tenant][name].compile("tenants."+tenant+"."+name, name)
 			if err != nil {
 				return nil, err
@@ -234,15 +235,6 @@ func validHostPattern(h string) bool {
 		}
 	}
 	return true
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // ErrAllowListSignature is the class of a signed allow-list refused at load because its
