@@ -37,6 +37,7 @@ type fleetAgent struct {
 	armed    atomic.Bool  // the next request kills the agent while it is being served
 
 	killOnce sync.Once
+	dying    chan struct{} // closed when kill has begun: dead is set
 	killed   chan struct{} // closed when kill has finished
 	killedAt time.Time     // when kill began; read after killed is closed
 
@@ -55,7 +56,7 @@ func newFleetAgent(t *testing.T, k *kerneltest.Kernel, auth, name string, capabi
 // default, best_effort).
 func newFleetAgentOfClass(t *testing.T, k *kerneltest.Kernel, auth, name, criticality string, capabilities ...string) *fleetAgent {
 	t.Helper()
-	a := &fleetAgent{name: name, byCap: map[string]int{}, killed: make(chan struct{})}
+	a := &fleetAgent{name: name, byCap: map[string]int{}, dying: make(chan struct{}), killed: make(chan struct{})}
 	a.srv = httptest.NewServer(http.HandlerFunc(a.serve))
 	t.Cleanup(a.kill)
 	caps := make([]any, 0, len(capabilities))
@@ -80,6 +81,10 @@ func (a *fleetAgent) serve(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.Copy(io.Discard, r.Body)
 	if a.armed.CompareAndSwap(true, false) {
 		go a.kill() // not on this goroutine: kill waits for the handlers to return
+		// Die with this request in flight: go on only once the agent is dead, so that this
+		// request cannot be answered before the kill (on a loaded machine the kill's goroutine
+		// may start after the service time has passed).
+		<-a.dying
 	}
 	d := time.Duration(a.stall.Load())
 	if d == 0 {
@@ -129,6 +134,7 @@ func (a *fleetAgent) kill() {
 	a.killOnce.Do(func() {
 		a.killedAt = time.Now()
 		a.dead.Store(true)
+		close(a.dying)
 		_ = a.srv.Listener.Close()
 		a.srv.CloseClientConnections()
 		a.srv.Close()
