@@ -127,7 +127,7 @@ type AgentTransport struct {
 	opts  TransportOptions
 	ids   identity.Source
 	gate  *Gate
-	plain *http.Transport // http without a gate
+	plain *http.Transport // http without a gate; nil with one (each tenant has its own, plains)
 	max   int
 	idle  time.Duration
 	now   func() time.Time // the clock of idle eviction; tests replace it
@@ -164,13 +164,15 @@ func NewAgentTransport(p Policy, ids identity.Source, o AgentTransportOptions) (
 		opts:   plainOpts,
 		ids:    ids,
 		gate:   o.Gate,
-		plain:  NewTransport(p, plainOpts),
 		plains: map[string]*http.Transport{},
 		max:    orDefaultInt(o.MaxAgents, DefaultMaxAgents),
 		idle:   orDefault(o.IdleAgentTimeout, orDefault(o.IdleConnTimeout, DefaultIdleConnTimeout)),
 		now:    time.Now,
 		agents: map[spiffeid.ID]*list.Element{},
 		lru:    list.New(),
+	}
+	if t.gate == nil {
+		t.plain = NewTransport(p, plainOpts) // with a gate, each tenant has its own (plainFor)
 	}
 	t.handshake = func(context.Context, string) {}
 	if o.Meter != nil {
@@ -229,7 +231,9 @@ func isRemoteAlert(err error) bool {
 
 // CloseIdleConnections closes the idle connections of every transport.
 func (t *AgentTransport) CloseIdleConnections() {
-	t.plain.CloseIdleConnections()
+	if t.plain != nil {
+		t.plain.CloseIdleConnections()
+	}
 	t.mu.Lock()
 	ts := make([]*http.Transport, 0, t.lru.Len()+len(t.plains))
 	for e := t.lru.Front(); e != nil; e = e.Next() {
