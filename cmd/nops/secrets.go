@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/user"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -110,12 +111,126 @@ var errPepperFromConfig = errors.New("api_keys.pepper is set: the pepper comes f
 	"then make it api_keys.pepper/pepper_version and move the old one to previous_peppers, then drop the old one " +
 	"once `nops secrets pepper status` shows it unused (docs/operations.md, \"Rotating keys\")")
 
-func (c *cli) pepperCmd() *cobra.Command {
-	p := &cobra.Command{Use: "pepper", Short: "Rotate the pepper keying API-key digests (api_keys.pepper_file)"}
+// keyFile is one rotated key file `nops secrets` edits: what differs between the pepper and the
+// key-encryption key. The status, add, promote and retire steps are built from it once
+// (keyFileCmds); the KEK adds rewrap.
+type keyFile struct {
+	secret string // the audit records' secret: control.SecretPepper or control.SecretKEK
+	noun   string // what one version is called in messages: "pepper", "key"
+	use    string // the subcommand
+	short  string // the subcommand's summary
+	// refuse, when set, refuses every file step for the configuration (a pepper set inline).
+	refuse func(config.Config) error
+	path   func(config.Config) string
+	// versions reads the file: its current version and all of its versions, in file order.
+	versions func(path string) (current string, all []string, err error)
+	add      func(path string) (version string, err error)
+	promote  func(path, version string) (previous string, err error)
+	retire   func(path, version string) error
+	// inUse says what still uses version; an error matching errInUse is what --force overrides.
+	inUse    func(e secretsEnv, version string) error
+	errInUse error
+	status   func(w io.Writer, st control.SecretsStatus, path string) error
+	// Texts of the steps: summaries, the --force flag's help, and what --force costs.
+	statusShort, addShort, promoteShort, retireShort, forceHelp, forceCost string
+	// promoteNext is the next step printed after promoting version over previous.
+	promoteNext func(version, previous string) string
+}
+
+func pepperFile() keyFile {
+	return keyFile{
+		secret: control.SecretPepper, noun: "pepper", use: "pepper",
+		short: "Rotate the pepper keying API-key digests (api_keys.pepper_file)",
+		refuse: func(cfg config.Config) error {
+			if cfg.APIKeys.Pepper != "" {
+				return errPepperFromConfig
+			}
+			return nil
+		},
+		path: config.Config.PepperFilePath,
+		versions: func(path string) (string, []string, error) {
+			_, info, err := apikey.ReadPepperRing(path)
+			var all []string
+			for _, p := range info.Peppers {
+				all = append(all, p.Version)
+			}
+			return info.Current, all, err
+		},
+		add:     apikey.AddPepper,
+		promote: apikey.PromotePepper,
+		retire:  apikey.RetirePepper,
+		inUse: func(e secretsEnv, version string) error {
+			return apikey.CheckRetirePepper(e.ctx, e.st, version, time.Now())
+		},
+		errInUse: apikey.ErrPepperInUse,
+		status: func(w io.Writer, st control.SecretsStatus, path string) error {
+			return printPepperStatus(w, st.Pepper, path)
+		},
+		statusShort:  "The peppers of the file and how many stored API keys use each",
+		addShort:     "Add a generated pepper, pending: replicas that load the file verify keys hashed with it; none is hashed with it yet",
+		promoteShort: "Make VERSION the current pepper: new and rotated keys are hashed with it, the others move to it as they are used",
+		retireShort:  "Remove a pepper from the file; refused while a live API key still uses it, unless --force",
+		forceHelp:    "retire even while live API keys use the pepper (they stop working)",
+		forceCost:    "those keys stop working",
+		promoteNext: func(v, prev string) string {
+			return fmt.Sprintf("copy the file to every replica; API keys hashed with %s move to %s as they are used. "+
+				"When `nops secrets pepper status` shows %s unused, run `nops secrets pepper retire %s`", prev, v, prev, prev)
+		},
+	}
+}
+
+func kekFile() keyFile {
+	return keyFile{
+		secret: control.SecretKEK, noun: "key", use: "kek",
+		short: "Rotate the key-encryption key sealing request-signing secrets and CA keys (signing.kek_file)",
+		path:  config.Config.KEKPath,
+		versions: func(path string) (string, []string, error) {
+			_, info, err := sealbox.LoadFile(path)
+			var all []string
+			for _, k := range info.Keys {
+				all = append(all, k.Version)
+			}
+			return info.Current, all, err
+		},
+		add:     sealbox.AddFile,
+		promote: sealbox.PromoteFile,
+		retire:  sealbox.RetireFile,
+		inUse: func(e secretsEnv, version string) error {
+			return sealbox.CheckRetire(e.ctx, e.st, version)
+		},
+		errInUse:     sealbox.ErrInUse,
+		status:       func(w io.Writer, st control.SecretsStatus, path string) error { return printKEKStatus(w, st.KEK, path) },
+		statusShort:  "The keys of the file and how many stored sealed values use each",
+		addShort:     "Add a generated key-encryption key, pending: replicas that load the file open what it seals; nothing is sealed with it yet",
+		promoteShort: "Make VERSION the current key-encryption key: new seals use it",
+		retireShort:  "Remove a key-encryption key from the file; refused while a stored value is sealed under it, unless --force",
+		forceHelp:    "retire even while values are sealed under the key (they can no longer be opened)",
+		forceCost:    "those values can no longer be opened",
+		promoteNext: func(_, prev string) string {
+			return fmt.Sprintf("copy the file to every replica, then run `nops secrets kek rewrap` and `nops secrets kek retire %s`", prev)
+		},
+	}
+}
+
+// step runs fn offline on f's file, unless the configuration refuses file steps.
+func (c *cli) step(cmd *cobra.Command, f keyFile, fn func(e secretsEnv, path string) error) error {
+	return c.offline(cmd, func(e secretsEnv) error {
+		if f.refuse != nil {
+			if err := f.refuse(e.cfg); err != nil {
+				return err
+			}
+		}
+		return fn(e, f.path(e.cfg))
+	})
+}
+
+// keyFileCmds returns f's subcommand with its status, add, promote and retire steps.
+func (c *cli) keyFileCmds(f keyFile) *cobra.Command {
+	root := &cobra.Command{Use: f.use, Short: f.short}
 	var asJSON bool
 	status := &cobra.Command{
 		Use:   "status",
-		Short: "The peppers of the file and how many stored API keys use each",
+		Short: f.statusShort,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return c.offline(cmd, func(e secretsEnv) error {
@@ -126,7 +241,7 @@ func (c *cli) pepperCmd() *cobra.Command {
 				if asJSON {
 					return printStatusJSON(cmd.OutOrStdout(), st)
 				}
-				return printPepperStatus(cmd.OutOrStdout(), st.Pepper, e.cfg.PepperFilePath())
+				return f.status(cmd.OutOrStdout(), st, f.path(e.cfg))
 			})
 		},
 	}
@@ -134,49 +249,38 @@ func (c *cli) pepperCmd() *cobra.Command {
 
 	add := &cobra.Command{
 		Use:   "add",
-		Short: "Add a generated pepper, pending: replicas that load the file verify keys hashed with it; none is hashed with it yet",
+		Short: f.addShort,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return c.offline(cmd, func(e secretsEnv) error {
-				if e.cfg.APIKeys.Pepper != "" {
-					return errPepperFromConfig
-				}
-				path := e.cfg.PepperFilePath()
-				v, err := apikey.AddPepper(path)
+			return c.step(cmd, f, func(e secretsEnv, path string) error {
+				v, err := f.add(path)
 				if err != nil {
 					return err
 				}
-				if err := e.record(control.SecretStep{Secret: control.SecretPepper, Step: control.StepAdd, Version: v}); err != nil {
+				if err := e.record(control.SecretStep{Secret: f.secret, Step: control.StepAdd, Version: v}); err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "added pepper %s (pending) to %s\n"+
-					"next: copy the file to every replica; when `nops secrets status --server …` lists %s on each, run `nops secrets pepper promote %s`\n",
-					v, path, v, v)
+				fmt.Fprintf(cmd.OutOrStdout(), "added %s %s (pending) to %s\n"+
+					"next: copy the file to every replica; when `nops secrets status --server …` lists %s on each, run `nops secrets %s promote %s`\n",
+					f.noun, v, path, v, f.use, v)
 				return nil
 			})
 		},
 	}
 	promote := &cobra.Command{
 		Use:   "promote VERSION",
-		Short: "Make VERSION the current pepper: new and rotated keys are hashed with it, the others move to it as they are used",
+		Short: f.promoteShort,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return c.offline(cmd, func(e secretsEnv) error {
-				if e.cfg.APIKeys.Pepper != "" {
-					return errPepperFromConfig
-				}
-				path := e.cfg.PepperFilePath()
-				prev, err := apikey.PromotePepper(path, args[0])
+			return c.step(cmd, f, func(e secretsEnv, path string) error {
+				prev, err := f.promote(path, args[0])
 				if err != nil {
 					return err
 				}
-				if err := e.record(control.SecretStep{Secret: control.SecretPepper, Step: control.StepPromote, Version: args[0], Previous: prev}); err != nil {
+				if err := e.record(control.SecretStep{Secret: f.secret, Step: control.StepPromote, Version: args[0], Previous: prev}); err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "pepper %s is current in %s (was %s)\n"+
-					"next: copy the file to every replica; API keys hashed with %s move to %s as they are used. "+
-					"When `nops secrets pepper status` shows %s unused, run `nops secrets pepper retire %s`\n",
-					args[0], path, prev, prev, args[0], prev, prev)
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %s is current in %s (was %s)\nnext: %s\n", f.noun, args[0], path, prev, f.promoteNext(args[0], prev))
 				return nil
 			})
 		},
@@ -184,109 +288,46 @@ func (c *cli) pepperCmd() *cobra.Command {
 	var force bool
 	retire := &cobra.Command{
 		Use:   "retire VERSION",
-		Short: "Remove a pepper from the file; refused while a live API key still uses it, unless --force",
+		Short: f.retireShort,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return c.offline(cmd, func(e secretsEnv) error {
-				if e.cfg.APIKeys.Pepper != "" {
-					return errPepperFromConfig
-				}
-				path, version := e.cfg.PepperFilePath(), args[0]
-				_, info, err := apikey.ReadPepperRing(path)
+			return c.step(cmd, f, func(e secretsEnv, path string) error {
+				version := args[0]
+				current, all, err := f.versions(path)
 				if err != nil {
 					return err
 				}
-				if err := retirable(version, info.Current, pepperVersions(info)); err != nil {
+				if err := retirable(version, current, all); err != nil {
 					return err
 				}
 				detail := ""
-				if err := apikey.CheckRetirePepper(e.ctx, e.st, version, time.Now()); err != nil {
-					if !force || !errors.Is(err, apikey.ErrPepperInUse) {
-						return fmt.Errorf("%w (--force retires it anyway: those keys stop working)", err)
+				if err := f.inUse(e, version); err != nil {
+					if !force || !errors.Is(err, f.errInUse) {
+						return fmt.Errorf("%w (--force retires it anyway: %s)", err, f.forceCost)
 					}
 					detail = "in_use=true"
 					fmt.Fprintf(cmd.ErrOrStderr(), "nops: --force: %v\n", err)
 				}
-				if err := apikey.RetirePepper(path, version); err != nil {
+				if err := f.retire(path, version); err != nil {
 					return err
 				}
-				if err := e.record(control.SecretStep{Secret: control.SecretPepper, Step: control.StepRetire, Version: version, Forced: detail != "", Detail: detail}); err != nil {
+				if err := e.record(control.SecretStep{Secret: f.secret, Step: control.StepRetire, Version: version, Forced: detail != "", Detail: detail}); err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "retired pepper %s from %s\nnext: copy the file to every replica\n", version, path)
+				fmt.Fprintf(cmd.OutOrStdout(), "retired %s %s from %s\nnext: copy the file to every replica\n", f.noun, version, path)
 				return nil
 			})
 		},
 	}
-	retire.Flags().BoolVar(&force, "force", false, "retire even while live API keys use the pepper (they stop working)")
-	p.AddCommand(status, add, promote, retire)
-	return p
+	retire.Flags().BoolVar(&force, "force", false, f.forceHelp)
+	root.AddCommand(status, add, promote, retire)
+	return root
 }
 
-func (c *cli) kekCmd() *cobra.Command {
-	k := &cobra.Command{Use: "kek", Short: "Rotate the key-encryption key sealing request-signing secrets and CA keys (signing.kek_file)"}
-	var asJSON bool
-	status := &cobra.Command{
-		Use:   "status",
-		Short: "The keys of the file and how many stored sealed values use each",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return c.offline(cmd, func(e secretsEnv) error {
-				st, err := offlineStatus(e)
-				if err != nil {
-					return err
-				}
-				if asJSON {
-					return printStatusJSON(cmd.OutOrStdout(), st)
-				}
-				return printKEKStatus(cmd.OutOrStdout(), st.KEK, e.cfg.KEKPath())
-			})
-		},
-	}
-	status.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON (the shape of GET /v1/admin/secrets/status)")
+func (c *cli) pepperCmd() *cobra.Command { return c.keyFileCmds(pepperFile()) }
 
-	add := &cobra.Command{
-		Use:   "add",
-		Short: "Add a generated key-encryption key, pending: replicas that load the file open what it seals; nothing is sealed with it yet",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return c.offline(cmd, func(e secretsEnv) error {
-				path := e.cfg.KEKPath()
-				v, err := sealbox.AddFile(path)
-				if err != nil {
-					return err
-				}
-				if err := e.record(control.SecretStep{Secret: control.SecretKEK, Step: control.StepAdd, Version: v}); err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "added key %s (pending) to %s\n"+
-					"next: copy the file to every replica; when `nops secrets status --server …` lists %s on each, run `nops secrets kek promote %s`\n",
-					v, path, v, v)
-				return nil
-			})
-		},
-	}
-	promote := &cobra.Command{
-		Use:   "promote VERSION",
-		Short: "Make VERSION the current key-encryption key: new seals use it",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return c.offline(cmd, func(e secretsEnv) error {
-				path := e.cfg.KEKPath()
-				prev, err := sealbox.PromoteFile(path, args[0])
-				if err != nil {
-					return err
-				}
-				if err := e.record(control.SecretStep{Secret: control.SecretKEK, Step: control.StepPromote, Version: args[0], Previous: prev}); err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "key %s is current in %s (was %s)\n"+
-					"next: copy the file to every replica, then run `nops secrets kek rewrap` and `nops secrets kek retire %s`\n",
-					args[0], path, prev, prev)
-				return nil
-			})
-		},
-	}
+func (c *cli) kekCmd() *cobra.Command {
+	k := c.keyFileCmds(kekFile())
 	var batch int
 	rewrap := &cobra.Command{
 		Use:   "rewrap",
@@ -320,42 +361,7 @@ func (c *cli) kekCmd() *cobra.Command {
 		},
 	}
 	rewrap.Flags().IntVar(&batch, "batch", 200, "sealed values per transaction")
-	var force bool
-	retire := &cobra.Command{
-		Use:   "retire VERSION",
-		Short: "Remove a key-encryption key from the file; refused while a stored value is sealed under it, unless --force",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return c.offline(cmd, func(e secretsEnv) error {
-				path, version := e.cfg.KEKPath(), args[0]
-				_, info, err := sealbox.LoadFile(path)
-				if err != nil {
-					return err
-				}
-				if err := retirable(version, info.Current, kekVersions(info)); err != nil {
-					return err
-				}
-				detail := ""
-				if err := sealbox.CheckRetire(e.ctx, e.st, version); err != nil {
-					if !force || !errors.Is(err, sealbox.ErrInUse) {
-						return fmt.Errorf("%w (--force retires it anyway: those values can no longer be opened)", err)
-					}
-					detail = "in_use=true"
-					fmt.Fprintf(cmd.ErrOrStderr(), "nops: --force: %v\n", err)
-				}
-				if err := sealbox.RetireFile(path, version); err != nil {
-					return err
-				}
-				if err := e.record(control.SecretStep{Secret: control.SecretKEK, Step: control.StepRetire, Version: version, Forced: detail != "", Detail: detail}); err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "retired key %s from %s\nnext: copy the file to every replica\n", version, path)
-				return nil
-			})
-		},
-	}
-	retire.Flags().BoolVar(&force, "force", false, "retire even while values are sealed under the key (they can no longer be opened)")
-	k.AddCommand(status, add, promote, rewrap, retire)
+	k.AddCommand(rewrap)
 	return k
 }
 
@@ -364,35 +370,10 @@ func retirable(version, current string, versions []string) error {
 	switch {
 	case version == current:
 		return fmt.Errorf("%s is the current version: promote another one first", version)
-	case !contains(versions, version):
+	case !slices.Contains(versions, version):
 		return fmt.Errorf("%s is not in the key file (it has %s)", version, strings.Join(versions, ", "))
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-func pepperVersions(info apikey.PepperFileInfo) []string {
-	var out []string
-	for _, e := range info.Peppers {
-		out = append(out, e.Version)
-	}
-	return out
-}
-
-func kekVersions(info sealbox.FileInfo) []string {
-	var out []string
-	for _, k := range info.Keys {
-		out = append(out, k.Version)
-	}
-	return out
 }
 
 // offlineStatus is the status the key files of the configuration give against its database.
