@@ -36,12 +36,15 @@ import (
 //
 // The journal is cut into segments: a new one every SegmentSpan and at every open; a segment
 // none of whose records is live any more is deleted by PurgeNonces (RunNoncePurger) and at open.
-// Replay ignores the records after the first torn or corrupt one of a segment (a crash in the
-// middle of an append: that record's claim was never reported) and truncates the segment there.
+// Replay ignores the records after the first torn or corrupt one of a segment and truncates the
+// segment there, with a warning: after a crash in the middle of an append those records' claims
+// were never reported; damage on disk, which a checksum cannot repair, loses the records after it
+// (their nonces could be replayed until their signatures are too old).
 //
 // Concurrency: safe for concurrent use. mu guards the live set, the queue of claims and the list
 // of segments; it is never held across a write or sync. The current segment's file is used only
-// by the leading claim, one at a time; Close waits for it (writeMu).
+// by the leading claim, one at a time; Close waits for it (writeMu). A waiting claim does not give
+// up when its context ends (its group's write is bounded by the disk), as in GroupCommitNonces.
 type FileNonces struct {
 	dir        string
 	durability Durability
