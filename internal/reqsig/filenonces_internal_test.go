@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -453,5 +454,70 @@ func TestNewVerifierFileNoncesDurability(t *testing.T) {
 	}
 	if _, err := NewVerifier(fixedKeys{}, f, Config{NonceDurability: DurabilityFull}); err == nil {
 		t.Error("NewVerifier accepted a durability the journal does not have")
+	}
+}
+
+// A kernel killed (SIGKILL: no Close, no flush of its own) right after its claims were accepted
+// loses none of them, under either durability: what process durability promises. The claims
+// are made in a child process that kills itself once they are answered.
+func TestFileNoncesSurviveKill(t *testing.T) {
+	if dir := os.Getenv("NOPS_TEST_NONCE_KILL_DIR"); dir != "" {
+		f, err := OpenFileNonces(dir, FileNoncesOptions{Durability: Durability(os.Getenv("NOPS_TEST_NONCE_KILL_DURABILITY")), Now: func() time.Time { return fnT0 }})
+		if err != nil {
+			fmt.Println("open:", err)
+			os.Exit(3)
+		}
+		var wg sync.WaitGroup
+		for i := range 64 {
+			wg.Go(func() {
+				if ok, err := f.ClaimNonce(context.Background(), "rk", fmt.Sprint("k-", i), fnT0.Add(5*time.Minute), fnT0); !ok || err != nil {
+					fmt.Println("claim:", ok, err)
+					os.Exit(3)
+				}
+			})
+		}
+		wg.Wait()
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {} // killed
+	}
+	for _, d := range []Durability{DurabilityFull, DurabilityProcess} {
+		t.Run(string(d), func(t *testing.T) {
+			dir := t.TempDir()
+			cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestFileNoncesSurviveKill$")
+			cmd.Env = append(os.Environ(), "NOPS_TEST_NONCE_KILL_DIR="+dir, "NOPS_TEST_NONCE_KILL_DURABILITY="+string(d))
+			out, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+				t.Fatalf("child: %v, want killed\n%s", err, out)
+			}
+			f := openJournal(t, dir, d, newFnClock(fnT0))
+			for i := range 64 {
+				if mustClaim(t, f, "rk", fmt.Sprint("k-", i), fnT0.Add(5*time.Minute), fnT0) {
+					t.Fatalf("k-%d accepted again after the kill", i)
+				}
+			}
+		})
+	}
+}
+
+// Key IDs and nonces the record format cannot hold are refused with an error, never truncated
+// (a truncated nonce would collide with another).
+func TestFileNoncesOversized(t *testing.T) {
+	f := openJournal(t, t.TempDir(), DurabilityFull, newFnClock(fnT0))
+	until := fnT0.Add(time.Minute)
+	if _, err := f.ClaimNonce(t.Context(), strings.Repeat("k", recMaxKeyLen+1), "n", until, fnT0); err == nil {
+		t.Error("a key id of 256 bytes was claimed")
+	}
+	if _, err := f.ClaimNonce(t.Context(), "rk", strings.Repeat("n", recMaxNonceLn+1), until, fnT0); err == nil {
+		t.Error("an oversized nonce was claimed")
+	}
+	long := strings.Repeat("n", recMaxNonceLn)
+	if !mustClaim(t, f, strings.Repeat("k", recMaxKeyLen), long, until, fnT0) {
+		t.Fatal("the largest record was refused")
+	}
+	closeJournal(t, f)
+	g := openJournal(t, f.dir, DurabilityFull, newFnClock(fnT0))
+	if mustClaim(t, g, strings.Repeat("k", recMaxKeyLen), long, until, fnT0) {
+		t.Fatal("the largest record was lost by the reopen")
 	}
 }
