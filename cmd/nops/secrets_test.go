@@ -189,7 +189,11 @@ func TestSecretsKEKRotation(t *testing.T) {
 		"step=rewrap version=k2", "scanned=4 rewrapped=4", "step=retire version=k1")
 	// The CA still signs with its re-sealed keys after a reload from the database: a new kernel
 	// on the same data directory starts (it opens the CA's keys and the token signing key, with
-	// k1 gone from the file) and verifies the request key.
+	// k1 gone from the file) and verifies the request key. The first one stops before: one kernel
+	// per data directory (its nonce journal is locked).
+	if err := k.Close(); err != nil {
+		t.Fatalf("close the first kernel: %v", err)
+	}
 	k2 := kerneltest.Start(t, func(c *config.Config) { c.DataDir = k.Config.DataDir })
 	if code := signedWhoami(t, k2, apiKey, rk); code != http.StatusOK {
 		t.Fatalf("a kernel started on the rotated files: %d", code)

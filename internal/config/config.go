@@ -93,7 +93,7 @@ func (c Config) LoopbackAllowed() bool {
 // SigningConfig configures RFC 9421 request signatures (docs/request-signing.md).
 type SigningConfig struct {
 	MaxSkew    Duration `yaml:"max_skew" env:"NOPS_SIGNING_MAX_SKEW" doc:"How far a signature's created time may be from the kernel's clock, either way; nonces are remembered this long."`
-	NonceStore string   `yaml:"nonce_store" env:"NOPS_SIGNING_NONCE_STORE" doc:"Where used nonces are remembered: auto (Redis when redis.url is set, else the database), sql or redis."`
+	NonceStore string   `yaml:"nonce_store" env:"NOPS_SIGNING_NONCE_STORE" doc:"Where used nonces are remembered: auto (Redis when redis.url is set, else a journal under data_dir/nonces with SQLite, else the database), file (that journal: one kernel per data directory, SQLite only), sql or redis."`
 	KEKFile    string   `yaml:"kek_file" env:"NOPS_SIGNING_KEK_FILE" doc:"Key file (created 0600 when missing) encrypting HMAC request-signing secrets at rest; every replica needs the same file; default data_dir/kek.json."`
 	Scheme     string   `yaml:"scheme" env:"NOPS_SIGNING_SCHEME" doc:"Scheme clients sign in @target-uri: https behind a TLS-terminating proxy; empty: the listener's own."`
 	CacheTTL   Duration `yaml:"cache_ttl" env:"NOPS_SIGNING_CACHE_TTL" doc:"How long a looked-up signing key is cached (at most 5s; a revocation on another replica takes effect within it)."`
@@ -102,7 +102,23 @@ type SigningConfig struct {
 	KEKReloadInterval Duration `yaml:"kek_reload_interval" env:"NOPS_SIGNING_KEK_RELOAD_INTERVAL" doc:"How often kek_file is checked for changes (also on SIGHUP); a broken file keeps the keys in use."`
 
 	// NonceDurability is reqsig.Durability; see docs/request-signing.md "Nonce durability".
-	NonceDurability string `yaml:"nonce_durability" env:"NOPS_SIGNING_NONCE_DURABILITY" doc:"What an accepted nonce survives in the database nonce store: full (flushed to disk before the response: survives power loss) or process (committed without waiting for the flush: survives a kernel crash or restart, not an OS crash or power loss). Redis nonces follow Redis's own persistence."`
+	NonceDurability string `yaml:"nonce_durability" env:"NOPS_SIGNING_NONCE_DURABILITY" doc:"What an accepted nonce survives in the nonce journal or the database: full (flushed to disk before the response: survives power loss) or process (written or committed without waiting for the flush: survives a kernel crash or restart, not an OS crash or power loss). Redis nonces follow Redis's own persistence."`
+}
+
+// NonceStoreKind resolves signing.nonce_store: "redis", "file" or "sql". auto is redis when
+// redis.url is set, else file when the database is SQLite (one kernel per data directory), else
+// sql (PostgreSQL, shared by the replicas).
+func (c Config) NonceStoreKind() string {
+	switch {
+	case c.Signing.NonceStore != "auto":
+		return c.Signing.NonceStore
+	case c.Redis.URL != "":
+		return "redis"
+	case c.Database.URL == "":
+		return "file"
+	default:
+		return "sql"
+	}
 }
 
 // KEKPath returns the key-encryption key file, defaulting under the data directory.
@@ -502,13 +518,16 @@ func (c Config) Validate() error {
 	if c.Signing.MaxSkew.D() < time.Second || c.Signing.MaxSkew.D() > time.Hour {
 		v.add("signing.max_skew", fmt.Sprintf("must be between 1s and 1h, got %s", c.Signing.MaxSkew))
 	}
-	v.oneOf("signing.nonce_store", c.Signing.NonceStore, []string{"auto", "sql", "redis"})
+	v.oneOf("signing.nonce_store", c.Signing.NonceStore, []string{"auto", "file", "sql", "redis"})
 	if c.Signing.NonceStore == "redis" && c.Redis.URL == "" {
 		v.add("signing.nonce_store", "redis needs redis.url (NOPS_REDIS_URL)")
 	}
+	if c.Signing.NonceStore == "file" && c.Database.URL != "" {
+		v.add("signing.nonce_store", "file keeps the nonces of one kernel under data_dir and is for SQLite; with database.url (PostgreSQL, shared by replicas) use sql or redis")
+	}
 	v.oneOf("signing.nonce_durability", c.Signing.NonceDurability, []string{"full", "process"})
-	if c.Signing.NonceDurability == "process" && (c.Signing.NonceStore == "redis" || (c.Signing.NonceStore == "auto" && c.Redis.URL != "")) {
-		v.add("signing.nonce_durability", "process applies to the database nonce store; Redis nonces follow Redis's own persistence (set signing.nonce_store: sql, or leave full)")
+	if c.Signing.NonceDurability == "process" && c.NonceStoreKind() == "redis" {
+		v.add("signing.nonce_durability", "process applies to the nonce journal and the database nonce store; Redis nonces follow Redis's own persistence (set signing.nonce_store: sql, or leave full)")
 	}
 	if c.Signing.Scheme != "" && c.Signing.Scheme != "http" && c.Signing.Scheme != "https" {
 		v.add("signing.scheme", fmt.Sprintf("must be http, https or empty, got %q", c.Signing.Scheme))

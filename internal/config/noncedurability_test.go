@@ -54,3 +54,49 @@ func TestValidateNonceDurability(t *testing.T) {
 		})
 	}
 }
+
+// signing.nonce_store auto resolves to Redis when redis.url is set, else to the journal file on
+// SQLite, else to the database (PostgreSQL, shared by the replicas); explicit values stay.
+func TestNonceStoreKind(t *testing.T) {
+	const redisURL, pgURL = "redis://127.0.0.1:6379/0", "postgres://x@127.0.0.1/db"
+	for _, tc := range []struct {
+		store, redis, db, want string
+	}{
+		{"auto", "", "", "file"},
+		{"auto", redisURL, "", "redis"},
+		{"auto", "", pgURL, "sql"},
+		{"auto", redisURL, pgURL, "redis"},
+		{"sql", "", "", "sql"},
+		{"file", "", "", "file"},
+		{"redis", redisURL, "", "redis"},
+	} {
+		c := Default()
+		c.Signing.NonceStore, c.Redis.URL, c.Database.URL = tc.store, tc.redis, tc.db
+		if got := c.NonceStoreKind(); got != tc.want {
+			t.Errorf("nonce_store %s, redis %q, database %q: %s, want %s", tc.store, tc.redis, tc.db, got, tc.want)
+		}
+	}
+}
+
+// signing.nonce_store file is refused with PostgreSQL (replicas could not share it); with SQLite
+// it takes either durability.
+func TestValidateFileNonceStore(t *testing.T) {
+	for _, d := range []string{"full", "process"} {
+		c := Default()
+		c.Signing.NonceStore, c.Signing.NonceDurability = "file", d
+		if err := c.Validate(); err != nil {
+			t.Errorf("file, %s: %v", d, err)
+		}
+	}
+	c := Default()
+	c.Signing.NonceStore, c.Database.URL = "file", "postgres://x@127.0.0.1/db"
+	err := c.Validate()
+	if err == nil || !strings.Contains(err.Error(), "signing.nonce_store") || !strings.Contains(err.Error(), "PostgreSQL") {
+		t.Fatalf("Validate = %v, want a refusal of the file store with PostgreSQL", err)
+	}
+	c = Default()
+	c.Signing.NonceStore = "files"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "auto, file, sql, redis") {
+		t.Fatalf("Validate = %v, want the list of stores", err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"path/filepath"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -28,6 +29,9 @@ import (
 	"github.com/nops-kernel/nops/internal/tlsconf"
 )
 
+// NonceJournalDir is the nonce journal (signing.nonce_store file) under the data directory.
+const NonceJournalDir = "nonces"
+
 // edge is what guards the HTTP edge: client address resolution, rate limits, in-flight
 // caps and load shedding, ABAC policies, TLS, and the connection caps of the listener.
 type edge struct {
@@ -39,7 +43,7 @@ type edge struct {
 	tenantGate *middleware.Gate
 	tls        *tlsconf.Manager // nil: plain HTTP
 	signatures *reqsig.Verifier
-	nonces     reqsig.NoncePurger // nil: nonces expire by themselves (Redis)
+	nonces     reqsig.NoncePurger // the journal or the database; nil: nonces expire by themselves (Redis)
 	usage      *billing.Recorder  // billing.usage events of the agent gateway's calls
 	settings   *perimeter.Service // per-tenant settings: required signatures, gateway origins
 }
@@ -121,10 +125,22 @@ func buildPerimeter(ctx context.Context, cfg config.Config, st Store, rc *redis.
 	}
 	ctl.RequestKeys = keys
 	var nonces reqsig.NonceStore = st
-	durability := reqsig.Durability(cfg.Signing.NonceDurability) // of the database store only
-	if cfg.Signing.NonceStore == "redis" || (cfg.Signing.NonceStore == "auto" && rc != nil) {
+	durability := reqsig.Durability(cfg.Signing.NonceDurability) // of the journal or the database
+	switch cfg.NonceStoreKind() {
+	case "redis":
 		nonces, durability = redisnonce.New(rc, cfg.Bus.Namespace+":nonce:"), ""
-	} else {
+	case "file":
+		// One kernel per data directory: the journal locks its directory, so a second kernel on
+		// it fails here rather than accept nonces the first one also accepts.
+		journal, err := reqsig.OpenFileNonces(filepath.Join(cfg.DataDir, NonceJournalDir), reqsig.FileNoncesOptions{
+			Durability: durability, SegmentSpan: cfg.Signing.MaxSkew.D(), Logger: logger,
+		})
+		if err != nil {
+			return nil, closers, fmt.Errorf("signing.nonce_store file: %w", err)
+		}
+		closers = append(closers, journal.Close)
+		nonces, p.nonces = journal, journal
+	default:
 		p.nonces = st
 	}
 	if p.signatures, err = reqsig.NewVerifier(keys, nonces, reqsig.Config{

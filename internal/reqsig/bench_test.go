@@ -167,3 +167,26 @@ func BenchmarkNonceClaimSQLite(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkNonceClaimJournal measures nonce claims in the journal (FileNonces), 16 claimers at a
+// time, with each durability, to compare with BenchmarkNonceClaimSQLite in the same run:
+//
+//	go test -run '^$' -bench 'BenchmarkNonceClaim(SQLite|Journal)' -benchmem -benchtime 2s ./internal/reqsig/
+func BenchmarkNonceClaimJournal(b *testing.B) {
+	for _, d := range []reqsig.Durability{reqsig.DurabilityFull, reqsig.DurabilityProcess} {
+		b.Run(string(d), func(b *testing.B) {
+			f := openFileNonces(b, b.TempDir(), d, nil)
+			var n atomic.Int64
+			b.SetParallelism(8) // 16 claimers on 2 CPUs
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if ok, err := f.ClaimNonce(context.Background(), "key_A", strconv.FormatInt(n.Add(1), 10), t0.Add(time.Minute), t0); !ok || err != nil {
+						b.Errorf("claim: %v %v", ok, err)
+						return
+					}
+				}
+			})
+		})
+	}
+}

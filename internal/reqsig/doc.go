@@ -5,8 +5,9 @@
 //
 // It holds the domain types (Key, Material, Result), the Keys service, the Store and
 // NonceStore interfaces the adapters implement (internal/store/sqlite, internal/store/postgres,
-// internal/reqsig/redisnonce), the Verifier with its HTTP Middleware, and Sign for clients (tests,
-// the Go SDK, the CLI). It imports errs and principal of the project. internal/control runs the
+// internal/reqsig/redisnonce), FileNonces (the nonce journal of a single kernel on SQLite:
+// filenonces.go, its format journal.go), the Verifier with its HTTP Middleware, and Sign for
+// clients (tests, the Go SDK, the CLI). It imports errs and principal of the project. internal/control runs the
 // audited key use cases; internal/httpapi installs the middleware; internal/kernel wires stores,
 // the KEK (internal/sealbox) and the Verifier.
 //
@@ -88,26 +89,30 @@
 //
 // # Concurrency
 //
-// Keys, Verifier, Pending, MemoryNonces and GroupCommitNonces are safe for concurrent use. A
-// NonceStore that runs transactions (TxRunner: the SQL stores) is wrapped by NewVerifier in
-// GroupCommitNonces, so the claims of concurrent requests share one commit (one fsync) instead of
-// one each; a claim is accepted only once its transaction committed, with Config.NonceDurability
-// (DurabilityFull: flushed to disk; DurabilityProcess: committed without waiting for the flush,
-// through the store's NonceTxRunner). Begin claims on a goroutine of its own, which ends with
-// the claim. Keys guards its cache with a
-// mutex held only for map operations, never across I/O. Each NonceStore claims atomically
-// (SQL upsert, Redis SET NX), so of concurrent requests with one nonce exactly one is accepted,
-// on one replica or several sharing the store.
+// Keys, Verifier, Pending, MemoryNonces, GroupCommitNonces and FileNonces are safe for concurrent
+// use. FileNonces groups its appends the same way (one write, and one fsync under DurabilityFull,
+// per group), keeps in memory only the nonces whose records are written, and locks its directory
+// against a second process. A NonceStore that runs transactions (TxRunner: the SQL stores) is
+// wrapped by NewVerifier in GroupCommitNonces, so the claims of concurrent requests share one
+// commit (one fsync) instead of one each; a claim is accepted only once its transaction committed,
+// with Config.NonceDurability (DurabilityFull: flushed to disk; DurabilityProcess: committed
+// without waiting for the flush, through the store's NonceTxRunner). Begin claims on a goroutine
+// of its own, which ends with the claim. Keys guards its cache with a mutex held only for map
+// operations, never across I/O. Each NonceStore claims atomically (SQL upsert, Redis SET NX, the
+// journal's leader checking its set), so of concurrent requests with one nonce exactly one is
+// accepted, on one replica or several sharing the store.
 //
 // # Testing
 //
-// RFC 9421 Appendix B.2.5 and B.2.6 verify through Verify (policy relaxed, cryptography real)
-// and are reproduced byte for byte by the signer's base builder. Refusals are tested one by one;
+// RFC 9421 Appendix B.2.5 and B.2.6 verify through Verify (policy relaxed, cryptography real) and
+// are reproduced byte for byte by the signer's base builder. Refusals are tested one by one;
 // replays across a restart (SQLite), two verifiers on one Redis namespace and one PostgreSQL
-// database. internal/store/storetest.RunRequestKeys and RunNonces are the store suites.
-// FuzzVerify fuzzes the header parsing and verification entry, FuzzSignVerify the base builder
-// on both sides (whatever Sign makes and HTTP carries verifies, once), FuzzParsePublicKey the
-// public key parser (seeds in testdata/fuzz). docs_test.go keeps the worked examples of
-// docs/request-signing.md equal to what Sign makes. BenchmarkVerify measures hmac-sha256 and
-// ed25519 with each nonce store against the bare library in the same run.
+// database. internal/store/storetest.RunRequestKeys and RunNonces are the store suites. The
+// journal's tests use real files: restarts under both durabilities, torn tails, corrupt records,
+// rotation, concurrent claims, failed writes and syncs, a second process refused; FuzzNonceJournal
+// fuzzes its replay. FuzzVerify fuzzes the header parsing and verification entry, FuzzSignVerify
+// the base builder on both sides (whatever Sign makes and HTTP carries verifies, once),
+// FuzzParsePublicKey the public key parser (seeds in testdata/fuzz). docs_test.go keeps the worked
+// examples of docs/request-signing.md equal to what Sign makes. BenchmarkVerify measures
+// hmac-sha256 and ed25519 with each nonce store against the bare library in the same run.
 package reqsig

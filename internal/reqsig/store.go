@@ -41,14 +41,21 @@ type Rotation struct {
 
 // NonceStore remembers the nonces of accepted signatures, so that each is accepted once. The SQL
 // adapters keep them in the database (they survive a restart; with PostgreSQL every replica sees
-// them), internal/reqsig/redisnonce in Redis (shared by the replicas), MemoryNonces in the
-// process (tests and benchmarks).
+// them), internal/reqsig/redisnonce in Redis (shared by the replicas), FileNonces in a journal
+// of files (one kernel process on SQLite), MemoryNonces in the process (tests and benchmarks).
 type NonceStore interface {
 	// ClaimNonce records nonce for keyID until expiresAt and reports true, in one atomic step,
 	// unless a record of the same keyID and nonce is still live at now (its expiresAt is after
 	// now), in which case it records nothing and reports false. Of concurrent claims of one
 	// nonce, exactly one reports true.
 	ClaimNonce(ctx context.Context, keyID, nonce string, expiresAt, now time.Time) (bool, error)
+}
+
+// DurableNonceStore is a NonceStore that says what its accepted claims survive (FileNonces);
+// the Verifier reports it with its claim durations.
+type DurableNonceStore interface {
+	NonceStore
+	Durability() Durability
 }
 
 // NoncePurger deletes dead nonce records. Stores whose records expire by themselves (Redis,

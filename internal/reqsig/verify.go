@@ -54,7 +54,8 @@ type Config struct {
 
 	// NonceDurability is what an accepted claim survives when the nonce store is a database
 	// that implements NonceTxRunner (the SQL stores): "" or DurabilityFull, or
-	// DurabilityProcess. It must be "" or DurabilityFull for any other store.
+	// DurabilityProcess. A store that reports its own durability (DurableNonceStore: FileNonces)
+	// needs "" or that one. It must be "" or DurabilityFull for any other store.
 	NonceDurability Durability
 
 	Now           func() time.Time     // nil: time.Now
@@ -101,6 +102,8 @@ type Verifier struct {
 // (GroupCommitNonces), with Config.NonceDurability: concurrent signed requests share one commit.
 func NewVerifier(keys KeyLookup, nonces NonceStore, cfg Config) (*Verifier, error) {
 	_, isTx := nonces.(TxRunner)
+	own, hasOwn := nonces.(DurableNonceStore)
+	hasOwn = hasOwn && !isTx
 	switch {
 	case keys == nil:
 		return nil, errors.New("new request verifier: nil key lookup")
@@ -112,7 +115,9 @@ func NewVerifier(keys KeyLookup, nonces NonceStore, cfg Config) (*Verifier, erro
 		return nil, fmt.Errorf("new request verifier: scheme %q is neither http nor https", cfg.Scheme)
 	case cfg.NonceDurability != "" && !cfg.NonceDurability.Valid():
 		return nil, fmt.Errorf("new request verifier: unknown nonce durability %q", cfg.NonceDurability)
-	case cfg.NonceDurability == DurabilityProcess && !isTx:
+	case hasOwn && cfg.NonceDurability != "" && cfg.NonceDurability != own.Durability():
+		return nil, fmt.Errorf("new request verifier: nonce durability %s, but the nonce store's is %s", cfg.NonceDurability, own.Durability())
+	case cfg.NonceDurability == DurabilityProcess && !isTx && !hasOwn:
 		return nil, fmt.Errorf("new request verifier: nonce durability %s applies to a database nonce store, not %T", cfg.NonceDurability, nonces)
 	}
 	if cfg.MaxSkew == 0 {
@@ -148,6 +153,9 @@ func NewVerifier(keys KeyLookup, nonces NonceStore, cfg Config) (*Verifier, erro
 		return nil, fmt.Errorf("new request verifier: %w", err)
 	}
 	durability := "store"
+	if hasOwn {
+		durability = string(own.Durability())
+	}
 	if tx, ok := nonces.(TxRunner); ok {
 		g, err := NewGroupCommitNonces(nonces, tx, cfg.NonceDurability)
 		if err != nil {

@@ -1,24 +1,37 @@
 package e2e
 
 import (
+	"io"
+	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nops-kernel/nops/internal/config"
+	"github.com/nops-kernel/nops/internal/kernel"
 	"github.com/nops-kernel/nops/internal/kernel/kerneltest"
 	"github.com/nops-kernel/nops/internal/reqsig"
 )
 
 // A nonce accepted under either nonce durability (signing.nonce_durability) is refused after a
 // restart of the kernel on the same data directory: a GET, whose handler ran while its claim
-// committed, and a POST, whose handler waited for it.
+// committed, and a POST, whose handler waited for it. Both with the default nonce store on
+// SQLite (auto: the nonce journal under data_dir) and with the nonces in SQLite (sql).
 func TestSignatureReplayAfterRestartByDurability(t *testing.T) {
-	for _, durability := range []string{"full", "process"} {
-		t.Run(durability, func(t *testing.T) {
+	for _, tc := range []struct{ store, durability string }{
+		{"auto", "full"}, {"auto", "process"}, {"sql", "full"}, {"sql", "process"},
+	} {
+		t.Run(tc.store+"/"+tc.durability, func(t *testing.T) {
 			dataDir := t.TempDir()
-			cfg := func(c *config.Config) { c.DataDir, c.Signing.NonceDurability = dataDir, durability }
+			cfg := func(c *config.Config) {
+				c.DataDir, c.Signing.NonceStore, c.Signing.NonceDurability = dataDir, tc.store, tc.durability
+			}
+			if kind := func() string { c := config.Default(); cfg(&c); return c.NonceStoreKind() }(); kind != map[string]string{"auto": "file", "sql": "sql"}[tc.store] {
+				t.Fatalf("nonce store %s resolves to %s", tc.store, kind)
+			}
 			getNonce, postNonce := reqsig.NewNonce(), reqsig.NewNonce()
 			var (
 				key   reqsig.SignerKey
@@ -58,6 +71,24 @@ func TestSignatureReplayAfterRestartByDurability(t *testing.T) {
 			resp, body = sendSigned(t, k, key, get)
 			mustStatus(t, resp, body, http.StatusOK)
 		})
+	}
+}
+
+// A second kernel on the data directory of a running one fails to start: the nonce journal is
+// locked by the first, which would otherwise accept the nonces the second accepts.
+func TestSecondKernelOnDataDirRefused(t *testing.T) {
+	first := kerneltest.Start(t)
+	if _, err := os.Stat(filepath.Join(first.Config.DataDir, kernel.NonceJournalDir)); err != nil {
+		t.Fatalf("no nonce journal under the data directory: %v", err)
+	}
+	cfg := first.Config
+	k, err := kernel.New(t.Context(), cfg, kernel.Options{Logger: slog.New(slog.DiscardHandler), Out: io.Discard, Version: "test", Commit: "test"})
+	if err == nil {
+		_ = k.Close()
+		t.Fatal("a second kernel started on the data directory of a running one")
+	}
+	if !strings.Contains(err.Error(), "one kernel per data directory") {
+		t.Fatalf("second kernel: %v, want the nonce journal's lock refusal", err)
 	}
 }
 
