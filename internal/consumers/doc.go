@@ -40,8 +40,9 @@
 //
 // event-stats (EventStatsConsumer) counts events per tenant and type, with the time of the
 // latest one, in table event_stats; GET /v1/events/stats reads it through EventStatsReader. Its
-// handler parses each delivery strictly (events.Parse): a malformed payload is a bus.Terminal
-// error, dead-lettered at once, since no retry can fix it. Kernel runs at least
+// handler parses each delivery's attributes strictly (events.ParseAttributes: every attribute as
+// events.Parse checks it, the data only as one JSON object, since the count reads no payload): a
+// malformed payload is a bus.Terminal error, dead-lettered at once, since no retry can fix it. Kernel runs at least
 // EventStatsConcurrency of its handlers at once, so that their counts share commits (Batcher).
 //
 // # Concurrency

@@ -40,18 +40,20 @@ type EventStatsStore interface {
 	IncrementEventStats(ctx context.Context, tenant, typ string, at time.Time) error
 }
 
-// EventStatsHandler is the event-stats consumer's handler: it parses the delivery strictly and,
-// through a Batcher (Once with group commit), counts the event in its tenant and type, so every
-// distinct event is counted exactly once whatever the redeliveries.
+// EventStatsHandler is the event-stats consumer's handler: it parses the delivery's attributes
+// strictly (events.ParseAttributes: the count needs no payload, so the data is checked to be a
+// JSON object and not decoded) and, through a Batcher (Once with group commit), counts the event
+// in its tenant and type, so every distinct event is counted exactly once whatever the
+// redeliveries.
 //
-// A payload events.Parse rejects, or whose id, tenant or type disagree with the message's (the
-// attributes the bus routed it by), is a bus.Terminal error: no retry can fix it. A store
-// failure is an ordinary error, retried with backoff.
+// A payload events.ParseAttributes rejects, or whose id, tenant or type disagree with the
+// message's (the attributes the bus routed it by), is a bus.Terminal error: no retry can fix it.
+// A store failure is an ordinary error, retried with backoff.
 func EventStatsHandler(st EventStatsStore) bus.Handler {
 	// Counting is one small write per event: the handlers running at once share a commit.
 	once := NewBatcher(st, st, EventStatsName, DefaultBatch)
 	return func(ctx context.Context, d bus.Delivery) error {
-		e, err := events.Parse(d.Payload)
+		e, err := events.ParseAttributes(d.Payload)
 		if err != nil {
 			return bus.Terminal(fmt.Errorf("%s: parse event %q: %w", EventStatsName, d.ID, err))
 		}
