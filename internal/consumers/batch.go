@@ -3,6 +3,7 @@ package consumers
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -100,6 +101,11 @@ func (b *GroupBatcher[T]) Once(ctx context.Context, eventID string, item T) erro
 	b.leading = true
 	b.mu.Unlock()
 	if lead {
+		// Events come in bursts (the bus fetches them in batches for many handlers): let the
+		// handlers of this one that are ready to run join the group before it is taken, rather
+		// than commit this application alone while they queue for the next transaction. Without
+		// it, about half the event-stats groups under bench/invoke were of one event.
+		runtime.Gosched()
 		b.lead()
 	}
 	select {

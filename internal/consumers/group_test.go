@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -352,4 +353,73 @@ func TestBatchSizeMetric(t *testing.T) {
 			t.Fatalf("no %s recorded", consumers.BatchSizeMetric)
 		}
 	})
+}
+
+// memInbox is an inbox and transaction runner in memory, which never blocks: the scheduling
+// test below needs a commit that does not yield its thread (SQLite's file writes may).
+type memInbox struct {
+	mu      sync.Mutex
+	claimed map[string]bool
+	txs     int
+}
+
+func (m *memInbox) InTx(ctx context.Context, fn func(ctx context.Context) error) error {
+	m.mu.Lock()
+	m.txs++
+	m.mu.Unlock()
+	return fn(ctx)
+}
+
+func (m *memInbox) ClaimInbox(_ context.Context, _, id string, _ time.Time) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.claimed[id] {
+		return false, nil
+	}
+	m.claimed[id] = true
+	return true, nil
+}
+
+func (m *memInbox) ClaimInboxBatch(ctx context.Context, consumer string, ids []string, at time.Time) ([]string, error) {
+	var out []string
+	for _, id := range ids {
+		if ok, _ := m.ClaimInbox(ctx, consumer, id, at); ok {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
+func (m *memInbox) PurgeInbox(context.Context, time.Time) (int64, error) { return 0, nil }
+
+// TestGroupTakesTheBurst: applications that become ready together (the bus hands a batch of
+// messages to many handlers) share one transaction, rather than the first committing alone and
+// the rest in a second. On one thread the goroutines of a burst run one after the other, so
+// without the new leader yielding once before it takes its group, each would commit alone.
+func TestGroupTakesTheBurst(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	m := &memInbox{claimed: map[string]bool{}}
+	var applied atomic.Int32
+	b := consumers.NewGroupBatcher(m, m, "burst-test", func(_ context.Context, items []int) error {
+		applied.Add(int32(len(items)))
+		return nil
+	}, consumers.BatcherOptions{})
+	const n = 32
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			if err := b.Once(context.Background(), fmt.Sprintf("evt_%02d", i), i); err != nil {
+				t.Errorf("Once: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if applied.Load() != n {
+		t.Fatalf("%d applied, want %d", applied.Load(), n)
+	}
+	// One transaction, or two when the scheduler ran the leader again early (it checks its
+	// global queue now and then, and -race randomises the order of the ready goroutines).
+	if m.txs > 2 {
+		t.Errorf("a burst of %d applications took %d transactions, want 1 or 2", n, m.txs)
+	}
 }

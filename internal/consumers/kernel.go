@@ -41,9 +41,9 @@ type Store interface {
 }
 
 // EventStatsConcurrency is how many event-stats handlers run at once at least: they share
-// commits (EventStatsHandler's Batcher), which only happens when several run at once — one at a
-// time, every event pays a transaction of its own — and as many as a commit takes (DefaultBatch)
-// can fill one.
+// commits (EventStatsHandler's GroupBatcher), which only happens when several run at once — one
+// at a time, every event pays a transaction of its own — and as many as a commit takes
+// (DefaultBatch) can fill one.
 const EventStatsConcurrency = DefaultBatch
 
 // Kernel returns the consumers the kernel itself runs on the bus, every tenant and type: today
