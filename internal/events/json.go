@@ -175,8 +175,8 @@ func Parse(b []byte) (Event, error) {
 // Unlike Parse it does not look into data beyond knowing that it is present and one JSON object
 // (the whole input is valid JSON; decoded data_base64 is UTF-8 and one valid JSON object): it
 // neither compacts data nor checks its structure (repeated member names, nesting deeper than
-// MaxDepth) nor decodes it into the payload struct, so it does not check the payload nor its
-// agreement with the tenant and subject attributes. Every event Parse accepts it accepts with the
+// MaxDepth) nor upcasts and decodes it into the payload struct, so it does not check the payload
+// nor its agreement with the tenant and subject attributes. Every event Parse accepts it accepts with the
 // same attributes; it also accepts events whose data Parse refuses. The returned Event's Data is
 // the data as it stands in b (not compacted), or the decoded data_base64.
 func ParseAttributes(b []byte) (Event, error) {
