@@ -39,7 +39,7 @@ func (h *heldTx) InTx(ctx context.Context, fn func(ctx context.Context) error) e
 
 // queueBehindFirst starts the first call, waits until its commit holds, starts calls and waits
 // until they all wait for a commit, then releases the first commit and waits for every call.
-func queueBehindFirst(t *testing.T, b *consumers.Batcher, h *heldTx, first func() error, calls []func() error) []error {
+func queueBehindFirst(t *testing.T, b interface{ Waiting() int }, h *heldTx, first func() error, calls []func() error) []error {
 	t.Helper()
 	var wg sync.WaitGroup
 	errs := make([]error, len(calls)+1)

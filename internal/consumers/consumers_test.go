@@ -131,19 +131,19 @@ func TestEventStatsConcurrentRedeliveries(t *testing.T) {
 	})
 }
 
-// failingStore fails IncrementEventStats the first fail times.
+// failingStore fails AddEventStats, the consumer's effect, the first fail times.
 type failingStore struct {
 	consumers.Store
 	fail  atomic.Int32
 	calls atomic.Int32
 }
 
-func (f *failingStore) IncrementEventStats(ctx context.Context, tenant, typ string, at time.Time) error {
+func (f *failingStore) AddEventStats(ctx context.Context, adds []consumers.EventStatAdd) error {
 	f.calls.Add(1)
 	if f.fail.Add(-1) >= 0 {
 		return errors.New("projection write failed")
 	}
-	return f.Store.IncrementEventStats(ctx, tenant, typ, at)
+	return f.Store.AddEventStats(ctx, adds)
 }
 
 // TestEventStatsFailureRollsBackClaim: a failing effect undoes its inbox claim, so the retry

@@ -28,6 +28,25 @@
 //     reported as an error, the bus redelivers, and the redelivery finds the claim if the commit
 //     did happen: the effect is still applied once.
 //
+// Group commit (Batcher, GroupBatcher) keeps the argument: a group of applications shares one
+// transaction, which claims all the group's event ids with one statement (ClaimInboxBatch: a
+// multi-row INSERT … ON CONFLICT DO NOTHING RETURNING event_id) and applies the effects of the
+// ids that statement returns — the claims new in this transaction — and of no other:
+//
+//   - Each returned id was inserted by this transaction, so "claimed" and "applied" are still
+//     one fact committed or rolled back together, now for the whole group. A group whose
+//     transaction fails claims nothing and applies nothing; its applications are then retried
+//     one by one, each with Once, so the one that fails fails alone.
+//   - An id the group holds twice is inserted once (the ids are deduplicated, and a repeat
+//     within one statement conflicts with the row that statement inserted), and only the first
+//     of its applications is applied: within a group, an event counts once.
+//   - Across groups and replicas the primary key decides as for Once: a row committed before is
+//     a conflict (not returned), a row another transaction holds uncommitted makes the statement
+//     wait on PostgreSQL and then skip it or insert it, and SQLite runs one transaction at a
+//     time. The group's ids are claimed in ascending order, so two PostgreSQL transactions
+//     claiming overlapping groups take the row locks in one order and do not deadlock on them
+//     (if they deadlocked anyway, the victim's group would roll back and be retried one by one).
+//
 // The argument covers effects that are writes to the same database in the transaction Once
 // hands to apply (the ctx it passes). An effect outside it — an HTTP call, a message to another
 // system — can happen more than once; such effects need their own idempotency key (the event id).
@@ -40,9 +59,14 @@
 //
 // event-stats (EventStatsConsumer) counts events per tenant and type, with the time of the
 // latest one, in table event_stats; GET /v1/events/stats reads it through EventStatsReader. Its
-// handler parses each delivery strictly (events.Parse): a malformed payload is a bus.Terminal
-// error, dead-lettered at once, since no retry can fix it. Kernel runs at least
-// EventStatsConcurrency of its handlers at once, so that their counts share commits (Batcher).
+// handler parses each delivery's attributes strictly (events.ParseAttributes: every attribute as
+// events.Parse checks it, the data only as one JSON object, since the count reads no payload): a
+// malformed payload is a bus.Terminal error, dead-lettered at once, since no retry can fix it.
+// Kernel runs at least EventStatsConcurrency of its handlers at once, so that their counts share
+// commits (GroupBatcher): a group is counted with two statements whatever its size, one claiming
+// its events and one adding the new ones to their (tenant, type) rows, summed (AddEventStats).
+// The size of every group is recorded in BatchSizeMetric (nops_consumer_batch_size) when
+// Options.Meter is set.
 //
 // # Concurrency
 //

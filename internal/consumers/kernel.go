@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+
 	"github.com/nops-kernel/nops/internal/bus"
 )
 
@@ -23,6 +25,14 @@ type Options struct {
 	// OnDeadLetter, when set, is called after one of these consumers dead-lettered a message
 	// (the kernel audits it).
 	OnDeadLetter func(ctx context.Context, dl bus.DeadLetter)
+	// Meter, when set, records the consumers' own metrics (BatchSizeMetric).
+	Meter metric.Meter
+}
+
+// WithMeter returns o recording the consumers' metrics with m.
+func (o Options) WithMeter(m metric.Meter) Options {
+	o.Meter = m
+	return o
 }
 
 // Store is what the kernel's consumers need of the database; both storage adapters implement it.
@@ -31,9 +41,9 @@ type Store interface {
 }
 
 // EventStatsConcurrency is how many event-stats handlers run at once at least: they share
-// commits (EventStatsHandler's Batcher), which only happens when several run at once — one at a
-// time, every event pays a transaction of its own — and as many as a commit takes (DefaultBatch)
-// can fill one.
+// commits (EventStatsHandler's GroupBatcher), which only happens when several run at once — one
+// at a time, every event pays a transaction of its own — and as many as a commit takes
+// (DefaultBatch) can fill one.
 const EventStatsConcurrency = DefaultBatch
 
 // Kernel returns the consumers the kernel itself runs on the bus, every tenant and type: today
@@ -43,7 +53,7 @@ func Kernel(st Store, opts Options) []Spec {
 	stats.Concurrency = max(stats.Concurrency, EventStatsConcurrency)
 	return []Spec{{
 		Config:  stats.config(EventStatsName),
-		Handler: EventStatsHandler(st),
+		Handler: eventStatsHandler(st, opts.Meter),
 	}}
 }
 

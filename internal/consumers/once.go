@@ -22,6 +22,12 @@ type InboxStore interface {
 	// (committed, or by a transaction that commits while this one waits). Arguments CheckClaim
 	// rejects are an errs.Invalid.
 	ClaimInbox(ctx context.Context, consumer, eventID string, at time.Time) (bool, error)
+	// ClaimInboxBatch claims the pairs (consumer, id) of every id in eventIDs at at with one
+	// statement, in the transaction bound to ctx, and returns the ids whose claim is new (in no
+	// particular order), with ClaimInbox's rules for each: an id already claimed, or claimed by
+	// a transaction that commits while this one waits, is not returned, and an id given twice is
+	// claimed once. Arguments CheckClaim rejects are an errs.Invalid and claim nothing.
+	ClaimInboxBatch(ctx context.Context, consumer string, eventIDs []string, at time.Time) ([]string, error)
 	// PurgeInbox deletes the claims made before before and returns how many it deleted.
 	PurgeInbox(ctx context.Context, before time.Time) (int64, error)
 }

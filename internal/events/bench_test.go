@@ -52,3 +52,23 @@ func BenchmarkParse(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkParseAttributes reads the same usage event's attributes only, as the event-stats
+// consumer reads every event.
+func BenchmarkParseAttributes(b *testing.B) {
+	p := benchUsage()
+	e, err := events.New(events.TypeBillingUsage, tenantA, p.EventSubject(), p, base.Add(time.Millisecond), traceparnt)
+	if err != nil {
+		b.Fatal(err)
+	}
+	raw, err := e.MarshalJSON()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := events.ParseAttributes(raw); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -59,6 +59,11 @@
 // source and dataschema agree with it, because routing and ACLs read the envelope while
 // consumers act on the data.
 //
+// ParseAttributes is Parse for a consumer that reads the attributes only (the event-stats
+// projection): the same checks of everything outside data, with the same errors, but of data only
+// that it is present and one JSON object — no compaction, no structure check inside it, no
+// payload decoding — so an event Parse refuses for its data alone it accepts.
+//
 // # Schemas and evolution
 //
 // The data schemas are closed (additionalProperties: false): a payload cannot carry a field

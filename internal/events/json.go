@@ -136,98 +136,15 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 // both. Errors are errs.Invalid naming the offending member, or errs.TooLarge above
 // MaxEventSize.
 func Parse(b []byte) (Event, error) {
-	if len(b) > MaxEventSize {
-		return Event{}, errs.New(errs.TooLarge, "event of %d bytes exceeds %d", len(b), MaxEventSize)
-	}
-	if !utf8.Valid(b) {
-		return Event{}, errs.New(errs.Invalid, "event is not valid UTF-8")
+	if err := checkInput(b); err != nil {
+		return Event{}, err
 	}
 	if err := checkStructure(b, MaxDepth); err != nil {
 		return Event{}, err
 	}
-	members := objectMembers(b)
-	var e Event
-	var specversion string
-	var haveData bool
-	for name, raw := range members {
-		isNull := string(raw) == "null"
-		switch name {
-		case "data":
-			// A null data is a present, null payload, which the profile does not allow; the
-			// object check below rejects it.
-			e.Data, haveData = raw, true
-			continue
-		case "data_base64":
-			if isNull {
-				continue
-			}
-			s, err := stringAttr(name, raw)
-			if err != nil {
-				return Event{}, err
-			}
-			decoded, err := base64.StdEncoding.Strict().DecodeString(s)
-			if err != nil {
-				return Event{}, errs.Field(name, "must be standard base64")
-			}
-			if _, dup := members["data"]; dup {
-				return Event{}, errs.Field(name, "must not appear together with data")
-			}
-			e.Data, haveData = decoded, true
-			continue
-		}
-		if isNull {
-			continue // the JSON format: null means unset
-		}
-		if !reserved(name) {
-			v, err := extensionValue(name, raw)
-			if err != nil {
-				return Event{}, err
-			}
-			if e.Extensions == nil {
-				e.Extensions = map[string]any{}
-			}
-			e.Extensions[name] = v
-			continue
-		}
-		s, err := stringAttr(name, raw)
-		if err != nil {
-			return Event{}, err
-		}
-		switch name {
-		case "specversion":
-			specversion = s
-		case "id":
-			e.ID = s
-		case "source":
-			e.Source = s
-		case "type":
-			e.Type = Type(s)
-		case "subject":
-			e.Subject = s
-		case "time":
-			t, err := parseTimestamp(s)
-			if err != nil {
-				return Event{}, errs.Field(name, "must be an RFC 3339 timestamp")
-			}
-			e.Time = t.UTC()
-		case "datacontenttype":
-			e.DataContentType = s
-		case "dataschema":
-			e.DataSchema = s
-		case ExtTenant:
-			e.Tenant = s
-		case ExtTraceparent:
-			e.TraceParent = s
-		}
-	}
-	if specversion != SpecVersion {
-		return Event{}, errs.Field("specversion", "must be "+SpecVersion)
-	}
-	if e.DataContentType == "" {
-		e.DataContentType = ContentTypeJSON
-	}
-	if !haveData {
-		return Event{}, errs.Field("data", "is required")
+	e, _, err := readAttributes(objectMembers(b))
+	if err != nil {
+		return Event{}, err
 	}
 	if err := checkDataObject(e.Data); err != nil {
 		return Event{}, err
@@ -245,6 +162,152 @@ func Parse(b []byte) (Event, error) {
 		return Event{}, err
 	}
 	return e, nil
+}
+
+// ParseAttributes reads one event in the CloudEvents JSON format from untrusted input and checks
+// its context attributes exactly as Parse does — the same rules (size, UTF-8, one JSON object,
+// no top-level member twice, specversion, id, source, type, subject, time, datacontenttype,
+// dataschema, tenant, traceparent, extensions, null meaning absent, data and data_base64 not
+// together), the same errors naming the member, and for a catalogue type the same source
+// (TenantSource of the tenant) — for a consumer that reads the attributes only, such as the
+// event-stats projection.
+//
+// Unlike Parse it does not look into data beyond knowing that it is present and one JSON object
+// (the whole input is valid JSON; decoded data_base64 is UTF-8 and one valid JSON object): it
+// neither compacts data nor checks its structure (repeated member names, nesting deeper than
+// MaxDepth) nor upcasts and decodes it into the payload struct, so it does not check the payload
+// nor its agreement with the tenant and subject attributes. Every event Parse accepts it accepts with the
+// same attributes; it also accepts events whose data Parse refuses. The returned Event's Data is
+// the data as it stands in b (not compacted), or the decoded data_base64.
+func ParseAttributes(b []byte) (Event, error) {
+	if err := checkInput(b); err != nil {
+		return Event{}, err
+	}
+	members, err := uniqueMembers(b)
+	if err != nil {
+		return Event{}, err
+	}
+	e, fromBase64, err := readAttributes(members)
+	if err != nil {
+		return Event{}, err
+	}
+	// Inline data is valid JSON (the whole input is); decoded data_base64 is checked here.
+	trimmed := bytes.TrimLeft(e.Data, " \t\r\n")
+	if len(trimmed) == 0 || trimmed[0] != '{' || fromBase64 && !utf8.Valid(e.Data) {
+		return Event{}, errs.Field("data", "must be a JSON object")
+	}
+	if fromBase64 && !json.Valid(e.Data) {
+		return Event{}, errs.Field("data", "must be one valid JSON object")
+	}
+	if err := e.validateAttributes(); err != nil {
+		return Event{}, err
+	}
+	// Parse checks this with the payload (payloadBy), for the types it decodes; it needs the
+	// attributes only.
+	if kernelUpcasters.Latest(e.Type).Known() && e.Source != TenantSource(e.Tenant) {
+		return Event{}, errs.Field("source", "must be "+TenantSource(e.Tenant))
+	}
+	return e, nil
+}
+
+// checkInput checks what Parse and ParseAttributes check of the input as a whole before reading
+// it: its size and its encoding.
+func checkInput(b []byte) error {
+	if len(b) > MaxEventSize {
+		return errs.New(errs.TooLarge, "event of %d bytes exceeds %d", len(b), MaxEventSize)
+	}
+	if !utf8.Valid(b) {
+		return errs.New(errs.Invalid, "event is not valid UTF-8")
+	}
+	return nil
+}
+
+// readAttributes reads the attributes of an event from its top-level members, as Parse reads
+// them: e.Data is the data member's text or the decoded data_base64 (fromBase64), unchecked.
+func readAttributes(members map[string]json.RawMessage) (e Event, fromBase64 bool, err error) {
+	var specversion string
+	var haveData bool
+	for name, raw := range members {
+		isNull := string(raw) == "null"
+		switch name {
+		case "data":
+			// A null data is a present, null payload, which the profile does not allow; the
+			// object check after this rejects it.
+			e.Data, haveData = raw, true
+			continue
+		case "data_base64":
+			if isNull {
+				continue
+			}
+			s, err := stringAttr(name, raw)
+			if err != nil {
+				return Event{}, false, err
+			}
+			decoded, err := base64.StdEncoding.Strict().DecodeString(s)
+			if err != nil {
+				return Event{}, false, errs.Field(name, "must be standard base64")
+			}
+			if _, dup := members["data"]; dup {
+				return Event{}, false, errs.Field(name, "must not appear together with data")
+			}
+			e.Data, haveData, fromBase64 = decoded, true, true
+			continue
+		}
+		if isNull {
+			continue // the JSON format: null means unset
+		}
+		if !reserved(name) {
+			v, err := extensionValue(name, raw)
+			if err != nil {
+				return Event{}, false, err
+			}
+			if e.Extensions == nil {
+				e.Extensions = map[string]any{}
+			}
+			e.Extensions[name] = v
+			continue
+		}
+		s, err := stringAttr(name, raw)
+		if err != nil {
+			return Event{}, false, err
+		}
+		switch name {
+		case "specversion":
+			specversion = s
+		case "id":
+			e.ID = s
+		case "source":
+			e.Source = s
+		case "type":
+			e.Type = Type(s)
+		case "subject":
+			e.Subject = s
+		case "time":
+			t, err := parseTimestamp(s)
+			if err != nil {
+				return Event{}, false, errs.Field(name, "must be an RFC 3339 timestamp")
+			}
+			e.Time = t.UTC()
+		case "datacontenttype":
+			e.DataContentType = s
+		case "dataschema":
+			e.DataSchema = s
+		case ExtTenant:
+			e.Tenant = s
+		case ExtTraceparent:
+			e.TraceParent = s
+		}
+	}
+	if specversion != SpecVersion {
+		return Event{}, false, errs.Field("specversion", "must be "+SpecVersion)
+	}
+	if e.DataContentType == "" {
+		e.DataContentType = ContentTypeJSON
+	}
+	if !haveData {
+		return Event{}, false, errs.Field("data", "is required")
+	}
+	return e, fromBase64, nil
 }
 
 // parseTimestamp reads an RFC 3339 timestamp. RFC 3339 allows a lower-case "t" and "z", which
@@ -433,19 +496,52 @@ func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\
 // map[string]json.RawMessage returns (except that the values share b's memory), without a second
 // decoding pass over the whole event.
 func objectMembers(b []byte) map[string]json.RawMessage {
-	m := make(map[string]json.RawMessage, 16)
+	m, _ := scanMembers(b)
+	return m
+}
+
+// uniqueMembers returns the members of b as objectMembers does, after checking what
+// checkStructure checks of the top level only: b is valid JSON, an object, and no member name
+// appears twice in it (decoded names, as checkStructure compares them). It does not walk into
+// the values: ParseAttributes leaves the data's structure alone.
+func uniqueMembers(b []byte) (map[string]json.RawMessage, error) {
+	if !json.Valid(b) {
+		return nil, errs.New(errs.Invalid, "event is not valid JSON")
+	}
+	i := 0
+	for i < len(b) && isSpace(b[i]) {
+		i++
+	}
+	if b[i] != '{' {
+		return nil, errs.New(errs.Invalid, "event must be a JSON object")
+	}
+	m, dup := scanMembers(b)
+	if dup != "" {
+		return nil, errs.Field(dup, "appears more than once in one object")
+	}
+	return m, nil
+}
+
+// scanMembers splits b, a valid JSON object, into its members: each name decoded, each value as
+// its text in b. It stops at the first name that appears twice and returns it as dup (the map
+// then holds the members before it).
+func scanMembers(b []byte) (m map[string]json.RawMessage, dup string) {
+	m = make(map[string]json.RawMessage, 16)
 	i := bytes.IndexByte(b, '{') + 1
 	for {
 		for isSpace(b[i]) || b[i] == ',' {
 			i++
 		}
 		if b[i] == '}' {
-			return m
+			return m, ""
 		}
 		end := stringEnd(b, i)
-		name := string(b[i+1 : end-1])
+		name := memberName(b[i+1 : end-1])
 		if strings.IndexByte(name, '\\') >= 0 {
 			_ = json.Unmarshal(b[i:end], &name) // a valid string: the decoded name
+		}
+		if _, seen := m[name]; seen {
+			return m, name
 		}
 		for i = end; isSpace(b[i]) || b[i] == ':'; i++ {
 		}
@@ -476,6 +572,38 @@ func objectMembers(b []byte) map[string]json.RawMessage {
 		}
 		m[name] = b[start:i]
 	}
+}
+
+// memberName returns the member name whose text is raw, without allocating for the names of
+// the profile's attributes, which every event has.
+func memberName(raw []byte) string {
+	switch string(raw) { // no allocation: the compiler compares the bytes
+	case "specversion":
+		return "specversion"
+	case "id":
+		return "id"
+	case "source":
+		return "source"
+	case "type":
+		return "type"
+	case "subject":
+		return "subject"
+	case "time":
+		return "time"
+	case "datacontenttype":
+		return "datacontenttype"
+	case "dataschema":
+		return "dataschema"
+	case "data":
+		return "data"
+	case "data_base64":
+		return "data_base64"
+	case ExtTenant:
+		return ExtTenant
+	case ExtTraceparent:
+		return ExtTraceparent
+	}
+	return string(raw)
 }
 
 // frame is an array or object open in checkStructure's walk.

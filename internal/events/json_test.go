@@ -201,12 +201,17 @@ func TestParseToleratesNewPayloadFieldsAndTypes(t *testing.T) {
 	})
 }
 
-func TestParseRejects(t *testing.T) {
-	type tc struct {
-		name   string
-		change func(m map[string]any)
-		field  string
-	}
+// parseRejection is an event Parse refuses: the canonical event changed by change, refused
+// with an error naming field ("" for none).
+type parseRejection struct {
+	name   string
+	change func(m map[string]any)
+	field  string
+}
+
+// parseRejections are TestParseRejects's cases; TestParseAttributesRejects reuses them.
+func parseRejections() []parseRejection {
+	type tc = parseRejection
 	var tests []tc
 	for _, attr := range []string{"specversion", "id", "source", "type", "subject", "time", "dataschema", "tenant", "data"} {
 		tests = append(tests,
@@ -269,7 +274,11 @@ func TestParseRejects(t *testing.T) {
 		{"payload time not in UTC", func(m map[string]any) { agentOf(m)["created_at"] = "2025-03-14T16:09:26+01:00" }, "data.agent.created_at"},
 		{"payload field of the wrong type", func(m map[string]any) { agentOf(m)["revision"] = "7" }, ""},
 	}...)
-	for _, tt := range tests {
+	return tests
+}
+
+func TestParseRejects(t *testing.T) {
+	for _, tt := range parseRejections() {
 		t.Run(tt.name, func(t *testing.T) {
 			_, m := canonical(t)
 			tt.change(m)
@@ -281,7 +290,16 @@ func TestParseRejects(t *testing.T) {
 	}
 }
 
-func TestParseRejectsRaw(t *testing.T) {
+// rawRejection is a serialized event Parse refuses with an error of code.
+type rawRejection struct {
+	name  string
+	input string
+	code  errs.Code
+}
+
+// rawRejections are TestParseRejectsRaw's cases (but the paired surrogates, accepted);
+// TestParseAttributesRejects reuses them.
+func rawRejections(t *testing.T) []rawRejection {
 	good := string(mustMarshal(t, newEvent(t, samples()[0])))
 	// replaceOnce swaps the first occurrence of old in the canonical event, failing the test if
 	// there is none, so a change of the serialization cannot turn a case into a no-op.
@@ -293,11 +311,7 @@ func TestParseRejectsRaw(t *testing.T) {
 		return strings.Replace(good, old, new, 1)
 	}
 	deep := `{"n":` + strings.Repeat("[", events.MaxDepth) + strings.Repeat("]", events.MaxDepth) + `}`
-	tests := []struct {
-		name  string
-		input string
-		code  errs.Code
-	}{
+	return []rawRejection{
 		{"empty", "", errs.Invalid},
 		{"not JSON", "{", errs.Invalid},
 		{"an array", "[" + good + "]", errs.Invalid},
@@ -313,7 +327,18 @@ func TestParseRejectsRaw(t *testing.T) {
 		{"too deep", replaceOnce(`"data":{`, `"deep":0,"data":{"x":`+deep+`,`), errs.Invalid},
 		{"too large", good[:len(good)-2] + `,"pad":"` + strings.Repeat(" ", events.MaxEventSize) + `"}}`, errs.TooLarge},
 	}
-	for _, tt := range tests {
+}
+
+func TestParseRejectsRaw(t *testing.T) {
+	good := string(mustMarshal(t, newEvent(t, samples()[0])))
+	replaceOnce := func(old, new string) string {
+		t.Helper()
+		if !strings.Contains(good, old) {
+			t.Fatalf("canonical event lacks %q", old)
+		}
+		return strings.Replace(good, old, new, 1)
+	}
+	for _, tt := range rawRejections(t) {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := events.Parse([]byte(tt.input))
 			if !errs.Is(err, tt.code) {

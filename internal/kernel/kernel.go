@@ -252,7 +252,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 		return nil, fmt.Errorf("feature flags: %w", err)
 	}
 	k.closers = append(k.closers, k.flags.close)
-	k.consumers = consumers.Kernel(st, consumerOptions(cfg, k.dom.control, k.logger))
+	k.consumers = consumers.Kernel(st, consumerOptions(cfg, k.dom.control, k.logger).WithMeter(k.tel.MeterProvider().Meter("nops/consumers")))
 	if err := bus.RegisterGauges(k.tel.MeterProvider().Meter("nops/bus"), k.bus, func() []string { return consumerNames(k.consumers) }); err != nil {
 		return nil, fmt.Errorf("event bus gauges: %w", err)
 	}

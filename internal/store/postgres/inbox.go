@@ -1,6 +1,6 @@
 // The consumers' inbox (consumers.InboxStore), table inbox of migration 00009.
 //
-// ClaimInbox runs through s.q(ctx), so with the context InTx hands out it claims in the caller's
+// ClaimInbox and ClaimInboxBatch run through s.q(ctx), so with the context InTx hands out it claims in the caller's
 // transaction, which consumers.Once also uses for the effect. INSERT … ON CONFLICT DO NOTHING on
 // the primary key makes concurrent claims of one pair safe: a second transaction waits on the
 // first one's uncommitted row, then does nothing if it committed, or inserts if it rolled back.
@@ -11,6 +11,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/nops-kernel/nops/internal/consumers"
 )
@@ -37,6 +39,35 @@ func (s *Store) ClaimInbox(ctx context.Context, consumer, eventID string, at tim
 		return false, fmt.Errorf("claim event %s for %s: %w", eventID, consumer, err)
 	}
 	return tag.RowsAffected() == 1, nil
+}
+
+// ClaimInboxBatch claims eventIDs for consumer at at with one INSERT … SELECT unnest(ids) ON
+// CONFLICT DO NOTHING RETURNING event_id and returns the ids claimed now. Rows are inserted in
+// the order of eventIDs: callers that pass them sorted (consumers.GroupBatcher does) lock them
+// in one order, so two such transactions cannot deadlock on their claims. A duplicate id
+// conflicts with the row the same statement inserted and is skipped.
+func (s *Store) ClaimInboxBatch(ctx context.Context, consumer string, eventIDs []string, at time.Time) ([]string, error) {
+	if len(eventIDs) == 0 {
+		return nil, nil
+	}
+	for _, id := range eventIDs {
+		if err := consumers.CheckClaim(consumer, id); err != nil {
+			return nil, fmt.Errorf("claim %d events for %s: %w", len(eventIDs), consumer, err)
+		}
+	}
+	rows, err := s.q(ctx).Query(ctx,
+		`INSERT INTO inbox (consumer, event_id, applied_at)
+		 SELECT $1, id, $3 FROM unnest($2::text[]) WITH ORDINALITY AS t(id, n) ORDER BY n
+		 ON CONFLICT DO NOTHING RETURNING event_id`,
+		consumer, eventIDs, at)
+	if err != nil {
+		return nil, fmt.Errorf("claim %d events for %s: %w", len(eventIDs), consumer, err)
+	}
+	claimed, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("claim %d events for %s: %w", len(eventIDs), consumer, err)
+	}
+	return claimed, nil
 }
 
 // PurgeInbox deletes the claims made before before, oldest first and inboxBatch per statement,
