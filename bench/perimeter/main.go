@@ -107,7 +107,7 @@ func parse(args []string) (options, error) {
 	fs.DurationVar(&o.duration, "duration", 8*time.Second, "measured time of each phase")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured time before each phase")
 	fs.IntVar(&o.concurrency, "concurrency", 16, "client goroutines")
-	fs.StringVar(&o.redisURL, "redis-url", "", "full phase: Redis for rate-limit counters and nonces (keys under a unique prefix, deleted by expiry); empty: memory counters and the SQLite nonce store")
+	fs.StringVar(&o.redisURL, "redis-url", "", "full phase: Redis for rate-limit counters and nonces (keys under a unique prefix, deleted by expiry); empty: memory counters and the nonce journal (the default on SQLite)")
 	fs.IntVar(&o.verifyN, "verify-n", 20000, "signatures verified in the Verify-alone measurement")
 	fs.BoolVar(&o.presign, "presign", true, "full phase: sign the requests before the phase's clock starts (false: sign each request inline)")
 	fs.StringVar(&o.profile, "profile", "", "write CPU, block and mutex profiles of each phase's measured window to <prefix>.<phase>.{cpu,block,mutex}, and the allocations so far to <prefix>.<phase>.allocs (block, mutex and allocation profiles accumulate over the phases: profile one phase at a time with -phases, or compare with pprof -base)")
@@ -269,8 +269,8 @@ func startKernel(ctx context.Context, o options, mode string, logger *slog.Logge
 		}
 		cfg.Policy.Dir = pdir
 		if o.redisURL != "" && mode == "full-process" {
-			// Process durability is of the database nonce store: the counters alone in Redis.
-			cfg.Signing.NonceStore = "sql"
+			// Process durability is of the local nonce stores: the counters alone in Redis.
+			cfg.Signing.NonceStore = "file"
 		}
 		if o.redisURL != "" {
 			cfg.Redis.URL = o.redisURL
@@ -752,7 +752,7 @@ func report(w io.Writer, o options, rs []result, verify []time.Duration) {
 	if bares > 0 {
 		bare /= float64(bares)
 	}
-	store := "SQLite nonce store, rate-limit counters in memory"
+	store := "nonce journal (signing.nonce_store auto: file on SQLite), rate-limit counters in memory"
 	if o.redisURL != "" {
 		store = "Redis nonce store and rate-limit counters"
 	}
