@@ -16,11 +16,11 @@
 //   - full: a kernel with the whole chain: per-IP, per-tenant and per-principal rate limits (set
 //     high enough never to refuse, so every request is counted), one deny policy and one allow
 //     policy evaluated on each request, and every request signed (RFC 9421, hmac-sha256, fresh
-//     nonce claimed in the nonce store: the database with signing.nonce_durability full, the
-//     default, or Redis with -redis-url);
-//   - full-process: the same with signing.nonce_durability process (the database nonce store
-//     commits its claims without waiting for the fsync; with -redis-url the counters stay in
-//     Redis and the nonces go to the database, where the setting applies).
+//     nonce claimed in the nonce store: the nonce journal, the default on SQLite, with
+//     signing.nonce_durability full, the default, or Redis with -redis-url);
+//   - full-process: the same with signing.nonce_durability process (the journal appends its
+//     claims without waiting for the fsync; with -redis-url the counters stay in Redis and the
+//     nonces go to the journal, where the setting applies).
 //
 // The second bare run shows the machine's drift. Apart from HTTP, the program also times
 // reqsig.Verifier.Verify alone (key lookup in memory, nonces in memory) on -verify-n signed
