@@ -42,6 +42,7 @@ import (
 	"github.com/nops-kernel/nops/internal/mtls"
 	"github.com/nops-kernel/nops/internal/redisconn"
 	"github.com/nops-kernel/nops/internal/relay"
+	"github.com/nops-kernel/nops/internal/reqsig"
 	"github.com/nops-kernel/nops/internal/telemetry"
 	"github.com/nops-kernel/nops/internal/token"
 )
@@ -140,6 +141,17 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 	// calls pass through k.chaos, whose rules only a SUPER_ADMIN sets; off, nothing is wrapped.
 	if k.chaos, err = chaos.New(cfg.Chaos.Enabled, k.tel.MeterProvider().Meter("nops/chaos")); err != nil {
 		return nil, err
+	}
+
+	// With the nonce journal (signing.nonce_store file, the default on SQLite) one kernel owns
+	// the data directory: the journal locks its directory before anything else is opened, so a
+	// second kernel on the directory stops here, before it touches the database or the bus.
+	var journal *reqsig.FileNonces
+	if cfg.NonceStoreKind() == "file" {
+		if journal, err = openNonceJournal(cfg, k.logger); err != nil {
+			return nil, err
+		}
+		k.closers = append(k.closers, journal.Close)
 	}
 
 	st, err := OpenStore(ctx, cfg, k.logger)
@@ -256,7 +268,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (_ *Kernel, err e
 	if err := bus.RegisterGauges(k.tel.MeterProvider().Meter("nops/bus"), k.bus, func() []string { return consumerNames(k.consumers) }); err != nil {
 		return nil, fmt.Errorf("event bus gauges: %w", err)
 	}
-	perim, perimClosers, err := buildPerimeter(ctx, cfg, st, rc, k.dom.control, k.dom.secrets.kek, k.relay.Notify, k.tel.MeterProvider(), k.logger)
+	perim, perimClosers, err := buildPerimeter(ctx, cfg, st, rc, journal, k.dom.control, k.dom.secrets.kek, k.relay.Notify, k.tel.MeterProvider(), k.logger)
 	k.closers = append(k.closers, perimClosers...)
 	if err != nil {
 		return nil, err

@@ -32,6 +32,19 @@ import (
 // NonceJournalDir is the nonce journal (signing.nonce_store file) under the data directory.
 const NonceJournalDir = "nonces"
 
+// openNonceJournal opens the nonce journal of cfg. One kernel per data directory: the journal
+// locks its directory, so a second kernel on it fails here rather than accept nonces the first
+// one also accepts.
+func openNonceJournal(cfg config.Config, logger *slog.Logger) (*reqsig.FileNonces, error) {
+	journal, err := reqsig.OpenFileNonces(filepath.Join(cfg.DataDir, NonceJournalDir), reqsig.FileNoncesOptions{
+		Durability: reqsig.Durability(cfg.Signing.NonceDurability), SegmentSpan: cfg.Signing.MaxSkew.D(), Logger: logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("signing.nonce_store file: %w", err)
+	}
+	return journal, nil
+}
+
 // edge is what guards the HTTP edge: client address resolution, rate limits, in-flight
 // caps and load shedding, ABAC policies, TLS, and the connection caps of the listener.
 type edge struct {
@@ -70,7 +83,7 @@ func (p *edge) onGatewayUsage(u httpapi.GatewayUsage) {
 
 // buildPerimeter builds the perimeter's parts and hands the managed ones (overrides, policies)
 // to ctl, whose audited use cases change them. rc may be nil (counters in memory).
-func buildPerimeter(ctx context.Context, cfg config.Config, st Store, rc *redis.Client, ctl *control.Control, kek *sealbox.FileKeyring, enqueued func(), mp metric.MeterProvider, logger *slog.Logger) (*edge, []func() error, error) {
+func buildPerimeter(ctx context.Context, cfg config.Config, st Store, rc *redis.Client, journal *reqsig.FileNonces, ctl *control.Control, kek *sealbox.FileKeyring, enqueued func(), mp metric.MeterProvider, logger *slog.Logger) (*edge, []func() error, error) {
 	p := &edge{}
 	var closers []func() error
 	var err error
@@ -130,16 +143,7 @@ func buildPerimeter(ctx context.Context, cfg config.Config, st Store, rc *redis.
 	case "redis":
 		nonces, durability = redisnonce.New(rc, cfg.Bus.Namespace+":nonce:"), ""
 	case "file":
-		// One kernel per data directory: the journal locks its directory, so a second kernel on
-		// it fails here rather than accept nonces the first one also accepts.
-		journal, err := reqsig.OpenFileNonces(filepath.Join(cfg.DataDir, NonceJournalDir), reqsig.FileNoncesOptions{
-			Durability: durability, SegmentSpan: cfg.Signing.MaxSkew.D(), Logger: logger,
-		})
-		if err != nil {
-			return nil, closers, fmt.Errorf("signing.nonce_store file: %w", err)
-		}
-		closers = append(closers, journal.Close)
-		nonces, p.nonces = journal, journal
+		nonces, p.nonces = journal, journal // opened (and locked) first thing by New
 	default:
 		p.nonces = st
 	}

@@ -74,8 +74,9 @@ func TestSignatureReplayAfterRestartByDurability(t *testing.T) {
 	}
 }
 
-// A second kernel on the data directory of a running one fails to start: the nonce journal is
-// locked by the first, which would otherwise accept the nonces the second accepts.
+// A second kernel on the data directory of a running one fails to start, before it opens the
+// database or the embedded bus: the nonce journal is locked by the first, which would otherwise
+// accept the nonces the second accepts.
 func TestSecondKernelOnDataDirRefused(t *testing.T) {
 	first := kerneltest.Start(t)
 	if _, err := os.Stat(filepath.Join(first.Config.DataDir, kernel.NonceJournalDir)); err != nil {
@@ -90,6 +91,10 @@ func TestSecondKernelOnDataDirRefused(t *testing.T) {
 	if !strings.Contains(err.Error(), "one kernel per data directory") {
 		t.Fatalf("second kernel: %v, want the nonce journal's lock refusal", err)
 	}
+	// The refusal comes before the second kernel opens the database or the embedded bus: the
+	// first one goes on serving changes, and their events.
+	admin := "Authorization: Bearer " + first.Token(t, "")
+	newTenant(t, first, admin, "after-refusal")
 }
 
 // A replayed signed GET that an ABAC policy would deny answers as a replay (401) and is audited
