@@ -211,7 +211,7 @@ func testRevocationList(t *testing.T, open func(t *testing.T) RevocationStore) {
 
 func testRevocationPurge(t *testing.T, open func(t *testing.T) RevocationStore) {
 	s := open(t)
-	old := idRev(t, "ten_a", "agt_old", base)                  // expires base+1h
+	old := idRev(t, "ten_a", "agt_old", base) // expires base+1h
 	// Revoked before edge below, so the order of the list does not rest on the records' ids
 	// (records revoked at one instant are ordered by id, which is random).
 	live := idRev(t, "ten_a", "agt_live", base.Add(45*time.Minute)) // expires base+1h45m
