@@ -38,6 +38,12 @@
 //   - it neither returns nor acknowledges within AckWait (the process died): the broker redelivers,
 //     and that counts as an attempt.
 //
+// A batch handler (BatchHandler, through BatchSubscriber) gets up to ConsumerConfig.Batch
+// deliveries per call and returns one result per delivery; DispatchBatch settles each delivery by
+// its own result with the rules above, and a panic fails every delivery of the batch. It lets a
+// consumer that writes a batch at once (one transaction) run one goroutine per batch instead of
+// one per message.
+//
 // # Concurrency
 //
 // A Bus is safe for concurrent use. Close stops every consumer (waiting for the handlers that run,
