@@ -38,6 +38,12 @@
 //   - it neither returns nor acknowledges within AckWait (the process died): the broker redelivers,
 //     and that counts as an attempt.
 //
+// A batch handler (BatchHandler, through BatchSubscriber) gets up to ConsumerConfig.Batch
+// deliveries per call and returns one result per delivery; DispatchBatch settles each delivery by
+// its own result with the rules above, and a panic fails every delivery of the batch. It lets a
+// consumer that writes a batch at once (one transaction) run one goroutine per batch instead of
+// one per message.
+//
 // # Concurrency
 //
 // A Bus is safe for concurrent use. Close stops every consumer (waiting for the handlers that run,
@@ -274,6 +280,11 @@ type ConsumerConfig struct {
 	// for redelivery, which counts as a delivery attempt. 0 is DefaultPrefetch; NoPrefetch
 	// fetches only for free handlers.
 	Prefetch int
+	// Batch is how many deliveries a batch handler (BatchSubscriber) gets at most per call: each
+	// of the Concurrency workers takes one queued delivery, waiting for it, and then those
+	// already queued, up to Batch. A subscription then holds up to Concurrency·Batch deliveries
+	// in its handlers. Default 1; Subscribe (one delivery per call) requires 1.
+	Batch int
 	// DeliverNew starts a consumer created now at the end of the stream; by default a new consumer
 	// receives everything the stream still holds.
 	DeliverNew bool
@@ -290,6 +301,8 @@ const (
 	DefaultPrefetch = 128
 	// NoPrefetch as ConsumerConfig.Prefetch fetches messages only for free handlers.
 	NoPrefetch = -1
+	// MaxBatch bounds ConsumerConfig.Batch.
+	MaxBatch = 1024
 )
 
 // DefaultBackoff is the retry pacing of a zero Backoff.
@@ -333,13 +346,22 @@ func (c ConsumerConfig) WithDefaults() ConsumerConfig {
 	if c.Prefetch == 0 {
 		c.Prefetch = DefaultPrefetch
 	}
+	if c.Batch == 0 {
+		c.Batch = 1
+	}
 	return c
+}
+
+// Handlers is how many deliveries a subscription with cfg (after WithDefaults) runs at once:
+// Concurrency handlers of up to Batch deliveries each.
+func (c ConsumerConfig) Handlers() int {
+	return c.Concurrency * c.Batch
 }
 
 // QueueCapacity is how many messages a subscription with cfg (after WithDefaults) holds at once:
 // running in handlers or waiting in its queue.
 func (c ConsumerConfig) QueueCapacity() int {
-	return c.Concurrency + max(c.Prefetch, 0)
+	return c.Handlers() + max(c.Prefetch, 0)
 }
 
 // HoldEvery is how often a subscription tells the broker that its queued messages are in
@@ -361,6 +383,8 @@ func (c ConsumerConfig) Validate() error {
 		return errs.Field("concurrency", "must be at least 1")
 	case c.Prefetch < NoPrefetch:
 		return errs.Field("prefetch", "must be 0 (the default), -1 (none) or positive")
+	case c.Batch < 1 || c.Batch > MaxBatch:
+		return errs.Field("batch", "must be between 1 and 1024")
 	}
 	return c.Filter.Validate()
 }
@@ -384,6 +408,29 @@ type Delivery struct {
 
 // Handler processes one delivery; see the package documentation for what its result means.
 type Handler func(ctx context.Context, d Delivery) error
+
+// BatchHandler processes several deliveries in one call and returns one result per delivery,
+// in order, each meaning what a Handler's result means (nil: done). A panic, or a result of
+// the wrong length, fails every delivery of the batch (one failed attempt each). The deliveries
+// are distinct messages; the slice must not be kept after the call returns.
+type BatchHandler func(ctx context.Context, ds []Delivery) []error
+
+// BatchSubscriber is implemented by the buses that run batch handlers (natsbus, redisbus).
+type BatchSubscriber interface {
+	// SubscribeBatch is Subscribe with a handler of up to cfg.Batch deliveries per call, each
+	// settled on its own by DispatchBatch.
+	SubscribeBatch(ctx context.Context, cfg ConsumerConfig, h BatchHandler) (Subscription, error)
+}
+
+// SubscribeBatch subscribes h on b, which must implement BatchSubscriber (errs.Invalid
+// otherwise).
+func SubscribeBatch(ctx context.Context, b Bus, cfg ConsumerConfig, h BatchHandler) (Subscription, error) {
+	bs, ok := b.(BatchSubscriber)
+	if !ok {
+		return nil, errs.New(errs.Invalid, "subscribe %s: this event bus has no batch consumers", cfg.Name)
+	}
+	return bs.SubscribeBatch(ctx, cfg, h)
+}
 
 type terminalError struct{ err error }
 

@@ -86,14 +86,14 @@ func TestMessageValidate(t *testing.T) {
 func TestConsumerConfigDefaultsAndValidate(t *testing.T) {
 	got := bus.ConsumerConfig{Name: "c"}.WithDefaults()
 	want := bus.ConsumerConfig{Name: "c", MaxDeliveries: bus.DefaultMaxDeliveries, Backoff: bus.DefaultBackoff,
-		AckWait: bus.DefaultAckWait, Concurrency: 1, Prefetch: bus.DefaultPrefetch}
+		AckWait: bus.DefaultAckWait, Concurrency: 1, Prefetch: bus.DefaultPrefetch, Batch: 1}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("WithDefaults (-want +got):\n%s", diff)
 	}
 	if err := got.Validate(); err != nil {
 		t.Errorf("Validate(defaults) = %v", err)
 	}
-	set := bus.ConsumerConfig{Name: "c", MaxDeliveries: 2, Backoff: bus.Backoff{Initial: time.Second}, AckWait: time.Minute, Concurrency: 8, Prefetch: bus.NoPrefetch}
+	set := bus.ConsumerConfig{Name: "c", MaxDeliveries: 2, Backoff: bus.Backoff{Initial: time.Second}, AckWait: time.Minute, Concurrency: 8, Prefetch: bus.NoPrefetch, Batch: 64}
 	if diff := cmp.Diff(set, set.WithDefaults()); diff != "" {
 		t.Errorf("WithDefaults changed set fields (-set +got):\n%s", diff)
 	}
@@ -106,6 +106,8 @@ func TestConsumerConfigDefaultsAndValidate(t *testing.T) {
 		{"empty name", func(c *bus.ConsumerConfig) { c.Name = "" }, "name"},
 		{"name with a dot", func(c *bus.ConsumerConfig) { c.Name = "a.b" }, "name"},
 		{"name wildcard", func(c *bus.ConsumerConfig) { c.Name = ">" }, "name"},
+		{"batch negative", func(c *bus.ConsumerConfig) { c.Batch = -1 }, "batch"},
+		{"batch over the limit", func(c *bus.ConsumerConfig) { c.Batch = bus.MaxBatch + 1 }, "batch"},
 		{"max deliveries 0", func(c *bus.ConsumerConfig) { c.MaxDeliveries = 0 }, "max_deliveries"},
 		{"max deliveries negative", func(c *bus.ConsumerConfig) { c.MaxDeliveries = -3 }, "max_deliveries"},
 		{"ack wait 99ms", func(c *bus.ConsumerConfig) { c.AckWait = 99 * time.Millisecond }, "ack_wait"},

@@ -71,16 +71,69 @@ func Dispatch(ctx context.Context, d Delivery, s Settler, h Handler, cfg Consume
 	ctx, span := ins.startSpan(ctx, d)
 	defer span.End()
 
-	var herr error
+	herr := overDelivered(d, cfg)
 	handled := start
-	if d.Attempt > cfg.MaxDeliveries {
-		herr = fmt.Errorf("delivered %d times without being settled (max deliveries %d): the handler crashed or exceeded ack wait %s", d.Attempt, cfg.MaxDeliveries, cfg.AckWait)
-	} else {
+	if herr == nil {
 		hctx, stop := withDeadline(ctx, start.Add(cfg.AckWait))
 		herr = safeCall(hctx, h, d)
 		handled = time.Now()
 		stop(handled)
 	}
+	return finish(ctx, span, start, handled, d, s, herr, cfg, dlq, ins)
+}
+
+// DispatchBatch is Dispatch for a batch handler: it runs h once on the deliveries ds that are
+// not beyond cfg.MaxDeliveries (those are dead-lettered without running it, as by Dispatch),
+// and settles each delivery ds[i] with ss[i] by its own result exactly as Dispatch settles
+// one. A panicking handler, or one returning a result per delivery of the wrong count, fails
+// every delivery it was given (one failed attempt each). Each delivery has its span, a child of
+// its publisher's traceparent; the handler's context carries none of them (it ends after
+// cfg.AckWait). It returns the outcomes in the order of ds.
+func DispatchBatch(ctx context.Context, ds []Delivery, ss []Settler, h BatchHandler, cfg ConsumerConfig, dlq DeadLetterWriter, ins *Instruments) []Outcome {
+	ins = ins.orNop()
+	start := time.Now()
+	ctxs := make([]context.Context, len(ds))
+	spans := make([]trace.Span, len(ds))
+	herrs := make([]error, len(ds))
+	run := make([]Delivery, 0, len(ds))
+	at := make([]int, 0, len(ds)) // run[j] is ds[at[j]]
+	for i, d := range ds {
+		ctxs[i], spans[i] = ins.startSpan(ctx, d)
+		if herrs[i] = overDelivered(d, cfg); herrs[i] == nil {
+			run = append(run, d)
+			at = append(at, i)
+		}
+	}
+	handled := start
+	if len(run) > 0 {
+		hctx, stop := withDeadline(ctx, start.Add(cfg.AckWait))
+		results := safeCallBatch(hctx, h, run)
+		handled = time.Now()
+		stop(handled)
+		for j, i := range at {
+			herrs[i] = results[j]
+		}
+	}
+	out := make([]Outcome, len(ds))
+	for i, d := range ds {
+		out[i] = finish(ctxs[i], spans[i], start, handled, d, ss[i], herrs[i], cfg, dlq, ins)
+		spans[i].End()
+	}
+	return out
+}
+
+// overDelivered fails a delivery already beyond cfg.MaxDeliveries: AckWait expired on its
+// earlier attempts (the process died or hung), so it is dead-lettered without another attempt.
+func overDelivered(d Delivery, cfg ConsumerConfig) error {
+	if d.Attempt <= cfg.MaxDeliveries {
+		return nil
+	}
+	return fmt.Errorf("delivered %d times without being settled (max deliveries %d): the handler crashed or exceeded ack wait %s", d.Attempt, cfg.MaxDeliveries, cfg.AckWait)
+}
+
+// finish settles d, whose handler (started at start) returned herr at handled, and records its
+// outcome on its span and in the metrics: the one settle path of Dispatch and DispatchBatch.
+func finish(ctx context.Context, span trace.Span, start, handled time.Time, d Delivery, s Settler, herr error, cfg ConsumerConfig, dlq DeadLetterWriter, ins *Instruments) Outcome {
 	outcome, end := settle(ctx, handled, d, s, herr, cfg, dlq, ins)
 	if herr != nil {
 		span.RecordError(herr)
@@ -157,6 +210,29 @@ func safeCall(ctx context.Context, h Handler, d Delivery) (err error) {
 		}
 	}()
 	return h(ctx, d)
+}
+
+// safeCallBatch runs h on ds and returns one result per delivery: a panic, or a result of the
+// wrong length, fails each of them.
+func safeCallBatch(ctx context.Context, h BatchHandler, ds []Delivery) (results []error) {
+	defer func() {
+		if r := recover(); r != nil {
+			results = failAll(len(ds), fmt.Errorf("batch handler panicked: %v\n%s", r, debug.Stack()))
+		}
+	}()
+	results = h(ctx, ds)
+	if len(results) != len(ds) {
+		return failAll(len(ds), fmt.Errorf("batch handler returned %d results for %d deliveries", len(results), len(ds)))
+	}
+	return results
+}
+
+func failAll(n int, err error) []error {
+	out := make([]error, n)
+	for i := range out {
+		out[i] = err
+	}
+	return out
 }
 
 // Instruments are the traces and metrics of a bus, shared by its adapters. A nil *Instruments

@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -84,19 +85,23 @@ func failing(err error, calls *int) bus.Handler {
 	}
 }
 
-func TestDispatchOutcomes(t *testing.T) {
-	cases := []struct {
-		name      string
-		attempt   int
-		handler   func(calls *int) bus.Handler
-		settler   settleErrs
-		dlqErr    error
-		want      bus.Outcome
-		calls     []string
-		handled   int    // handler calls
-		deadAfter int    // Attempts of the dead letter written, 0 none
-		reason    string // in the dead letter's Reason
-	}{
+// dispatchCase is one delivery's handler result and how Dispatch (and DispatchBatch, for each
+// delivery) must settle it.
+type dispatchCase struct {
+	name      string
+	attempt   int
+	handler   func(calls *int) bus.Handler
+	settler   settleErrs
+	dlqErr    error
+	want      bus.Outcome
+	calls     []string
+	handled   int    // handler calls
+	deadAfter int    // Attempts of the dead letter written, 0 none
+	reason    string // in the dead letter's Reason
+}
+
+func dispatchCases() []dispatchCase {
+	return []dispatchCase{
 		{name: "success acks", attempt: 1, handler: func(n *int) bus.Handler { return failing(nil, n) },
 			want: bus.Acked, calls: []string{"ack"}, handled: 1},
 		{name: "success on the last attempt acks", attempt: 4, handler: func(n *int) bus.Handler { return failing(nil, n) },
@@ -132,6 +137,10 @@ func TestDispatchOutcomes(t *testing.T) {
 		{name: "term failure is unsettled but the dead letter is written", attempt: 4, handler: func(n *int) bus.Handler { return failing(errBoom, n) },
 			settler: settleErrs{termErr: errors.New("conn lost")}, want: bus.Unsettled, calls: []string{"term"}, handled: 1, deadAfter: 4, reason: "boom"},
 	}
+}
+
+func TestDispatchOutcomes(t *testing.T) {
+	cases := dispatchCases()
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			s := &fakeSettler{settleErrs: c.settler}
@@ -178,6 +187,125 @@ func TestDispatchOutcomes(t *testing.T) {
 				t.Errorf("OnDeadLetter calls (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestDispatchBatchOutcomes: DispatchBatch settles each delivery of a batch by its own result
+// exactly as Dispatch does; its neighbours in the batch, which succeed, are acknowledged — unless
+// the handler panics, which fails the whole batch.
+func TestDispatchBatchOutcomes(t *testing.T) {
+	for _, c := range dispatchCases() {
+		t.Run(c.name, func(t *testing.T) {
+			d := delivery(c.attempt)
+			left, right := delivery(1), delivery(1)
+			left.ID, right.ID = "evt_left", "evt_right"
+			ss := []*fakeSettler{{}, {settleErrs: c.settler}, {}}
+			q := &fakeDLQ{err: c.dlqErr}
+			var hooked []bus.DeadLetter
+			cfg := testCfg
+			cfg.OnDeadLetter = func(_ context.Context, dl bus.DeadLetter) { hooked = append(hooked, dl) }
+			handled, calls := 0, 0
+			h := c.handler(&handled)
+			var given []string
+			bh := func(ctx context.Context, ds []bus.Delivery) []error {
+				calls++
+				out := make([]error, len(ds))
+				for i, x := range ds {
+					given = append(given, x.ID)
+					if x.ID == d.ID {
+						out[i] = h(ctx, x)
+					}
+				}
+				return out
+			}
+			got := bus.DispatchBatch(t.Context(), []bus.Delivery{left, d, right}, []bus.Settler{ss[0], ss[1], ss[2]}, bh, cfg, q, nil)
+			neighbour := bus.Acked
+			neighbourCalls := []string{"ack"}
+			if strings.HasPrefix(c.name, "panic") {
+				neighbour, neighbourCalls = bus.Retried, []string{"nak 1s"}
+			}
+			if want := []bus.Outcome{neighbour, c.want, neighbour}; !slices.Equal(got, want) {
+				t.Errorf("outcomes = %v, want %v", got, want)
+			}
+			for i, want := range [][]string{neighbourCalls, c.calls, neighbourCalls} {
+				if diff := cmp.Diff(want, ss[i].calls); diff != "" {
+					t.Errorf("settler %d calls (-want +got):\n%s", i, diff)
+				}
+			}
+			if handled != c.handled || calls != 1 {
+				t.Errorf("case handler called %d times in %d batch calls, want %d in 1", handled, calls, c.handled)
+			}
+			wantGiven := []string{left.ID, d.ID, right.ID}
+			if c.handled == 0 {
+				wantGiven = []string{left.ID, right.ID} // beyond max deliveries: not given to the handler
+			}
+			if strings.HasPrefix(c.name, "panic") {
+				wantGiven = wantGiven[:2] // the panic ended the call there
+			}
+			if !slices.Equal(given, wantGiven) {
+				t.Errorf("handler given %v, want %v", given, wantGiven)
+			}
+			if c.deadAfter == 0 {
+				if len(q.dls) != 0 || len(hooked) != 0 {
+					t.Fatalf("dead letters written %v, hooked %v; want none", q.dls, hooked)
+				}
+				return
+			}
+			if len(q.dls) != 1 || q.dls[0].Attempts != c.deadAfter || q.dls[0].Message.ID != d.ID || !strings.Contains(q.dls[0].Reason, c.reason) {
+				t.Fatalf("dead letters %+v, want one of %s after %d attempts with reason %q", q.dls, d.ID, c.deadAfter, c.reason)
+			}
+			if diff := cmp.Diff(q.dls, hooked); diff != "" {
+				t.Errorf("OnDeadLetter calls (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// A batch handler returning the wrong number of results fails every delivery of the batch.
+func TestDispatchBatchWrongResultCount(t *testing.T) {
+	ds := []bus.Delivery{delivery(1), delivery(1)}
+	ds[1].ID = "evt_other"
+	ss := []*fakeSettler{{}, {}}
+	bh := func(context.Context, []bus.Delivery) []error { return []error{nil} }
+	got := bus.DispatchBatch(t.Context(), ds, []bus.Settler{ss[0], ss[1]}, bh, testCfg, &fakeDLQ{}, nil)
+	if want := []bus.Outcome{bus.Retried, bus.Retried}; !slices.Equal(got, want) {
+		t.Errorf("outcomes = %v, want %v", got, want)
+	}
+}
+
+// TestDispatchBatchTrace: each delivery of a batch has its consumer span, a child of its own
+// publisher's traceparent, with its own outcome.
+func TestDispatchBatchTrace(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	ins, err := bus.NewInstruments(bus.InstrumentOptions{Tracer: tp.Tracer("test")})
+	if err != nil {
+		t.Fatalf("NewInstruments: %v", err)
+	}
+	a, b := delivery(1), delivery(1)
+	b.ID = "evt_b"
+	b.TraceParent = "00-11111111111111111111111111111111-2222222222222222-01"
+	bh := func(context.Context, []bus.Delivery) []error { return []error{nil, errBoom} }
+	bus.DispatchBatch(t.Context(), []bus.Delivery{a, b}, []bus.Settler{&fakeSettler{}, &fakeSettler{}}, bh, testCfg, &fakeDLQ{}, ins)
+	spans := rec.Ended()
+	if len(spans) != 2 {
+		t.Fatalf("%d spans ended, want 2", len(spans))
+	}
+	want := []struct{ trace, parent, outcome string }{
+		{"4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", string(bus.Acked)},
+		{"11111111111111111111111111111111", "2222222222222222", string(bus.Retried)},
+	}
+	for i, sp := range spans {
+		var outcome string
+		for _, kv := range sp.Attributes() {
+			if kv.Key == "nops.bus.outcome" {
+				outcome = kv.Value.AsString()
+			}
+		}
+		if sp.Parent().TraceID().String() != want[i].trace || sp.Parent().SpanID().String() != want[i].parent || outcome != want[i].outcome {
+			t.Errorf("span %d: parent %s/%s outcome %q, want %+v", i, sp.Parent().TraceID(), sp.Parent().SpanID(), outcome, want[i])
+		}
 	}
 }
 

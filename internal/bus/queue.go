@@ -8,7 +8,9 @@ import (
 
 // Queue is a subscription's bounded in-process queue: the adapter's fetching goroutines push
 // the messages they fetched, and Concurrency long-lived worker goroutines take them in order
-// and run the handler. Fetching ahead of the handlers (ConsumerConfig.Prefetch) saves a round
+// and run the handler. A worker takes up to Batch messages at once — one, waiting for it, then
+// those already queued, without waiting — and handles them in one call: a batch consumer (see
+// BatchHandler) runs one goroutine per batch instead of one per message. Fetching ahead of the handlers (ConsumerConfig.Prefetch) saves a round
 // trip to the broker per handful of messages; the adapter bounds it by reserving a place for
 // each message before it fetches, so a slow handler slows delivery instead of growing memory.
 //
@@ -27,7 +29,8 @@ import (
 // after Stop.
 type Queue[M any] struct {
 	ch        chan M
-	handle    func(M)
+	batch     int
+	handle    func([]M)
 	hold      func([]M)
 	release   func([]M)
 	tick      func(progress bool)
@@ -58,19 +61,22 @@ type stamped[M any] struct {
 // QueueOptions configure NewQueue. Handle is required; the other funcs may be nil.
 type QueueOptions[M any] struct {
 	Workers   int           // goroutines running Handle
+	Batch     int           // most messages per Handle call; default 1
 	Capacity  int           // most messages queued (the adapter reserves a place before each Push)
 	HoldEvery time.Duration // interval of Hold and Tick; 0 turns both off
-	Handle    func(M)
-	Hold      func([]M)           // tell the broker these queued messages are in progress
-	Release   func([]M)           // give these queued messages back (the subscription stops)
-	Tick      func(progress bool) // once per HoldEvery: did a handler finish, or none run?
+	// Handle runs the messages a worker took, in push order. The slice is reused by the
+	// worker's next call: Handle must not keep it.
+	Handle  func([]M)
+	Hold    func([]M)           // tell the broker these queued messages are in progress
+	Release func([]M)           // give these queued messages back (the subscription stops)
+	Tick    func(progress bool) // once per HoldEvery: did a handler finish, or none run?
 }
 
 // NewQueue starts o.Workers goroutines running o.Handle on pushed messages, in push order.
 func NewQueue[M any](o QueueOptions[M]) *Queue[M] {
 	capacity := max(o.Capacity, 1)
 	q := &Queue[M]{
-		ch: make(chan M, capacity), handle: o.Handle, hold: o.Hold, release: o.Release, tick: o.Tick,
+		ch: make(chan M, capacity), batch: max(o.Batch, 1), handle: o.Handle, hold: o.Hold, release: o.Release, tick: o.Tick,
 		holdEvery: o.HoldEvery, ring: make([]stamped[M], capacity), stop: make(chan struct{}),
 	}
 	for range max(o.Workers, 1) {
@@ -104,6 +110,7 @@ func (q *Queue[M]) Wait() {
 }
 
 func (q *Queue[M]) work() {
+	buf := make([]M, 0, q.batch)
 	for {
 		// Stopping wins over a queued message: once Stop was called no new handler starts.
 		select {
@@ -117,12 +124,27 @@ func (q *Queue[M]) work() {
 			q.drain()
 			return
 		case m := <-q.ch:
+			buf = q.take(append(buf[:0], m))
 			q.running.Add(1)
-			q.handle(m)
+			q.handle(buf)
 			q.running.Add(-1)
-			q.done.Add(1)
+			q.done.Add(int64(len(buf)))
+			clear(buf) // let the handled messages go
 		}
 	}
+}
+
+// take appends to buf the messages already queued, without waiting, until it holds q.batch.
+func (q *Queue[M]) take(buf []M) []M {
+	for len(buf) < q.batch {
+		select {
+		case m := <-q.ch:
+			buf = append(buf, m)
+		default:
+			return buf
+		}
+	}
+	return buf
 }
 
 // drain gives back what is still queued. Several stopping workers share the work.

@@ -41,7 +41,7 @@ func (l *lockedList) list() []int {
 
 func TestQueueHandlesInPushOrderWithOneWorker(t *testing.T) {
 	var handled lockedList
-	q := bus.NewQueue(bus.QueueOptions[int]{Workers: 1, Capacity: 100, Handle: func(m int) { handled.add(m) }})
+	q := bus.NewQueue(bus.QueueOptions[int]{Workers: 1, Capacity: 100, Handle: func(ms []int) { handled.add(ms...) }})
 	want := make([]int, 100)
 	for i := range want {
 		want[i] = i
@@ -60,7 +60,7 @@ func TestQueueStopReleasesQueuedMessages(t *testing.T) {
 	block := make(chan struct{})
 	var handled, released lockedList
 	q := bus.NewQueue(bus.QueueOptions[int]{Workers: 1, Capacity: 10,
-		Handle:  func(m int) { handled.add(m); <-block },
+		Handle:  func(ms []int) { handled.add(ms...); <-block },
 		Release: func(ms []int) { released.add(ms...) },
 	})
 	for i := range 5 {
@@ -90,12 +90,12 @@ func TestQueueHoldsWaitingMessagesOnlyWhileHandlersProgress(t *testing.T) {
 		finished int
 	)
 	q := bus.NewQueue(bus.QueueOptions[int]{Workers: 1, Capacity: 10, HoldEvery: every,
-		Handle: func(m int) {
-			if m == 0 {
+		Handle: func(ms []int) {
+			if ms[0] == 0 {
 				<-release // hung until the test lets it go
 			}
 			mu.Lock()
-			finished++
+			finished += len(ms)
 			mu.Unlock()
 		},
 		Hold: func(ms []int) { mu.Lock(); held = append(held, slices.Clone(ms)); mu.Unlock() },
@@ -137,7 +137,7 @@ func TestQueueHoldsMessagesWaitingBehindProgressingHandlers(t *testing.T) {
 		held []int
 	)
 	q := bus.NewQueue(bus.QueueOptions[int]{Workers: 1, Capacity: 10, HoldEvery: every,
-		Handle: func(int) { <-step }, // each handler finishes when the test lets it
+		Handle: func([]int) { <-step }, // each handler finishes when the test lets it
 		Hold:   func(ms []int) { mu.Lock(); held = append(held, ms...); mu.Unlock() },
 		// One handler finishes after every tick: the handlers make progress, slowly.
 		Tick: func(bool) {
@@ -163,6 +163,42 @@ func TestQueueHoldsMessagesWaitingBehindProgressingHandlers(t *testing.T) {
 	q.Stop()
 	close(step)
 	q.Wait()
+}
+
+// With Batch, a worker takes one message, waiting for it, then those already queued up to Batch,
+// in push order, and hands them to one Handle call.
+func TestQueueBatchesQueuedMessages(t *testing.T) {
+	gate := make(chan struct{})
+	var (
+		mu    sync.Mutex
+		calls [][]int
+	)
+	q := bus.NewQueue(bus.QueueOptions[int]{Workers: 1, Batch: 4, Capacity: 20,
+		Handle: func(ms []int) {
+			mu.Lock()
+			calls = append(calls, slices.Clone(ms))
+			first := len(calls) == 1
+			mu.Unlock()
+			if first {
+				<-gate // the rest is pushed while the first call runs
+			}
+		},
+	})
+	q.Push(0)
+	waitFor(t, "the first call", func() bool { mu.Lock(); defer mu.Unlock(); return len(calls) == 1 })
+	for i := 1; i < 10; i++ {
+		q.Push(i)
+	}
+	close(gate)
+	waitFor(t, "every message handled", func() bool { mu.Lock(); defer mu.Unlock(); return len(calls) == 4 })
+	q.Stop()
+	q.Wait()
+	want := [][]int{{0}, {1, 2, 3, 4}, {5, 6, 7, 8}, {9}}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.EqualFunc(calls, want, slices.Equal[[]int]) {
+		t.Fatalf("calls %v, want %v", calls, want)
+	}
 }
 
 func TestPlacesGrantPrefetchOnlyWhileHandlersFinish(t *testing.T) {

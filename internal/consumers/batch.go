@@ -116,6 +116,31 @@ func (b *GroupBatcher[T]) Once(ctx context.Context, eventID string, item T) erro
 	}
 }
 
+// Apply applies a group the caller already holds — a batch of deliveries from the bus — at
+// once, with the group logic of Once: items[i] is the effect of event ids[i], all in one
+// transaction claiming the ids together, or one by one with Once when that transaction fails.
+// It returns one result per application, in order, and does not wait for other callers (nor
+// join their groups): a group of up to Max applications is committed per transaction.
+func (b *GroupBatcher[T]) Apply(ctx context.Context, ids []string, items []T) []error {
+	out := make([]error, len(ids))
+	reqs := make([]*groupReq[T], 0, len(ids))
+	at := make([]int, 0, len(ids)) // reqs[j] is application at[j]
+	for i, id := range ids {
+		if out[i] = CheckClaim(b.consumer, id); out[i] != nil {
+			continue
+		}
+		reqs = append(reqs, &groupReq[T]{ctx: ctx, eventID: id, item: items[i], done: make(chan error, 1)})
+		at = append(at, i)
+	}
+	for start := 0; start < len(reqs); start += b.max {
+		b.commit(reqs[start:min(start+b.max, len(reqs))])
+	}
+	for j, r := range reqs {
+		out[at[j]] = <-r.done
+	}
+	return out
+}
+
 // Waiting returns how many applications wait for a commit (not counting a group in hand).
 func (b *GroupBatcher[T]) Waiting() int {
 	b.mu.Lock()

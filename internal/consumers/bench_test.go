@@ -43,9 +43,9 @@ func usageDeliveries(b *testing.B, n int) []bus.Delivery {
 }
 
 // BenchmarkEventStatsHandler counts distinct billing.usage events on SQLite with the event-stats
-// handler: "serial" one at a time (every event a transaction of its own), "concurrent" with 64
-// handlers running at once as the kernel runs them (EventStatsConcurrency), so that they share
-// commits. One op is one event.
+// handler of one delivery per call: "serial" one at a time (every event a transaction of its
+// own), "concurrent" with 64 handlers running at once, so that they share commits. (The kernel
+// runs EventStatsBatchHandler instead.) One op is one event.
 //
 //	go test -run '^$' -bench EventStatsHandler -benchmem -count 3 ./internal/consumers
 func BenchmarkEventStatsHandler(b *testing.B) {

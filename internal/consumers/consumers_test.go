@@ -216,14 +216,14 @@ func TestKernel(t *testing.T) {
 		t.Fatalf("Kernel = %d specs, want 1", len(specs))
 	}
 	c := specs[0].Config
-	if c.Name != consumers.EventStatsName || c.MaxDeliveries != 3 || c.Backoff.Initial != time.Second || c.AckWait != 10*time.Second || c.Concurrency != consumers.EventStatsConcurrency {
+	if c.Name != consumers.EventStatsName || c.MaxDeliveries != 3 || c.Backoff.Initial != time.Second || c.AckWait != 10*time.Second || c.Concurrency != consumers.EventStatsConcurrency || c.Batch != consumers.EventStatsBatch {
 		t.Errorf("config = %+v", c)
 	}
 	if err := c.Validate(); err != nil {
 		t.Errorf("Validate: %v", err)
 	}
-	if specs[0].Handler == nil {
-		t.Error("no handler")
+	if specs[0].Batch == nil || specs[0].Handler != nil {
+		t.Error("want a batch handler only")
 	}
 	if d := consumers.Kernel(st, consumers.Options{})[0].Config; d.MaxDeliveries != bus.DefaultMaxDeliveries || d.AckWait != bus.DefaultAckWait {
 		t.Errorf("defaults = %+v", d)

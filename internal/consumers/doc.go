@@ -1,6 +1,7 @@
 // Package consumers holds the kernel's own event consumers and the inbox that makes their
 // effects exactly once: Once, the event-stats projection (the reference consumer), and Kernel,
-// the list internal/kernel subscribes to the bus. Handlers are bus.Handlers; they see the bus
+// the list internal/kernel subscribes to the bus. Handlers are bus.Handlers or bus.BatchHandlers
+// (Spec.Subscribe picks Subscribe or bus.SubscribeBatch); they see the bus
 // through bus types only and the database through the small store interfaces declared here,
 // which the storage adapters (internal/store/sqlite, internal/store/postgres) implement. Only
 // internal/kernel wires them, and the storage adapters import this package for EventStat.
@@ -62,11 +63,18 @@
 // handler parses each delivery's attributes strictly (events.ParseAttributes: every attribute as
 // events.Parse checks it, the data only as one JSON object, since the count reads no payload): a
 // malformed payload is a bus.Terminal error, dead-lettered at once, since no retry can fix it.
-// Kernel runs at least EventStatsConcurrency of its handlers at once, so that their counts share
-// commits (GroupBatcher): a group is counted with two statements whatever its size, one claiming
+// Kernel runs it as a batch consumer (EventStatsBatchHandler): EventStatsConcurrency goroutines,
+// each handed up to EventStatsBatch deliveries the bus has fetched, so that a batch shares one
+// commit (GroupBatcher.Apply): it is counted with two statements whatever its size, one claiming
 // its events and one adding the new ones to their (tenant, type) rows, summed (AddEventStats).
-// The size of every group is recorded in BatchSizeMetric (nops_consumer_batch_size) when
-// Options.Meter is set.
+// A batch whose transaction fails is counted one event at a time (each with Once): the event the
+// store refuses fails alone and is retried by the bus, the others are counted and acknowledged,
+// each exactly once by the argument above. A few goroutines with a batch each, rather than one
+// handler per event sharing commits through GroupBatcher.Once, because at 1000 req/s the dozens
+// of handlers woken by each commit queued for a CPU in front of the kernel's requests
+// (docs/benchmarks.md). The size of every group is recorded in BatchSizeMetric
+// (nops_consumer_batch_size) when Options.Meter is set. EventStatsHandler, one delivery per
+// call, is the same count through GroupBatcher.Once, for a bus without batch consumers.
 //
 // # Concurrency
 //

@@ -66,12 +66,14 @@ type countedEvent struct {
 	at          time.Time
 }
 
-// EventStatsHandler is the event-stats consumer's handler: it parses the delivery's attributes
-// strictly (events.ParseAttributes: the count needs no payload, so the data is checked to be a
-// JSON object and not decoded) and, through a GroupBatcher (Once with group commit), counts the
-// event in its tenant and type, so every distinct event is counted exactly once whatever the
-// redeliveries. A group of events is counted with two statements whatever its size: one claims
-// its event ids, one adds the newly claimed ones to their rows, summed per tenant and type.
+// EventStatsHandler is the event-stats consumer's handler for one delivery at a time: it parses
+// the delivery's attributes strictly (events.ParseAttributes: the count needs no payload, so the
+// data is checked to be a JSON object and not decoded) and, through a GroupBatcher (Once with
+// group commit), counts the event in its tenant and type, so every distinct event is counted
+// exactly once whatever the redeliveries. A group of events is counted with two statements
+// whatever its size: one claims its event ids, one adds the newly claimed ones to their rows,
+// summed per tenant and type. The kernel runs EventStatsBatchHandler instead, which takes its
+// groups from the bus.
 //
 // A payload events.ParseAttributes rejects, or whose id, tenant or type disagree with the
 // message's (the attributes the bus routed it by), is a bus.Terminal error: no retry can fix it.
@@ -81,23 +83,79 @@ func EventStatsHandler(st EventStatsStore) bus.Handler { return eventStatsHandle
 // eventStatsHandler is EventStatsHandler recording its group sizes with meter (nil: not).
 func eventStatsHandler(st EventStatsStore, meter metric.Meter) bus.Handler {
 	// Counting is one small write per event: the handlers running at once share a commit.
-	once := NewGroupBatcher(st, st, EventStatsName, func(ctx context.Context, evs []countedEvent) error {
-		return st.AddEventStats(ctx, sumEvents(evs))
-	}, BatcherOptions{Meter: meter})
+	once := eventStatsBatcher(st, meter)
 	return func(ctx context.Context, d bus.Delivery) error {
-		e, err := events.ParseAttributes(d.Payload)
+		ev, err := countedOf(d)
 		if err != nil {
-			return bus.Terminal(fmt.Errorf("%s: parse event %q: %w", EventStatsName, d.ID, err))
+			return err
 		}
-		if e.ID != d.ID || e.Tenant != d.Tenant || string(e.Type) != d.Type {
-			return bus.Terminal(fmt.Errorf("%s: event %q (tenant %q, type %q) delivered as %q (tenant %q, type %q)",
-				EventStatsName, e.ID, e.Tenant, e.Type, d.ID, d.Tenant, d.Type))
-		}
-		if err := once.Once(ctx, e.ID, countedEvent{tenant: e.Tenant, typ: string(e.Type), at: e.Time}); err != nil {
-			return fmt.Errorf("%s: count event %s: %w", EventStatsName, e.ID, err)
+		if err := once.Once(ctx, d.ID, ev); err != nil {
+			return fmt.Errorf("%s: count event %s: %w", EventStatsName, d.ID, err)
 		}
 		return nil
 	}
+}
+
+// EventStatsBatchHandler is the event-stats consumer's batch handler, the one the kernel runs
+// (bus.BatchSubscriber): it parses each delivery of the batch as EventStatsHandler does and
+// counts the valid ones as one group (GroupBatcher.Apply): one transaction claiming their event
+// ids with one statement and adding the newly claimed ones with another. When that transaction
+// fails, the events are counted one by one (each with Once), so that one event the store refuses
+// fails alone and the others of its batch are counted and acknowledged, instead of the whole
+// batch being retried — and dead-lettered — with it; each one still commits its claim and its
+// count together, so every distinct event is counted exactly once. A malformed delivery is a
+// bus.Terminal error for itself only.
+func EventStatsBatchHandler(st EventStatsStore) bus.BatchHandler {
+	return eventStatsBatchHandler(st, nil)
+}
+
+// eventStatsBatchHandler is EventStatsBatchHandler recording its group sizes with meter (nil:
+// not).
+func eventStatsBatchHandler(st EventStatsStore, meter metric.Meter) bus.BatchHandler {
+	g := eventStatsBatcher(st, meter)
+	return func(ctx context.Context, ds []bus.Delivery) []error {
+		out := make([]error, len(ds))
+		ids := make([]string, 0, len(ds))
+		evs := make([]countedEvent, 0, len(ds))
+		at := make([]int, 0, len(ds)) // ids[j] is ds[at[j]]'s
+		for i, d := range ds {
+			ev, err := countedOf(d)
+			if err != nil {
+				out[i] = err
+				continue
+			}
+			ids = append(ids, d.ID)
+			evs = append(evs, ev)
+			at = append(at, i)
+		}
+		for j, err := range g.Apply(ctx, ids, evs) {
+			if err != nil {
+				out[at[j]] = fmt.Errorf("%s: count event %s: %w", EventStatsName, ids[j], err)
+			}
+		}
+		return out
+	}
+}
+
+// eventStatsBatcher counts groups of events with two statements: claim, then add.
+func eventStatsBatcher(st EventStatsStore, meter metric.Meter) *GroupBatcher[countedEvent] {
+	return NewGroupBatcher(st, st, EventStatsName, func(ctx context.Context, evs []countedEvent) error {
+		return st.AddEventStats(ctx, sumEvents(evs))
+	}, BatcherOptions{Max: EventStatsBatch, Meter: meter})
+}
+
+// countedOf parses what the event-stats consumer counts of d; a malformed delivery is a
+// bus.Terminal error.
+func countedOf(d bus.Delivery) (countedEvent, error) {
+	e, err := events.ParseAttributes(d.Payload)
+	if err != nil {
+		return countedEvent{}, bus.Terminal(fmt.Errorf("%s: parse event %q: %w", EventStatsName, d.ID, err))
+	}
+	if e.ID != d.ID || e.Tenant != d.Tenant || string(e.Type) != d.Type {
+		return countedEvent{}, bus.Terminal(fmt.Errorf("%s: event %q (tenant %q, type %q) delivered as %q (tenant %q, type %q)",
+			EventStatsName, e.ID, e.Tenant, e.Type, d.ID, d.Tenant, d.Type))
+	}
+	return countedEvent{tenant: e.Tenant, typ: string(e.Type), at: e.Time}, nil
 }
 
 // sumEvents returns the additions of evs (distinct events), one per tenant and type.

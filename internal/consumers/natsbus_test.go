@@ -37,11 +37,13 @@ func TestNATSRedeliveriesCountOnce(t *testing.T) {
 		deliveries := make(chan int, 100)
 		opts := consumers.Options{MaxDeliveries: 5, Backoff: bus.Backoff{Initial: 10 * time.Millisecond, Max: 20 * time.Millisecond}, AckWait: 5 * time.Second}
 		for _, spec := range consumers.Kernel(fs, opts) {
-			h := spec.Handler
-			sub, err := b.Subscribe(t.Context(), spec.Config, func(ctx context.Context, d bus.Delivery) error {
-				err := h(ctx, d)
-				deliveries <- d.Attempt
-				return err
+			h := spec.Batch
+			sub, err := b.SubscribeBatch(t.Context(), spec.Config, func(ctx context.Context, ds []bus.Delivery) []error {
+				errs := h(ctx, ds)
+				for _, d := range ds {
+					deliveries <- d.Attempt
+				}
+				return errs
 			})
 			if err != nil {
 				t.Fatalf("Subscribe: %v", err)

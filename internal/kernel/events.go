@@ -109,7 +109,7 @@ func runConsumers(ctx context.Context, b bus.Bus, specs []consumers.Spec, timeou
 		wg.Go(func() {
 			wait := 200 * time.Millisecond
 			for {
-				sub, err := b.Subscribe(ctx, s.Config, s.Handler)
+				sub, err := s.Subscribe(ctx, b)
 				if err == nil {
 					mu.Lock()
 					subs = append(subs, sub)

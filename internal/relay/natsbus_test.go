@@ -73,7 +73,7 @@ func TestNATSTwoRelays(t *testing.T) {
 			t.Fatalf("%T is not a consumers.Store", stores[0])
 		}
 		for _, spec := range consumers.Kernel(st, consumers.Options{AckWait: 5 * time.Second}) {
-			sub, err := b.Subscribe(t.Context(), spec.Config, spec.Handler)
+			sub, err := spec.Subscribe(t.Context(), b)
 			if err != nil {
 				t.Fatalf("Subscribe %s: %v", spec.Config.Name, err)
 			}

@@ -14,6 +14,8 @@
 //		}, bustest.Features{Persistent: true, DedupWindow: 2 * time.Minute})
 //	}
 //
+// The batch cases (bus.BatchSubscriber) run on adapters that implement it.
+//
 // Every case runs in its own subtest on its own namespace (Namespace), in parallel with the
 // others, so an adapter's Opener must allow many buses open at once on different namespaces. The
 // suite never has two buses open on one namespace at the same time: a case that needs two
@@ -106,6 +108,12 @@ func Run(t *testing.T, open Opener, f Features) {
 		{"persistence", testPersistence},
 		{"concurrency", testConcurrency},
 		{"close", testClose},
+		{"batch: a burst in batches", testBatchBurst},
+		{"batch: settled per delivery", testBatchPerDelivery},
+		{"batch: panic fails its batch", testBatchPanic},
+		{"batch: beyond max deliveries", testBatchMaxDeliveries},
+		{"batch: stop settles the running batch", testBatchStop},
+		{"batch: invalid subscribe", testBatchInvalid},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -19,7 +19,7 @@ import (
 const (
 	// fetchBackoffMax caps the wait between failed fetches (consumer unreachable).
 	fetchBackoffMax = 2 * time.Second
-	// minMaxAckPending is the consumers' MaxAckPending unless Concurrency is larger: messages
+	// minMaxAckPending is the consumers' MaxAckPending unless Handlers() is larger: messages
 	// waiting for a delayed retry count towards it too.
 	minMaxAckPending = 1000
 	// fetchersPerSource is how many pull requests a subscription with a single source (NATS ≥
@@ -30,15 +30,32 @@ const (
 )
 
 // Subscribe implements bus.Bus with a durable pull consumer on the event stream; see the
-// package documentation. Messages are fetched only for free handler slots (cfg.Concurrency),
+// package documentation. Messages are fetched only for free handler slots (cfg.Handlers()),
 // so a slow handler slows delivery instead of filling memory.
 func (b *Bus) Subscribe(ctx context.Context, cfg bus.ConsumerConfig, h bus.Handler) (bus.Subscription, error) {
+	if h == nil {
+		return nil, errs.Field("handler", "must not be nil")
+	}
+	if cfg.Batch > 1 {
+		return nil, errs.Field("batch", "needs a batch handler (SubscribeBatch)")
+	}
+	return b.subscribe(ctx, cfg, h, nil)
+}
+
+// SubscribeBatch implements bus.BatchSubscriber: Subscribe, with a handler of up to cfg.Batch
+// deliveries per call.
+func (b *Bus) SubscribeBatch(ctx context.Context, cfg bus.ConsumerConfig, h bus.BatchHandler) (bus.Subscription, error) {
+	if h == nil {
+		return nil, errs.Field("handler", "must not be nil")
+	}
+	return b.subscribe(ctx, cfg, nil, h)
+}
+
+// subscribe runs h, or bh when h is nil, on cfg's consumer.
+func (b *Bus) subscribe(ctx context.Context, cfg bus.ConsumerConfig, h bus.Handler, bh bus.BatchHandler) (bus.Subscription, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("subscribe: %w", err)
-	}
-	if h == nil {
-		return nil, errs.Field("handler", "must not be nil")
 	}
 	if err := b.checkOpen(); err != nil {
 		return nil, err
@@ -60,15 +77,16 @@ func (b *Bus) Subscribe(ctx context.Context, cfg bus.ConsumerConfig, h bus.Handl
 		b:       b,
 		cfg:     cfg,
 		h:       h,
+		bh:      bh,
 		sources: sources,
 		ctx:     ctx,
 		runCtx:  runCtx,
 		cancel:  cancel,
-		slots:   bus.NewPlaces(cfg.Concurrency, max(cfg.Prefetch, 0)),
+		slots:   bus.NewPlaces(cfg.Handlers(), max(cfg.Prefetch, 0)),
 		done:    make(chan struct{}),
 	}
 	s.queue = bus.NewQueue(bus.QueueOptions[*nats.Msg]{
-		Workers: cfg.Concurrency, Capacity: cfg.QueueCapacity(), HoldEvery: cfg.HoldEvery(),
+		Workers: cfg.Concurrency, Batch: cfg.Batch, Capacity: cfg.QueueCapacity(), HoldEvery: cfg.HoldEvery(),
 		Handle: s.work, Hold: s.hold, Release: s.release, Tick: s.slots.Progress,
 	})
 	b.mu.Lock()
@@ -98,8 +116,9 @@ func (b *Bus) checkOpen() error {
 type subscription struct {
 	b       *Bus
 	cfg     bus.ConsumerConfig // with defaults
-	h       bus.Handler
-	sources []*source // each owned by its fetching goroutine
+	h       bus.Handler        // nil for a batch subscription
+	bh      bus.BatchHandler   // set for a batch subscription
+	sources []*source          // each owned by its fetching goroutine
 
 	ctx    context.Context    // Subscribe's: the handlers' context
 	runCtx context.Context    // ends fetching: Subscribe's ctx ended or Stop/Close
@@ -269,14 +288,23 @@ func (s *subscription) fetchThenSlot(src *source) error {
 // msg is settled or released.
 func (s *subscription) start(msg *nats.Msg) { s.queue.Push(msg) }
 
-// work runs in the queue's workers: it handles msg and gives its place back.
-func (s *subscription) work(msg *nats.Msg) {
+// work runs in the queue's workers: it handles msgs (one, unless the subscription is a batch
+// one) and gives their places back.
+func (s *subscription) work(msgs []*nats.Msg) {
 	if s.runCtx.Err() != nil { // stopping: no new handler starts
-		s.release([]*nats.Msg{msg})
+		s.release(msgs)
 		return
 	}
-	defer s.slots.Finished()
-	s.handle(msg)
+	if s.bh != nil {
+		s.handleBatch(msgs)
+	} else {
+		for _, msg := range msgs {
+			s.handle(msg)
+		}
+	}
+	for range msgs {
+		s.slots.Finished()
+	}
 }
 
 // hold tells the server that queued messages are in progress, so their AckWait restarts.
@@ -308,29 +336,66 @@ func (s *subscription) recreate(log *slog.Logger, src *source) {
 
 // handle turns msg into a delivery and lets bus.Dispatch run the handler and settle it.
 func (s *subscription) handle(msg *nats.Msg) {
-	st := settler{b: s.b, msg: msg, acks: &s.acks}
+	d, st, bad, ok := s.delivery(msg)
+	if !ok {
+		return
+	}
+	h := s.h
+	if bad != nil {
+		h = terminalHandler(bad)
+	}
+	bus.Dispatch(s.ctx, d, st, h, s.cfg, s.b, s.b.ins)
+}
+
+// handleBatch turns msgs into deliveries and lets bus.DispatchBatch run the batch handler on
+// them and settle each; a malformed one is dead-lettered on its own.
+func (s *subscription) handleBatch(msgs []*nats.Msg) {
+	ds := make([]bus.Delivery, 0, len(msgs))
+	ss := make([]bus.Settler, 0, len(msgs))
+	for _, msg := range msgs {
+		d, st, bad, ok := s.delivery(msg)
+		switch {
+		case !ok:
+		case bad != nil:
+			bus.Dispatch(s.ctx, d, st, terminalHandler(bad), s.cfg, s.b, s.b.ins)
+		default:
+			ds = append(ds, d)
+			ss = append(ss, st)
+		}
+	}
+	if len(ds) > 0 {
+		bus.DispatchBatch(s.ctx, ds, ss, s.bh, s.cfg, s.b, s.b.ins)
+	}
+}
+
+// delivery turns msg into a delivery and its settler. It reports false when msg is not a
+// JetStream delivery at all (then terminated), and returns in bad why a delivery cannot be
+// handled: published around the bus (a bare NATS client), nothing a handler can rely on.
+func (s *subscription) delivery(msg *nats.Msg) (d bus.Delivery, st settler, bad error, ok bool) {
+	st = settler{b: s.b, msg: msg, acks: &s.acks}
 	md, err := msg.Metadata()
 	if err != nil {
 		// Not a JetStream delivery: cannot happen on a pull consumer.
 		s.b.logger.Error("consumer received a message without metadata", "consumer", s.cfg.Name, "subject", msg.Subject, "error", err.Error())
 		_ = st.Term(s.ctx)
-		return
+		return d, st, nil, false
 	}
-	d := bus.Delivery{
+	d = bus.Delivery{
 		Message:  s.b.decode(msg.Subject, msg.Header, msg.Data),
 		Consumer: s.cfg.Name,
 		Attempt:  int(md.NumDelivered),
 		StoredAt: md.Timestamp.UTC(),
 		Position: strconv.FormatUint(md.Sequence.Stream, 10),
 	}
-	h := s.h
 	if err := d.Validate(); err != nil {
-		// Published around the bus (a bare NATS client): nothing a handler can rely on.
-		h = func(context.Context, bus.Delivery) error {
-			return bus.Terminal(fmt.Errorf("malformed message on %s: %w", msg.Subject, err))
-		}
+		bad = fmt.Errorf("malformed message on %s: %w", msg.Subject, err)
 	}
-	bus.Dispatch(s.ctx, d, st, h, s.cfg, s.b, s.b.ins)
+	return d, st, bad, true
+}
+
+// terminalHandler fails a malformed delivery for good.
+func terminalHandler(err error) bus.Handler {
+	return func(context.Context, bus.Delivery) error { return bus.Terminal(err) }
 }
 
 // decode rebuilds a bus message from a stored one. The subject is authoritative for tenant and

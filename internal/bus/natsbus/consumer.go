@@ -101,7 +101,7 @@ func consumerConfig(name string, cfg bus.ConsumerConfig, subjects []string, deli
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       cfg.AckWait,
 		MaxDeliver:    -1, // bus.Dispatch decides when to give up
-		MaxAckPending: max(minMaxAckPending, cfg.Concurrency),
+		MaxAckPending: max(minMaxAckPending, cfg.Handlers()),
 	}
 	if len(subjects) == 1 {
 		cc.FilterSubject = subjects[0]
@@ -150,7 +150,7 @@ func (b *Bus) ensureOne(ctx context.Context, name string, cfg bus.ConsumerConfig
 		if cc.FilterSubject != "" {
 			have = append(have, cc.FilterSubject)
 		}
-		if sameSet(have, subjects) && cc.AckWait == cfg.AckWait && cc.MaxAckPending >= cfg.Concurrency {
+		if sameSet(have, subjects) && cc.AckWait == cfg.AckWait && cc.MaxAckPending >= cfg.Handlers() {
 			return cons, nil
 		}
 		if len(subjects) == 1 {
@@ -159,7 +159,7 @@ func (b *Bus) ensureOne(ctx context.Context, name string, cfg bus.ConsumerConfig
 			cc.FilterSubject, cc.FilterSubjects = "", subjects
 		}
 		cc.AckWait = cfg.AckWait
-		cc.MaxAckPending = max(cc.MaxAckPending, cfg.Concurrency)
+		cc.MaxAckPending = max(cc.MaxAckPending, cfg.Handlers())
 		cons, err = b.events.UpdateConsumer(ctx, cc)
 		if err != nil {
 			return nil, fmt.Errorf("update consumer %s: %w", name, err)

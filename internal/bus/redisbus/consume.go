@@ -44,12 +44,29 @@ const (
 // Filtering is client-side (consumer groups cannot filter): every subscription of a group must
 // use the same Filter, since one that does not want an entry acknowledges it for the group.
 func (b *Bus) Subscribe(ctx context.Context, cfg bus.ConsumerConfig, h bus.Handler) (bus.Subscription, error) {
+	if h == nil {
+		return nil, errs.Field("handler", "must not be nil")
+	}
+	if cfg.Batch > 1 {
+		return nil, errs.Field("batch", "needs a batch handler (SubscribeBatch)")
+	}
+	return b.subscribe(ctx, cfg, h, nil)
+}
+
+// SubscribeBatch implements bus.BatchSubscriber: Subscribe, with a handler of up to cfg.Batch
+// deliveries per call.
+func (b *Bus) SubscribeBatch(ctx context.Context, cfg bus.ConsumerConfig, h bus.BatchHandler) (bus.Subscription, error) {
+	if h == nil {
+		return nil, errs.Field("handler", "must not be nil")
+	}
+	return b.subscribe(ctx, cfg, nil, h)
+}
+
+// subscribe runs h, or bh when h is nil, on cfg's consumer.
+func (b *Bus) subscribe(ctx context.Context, cfg bus.ConsumerConfig, h bus.Handler, bh bus.BatchHandler) (bus.Subscription, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
-	}
-	if h == nil {
-		return nil, errs.Field("handler", "must not be nil")
 	}
 	if b.closed.Load() {
 		return nil, errs.New(errs.Unavailable, "event bus closed")
@@ -58,12 +75,13 @@ func (b *Bus) Subscribe(ctx context.Context, cfg bus.ConsumerConfig, h bus.Handl
 		b:        b,
 		cfg:      cfg,
 		h:        h,
+		bh:       bh,
 		consumer: consumerName(),
 		events:   b.keys.events(),
 		retry:    b.keys.retry(cfg.Name),
 		delay:    b.keys.delay(cfg.Name),
 		base:     context.WithoutCancel(ctx),
-		slots:    bus.NewPlaces(cfg.Concurrency, max(cfg.Prefetch, 0)),
+		slots:    bus.NewPlaces(cfg.Handlers(), max(cfg.Prefetch, 0)),
 		stopCh:   make(chan struct{}),
 		loopDone: make(chan struct{}),
 		finished: make(chan struct{}),
@@ -71,7 +89,7 @@ func (b *Bus) Subscribe(ctx context.Context, cfg bus.ConsumerConfig, h bus.Handl
 	}
 	s.log = b.logger.With("consumer", cfg.Name, "instance", s.consumer)
 	s.queue = bus.NewQueue(bus.QueueOptions[queued]{
-		Workers: cfg.Concurrency, Capacity: cfg.QueueCapacity(), HoldEvery: cfg.HoldEvery(),
+		Workers: cfg.Concurrency, Batch: cfg.Batch, Capacity: cfg.QueueCapacity(), HoldEvery: cfg.HoldEvery(),
 		Handle: s.work, Hold: s.hold, Release: s.release, Tick: s.slots.Progress,
 	})
 	if err := s.ensureGroups(ctx); err != nil {
@@ -121,9 +139,10 @@ func consumerName() string {
 type subscription struct {
 	b        *Bus
 	cfg      bus.ConsumerConfig
-	h        bus.Handler
-	consumer string // this subscription's consumer in the group
-	events   string // keys
+	h        bus.Handler      // nil for a batch subscription
+	bh       bus.BatchHandler // set for a batch subscription
+	consumer string           // this subscription's consumer in the group
+	events   string           // keys
 	retry    string
 	delay    string
 	base     context.Context // the handlers' parent: Subscribe's ctx without its cancellation
@@ -459,7 +478,7 @@ func (s *subscription) handle(ctx context.Context, kind, id string, fields map[s
 	}
 	if *n == 0 {
 		// Cannot happen (reads and claims ask for at most *n entries); the entry stays pending
-		// and is claimed again after AckWait rather than run beyond Concurrency.
+		// and is claimed again after AckWait rather than run beyond Handlers().
 		s.log.Error("more entries than free handler slots; leaving one for redelivery", "entry", id)
 		return
 	}
@@ -474,14 +493,28 @@ type queued struct {
 	st *settler
 }
 
-// work runs in the queue's workers: it dispatches the delivery and gives its place back.
-func (s *subscription) work(q queued) {
+// work runs in the queue's workers: it dispatches the deliveries (one, unless the subscription
+// is a batch one) and gives their places back.
+func (s *subscription) work(qs []queued) {
 	if s.stopping() { // no new handler starts
-		s.release([]queued{q})
+		s.release(qs)
 		return
 	}
-	defer s.slots.Finished()
-	bus.Dispatch(s.base, q.d, q.st, s.h, s.cfg, s.b, s.b.ins)
+	if s.bh != nil {
+		ds := make([]bus.Delivery, len(qs))
+		ss := make([]bus.Settler, len(qs))
+		for i, q := range qs {
+			ds[i], ss[i] = q.d, q.st
+		}
+		bus.DispatchBatch(s.base, ds, ss, s.bh, s.cfg, s.b, s.b.ins)
+	} else {
+		for _, q := range qs {
+			bus.Dispatch(s.base, q.d, q.st, s.h, s.cfg, s.b, s.b.ins)
+		}
+	}
+	for range qs {
+		s.slots.Finished()
+	}
 }
 
 // hold resets the idle time of queued entries (XCLAIM to this same consumer, JUSTID: without

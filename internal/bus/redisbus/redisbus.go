@@ -51,7 +51,7 @@
 // # Delivery
 //
 // A subscription reads with XREADGROUP only as many entries as it has free handler slots
-// (ConsumerConfig.Concurrency). Consumer groups cannot filter server-side: entries that do not
+// (ConsumerConfig.Concurrency, times Batch for a batch subscription). Consumer groups cannot filter server-side: entries that do not
 // match the consumer's Filter are acknowledged (XACK) at once without running the handler.
 // Acknowledgements are asynchronous: Ack (and Term) queue XACK and the ZREM of the delay set in
 // a per-subscription batcher and return, freeing the handler's slot; the batcher sends them in
@@ -67,8 +67,8 @@
 //
 // A Bus is safe for concurrent use. Close may be called more than once. Each subscription runs
 // one reader goroutine (reads, claims, queues the acknowledgements of skipped entries), one
-// acknowledgement flusher, and one goroutine per running handler, at most
-// ConsumerConfig.Concurrency.
+// acknowledgement flusher, and one goroutine per running handler (a batch handler: per batch), at
+// most ConsumerConfig.Concurrency.
 //
 // # Testing
 //
